@@ -1,0 +1,239 @@
+"""Typed run configs: dataclasses, YAML load/save and ``--a.b=value`` overrides.
+
+One dataclass tree describes a run completely; the CLI is generated from the same tree, and
+every run saves its resolved tree as ``config.yaml`` beside its outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key, value or file that cannot be used."""
+
+
+@dataclass
+class EnvConfig:
+    suite: str = field(default="tabletop", metadata={"help": "suite name (see `vlaforge list`)"})
+    tasks: list[str] = field(default_factory=list, metadata={"help": "task families; empty = every task"})
+    image_size: int = field(default=64, metadata={"help": "camera resolution in pixels (64 or 128)"})
+    cameras: list[str] = field(default_factory=lambda: ["front"], metadata={"help": "camera views"})
+    max_steps: int = field(default=100, metadata={"help": "episode step limit (20 Hz)"})
+    num_objects: int = field(default=3, metadata={"help": "objects on the table (2 or 3)"})
+
+
+@dataclass
+class CollectConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    split: str = field(default="train", metadata={"help": "scene/instruction split to draw from"})
+    episodes_per_task: int = field(default=50, metadata={"help": "successful expert episodes per task"})
+    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
+    seed: int = field(default=0, metadata={"help": "first scene seed"})
+    noise: float = field(default=0.3, metadata={"help": "std of action noise executed (not recorded), DART-style"})
+    output: str = field(default="data/tabletop", metadata={"help": "dataset directory"})
+    resume: bool = field(default=False, metadata={"help": "continue an interrupted collection in `output`"})
+
+
+@dataclass
+class PolicyConfig:
+    name: str = field(default="vla", metadata={"help": "policy architecture"})
+    d_model: int = field(default=128, metadata={"help": "transformer width"})
+    n_layers: int = field(default=4, metadata={"help": "fusion transformer layers"})
+    n_heads: int = field(default=4, metadata={"help": "attention heads"})
+    chunk_size: int = field(default=8, metadata={"help": "actions predicted per call"})
+    n_obs_steps: int = field(default=1, metadata={"help": "frames of observation history"})
+    vision_channels: list[int] = field(default_factory=lambda: [32, 64, 128], metadata={"help": "CNN widths"})
+    max_text_tokens: int = field(default=16, metadata={"help": "instruction length in tokens"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout in the transformer"})
+
+
+@dataclass
+class OptimConfig:
+    name: str = field(default="adamw", metadata={"help": "optimizer"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"help": "decoupled weight decay (matrices only)"})
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95], metadata={"help": "Adam betas"})
+    warmup_steps: int = field(default=200, metadata={"help": "linear warmup steps"})
+    min_lr_ratio: float = field(default=0.05, metadata={"help": "final lr as a fraction of the peak (cosine)"})
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = field(default="data/tabletop", metadata={"help": "dataset directory (LeRobot v3.0 layout)"})
+    output_dir: str = field(default="runs/train", metadata={"help": "run directory"})
+    steps: int = field(default=3000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=64, metadata={"help": "samples per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    precision: str = field(default="auto", metadata={"help": "auto | bf16 | fp16 | fp32 (fp16 only on CUDA)"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    clip_grad: float = field(default=1.0, metadata={"help": "max gradient norm; 0 = off"})
+    ema_decay: float = field(default=0.995, metadata={"help": "EMA of weights; 0 = off"})
+    ckpt_every: int = field(default=500, metadata={"help": "checkpoint period in steps"})
+    log_every: int = field(default=25, metadata={"help": "metric logging period in steps"})
+    seed: int = field(default=0, metadata={"help": "seed for init, batches and dropout"})
+    resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in output_dir"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = all cores"})
+    tracking: str = field(default="mlflow", metadata={"help": "mlflow | none (metrics.jsonl is always written)"})
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class EvalConfig:
+    policy: str = field(default="", metadata={"help": "policy directory"})
+    split: str = field(default="unseen", metadata={"help": "split to evaluate"})
+    tasks: list[str] = field(default_factory=list, metadata={"help": "task families; empty = the policy's tasks"})
+    episodes: int = field(default=20, metadata={"help": "episodes per task"})
+    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
+    seed: int = field(default=100_000, metadata={"help": "first scene seed (kept apart from collection seeds)"})
+    output_dir: str = field(default="", metadata={"help": "where eval/ goes; empty = beside the policy"})
+    videos_per_task: int = field(default=1, metadata={"help": "rollout GIFs per task in the report"})
+    action_horizon: int = field(default=0, metadata={"help": "actions executed per chunk; 0 = chunk_size/2"})
+    max_steps: int = field(default=0, metadata={"help": "episode step limit; 0 = the policy's env setting"})
+
+
+@dataclass
+class QuickstartConfig:
+    output_dir: str = field(default="runs/quickstart", metadata={"help": "everything goes under here"})
+    splits: list[str] = field(default_factory=lambda: ["train", "unseen"], metadata={"help": "splits to evaluate"})
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+T = TypeVar("T")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``hint``; ints widen to floats."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key!r} expects a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            if option is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError("; ".join(errors))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r} expects true/false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r} expects an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key {key!r} expects a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"config key {key!r} expects a string, got {value!r}")
+    raise ConfigError(f"config key {key!r} has an unsupported type {hint}")
+
+
+def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
+    """Build ``cls`` from a nested dict, rejecting unknown keys with the valid ones listed."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            where = prefix.rstrip(".") or "<root>"
+            raise ConfigError(f"unknown config key {prefix + str(key)!r}; valid keys in {where}: {', '.join(names)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, prefix + key)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(cfg: T, overrides: list[str]) -> T:
+    """Apply ``a.b=value`` strings (values parsed as YAML) to a config, returning a new one."""
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"unknown config key {key!r}")
+            node = node[p]
+        if parts[-1] not in node:
+            valid = ", ".join(node)
+            raise ConfigError(f"unknown config key {key!r}; valid keys here: {valid}")
+        if isinstance(node[parts[-1]], list) and not isinstance(value, list):
+            value = [value] if value not in (None, "") else []
+        node[parts[-1]] = value
+    return from_dict(type(cfg), data)
+
+
+def load_yaml(cls: type[T], path: str | os.PathLike) -> T:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+    return from_dict(cls, data)
+
+
+def save_yaml(cfg: Any, path: str | os.PathLike) -> None:
+    """Write the config atomically so a crash never leaves half a config.yaml."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    os.replace(tmp, p)
+
+
+def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, help) for every leaf of a config tree; drives ``--help``."""
+    rows = []
+    hints = _hints(cls)
+    default = cls()
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            rows += describe_fields(hint, f"{prefix}{f.name}.")
+        else:
+            name = getattr(hint, "__name__", str(hint)).replace("typing.", "")
+            rows.append((prefix + f.name, name, getattr(default, f.name), f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,53 @@
+"""What every suite provides, and the observation/action contract every env keeps.
+
+Observation dict: ``image`` uint8 (V, H, W, 3), ``state`` float32 proprio, ``instruction`` str.
+Action: float32 vector in [-1, 1] (meaning documented per env).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+
+from vlaforge.config import EnvConfig
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A family of language-conditioned tasks with scripted experts."""
+
+    name: str
+    tasks: tuple[str, ...]
+    splits: tuple[str, ...]
+    make_env: Callable[[str, str, EnvConfig], gym.Env]
+    make_expert: Callable[[gym.Env], object]
+    fps: int
+
+    def check(self, tasks: list[str], split: str) -> list[str]:
+        """Resolve an empty task list to all tasks and reject unknown names."""
+        for t in tasks:
+            if t not in self.tasks:
+                raise KeyError(f"unknown task {t!r} in suite {self.name!r}; known tasks: {', '.join(self.tasks)}")
+        if split not in self.splits:
+            raise KeyError(f"unknown split {split!r} in suite {self.name!r}; known splits: {', '.join(self.splits)}")
+        return list(tasks) or list(self.tasks)
+
+
+def check_observation(obs: dict, image_shape: tuple[int, ...], state_dim: int) -> None:
+    """Raise a ValueError naming the first field of ``obs`` that breaks the contract."""
+    for key in ("image", "state", "instruction"):
+        if key not in obs:
+            raise ValueError(f"observation is missing {key!r}; expected keys image, state, instruction")
+    image = np.asarray(obs["image"])
+    if image.shape != tuple(image_shape) or image.dtype != np.uint8:
+        raise ValueError(f"observation image must be uint8 {tuple(image_shape)}, got {image.dtype} {image.shape}")
+    state = np.asarray(obs["state"])
+    if state.shape != (state_dim,):
+        raise ValueError(f"observation state must have shape ({state_dim},), got {state.shape}")
+    if not np.all(np.isfinite(state)):
+        raise ValueError("observation state contains NaN or inf")
+    if not isinstance(obs["instruction"], str) or not obs["instruction"].strip():
+        raise ValueError("observation instruction must be a non-empty string")

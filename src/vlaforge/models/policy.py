@@ -1,0 +1,154 @@
+"""The default VLA policy, readable top to bottom, and the on-disk policy format.
+
+Tokens, in order: instruction words, image patches (every history frame and camera), one proprio
+token per frame, and one learned query per future action. A transformer mixes them all with
+full attention, and the query tokens are read out as a normalised action chunk.
+
+A policy directory holds config.json, model.safetensors and normalization.json and loads
+with ``vlaforge.load_policy(dir)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vlaforge.config import PolicyConfig, from_dict
+from vlaforge.data.normalize import Normalizer
+from vlaforge.data.tokenizer import WordTokenizer
+from vlaforge.envs.base import check_observation
+from vlaforge.models.language import TextEncoder
+from vlaforge.models.transformer import Block
+from vlaforge.models.vision import ConvEncoder
+from vlaforge.registry import POLICIES
+
+
+@POLICIES.register("vla")
+class VLAPolicy(nn.Module):
+    def __init__(self, cfg: PolicyConfig, image_size: int, num_cameras: int, state_dim: int, action_dim: int, vocab_size: int) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.cfg, self.action_dim = cfg, action_dim
+        self.vision = ConvEncoder(image_size, cfg.vision_channels, d)
+        self.frame_embed = nn.Parameter(torch.zeros(1, cfg.n_obs_steps * num_cameras, 1, d))
+        self.text = TextEncoder(vocab_size, cfg.max_text_tokens, d, cfg.n_heads, cfg.dropout)
+        self.state_proj = nn.Linear(state_dim, d)
+        self.state_pos = nn.Parameter(torch.zeros(1, cfg.n_obs_steps, d))
+        self.queries = nn.Parameter(torch.randn(1, cfg.chunk_size, d) * 0.02)
+        self.blocks = nn.ModuleList([Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers)])
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, action_dim)
+
+    def forward(self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """image uint8 (B, T, V, H, W, 3), state (B, T, S), tokens (B, L) -> actions (B, K, A)."""
+        b, t, v = image.shape[:3]
+        patches = self.vision(image.flatten(0, 2))  # (B*T*V, P, d)
+        patches = patches.view(b, t * v, -1, patches.shape[-1]) + self.frame_embed
+        patches = patches.flatten(1, 2)
+        text, text_mask = self.text(tokens)
+        proprio = self.state_proj(state) + self.state_pos
+        queries = self.queries.expand(b, -1, -1)
+        x = torch.cat([text, patches, proprio, queries], dim=1)
+        rest = x.shape[1] - text.shape[1]
+        mask = torch.cat([text_mask, text_mask.new_ones(b, rest)], dim=1)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.head(self.ln_f(x[:, -queries.shape[1]:]))
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """L1 between predicted and demonstrated chunks, ignoring steps past the episode end."""
+        pred = self(batch["image"], batch["state"], batch["tokens"])
+        err = (pred.float() - batch["action"]).abs().mean(-1)
+        valid = batch["action_valid"].float()
+        return (err * valid).sum() / valid.sum().clamp(min=1.0)
+
+
+def build_policy(cfg: PolicyConfig, spec: dict) -> nn.Module:
+    cls = POLICIES.get(cfg.name)
+    return cls(cfg, spec["image_size"], len(spec["cameras"]), spec["state_dim"], spec["action_dim"], len(spec["vocab"]))
+
+
+class Policy:
+    """A trained policy with its normaliser and tokenizer: ``act(obs)`` returns an action chunk."""
+
+    def __init__(self, model: nn.Module, normalizer: Normalizer, tokenizer: WordTokenizer, meta: dict) -> None:
+        self.model = model.eval()
+        self.normalizer, self.tokenizer, self.meta = normalizer, tokenizer, meta
+        self.cfg: PolicyConfig = model.cfg
+        spec = meta["spec"]
+        self.image_shape = (len(spec["cameras"]), spec["image_size"], spec["image_size"], 3)
+        self.state_dim = spec["state_dim"]
+        self._history: deque = deque(maxlen=self.cfg.n_obs_steps)
+
+    def reset(self) -> None:
+        """Forget the observation history (call at every episode start)."""
+        self._history.clear()
+
+    @torch.no_grad()
+    def act(self, obs: dict) -> np.ndarray:
+        """One observation dict -> (chunk_size, action_dim) float32 actions in env units."""
+        check_observation(obs, self.image_shape, self.state_dim)
+        image = torch.from_numpy(np.ascontiguousarray(obs["image"]))
+        state = torch.from_numpy(self.normalizer.norm_state(np.asarray(obs["state"], np.float32)))
+        if not self._history:
+            self._history.extend([(image, state)] * self.cfg.n_obs_steps)
+        else:
+            self._history.append((image, state))
+        images = torch.stack([h[0] for h in self._history])[None]
+        states = torch.stack([h[1] for h in self._history])[None].float()
+        tokens = torch.tensor([self.tokenizer.encode(obs["instruction"], self.cfg.max_text_tokens)])
+        device = next(self.model.parameters()).device
+        pred = self.model(images.to(device), states.to(device), tokens.to(device))[0].float().cpu().numpy()
+        return np.clip(self.normalizer.unnorm_action(pred), -1.0, 1.0).astype(np.float32)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the policy directory atomically (a temporary directory renamed into place)."""
+        out = Path(directory)
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        meta = dict(self.meta, policy=dataclasses.asdict(self.cfg), vocab=self.tokenizer.vocab)
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+        state = {k: v.detach().float().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        self.normalizer.save(tmp / "normalization.json")
+        if out.exists():
+            old = out.with_name(out.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+        return out
+
+
+def load_policy(directory: str | os.PathLike, device: str = "cpu") -> Policy:
+    """Load a policy directory written by ``Policy.save`` (or the trainer)."""
+    d = Path(directory)
+    for name in ("config.json", "model.safetensors", "normalization.json"):
+        if not (d / name).is_file():
+            raise FileNotFoundError(f"policy directory {d} lacks {name}")
+    try:
+        meta = json.loads((d / "config.json").read_text())
+        cfg = from_dict(PolicyConfig, meta["policy"])
+        tokenizer = WordTokenizer(meta["vocab"])
+        spec = dict(meta["spec"], vocab=meta["vocab"])
+    except (json.JSONDecodeError, KeyError) as e:
+        raise ValueError(f"policy config {d / 'config.json'} is unreadable: {e}") from None
+    model = build_policy(cfg, spec)
+    try:
+        model.load_state_dict(load_file(str(d / "model.safetensors")))
+    except Exception as e:
+        raise ValueError(f"policy weights {d / 'model.safetensors'} do not load: {e}") from None
+    meta.pop("policy"), meta.pop("vocab")
+    return Policy(model.to(device), Normalizer.load(d / "normalization.json"), tokenizer, meta)
