@@ -4,3 +4,13 @@ import os
 
 # MuJoCo picks its GL backend at import; headless EGL is the default everywhere we run.
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def load_policy(directory, device: str = "cpu"):
+    """Load a saved policy directory; ``policy.act(obs)`` returns an action chunk."""
+    from vlaforge.models.policy import load_policy as _load
+
+    return _load(directory, device)
+
+
+__all__ = ["load_policy"]

@@ -51,7 +51,7 @@ class PolicyConfig:
     n_heads: int = field(default=4, metadata={"help": "attention heads"})
     chunk_size: int = field(default=8, metadata={"help": "actions predicted per call"})
     n_obs_steps: int = field(default=1, metadata={"help": "frames of observation history"})
-    vision_channels: list[int] = field(default_factory=lambda: [32, 64, 128], metadata={"help": "CNN widths"})
+    vision_channels: list[int] = field(default_factory=lambda: [32, 64, 64], metadata={"help": "CNN stage widths"})
     max_text_tokens: int = field(default=16, metadata={"help": "instruction length in tokens"})
     dropout: float = field(default=0.0, metadata={"help": "dropout in the transformer"})
 

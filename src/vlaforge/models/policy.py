@@ -1,7 +1,8 @@
 """The default VLA policy, readable top to bottom, and the on-disk policy format.
 
-Tokens, in order: instruction words, image patches (every history frame and camera), one proprio
-token per frame, and one learned query per future action. A transformer mixes them all with
+Tokens, in order: instruction words, image keypoint tokens from a language-conditioned (FiLM) CNN
+for every history frame and camera, one proprio token per frame, and one learned query per
+future action. A transformer mixes them all with
 full attention, and the query tokens are read out as a normalised action chunk.
 
 A policy directory holds config.json, model.safetensors and normalization.json and loads
@@ -51,13 +52,15 @@ class VLAPolicy(nn.Module):
     def forward(self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """image uint8 (B, T, V, H, W, 3), state (B, T, S), tokens (B, L) -> actions (B, K, A)."""
         b, t, v = image.shape[:3]
-        patches = self.vision(image.flatten(0, 2))  # (B*T*V, P, d)
+        text, text_mask = self.text(tokens)
+        pooled_text = (text * text_mask[..., None]).sum(1) / text_mask.sum(1, keepdim=True).clamp(min=1)
+        cond = pooled_text.repeat_interleave(t * v, dim=0)
+        patches = self.vision(image.flatten(0, 2), cond)  # (B*T*V, P, d)
         patches = patches.view(b, t * v, -1, patches.shape[-1]) + self.frame_embed
         patches = patches.flatten(1, 2)
-        text, text_mask = self.text(tokens)
         proprio = self.state_proj(state) + self.state_pos
         queries = self.queries.expand(b, -1, -1)
-        x = torch.cat([text, patches, proprio, queries], dim=1)
+        x = torch.cat([text, patches.to(text.dtype), proprio.to(text.dtype), queries.to(text.dtype)], dim=1)
         rest = x.shape[1] - text.shape[1]
         mask = torch.cat([text_mask, text_mask.new_ones(b, rest)], dim=1)
         for block in self.blocks:

@@ -1,0 +1,136 @@
+"""``vlaforge <verb>``: each verb maps to one config dataclass and one library function.
+
+    vlaforge train --config run.yaml --train.steps=5000 --policy.d_model=256
+Flags are the dotted keys of the verb's config; values are parsed as YAML (lists: [a,b]).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+from vlaforge.config import (
+    CollectConfig,
+    ConfigError,
+    EvalConfig,
+    QuickstartConfig,
+    TrainConfig,
+    apply_overrides,
+    describe_fields,
+    load_yaml,
+)
+
+
+def _collect(cfg: CollectConfig) -> Any:
+    from vlaforge.data.collect import collect
+
+    path = collect(cfg)
+    print(f"dataset written to {path}")
+
+
+def _train(cfg: TrainConfig) -> Any:
+    from vlaforge.train.trainer import train
+
+    print(f"policy written to {train(cfg)}")
+
+
+def _eval(cfg: EvalConfig) -> Any:
+    from vlaforge.eval.rollout import evaluate
+
+    r = evaluate(cfg)
+    print(f"{r['suite']}/{r['split']}: success {r['success_rate']:.1%} (95% CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}) "
+          f"over {r['episodes']} episodes")
+    for task, v in r["per_task"].items():
+        print(f"  {task:14s} {v['success_rate']:6.1%}  [{v['ci95'][0]:.0%}, {v['ci95'][1]:.0%}]")
+
+
+def _quickstart(cfg: QuickstartConfig) -> Any:
+    from vlaforge.quickstart import quickstart
+
+    s = quickstart(cfg)
+    print(json.dumps({k: s[k] for k in ("stage_seconds", "success_rate", "ci95", "reports")}, indent=2))
+
+
+VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
+    "collect": (CollectConfig, _collect, "roll scripted experts and write a LeRobot v3.0 dataset"),
+    "train": (TrainConfig, _train, "train a policy on a dataset"),
+    "eval": (EvalConfig, _eval, "evaluate a policy in closed loop; writes results.json and report.html"),
+    "quickstart": (QuickstartConfig, _quickstart, "collect -> train -> eval on the built-in suite"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: vlaforge <verb> [--config FILE.yaml] [--key=value ...] [--help]", "", "verbs:"]
+    lines += [f"  {name:11s} {doc}" for name, (_, _, doc) in VERBS.items()]
+    lines.append("  list        registered suites, tasks and policies")
+    return "\n".join(lines)
+
+
+def _help(verb: str, cls: type) -> str:
+    lines = [f"usage: vlaforge {verb} [--config FILE.yaml] [--key=value ...]", "", "options:"]
+    for key, typ, default, doc in describe_fields(cls):
+        lines.append(f"  --{key}={json.dumps(default)}  ({typ}) {doc}")
+    return "\n".join(lines)
+
+
+def parse(verb: str, argv: list[str]) -> Any:
+    """Build the verb's config from ``--config`` and ``--key=value`` arguments."""
+    cls = VERBS[verb][0]
+    cfg_path, overrides = None, []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}; options look like --key=value")
+        body = arg[2:]
+        if "=" not in body:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                body, i = f"{body}={argv[i + 1]}", i + 1
+            else:
+                body = f"{body}=true"  # a bare flag such as --resume
+        key, value = body.split("=", 1)
+        if key == "config":
+            cfg_path = value
+        else:
+            overrides.append(f"{key}={value}")
+        i += 1
+    cfg = load_yaml(cls, cfg_path) if cfg_path else cls()
+    return apply_overrides(cfg, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb == "list":
+        from vlaforge.envs import get_suite
+        from vlaforge.registry import POLICIES, SUITES
+
+        import vlaforge.models.policy  # noqa: F401  (registers policies)
+
+        for name in SUITES.names():
+            s = get_suite(name)
+            print(f"suite {name}: tasks {', '.join(s.tasks)}; splits {', '.join(s.splits)}")
+        print(f"policies: {', '.join(POLICIES.names())}")
+        return 0
+    if verb not in VERBS:
+        print(f"error: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    if "-h" in rest or "--help" in rest:
+        print(_help(verb, VERBS[verb][0]))
+        return 0
+    try:
+        cfg = parse(verb, rest)
+        VERBS[verb][1](cfg)
+    except (ConfigError, KeyError, ValueError, FileExistsError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

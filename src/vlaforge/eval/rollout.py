@@ -1,0 +1,162 @@
+"""Closed-loop evaluation in parallel worker processes, written as eval/results.json + report.html.
+
+Each worker loads the policy once and runs whole episodes; seeds are ``seed + episode`` per task,
+so a result can be reproduced episode by episode. The policy predicts a chunk of actions and the
+first ``action_horizon`` of them are executed before it is queried again (receding horizon).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from vlaforge.config import EnvConfig, EvalConfig, from_dict, save_yaml
+from vlaforge.eval.stats import wilson_interval
+
+_STATE: dict = {}
+
+
+def _worker_init(policy_dir: str) -> None:
+    import torch
+
+    from vlaforge.models.policy import load_policy
+
+    torch.set_num_threads(1)
+    _STATE["policy"] = load_policy(policy_dir)
+    _STATE["envs"] = {}
+
+
+def run_episode(job: tuple) -> dict:
+    """(suite, env_cfg, split, task, seed, horizon, record) -> one episode's outcome."""
+    from vlaforge.envs import get_suite
+
+    suite_name, env_cfg, split, task, seed, horizon, record = job
+    policy = _STATE["policy"]
+    key = (task, split)
+    if key not in _STATE["envs"]:
+        _STATE["envs"][key] = get_suite(suite_name).make_env(task, split, from_dict(EnvConfig, env_cfg))
+    env = _STATE["envs"][key]
+    obs, info = env.reset(seed=seed)
+    policy.reset()
+    frames = [env.render_views(128)[0]] if record else []
+    success, steps, t0 = False, 0, time.perf_counter()
+    done = False
+    while not done:
+        for action in policy.act(obs)[:horizon]:
+            obs, _, terminated, truncated, info = env.step(action)
+            steps += 1
+            if record:
+                frames.append(env.render_views(128)[0])
+            if terminated or truncated:
+                success, done = bool(info["success"]), True
+                break
+    return {
+        "task": task,
+        "seed": seed,
+        "instruction": info["instruction"],
+        "success": success,
+        "length": steps,
+        "seconds": time.perf_counter() - t0,
+        "frames": np.stack(frames) if record else None,
+    }
+
+
+def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
+    """Roll the policy out and write results.json and report.html; returns the results dict."""
+    from vlaforge.envs import get_suite
+    from vlaforge.eval.report import write_report
+    from vlaforge.models.policy import load_policy
+
+    if not cfg.policy:
+        raise ValueError("eval needs --policy=DIR (a policy directory)")
+    if cfg.episodes < 1:
+        raise ValueError("episodes must be >= 1")
+    policy = load_policy(cfg.policy)
+    meta = policy.meta
+    if not meta.get("suite") or not meta.get("env"):
+        raise ValueError(f"policy {cfg.policy} does not record the suite it was trained on")
+    suite = get_suite(meta["suite"])
+    tasks = suite.check(cfg.tasks or meta["tasks"], cfg.split)
+    env_cfg = dict(meta["env"])
+    if cfg.max_steps:
+        env_cfg["max_steps"] = cfg.max_steps
+    horizon = cfg.action_horizon or max(1, policy.cfg.chunk_size // 2)
+    if horizon > policy.cfg.chunk_size:
+        raise ValueError(f"action_horizon {horizon} exceeds the policy's chunk_size {policy.cfg.chunk_size}")
+    out = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.policy).parent / "eval" / cfg.split
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, out / "config.yaml")
+    jobs = [
+        (suite.name, env_cfg, cfg.split, task, cfg.seed + i, horizon, i < cfg.videos_per_task)
+        for task in tasks
+        for i in range(cfg.episodes)
+    ]
+    workers = cfg.workers or os.cpu_count() or 1
+    t0 = time.perf_counter()
+    records = []
+    progress = Progress(
+        TextColumn(f"[bold]eval {cfg.split}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(), disable=not show_progress,
+    )
+    with progress:
+        bar = progress.add_task("eval", total=len(jobs), status="")
+        for rec in _run(jobs, workers, cfg.policy):
+            records.append(rec)
+            rate = sum(r["success"] for r in records) / len(records)
+            progress.update(bar, advance=1, status=f"success {rate:.0%}")
+    wall = time.perf_counter() - t0
+    records.sort(key=lambda r: (tasks.index(r["task"]), r["seed"]))
+    results = summarize(records, tasks, suite.name, cfg.split, cfg.policy, cfg.seed, wall)
+    write_report(results, records, out)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, out / "results.json")
+    return results
+
+
+def summarize(records: list[dict], tasks: list[str], suite: str, split: str, policy: str, seed: int, wall: float) -> dict:
+    """The results.json schema of DESIGN.md, with Wilson 95% intervals."""
+    per_task = {}
+    for task in tasks:
+        rs = [r for r in records if r["task"] == task]
+        k = sum(r["success"] for r in rs)
+        per_task[task] = {
+            "episodes": len(rs),
+            "successes": k,
+            "success_rate": k / len(rs),
+            "ci95": list(wilson_interval(k, len(rs))),
+            "mean_episode_length": float(np.mean([r["length"] for r in rs])),
+        }
+    k = sum(r["success"] for r in records)
+    return {
+        "suite": suite,
+        "split": split,
+        "episodes": len(records),
+        "success_rate": k / len(records),
+        "ci95": list(wilson_interval(k, len(records))),
+        "per_task": per_task,
+        "mean_episode_length": float(np.mean([r["length"] for r in records])),
+        "wall_seconds": wall,
+        "policy": str(policy),
+        "seed": seed,
+        "episodes_detail": [
+            {key: r[key] for key in ("task", "seed", "instruction", "success", "length")} for r in records
+        ],
+    }
+
+
+def _run(jobs: list[tuple], workers: int, policy_dir: str):
+    if workers <= 1:
+        _worker_init(policy_dir)
+        for job in jobs:
+            yield run_episode(job)
+        return
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(policy_dir,)) as pool:
+        yield from pool.imap_unordered(run_episode, jobs, chunksize=1)
