@@ -75,6 +75,7 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     precision: str = field(default="auto", metadata={"help": "auto | bf16 | fp16 | fp32 (fp16 only on CUDA)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    image_shift: int = field(default=0, metadata={"help": "random-shift augmentation in pixels; 0 = off"})
     clip_grad: float = field(default=1.0, metadata={"help": "max gradient norm; 0 = off"})
     ema_decay: float = field(default=0.995, metadata={"help": "EMA of weights; 0 = off"})
     ckpt_every: int = field(default=500, metadata={"help": "checkpoint period in steps"})
@@ -105,7 +106,9 @@ class EvalConfig:
 class QuickstartConfig:
     output_dir: str = field(default="runs/quickstart", metadata={"help": "everything goes under here"})
     splits: list[str] = field(default_factory=lambda: ["train", "unseen"], metadata={"help": "splits to evaluate"})
-    collect: CollectConfig = field(default_factory=CollectConfig)
+    # Scene diversity is what the policy's language grounding is starved of, and simulated
+    # episodes are cheap, so the quickstart collects more than `vlaforge collect` does by default.
+    collect: CollectConfig = field(default_factory=lambda: CollectConfig(episodes_per_task=150))
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -146,6 +149,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"config key {key!r} expects a number, got {value!r}")
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):

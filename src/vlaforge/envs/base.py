@@ -25,6 +25,9 @@ class Suite:
     make_env: Callable[[str, str, EnvConfig], gym.Env]
     make_expert: Callable[[gym.Env], object]
     fps: int
+    # Names of the privileged per-frame values the env's ``task_points()`` returns (auxiliary
+    # training targets, never policy inputs); empty when the suite records none.
+    env_state_names: tuple[str, ...] = ()
 
     def check(self, tasks: list[str], split: str) -> list[str]:
         """Resolve an empty task list to all tasks and reject unknown names."""

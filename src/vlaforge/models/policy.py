@@ -35,7 +35,10 @@ from vlaforge.registry import POLICIES
 
 @POLICIES.register("vla")
 class VLAPolicy(nn.Module):
-    def __init__(self, cfg: PolicyConfig, image_size: int, num_cameras: int, state_dim: int, action_dim: int, vocab_size: int) -> None:
+    def __init__(
+        self, cfg: PolicyConfig, image_size: int, num_cameras: int, state_dim: int, action_dim: int, vocab_size: int,
+        aux_dim: int = 0,
+    ) -> None:
         super().__init__()
         d = cfg.d_model
         self.cfg, self.action_dim = cfg, action_dim
@@ -48,9 +51,17 @@ class VLAPolicy(nn.Module):
         self.blocks = nn.ModuleList([Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers)])
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, action_dim)
+        # Auxiliary "where is the target / goal" query, trained on privileged sim state only.
+        self.aux_dim = aux_dim
+        if aux_dim:
+            self.aux_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+            self.aux_head = nn.Linear(d, aux_dim)
 
     def forward(self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """image uint8 (B, T, V, H, W, 3), state (B, T, S), tokens (B, L) -> actions (B, K, A)."""
+        return self._run(image, state, tokens)[0]
+
+    def _run(self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, t, v = image.shape[:3]
         text, text_mask = self.text(tokens)
         pooled_text = (text * text_mask[..., None]).sum(1) / text_mask.sum(1, keepdim=True).clamp(min=1)
@@ -59,25 +70,38 @@ class VLAPolicy(nn.Module):
         patches = patches.view(b, t * v, -1, patches.shape[-1]) + self.frame_embed
         patches = patches.flatten(1, 2)
         proprio = self.state_proj(state) + self.state_pos
-        queries = self.queries.expand(b, -1, -1)
-        x = torch.cat([text, patches.to(text.dtype), proprio.to(text.dtype), queries.to(text.dtype)], dim=1)
+        queries = [self.queries.expand(b, -1, -1)]
+        if self.aux_dim:
+            queries.append(self.aux_query.expand(b, -1, -1))
+        x = torch.cat([text, patches.to(text.dtype), proprio.to(text.dtype), *[q.to(text.dtype) for q in queries]], dim=1)
         rest = x.shape[1] - text.shape[1]
         mask = torch.cat([text_mask, text_mask.new_ones(b, rest)], dim=1)
         for block in self.blocks:
             x = block(x, mask)
-        return self.head(self.ln_f(x[:, -queries.shape[1]:]))
+        x = self.ln_f(x)
+        k = self.queries.shape[1]
+        if self.aux_dim:
+            return self.head(x[:, -k - 1 : -1]), self.aux_head(x[:, -1])
+        return self.head(x[:, -k:]), None
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """L1 between predicted and demonstrated chunks, ignoring steps past the episode end."""
-        pred = self(batch["image"], batch["state"], batch["tokens"])
+        """L1 between predicted and demonstrated chunks, ignoring steps past the episode end,
+        plus the auxiliary target/goal localisation L1 when the batch carries env_state."""
+        pred, aux = self._run(batch["image"], batch["state"], batch["tokens"])
         err = (pred.float() - batch["action"]).abs().mean(-1)
         valid = batch["action_valid"].float()
-        return (err * valid).sum() / valid.sum().clamp(min=1.0)
+        loss = (err * valid).sum() / valid.sum().clamp(min=1.0)
+        if aux is not None and "env_state" in batch:
+            loss = loss + (aux.float() - batch["env_state"]).abs().mean()
+        return loss
 
 
 def build_policy(cfg: PolicyConfig, spec: dict) -> nn.Module:
     cls = POLICIES.get(cfg.name)
-    return cls(cfg, spec["image_size"], len(spec["cameras"]), spec["state_dim"], spec["action_dim"], len(spec["vocab"]))
+    return cls(
+        cfg, spec["image_size"], len(spec["cameras"]), spec["state_dim"], spec["action_dim"], len(spec["vocab"]),
+        spec.get("aux_dim", 0),
+    )
 
 
 class Policy:

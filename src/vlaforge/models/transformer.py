@@ -25,7 +25,7 @@ class Attention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             # On CPU the fused flash kernel is ~2x slower in bf16 than the math kernel, which
-            # also beats flash in fp32 (benchmarks/attention_cpu.py); CUDA keeps flash.
+            # also beats flash in fp32 (benchmarks/train_throughput.py); CUDA keeps flash.
             with sdpa_kernel(SDPBackend.MATH):
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         else:

@@ -42,6 +42,8 @@ class ConvEncoder(nn.Module):
             self.stages.append(FiLMConv(c_in, c_out, stride, d_model))
             c_in = c_out
         self.keypoint_conv = nn.Conv2d(c_in, keypoints, 1)
+        # Instruction-queried keypoints: logit_k(x, y) += <q_k(instruction), feature(x, y)>.
+        self.keypoint_query = nn.Linear(d_model, keypoints * c_in)
         self.keypoint_proj = nn.Linear(2, d_model)
         self.keypoint_id = nn.Parameter(torch.randn(1, keypoints, d_model) * 0.02)
         self.pool_proj = nn.Linear(c_in, d_model)
@@ -57,7 +59,9 @@ class ConvEncoder(nn.Module):
         for stage in self.stages:
             x = stage(x, cond)
         b, _, h, w = x.shape
-        logits = self.keypoint_conv(x).flatten(2).float() / self.temperature  # (B, K, H*W)
+        feats = x.flatten(2)  # (B, C, H*W)
+        query = self.keypoint_query(cond).view(b, -1, feats.shape[1])  # (B, K, C)
+        logits = (self.keypoint_conv(x).flatten(2) + query @ feats / feats.shape[1] ** 0.5).float() / self.temperature
         attn = logits.softmax(-1)
         gy, gx = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device), indexing="ij")
         grid = torch.stack([gx.flatten(), gy.flatten()], -1)  # (H*W, 2)

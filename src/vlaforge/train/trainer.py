@@ -69,6 +69,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
         "cameras": data.cameras,
         "state_dim": int(data.state.shape[1]),
         "action_dim": int(data.action.shape[1]),
+        "aux_dim": 0 if data.env_state is None else int(data.env_state.shape[1]),
         "vocab": tokenizer.vocab,
     }
     torch.manual_seed(cfg.seed)
@@ -105,7 +106,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout noise depends on the step only
             step_loss = 0.0
             for micro in range(cfg.grad_accum):
-                batch = sampler.sample(cfg.batch_size, sampler.generator(cfg.seed, step, micro))
+                batch = sampler.sample(cfg.batch_size, sampler.generator(cfg.seed, step, micro), cfg.image_shift)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with amp.autocast(precision, device):
                     loss = model.loss(batch) / cfg.grad_accum

@@ -104,6 +104,28 @@ class TabletopEnv(gym.Env):
             "button_top": self.data.geom_xpos[self.model.geom("button").id].copy() + np.array([0, 0, 0.008]),
         }
 
+    def task_points(self) -> np.ndarray:
+        """Privileged (target xyz, goal xyz) of the current task, float32 (6,).
+
+        Recorded in datasets as ``observation.environment_state`` and used only as an auxiliary
+        training target (the policy never receives it as input).
+        """
+        ep, s = self.episode, self.state()
+        obj = s["objects"][ep.target_body]
+        if ep.family in ("push", "pick_place"):
+            goal = np.array([*ep.zone_xy[ep.goal], 0.0])
+        elif ep.family == "stack":
+            goal = s["objects"][ep.objects[ep.goal][0]]
+        elif ep.family == "put_in_bowl":
+            goal = np.array([*ep.bowl_xy, 0.0])
+        elif ep.family == "open_drawer":
+            obj = goal = s["handle"]
+        elif ep.family == "press_button":
+            obj = goal = s["button_top"]
+        else:
+            goal = obj
+        return np.concatenate([obj, goal]).astype(np.float32)
+
     def _apply_episode(self, ep: Episode, rng: np.random.Generator) -> None:
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)

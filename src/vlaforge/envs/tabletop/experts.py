@@ -15,12 +15,18 @@ from vlaforge.envs.tabletop.env import MAX_DELTA, TabletopEnv
 from vlaforge.envs.tabletop.scene import OBJECT_HALF
 
 OPEN, CLOSE = -1.0, 1.0
+GAIN_DISTANCE = 2.5 * MAX_DELTA  # full speed when the target is at least this far
 CARRY_Z = 0.1
 HOVER = 0.07
 
 
 def _move(ee: np.ndarray, target: np.ndarray, grip: float) -> np.ndarray:
-    delta = (np.asarray(target) - ee) / MAX_DELTA
+    """Proportional step towards ``target``, saturating beyond GAIN_DISTANCE.
+
+    A proportional (rather than bang-bang) law makes the demonstrated action a smooth function of
+    the object-gripper offset, which a policy regresses far more easily.
+    """
+    delta = (np.asarray(target) - ee) / GAIN_DISTANCE
     return np.array([*np.clip(delta, -1.0, 1.0), grip], dtype=np.float32)
 
 

@@ -1,0 +1,44 @@
+"""Shared by the benchmark scripts: machine description and JSON + markdown output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__, "python": sys.version.split()[0]}
+
+
+def write(name: str, figures: dict, rows: list[dict], title: str) -> Path:
+    """Write results/<name>.json (machine, command, figures, rows) and a markdown table of rows."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine(), "command": " ".join(["python", *sys.argv]), "figures": figures, "rows": rows}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    cols = list(rows[0]) if rows else []
+    md = [f"# {title}", "", f"Machine: {payload['machine']}", "", f"Command: `{payload['command']}`", ""]
+    md += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
+    (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return RESULTS / f"{name}.json"
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

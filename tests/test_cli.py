@@ -1,0 +1,37 @@
+"""End-to-end smoke test of the CLI on a tiny config: collect -> train -> eval."""
+
+import json
+
+from vlaforge.cli import main
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["collect", "--env.tasks=[reach,press_button]", "--episodes_per_task=2", "--workers=1",
+                 f"--output={data}"]) == 0
+    assert main(["train", f"--dataset={data}", f"--output_dir={run}", "--steps=4", "--batch_size=4",
+                 "--tracking=none", "--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2",
+                 "--policy.vision_channels=[8,8]"]) == 0
+    assert main(["eval", f"--policy={run}/policy", "--split=unseen", "--episodes=2", "--workers=2",
+                 "--max_steps=12", "--videos_per_task=1"]) == 0
+    out = run / "eval/unseen"
+    results = json.loads((out / "results.json").read_text())
+    for key in ("suite", "split", "episodes", "success_rate", "ci95", "per_task", "mean_episode_length",
+                "wall_seconds", "policy", "seed"):
+        assert key in results
+    assert results["episodes"] == 4 and set(results["per_task"]) == {"reach", "press_button"}
+    assert all(d["length"] <= 12 for d in results["episodes_detail"])
+    assert "<img" in (out / "report.html").read_text()
+    assert len(list((out / "videos").glob("*.gif"))) == 2
+    assert (data / "collect_config.yaml").is_file() and (run / "config.yaml").is_file()
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert main(["train", "--policy.widht=3"]) == 2
+    assert "unknown config key 'policy.widht'" in capsys.readouterr().err
+    assert main(["collect", "--env.tasks=[juggle]", f"--output={tmp_path / 'd'}"]) == 2
+    assert "unknown task 'juggle'" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    assert main(["frobnicate"]) == 2
+    assert main(["eval", f"--policy={tmp_path}"]) == 2
+    assert "lacks config.json" in capsys.readouterr().err

@@ -1,0 +1,45 @@
+import pytest
+
+from vlaforge.cli import parse
+from vlaforge.config import ConfigError, TrainConfig, apply_overrides, from_dict, load_yaml, save_yaml
+
+
+def test_overrides_types_and_nesting():
+    cfg = apply_overrides(TrainConfig(), ["steps=7", "policy.d_model=64", "optim.lr=1e-3", "policy.vision_channels=[8,16]"])
+    assert cfg.steps == 7 and cfg.policy.d_model == 64 and cfg.optim.lr == 1e-3
+    assert cfg.policy.vision_channels == [8, 16]
+    assert TrainConfig().steps != 7  # defaults untouched
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown config key 'policy.width'.*d_model"):
+        apply_overrides(TrainConfig(), ["policy.width=3"])
+    with pytest.raises(ConfigError, match="unknown config key 'bogus'"):
+        from_dict(TrainConfig, {"bogus": 1})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match="'steps' expects an integer"):
+        apply_overrides(TrainConfig(), ["steps=many"])
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = apply_overrides(TrainConfig(), ["steps=11", "policy.n_layers=2"])
+    save_yaml(cfg, tmp_path / "c.yaml")
+    assert load_yaml(TrainConfig, tmp_path / "c.yaml") == cfg
+
+
+def test_bad_yaml_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("steps: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(TrainConfig, p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_yaml(TrainConfig, tmp_path / "missing.yaml")
+
+
+def test_cli_parse(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("steps: 5\npolicy:\n  n_heads: 2\n")
+    cfg = parse("train", ["--config", str(p), "--policy.n_heads=8", "--resume"])
+    assert cfg.steps == 5 and cfg.policy.n_heads == 8 and cfg.resume is True

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+import vlaforge
+from vlaforge.config import PolicyConfig
+from vlaforge.data.normalize import Normalizer
+from vlaforge.data.tokenizer import WordTokenizer
+from vlaforge.models.policy import Policy, build_policy
+
+
+def make_policy(n_obs_steps=1, **kw):
+    tok = WordTokenizer.from_texts(["reach the red cube", "press the button"])
+    spec = {"image_size": 64, "cameras": ["front"], "state_dim": 4, "action_dim": 4, "vocab": tok.vocab}
+    torch.manual_seed(0)
+    model = build_policy(PolicyConfig(n_obs_steps=n_obs_steps, **kw), spec)
+    norm = Normalizer(np.zeros(4, np.float32), np.ones(4, np.float32), np.zeros(4, np.float32), np.full(4, 0.5, np.float32))
+    meta = {"spec": {k: v for k, v in spec.items() if k != "vocab"}, "suite": "tabletop", "env": {}, "tasks": ["reach"]}
+    return Policy(model, norm, tok, meta)
+
+
+def obs(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"image": rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8),
+            "state": rng.normal(size=4).astype(np.float32), "instruction": "reach the red cube"}
+
+
+def test_default_size_in_range():
+    n = sum(p.numel() for p in make_policy().model.parameters())
+    assert 1e6 <= n <= 10e6
+
+
+def test_save_load_identical_actions(tmp_path):
+    p = make_policy(n_obs_steps=2)
+    with torch.no_grad():
+        for prm in p.model.parameters():
+            prm.add_(torch.randn_like(prm) * 0.05)  # make the weights non-trivial
+    p.save(tmp_path / "pol")
+    q = vlaforge.load_policy(tmp_path / "pol")
+    for s in range(3):
+        a, b = p.act(obs(s)), q.act(obs(s))
+        assert a.shape == (8, 4)
+        np.testing.assert_array_equal(a, b)
+    assert sorted(x.name for x in (tmp_path / "pol").iterdir()) == ["config.json", "model.safetensors", "normalization.json"]
+
+
+def test_instruction_changes_action():
+    p = make_policy()
+    with torch.no_grad():
+        for prm in p.model.parameters():
+            prm.add_(torch.randn_like(prm) * 0.05)
+    o = obs()
+    a = p.act(o)
+    p.reset()
+    b = p.act(dict(o, instruction="press the button"))
+    assert not np.allclose(a, b)
+
+
+def test_bad_observations_rejected():
+    p = make_policy()
+    with pytest.raises(ValueError, match="image must be uint8"):
+        p.act(dict(obs(), image=np.zeros((1, 32, 32, 3), np.uint8)))
+    with pytest.raises(ValueError, match="image must be uint8"):
+        p.act(dict(obs(), image=np.zeros((1, 64, 64, 3), np.float32)))
+    with pytest.raises(ValueError, match="NaN"):
+        p.act(dict(obs(), state=np.array([0, np.nan, 0, 0], np.float32)))
+    with pytest.raises(ValueError, match="missing 'instruction'"):
+        p.act({"image": obs()["image"], "state": obs()["state"]})
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="lacks config.json"):
+        vlaforge.load_policy(tmp_path)
+    make_policy().save(tmp_path / "pol")
+    (tmp_path / "pol/model.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="do not load"):
+        vlaforge.load_policy(tmp_path / "pol")

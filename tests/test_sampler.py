@@ -1,0 +1,45 @@
+import numpy as np
+import torch
+
+from helpers import write_dataset
+from vlaforge.data.dataset import LeRobotDataset
+from vlaforge.data.normalize import Normalizer
+from vlaforge.data.sampler import ChunkSampler, random_shift
+from vlaforge.data.tokenizer import WordTokenizer
+
+
+def test_history_and_chunks_respect_episode_bounds(tmp_path):
+    write_dataset(tmp_path / "ds", episodes=2, length=5)  # lengths 5 and 6
+    ds = LeRobotDataset(tmp_path / "ds")
+    data = ds.load()
+    norm = Normalizer.from_stats(ds.stats)
+    s = ChunkSampler(data, norm, WordTokenizer.from_texts(data.tasks), n_obs_steps=3, chunk_size=4, max_text_tokens=8)
+    b = s.gather(torch.tensor([5, 3]))  # first frame of episode 1; frame 3 of episode 0
+    # History before an episode start repeats its first frame, never the previous episode's.
+    assert torch.equal(b["image"][0, 0], torch.from_numpy(data.images[5]))
+    assert torch.equal(b["image"][0, 1], torch.from_numpy(data.images[5]))
+    assert torch.equal(b["image"][1, 0], torch.from_numpy(data.images[1]))
+    # Chunks past the episode end are marked invalid and padded with the last action.
+    assert b["action_valid"][1].tolist() == [True, True, False, False]
+    assert torch.allclose(b["action"][1, 3], b["action"][1, 1])
+    np.testing.assert_allclose(b["action"][0, 0].numpy(), norm.norm_action(data.action[5]), rtol=1e-6)
+
+
+def test_batches_depend_only_on_seed_and_step(tmp_path):
+    write_dataset(tmp_path / "ds", episodes=2)
+    ds = LeRobotDataset(tmp_path / "ds")
+    data = ds.load()
+    s = ChunkSampler(data, Normalizer.from_stats(ds.stats), WordTokenizer.from_texts(data.tasks), 1, 4, 8)
+    a = s.sample(8, s.generator(0, 17))
+    b = s.sample(8, s.generator(0, 17))
+    c = s.sample(8, s.generator(0, 18))
+    assert torch.equal(a["action"], b["action"]) and not torch.equal(a["action"], c["action"])
+
+
+def test_random_shift_translates_content():
+    img = torch.zeros(1, 1, 1, 16, 16, 3, dtype=torch.uint8)
+    img[..., 8, 8, :] = 255
+    out = random_shift(img, 2, torch.Generator().manual_seed(3))
+    ys, xs = torch.nonzero(out[0, 0, 0, :, :, 0], as_tuple=True)
+    assert len(ys) == 1 and abs(int(ys[0]) - 8) <= 2 and abs(int(xs[0]) - 8) <= 2
+    assert out.dtype == torch.uint8 and out.shape == img.shape

@@ -1,0 +1,106 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import vlaforge
+from helpers import write_dataset
+from vlaforge.config import OptimConfig, PolicyConfig, TrainConfig
+from vlaforge.train.optim import lr_at
+from vlaforge.train.trainer import TrainingError, train
+
+TINY = PolicyConfig(d_model=32, n_layers=1, n_heads=2, chunk_size=4, vision_channels=[8, 8], n_obs_steps=2)
+
+
+def tiny_cfg(tmp_path, ds, **kw):
+    base = dict(dataset=str(ds), output_dir=str(tmp_path / "run"), steps=12, batch_size=8, log_every=1,
+                ckpt_every=6, tracking="none", policy=TINY, optim=OptimConfig(warmup_steps=3))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def losses(run_dir):
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "ds"
+    write_dataset(root, episodes=3, length=10)
+    return root
+
+
+def test_resume_continues_exactly(tmp_path, dataset):
+    cfg = tiny_cfg(tmp_path, dataset)
+    train(cfg, show_progress=False)
+    full = losses(tmp_path / "run")
+    assert len(full) == 12
+    # Simulate a crash after the step-6 checkpoint: drop what came later, then resume.
+    shutil.rmtree(tmp_path / "run/checkpoints/step_0000012")
+    shutil.rmtree(tmp_path / "run/policy")
+    train(tiny_cfg(tmp_path, dataset, resume=True), show_progress=False)
+    resumed = losses(tmp_path / "run")
+    assert len(resumed) == 12
+    assert resumed[:6] == full[:6]
+    np.testing.assert_allclose(resumed[6:], full[6:], rtol=1e-6)
+
+
+def test_training_reduces_loss_and_exports_policy(tmp_path, dataset):
+    cfg = tiny_cfg(tmp_path, dataset, steps=60, log_every=10, ckpt_every=60, batch_size=16, precision="bf16",
+                   grad_accum=2, tracking="mlflow")
+    train(cfg, show_progress=False)
+    ls = losses(tmp_path / "run")
+    assert ls[-1] < 0.8 * ls[0]
+    policy = vlaforge.load_policy(tmp_path / "run/policy")
+    rng = np.random.default_rng(0)
+    a = policy.act({"image": rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8),
+                    "state": np.zeros(4, np.float32), "instruction": "reach the red cube"})
+    assert a.shape == (4, 4) and np.all(np.abs(a) <= 1)
+    assert (tmp_path / "run/config.yaml").is_file()
+    assert any((tmp_path / "run/mlruns").rglob("loss"))  # metrics reached the local MLflow store
+
+
+def test_existing_run_is_protected(tmp_path, dataset):
+    train(tiny_cfg(tmp_path, dataset, steps=2, ckpt_every=2), show_progress=False)
+    before = (tmp_path / "run/policy/model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_cfg(tmp_path, dataset, steps=2), show_progress=False)
+    assert (tmp_path / "run/policy/model.safetensors").read_bytes() == before
+
+
+def test_nan_loss_stops_with_checkpoint_intact(tmp_path, dataset, monkeypatch):
+    from vlaforge.models.policy import VLAPolicy
+
+    real = VLAPolicy.loss
+    calls = {"n": 0}
+
+    def flaky(self, batch):
+        calls["n"] += 1
+        out = real(self, batch)
+        return out * float("nan") if calls["n"] > 4 else out
+
+    monkeypatch.setattr(VLAPolicy, "loss", flaky)
+    with pytest.raises(TrainingError, match="loss is nan at step 4"):
+        train(tiny_cfg(tmp_path, dataset, ckpt_every=2), show_progress=False)
+    assert (tmp_path / "run/checkpoints/step_0000004/model.safetensors").is_file()
+
+
+def test_fp16_refused_on_cpu(tmp_path, dataset):
+    with pytest.raises(ValueError, match="fp16"):
+        train(tiny_cfg(tmp_path, dataset, precision="fp16", device="cpu"), show_progress=False)
+
+
+def test_lr_schedule_shape():
+    cfg = OptimConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, 100, cfg) == pytest.approx(0.1)
+    assert lr_at(9, 100, cfg) == pytest.approx(1.0)
+    assert lr_at(55, 100, cfg) == pytest.approx(0.55, abs=1e-6)
+    assert lr_at(100, 100, cfg) == pytest.approx(0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 + GradScaler needs CUDA")
+def test_fp16_on_cuda(tmp_path, dataset):
+    train(tiny_cfg(tmp_path, dataset, precision="fp16", device="cuda", steps=4), show_progress=False)
+    assert (tmp_path / "run/policy/model.safetensors").is_file()
