@@ -1,0 +1,137 @@
+"""Roll scripted experts in parallel worker processes and write a LeRobot v3.0 dataset.
+
+Workers simulate, render and PNG-encode; the parent only writes, one episode at a time, so an
+interrupted collection leaves every finished episode on disk (``--resume`` continues it).
+Only successful expert episodes are kept. With ``noise > 0`` the executed action is perturbed
+while the expert's clean action is recorded (DART), which teaches the policy to recover.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from vlaforge.config import CollectConfig, EnvConfig, save_yaml
+from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, encode_png, make_features
+
+STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_opening"]
+ACTION_NAMES = ["dx", "dy", "dz", "gripper"]
+RETRIES = 5
+
+_ENVS: dict = {}
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_expert_episode(suite_name: str, env_cfg: dict, split: str, task: str, seed: int, noise: float) -> dict | None:
+    """One expert episode (retrying new scenes if the expert fails); PNG frames included."""
+    from vlaforge.envs import get_suite
+
+    suite = get_suite(suite_name)
+    key = (suite_name, task, split)
+    if key not in _ENVS:
+        _ENVS[key] = suite.make_env(task, split, EnvConfig(**env_cfg))
+    env = _ENVS[key]
+    expert = suite.make_expert(env)
+    for attempt in range(RETRIES):
+        s = seed + attempt * 10_000_000
+        rng = np.random.default_rng(s)
+        obs, info = env.reset(seed=s)
+        expert.reset()
+        images, states, actions, env_states = [], [], [], []
+        success = False
+        for _ in range(env.max_steps):
+            action = np.asarray(expert.act(), dtype=np.float32)
+            images.append(obs["image"])
+            states.append(obs["state"])
+            actions.append(action)
+            if suite.env_state_names:
+                env_states.append(env.task_points())
+            executed = action.copy()
+            if noise > 0:
+                executed[:3] += rng.normal(0.0, noise, 3).astype(np.float32)
+            obs, _, terminated, truncated, info = env.step(np.clip(executed, -1, 1))
+            if terminated or truncated:
+                success = bool(info["success"])
+                break
+        if success:
+            imgs = np.stack(images)
+            return {
+                "task": task,
+                "seed": s,
+                "instruction": info["instruction"],
+                "images": imgs,
+                "pngs": [[encode_png(f) for f in imgs[:, v]] for v in range(imgs.shape[1])],
+                "state": np.stack(states),
+                "action": np.stack(actions),
+                "env_state": np.stack(env_states) if env_states else None,
+            }
+    return None
+
+
+def _job(args: tuple) -> dict | None:
+    return run_expert_episode(*args)
+
+
+def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
+    """Collect ``episodes_per_task`` successful expert episodes for each task."""
+    from vlaforge.envs import get_suite
+
+    suite = get_suite(cfg.env.suite)
+    tasks = suite.check(cfg.env.tasks, cfg.split)
+    if cfg.episodes_per_task < 1:
+        raise ValueError("episodes_per_task must be >= 1")
+    out = Path(cfg.output)
+    features = make_features(cfg.env.cameras, cfg.env.image_size, STATE_NAMES, ACTION_NAMES, list(suite.env_state_names))
+    extra = {"vlaforge": {"suite": suite.name, "split": cfg.split, "tasks": tasks, "env": asdict(cfg.env) | {"tasks": tasks}}}
+    writer = DatasetWriter(out, features, suite.fps, resume=cfg.resume, extra_info=extra)
+    save_yaml(cfg, out / "collect_config.yaml")
+    done_seeds = {(e.get("vlaforge/task"), e.get("vlaforge/seed")) for e in writer.episodes}
+    jobs = []
+    for t_index, task in enumerate(tasks):
+        for j in range(cfg.episodes_per_task):
+            seed = cfg.seed + t_index * 100_000 + j
+            if (task, seed) not in done_seeds:
+                jobs.append((suite.name, asdict(cfg.env), cfg.split, task, seed, cfg.noise))
+    workers = cfg.workers or os.cpu_count() or 1
+    failed = 0
+    progress = Progress(
+        TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not show_progress
+    )
+    with progress:
+        bar = progress.add_task("collect", total=len(jobs))
+        results = _run_jobs(jobs, workers)
+        for (_, _, _, task, seed, _), result in zip(jobs, results):
+            if result is None:
+                failed += 1
+            else:
+                writer.add_episode(
+                    EpisodeFrames(result["images"], result["state"], result["action"], result["instruction"],
+                                  result["env_state"]),
+                    encoded_images=result["pngs"],
+                    extra={"vlaforge/task": task, "vlaforge/seed": seed},
+                )
+            progress.advance(bar)
+    if failed:
+        print(f"warning: the expert failed {RETRIES} scenes in a row for {failed} jobs; those were skipped")
+    return out
+
+
+def _run_jobs(jobs: list[tuple], workers: int):
+    if workers <= 1:
+        _worker_init()
+        for job in jobs:
+            yield _job(job)
+        return
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_worker_init) as pool:
+        yield from pool.imap(_job, jobs, chunksize=1)

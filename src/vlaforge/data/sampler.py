@@ -1,0 +1,88 @@
+"""Training batches: observation history, proprio, instruction tokens and action chunks.
+
+The whole dataset lives in memory as tensors and batches are gathered by index, which on
+small datasets is far faster than a DataLoader. Batch indices come from a generator seeded
+by (seed, step, micro-step), so a resumed run draws exactly the batches it would have drawn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vlaforge.data.dataset import EpisodeArrays
+from vlaforge.data.normalize import Normalizer
+from vlaforge.data.tokenizer import WordTokenizer
+
+
+class ChunkSampler:
+    def __init__(
+        self,
+        data: EpisodeArrays,
+        normalizer: Normalizer,
+        tokenizer: WordTokenizer,
+        n_obs_steps: int,
+        chunk_size: int,
+        max_text_tokens: int,
+    ) -> None:
+        self.n = len(data.action)
+        starts = np.concatenate([[0], np.cumsum(data.lengths)[:-1]])
+        ends = starts + data.lengths
+        ep_start, ep_end = starts[data.episode], ends[data.episode]
+        idx = np.arange(self.n)
+        # History frames before the episode start repeat the first frame.
+        hist = idx[:, None] + np.arange(-n_obs_steps + 1, 1)[None]
+        self.obs_index = torch.from_numpy(np.maximum(hist, ep_start[:, None]))
+        fut = idx[:, None] + np.arange(chunk_size)[None]
+        self.action_valid = torch.from_numpy(fut < ep_end[:, None])
+        self.action_index = torch.from_numpy(np.minimum(fut, ep_end[:, None] - 1))
+        self.images = torch.from_numpy(data.images)  # uint8 (N, V, H, W, 3)
+        self.state = torch.from_numpy(normalizer.norm_state(data.state).astype(np.float32))
+        self.action = torch.from_numpy(normalizer.norm_action(data.action).astype(np.float32))
+        tokens = torch.tensor([tokenizer.encode(t, max_text_tokens) for t in data.tasks], dtype=torch.long)
+        self.tokens = tokens[torch.from_numpy(data.task_index)]
+        self.env_state = None
+        if data.env_state is not None:  # auxiliary target, standardised over the dataset
+            es = data.env_state
+            self.env_state = torch.from_numpy(((es - es.mean(0)) / np.maximum(es.std(0), 1e-3)).astype(np.float32))
+
+    def generator(self, seed: int, step: int, micro: int = 0) -> torch.Generator:
+        return torch.Generator().manual_seed(hash((seed, step, micro)) & 0x7FFF_FFFF_FFFF)
+
+    def sample(self, batch_size: int, gen: torch.Generator, shift: int = 0) -> dict[str, torch.Tensor]:
+        """A random batch; ``shift`` > 0 applies random-shift augmentation of up to that many pixels."""
+        i = torch.randint(0, self.n, (batch_size,), generator=gen)
+        batch = self.gather(i)
+        if shift > 0:
+            batch["image"] = random_shift(batch["image"], shift, gen)
+        return batch
+
+    def gather(self, i: torch.Tensor) -> dict[str, torch.Tensor]:
+        oi = self.obs_index[i]
+        ai = self.action_index[i]
+        extra = {} if self.env_state is None else {"env_state": self.env_state[i]}
+        return extra | {
+            "image": self.images[oi],  # (B, T, V, H, W, 3) uint8
+            "state": self.state[oi],  # (B, T, S)
+            "tokens": self.tokens[i],  # (B, L)
+            "action": self.action[ai],  # (B, K, A)
+            "action_valid": self.action_valid[i],  # (B, K)
+        }
+
+
+def random_shift(images: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each sample's frames by a random integer offset, replicating the border (DrQ).
+
+    The same offset is used for every frame and camera of a sample, so motion between history
+    frames is preserved. Works on uint8 (..., H, W, 3) without a float copy.
+    """
+    b = images.shape[0]
+    h, w = images.shape[-3:-1]
+    dy = torch.randint(-shift, shift + 1, (b,), generator=gen)
+    dx = torch.randint(-shift, shift + 1, (b,), generator=gen)
+    rows = (torch.arange(h)[None] + dy[:, None]).clamp(0, h - 1)  # (B, H)
+    cols = (torch.arange(w)[None] + dx[:, None]).clamp(0, w - 1)  # (B, W)
+    flat = images.reshape(b, -1, h, w, 3)
+    out = flat[torch.arange(b)[:, None, None, None], torch.arange(flat.shape[1])[None, :, None, None],
+               rows[:, None, :, None], cols[:, None, None, :]]
+    return out.reshape(images.shape)
