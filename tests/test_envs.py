@@ -72,7 +72,10 @@ def test_gripper_moves_by_action():
     obs, _ = env.reset(seed=0)
     for _ in range(5):
         obs2, *_ = env.step(np.array([1.0, 0, 0, -1], np.float32))
-    assert obs2["state"][0] - obs["state"][0] == pytest.approx(0.1, abs=0.02)
+    # 1.0 commands 2 cm per step; the position servo's lag leaves ~1.6 cm in free motion.
+    per_step = (obs2["state"][0] - obs["state"][0]) / 5
+    assert 0.013 < per_step <= 0.02
+    assert abs(obs2["state"][1] - obs["state"][1]) < 0.002
 
 
 def test_splits_hold_out_pairs_and_paraphrases():

@@ -48,7 +48,8 @@ def test_resume_continues_exactly(tmp_path, dataset):
 
 
 def test_training_reduces_loss_and_exports_policy(tmp_path, dataset):
-    cfg = tiny_cfg(tmp_path, dataset, steps=60, log_every=10, ckpt_every=60, batch_size=16, precision="bf16",
+    cfg = tiny_cfg(tmp_path, dataset, steps=150, log_every=10, ckpt_every=150, batch_size=16, precision="bf16",
+                   optim=OptimConfig(lr=3e-3, warmup_steps=10),
                    grad_accum=2, tracking="mlflow")
     train(cfg, show_progress=False)
     ls = losses(tmp_path / "run")

@@ -1,7 +1,8 @@
 """The tabletop environment: a floating parallel-jaw gripper over a table, in MuJoCo.
 
 Action (float32, 4, each in [-1, 1]):
-    0-2  end-effector displacement dx, dy, dz; 1.0 = MAX_DELTA metres this step
+    0-2  end-effector displacement dx, dy, dz; 1.0 commands MAX_DELTA (2 cm) from the current
+         position (the position servo covers about 1.6 cm of it per step in free motion)
     3    gripper: -1 fully open, +1 fully closed (values between give partial openings)
 Observation (dict):
     image        uint8 (V, H, W, 3), one frame per camera in ``cameras``

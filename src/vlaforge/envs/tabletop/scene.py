@@ -99,9 +99,9 @@ def build_mjcf(offscreen_size: int = 128) -> str:
     <camera name="front" pos="0 -0.5 0.5" xyaxes="1 0 0 0 0.69 0.72" fovy="48"/>
     <camera name="top" pos="0 0 0.75" xyaxes="1 0 0 0 1 0" fovy="42"/>
     <body name="ee" pos="0 0 0.15" gravcomp="1">
-      <joint name="ee_x" type="slide" axis="1 0 0" range="{lo[0]} {lo[1]}" damping="45"/>
-      <joint name="ee_y" type="slide" axis="0 1 0" range="{EE_RANGE[1][0]} {EE_RANGE[1][1]}" damping="45"/>
-      <joint name="ee_z" type="slide" axis="0 0 1" range="{hi[0] - 0.15} {hi[1] - 0.15}" damping="45"/>
+      <joint name="ee_x" type="slide" axis="1 0 0" range="{lo[0]} {lo[1]}" damping="115"/>
+      <joint name="ee_y" type="slide" axis="0 1 0" range="{EE_RANGE[1][0]} {EE_RANGE[1][1]}" damping="115"/>
+      <joint name="ee_z" type="slide" axis="0 0 1" range="{hi[0] - 0.15} {hi[1] - 0.15}" damping="115"/>
       <geom name="palm" type="box" size="0.055 0.018 0.01" pos="0 0 0.06" mass="0.5" rgba="0.2 0.2 0.22 1"/>
       <geom name="wrist" type="cylinder" size="0.012 0.05" pos="0 0 0.12" mass="0.05" rgba="0.3 0.3 0.32 1" contype="0" conaffinity="0"/>
       <body name="finger_l" pos="0 0 0" gravcomp="1">
@@ -144,9 +144,9 @@ def build_mjcf(offscreen_size: int = 128) -> str:
     <exclude body1="button_base" body2="button"/>
   </contact>
   <actuator>
-    <position name="ee_x" joint="ee_x" kp="800" ctrlrange="{lo[0]} {lo[1]}"/>
-    <position name="ee_y" joint="ee_y" kp="800" ctrlrange="{EE_RANGE[1][0]} {EE_RANGE[1][1]}"/>
-    <position name="ee_z" joint="ee_z" kp="800" ctrlrange="{hi[0] - 0.15} {hi[1] - 0.15}"/>
+    <position name="ee_x" joint="ee_x" kp="5000" forcerange="-40 40" ctrlrange="{lo[0]} {lo[1]}"/>
+    <position name="ee_y" joint="ee_y" kp="5000" forcerange="-40 40" ctrlrange="{EE_RANGE[1][0]} {EE_RANGE[1][1]}"/>
+    <position name="ee_z" joint="ee_z" kp="5000" forcerange="-40 40" ctrlrange="{hi[0] - 0.15} {hi[1] - 0.15}"/>
     <position name="finger_l" joint="finger_l" kp="300" forcerange="-12 12" ctrlrange="0 {FINGER_OPEN}"/>
     <position name="finger_r" joint="finger_r" kp="300" forcerange="-12 12" ctrlrange="0 {FINGER_OPEN}"/>
   </actuator>
