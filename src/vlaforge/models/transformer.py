@@ -24,8 +24,8 @@ class Attention(nn.Module):
         mask = None if key_mask is None else key_mask[:, None, None, :]
         dropout = self.dropout if self.training else 0.0
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            # On CPU the fused flash kernel is ~2x slower in bf16 than the math kernel, which
-            # also beats flash in fp32 (benchmarks/train_throughput.py); CUDA keeps flash.
+            # On CPU torch's fused flash kernel is ~3x slower in bf16 than the math kernel
+            # (benchmarks/results/train_throughput.md); CUDA keeps flash/mem-efficient kernels.
             with sdpa_kernel(SDPBackend.MATH):
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         else:
