@@ -157,7 +157,8 @@ class Expert:
             if self.wait > 4:
                 self.phase = "pull"
             return _move(ee, ee, CLOSE)
-        return _move(ee, [h[0], h[1] - 0.05, grasp[2]], CLOSE)
+        # Pull at about half speed: faster pulls let the handle slip out of the fingers.
+        return _move(ee, [h[0], h[1] - 0.025, grasp[2]], CLOSE)
 
     def _press_button(self, ep, s, ee) -> np.ndarray:
         top = s["button_top"]

@@ -147,8 +147,8 @@ def build_mjcf(offscreen_size: int = 128) -> str:
     <position name="ee_x" joint="ee_x" kp="5000" forcerange="-40 40" ctrlrange="{lo[0]} {lo[1]}"/>
     <position name="ee_y" joint="ee_y" kp="5000" forcerange="-40 40" ctrlrange="{EE_RANGE[1][0]} {EE_RANGE[1][1]}"/>
     <position name="ee_z" joint="ee_z" kp="5000" forcerange="-40 40" ctrlrange="{hi[0] - 0.15} {hi[1] - 0.15}"/>
-    <position name="finger_l" joint="finger_l" kp="300" forcerange="-12 12" ctrlrange="0 {FINGER_OPEN}"/>
-    <position name="finger_r" joint="finger_r" kp="300" forcerange="-12 12" ctrlrange="0 {FINGER_OPEN}"/>
+    <position name="finger_l" joint="finger_l" kp="300" forcerange="-20 20" ctrlrange="0 {FINGER_OPEN}"/>
+    <position name="finger_r" joint="finger_r" kp="300" forcerange="-20 20" ctrlrange="0 {FINGER_OPEN}"/>
   </actuator>
 </mujoco>
 """

@@ -121,7 +121,8 @@ def _place(
         placed = list(fixed)
         out = []
         for kind in kinds:
-            margin = min(RADIUS[kind], 0.03)
+            # The bowl's walls stay clear of the opening drawer; smaller items may overhang a little.
+            margin = RADIUS[kind] if kind == "bowl" else min(RADIUS[kind], 0.03)
             for _ in range(100):
                 x = rng.uniform(AREA_X[0] + margin, AREA_X[1] - margin)
                 y = rng.uniform(AREA_Y[0] + margin, AREA_Y[1] - margin)
@@ -198,9 +199,15 @@ def _try_sample(family: str, split: str, rng: np.random.Generator, num_objects: 
     elif family == "stack":
         goal = 1
     if family == "push":
+        if target_shape == "ball":  # balls roll away from a pushing gripper; push blocks only
+            return None
         others = [(x, y, RADIUS["object"]) for i, (x, y) in enumerate(object_xy) if i != 0]
         others.append((bowl_xy[0], bowl_xy[1], RADIUS["bowl"]))
-        if not _segment_clear(object_xy[0], zone_xy[goal], others):
+        # Clear from where the gripper lowers behind the object all the way to the zone.
+        (ox, oy), (zx, zy) = object_xy[0], zone_xy[goal]
+        norm = math.hypot(zx - ox, zy - oy) + 1e-9
+        start = (ox - (zx - ox) / norm * 0.05, oy - (zy - oy) / norm * 0.05)
+        if not _segment_clear(start, zone_xy[goal], others):
             return None
     templates = _templates(family, split)
     template = templates[rng.integers(len(templates))]
