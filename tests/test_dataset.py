@@ -46,8 +46,15 @@ def test_interrupted_collection_keeps_finished_episodes(tmp_path):
     feats = make_features(["front"], 64, STATE_NAMES, ACTION_NAMES)
     w2 = DatasetWriter(root, feats, fps=20, resume=True)
     assert w2.num_episodes == 3
-    w2.add_episode(synthetic_episode(np.random.default_rng(5)))
+    extra_ep = synthetic_episode(np.random.default_rng(5))
+    w2.add_episode(extra_ep)
     assert len(LeRobotDataset(root).load().lengths) == 4
+    # Statistics cover the episodes found on resume plus the new one.
+    actions = np.concatenate([e.action for e in eps] + [extra_ep.action])
+    stats = json.loads((root / "meta/stats.json").read_text())
+    assert stats["action"]["count"] == [len(actions)]
+    np.testing.assert_allclose(stats["action"]["mean"], actions.mean(0), atol=1e-6)
+    np.testing.assert_allclose(stats["action"]["std"], actions.std(0), atol=1e-5)
 
 
 def test_existing_dataset_is_not_overwritten(tmp_path):

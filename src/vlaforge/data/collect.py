@@ -8,7 +8,6 @@ while the expert's clean action is recorded (DART), which teaches the policy to 
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -18,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vlaforge.config import CollectConfig, EnvConfig, save_yaml
 from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, encode_png, make_features
+from vlaforge.pool import map_in_workers
 
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_opening"]
 ACTION_NAMES = ["dx", "dy", "dz", "gripper"]
@@ -66,8 +66,6 @@ def run_expert_episode(suite_name: str, env_cfg: dict, split: str, task: str, se
         if success:
             imgs = np.stack(images)
             return {
-                "task": task,
-                "seed": s,
                 "instruction": info["instruction"],
                 "images": imgs,
                 "pngs": [[encode_png(f) for f in imgs[:, v]] for v in range(imgs.shape[1])],
@@ -109,7 +107,7 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     )
     with progress:
         bar = progress.add_task("collect", total=len(jobs))
-        results = _run_jobs(jobs, workers)
+        results = map_in_workers(_job, jobs, workers, _worker_init)
         for (_, _, _, task, seed, _), result in zip(jobs, results):
             if result is None:
                 failed += 1
@@ -125,13 +123,3 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
         print(f"warning: the expert failed {RETRIES} scenes in a row for {failed} jobs; those were skipped")
     return out
 
-
-def _run_jobs(jobs: list[tuple], workers: int):
-    if workers <= 1:
-        _worker_init()
-        for job in jobs:
-            yield _job(job)
-        return
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_worker_init) as pool:
-        yield from pool.imap(_job, jobs, chunksize=1)

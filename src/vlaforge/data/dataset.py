@@ -133,9 +133,7 @@ class DatasetWriter:
             self.tasks = {t: i for i, t in enumerate(old.tasks)}
             self.episodes = old.episodes
             self.total_frames = sum(e["length"] for e in old.episodes)
-            self._old_stats = old.stats
-        else:
-            self._old_stats = {}
+            self._seed_sums(old.stats)
 
     @property
     def num_episodes(self) -> int:
@@ -228,23 +226,20 @@ class DatasetWriter:
         s[3] = rows.min(0) if s[3] is None else np.minimum(s[3], rows.min(0))
         s[4] = rows.max(0) if s[4] is None else np.maximum(s[4], rows.max(0))
 
+    def _seed_sums(self, stats: dict) -> None:
+        """Start the running sums from the statistics of the episodes found on resume."""
+        for key, st in stats.items():
+            if "count" not in st:
+                continue
+            c = int(np.asarray(st["count"]).ravel()[0])
+            mean = np.asarray(st["mean"], dtype=np.float64).reshape(-1)
+            std = np.asarray(st["std"], dtype=np.float64).reshape(-1)
+            self._sums[key] = [
+                c, mean * c, (std**2 + mean**2) * c,
+                np.asarray(st["min"], dtype=np.float64).reshape(-1), np.asarray(st["max"], dtype=np.float64).reshape(-1),
+            ]
+
     def _stats(self) -> dict:
-        if not self._sums:
-            return self._old_stats
-        if self._old_stats and not getattr(self, "_merged", False):
-            # Fold the statistics of the episodes found on resume into the running sums once.
-            for key, st in self._old_stats.items():
-                if key in self._sums and "count" in st:
-                    c = int(np.asarray(st["count"]).ravel()[0])
-                    mean = np.asarray(st["mean"], dtype=np.float64).reshape(-1)
-                    std = np.asarray(st["std"], dtype=np.float64).reshape(-1)
-                    s = self._sums[key]
-                    s[0] += c
-                    s[1] = s[1] + mean * c
-                    s[2] = s[2] + (std**2 + mean**2) * c
-                    s[3] = np.minimum(s[3], np.asarray(st["min"]).reshape(-1))
-                    s[4] = np.maximum(s[4], np.asarray(st["max"]).reshape(-1))
-            self._merged = True
         out = {}
         for key, (count, s1, s2, lo, hi) in self._sums.items():
             mean = s1 / count

@@ -8,7 +8,6 @@ first ``action_horizon`` of them are executed before it is queried again (recedi
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vlaforge.config import EnvConfig, EvalConfig, from_dict, save_yaml
 from vlaforge.eval.stats import wilson_interval
+from vlaforge.pool import map_in_workers
 
 _STATE: dict = {}
 
@@ -45,7 +45,7 @@ def run_episode(job: tuple) -> dict:
     obs, info = env.reset(seed=seed)
     policy.reset()
     frames = [env.render_views(128)[0]] if record else []
-    success, steps, t0 = False, 0, time.perf_counter()
+    success, steps = False, 0
     done = False
     while not done:
         for action in policy.act(obs)[:horizon]:
@@ -62,7 +62,6 @@ def run_episode(job: tuple) -> dict:
         "instruction": info["instruction"],
         "success": success,
         "length": steps,
-        "seconds": time.perf_counter() - t0,
         "frames": np.stack(frames) if record else None,
     }
 
@@ -106,7 +105,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     )
     with progress:
         bar = progress.add_task("eval", total=len(jobs), status="")
-        for rec in _run(jobs, workers, cfg.policy):
+        for rec in map_in_workers(run_episode, jobs, workers, _worker_init, (cfg.policy,), ordered=False):
             records.append(rec)
             rate = sum(r["success"] for r in records) / len(records)
             progress.update(bar, advance=1, status=f"success {rate:.0%}")
@@ -150,13 +149,3 @@ def summarize(records: list[dict], tasks: list[str], suite: str, split: str, pol
         ],
     }
 
-
-def _run(jobs: list[tuple], workers: int, policy_dir: str):
-    if workers <= 1:
-        _worker_init(policy_dir)
-        for job in jobs:
-            yield run_episode(job)
-        return
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(policy_dir,)) as pool:
-        yield from pool.imap_unordered(run_episode, jobs, chunksize=1)

@@ -41,7 +41,7 @@ class VLAPolicy(nn.Module):
     ) -> None:
         super().__init__()
         d = cfg.d_model
-        self.cfg, self.action_dim = cfg, action_dim
+        self.cfg = cfg
         self.vision = ConvEncoder(image_size, cfg.vision_channels, d)
         self.frame_embed = nn.Parameter(torch.zeros(1, cfg.n_obs_steps * num_cameras, 1, d))
         self.text = TextEncoder(vocab_size, cfg.max_text_tokens, d, cfg.n_heads, cfg.dropout)
