@@ -43,3 +43,17 @@ def test_random_shift_translates_content():
     ys, xs = torch.nonzero(out[0, 0, 0, :, :, 0], as_tuple=True)
     assert len(ys) == 1 and abs(int(ys[0]) - 8) <= 2 and abs(int(xs[0]) - 8) <= 2
     assert out.dtype == torch.uint8 and out.shape == img.shape
+
+
+def test_keypoint_targets_follow_the_observation_history(tmp_path):
+    write_dataset(tmp_path / "ds", episodes=2, length=5)
+    ds = LeRobotDataset(tmp_path / "ds")
+    data = ds.load()
+    data.env_state = np.random.default_rng(0).uniform(-1, 1, (len(data.action), 10)).astype(np.float32)
+    s = ChunkSampler(data, Normalizer.from_stats(ds.stats), WordTokenizer.from_texts(data.tasks), 2, 4, 8,
+                     pixel_index=[[[6, 7], [8, 9]]])
+    b = s.gather(torch.tensor([5, 3]))
+    assert b["keypoints"].shape == (2, 2, 1, 2, 2)  # (batch, history, camera, point, uv)
+    np.testing.assert_array_equal(b["keypoints"][0, 0, 0].numpy(), data.env_state[5, 6:].reshape(2, 2))
+    np.testing.assert_array_equal(b["keypoints"][1, 0, 0].numpy(), data.env_state[2, 6:].reshape(2, 2))
+    np.testing.assert_array_equal(b["keypoints"][1, 1, 0].numpy(), data.env_state[3, 6:].reshape(2, 2))

@@ -42,6 +42,7 @@ def run_expert_episode(suite_name: str, env_cfg: dict, split: str, task: str, se
         _ENVS[key] = suite.make_env(task, split, EnvConfig(**env_cfg))
     env = _ENVS[key]
     expert = suite.make_expert(env)
+    record_points = bool(suite.env_state_columns(env_cfg["cameras"]))
     for attempt in range(RETRIES):
         s = seed + attempt * 10_000_000
         rng = np.random.default_rng(s)
@@ -54,7 +55,7 @@ def run_expert_episode(suite_name: str, env_cfg: dict, split: str, task: str, se
             images.append(obs["image"])
             states.append(obs["state"])
             actions.append(action)
-            if suite.env_state_names:
+            if record_points:
                 env_states.append(env.task_points())
             executed = action.copy()
             if noise > 0:
@@ -89,7 +90,7 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     if cfg.episodes_per_task < 1:
         raise ValueError("episodes_per_task must be >= 1")
     out = Path(cfg.output)
-    features = make_features(cfg.env.cameras, cfg.env.image_size, STATE_NAMES, ACTION_NAMES, list(suite.env_state_names))
+    features = make_features(cfg.env.cameras, cfg.env.image_size, STATE_NAMES, ACTION_NAMES, suite.env_state_columns(cfg.env.cameras))
     extra = {"vlaforge": {"suite": suite.name, "split": cfg.split, "tasks": tasks, "env": asdict(cfg.env) | {"tasks": tasks}}}
     writer = DatasetWriter(out, features, suite.fps, resume=cfg.resume, extra_info=extra)
     save_yaml(cfg, out / "collect_config.yaml")

@@ -24,6 +24,7 @@ class ChunkSampler:
         n_obs_steps: int,
         chunk_size: int,
         max_text_tokens: int,
+        pixel_index: list[list[list[int]]] | None = None,
     ) -> None:
         self.n = len(data.action)
         starts = np.concatenate([[0], np.cumsum(data.lengths)[:-1]])
@@ -45,6 +46,9 @@ class ChunkSampler:
         if data.env_state is not None:  # auxiliary target, standardised over the dataset
             es = data.env_state
             self.env_state = torch.from_numpy(((es - es.mean(0)) / np.maximum(es.std(0), 1e-3)).astype(np.float32))
+        self.keypoints = None
+        if pixel_index is not None:  # (N, V, P, 2) image coordinates of the grounded points
+            self.keypoints = torch.from_numpy(data.env_state[:, np.asarray(pixel_index)].astype(np.float32))
 
     def generator(self, seed: int, step: int, micro: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(hash((seed, step, micro)) & 0x7FFF_FFFF_FFFF)
@@ -61,6 +65,8 @@ class ChunkSampler:
         oi = self.obs_index[i]
         ai = self.action_index[i]
         extra = {} if self.env_state is None else {"env_state": self.env_state[i]}
+        if self.keypoints is not None:
+            extra["keypoints"] = self.keypoints[oi]  # (B, T, V, P, 2)
         return extra | {
             "image": self.images[oi],  # (B, T, V, H, W, 3) uint8
             "state": self.state[oi],  # (B, T, S)
@@ -86,3 +92,15 @@ def random_shift(images: torch.Tensor, shift: int, gen: torch.Generator) -> torc
     out = flat[torch.arange(b)[:, None, None, None], torch.arange(flat.shape[1])[None, :, None, None],
                rows[:, None, :, None], cols[:, None, None, :]]
     return out.reshape(images.shape)
+
+
+def pixel_columns(names: list[str], cameras: list[str]) -> list[list[list[int]]] | None:
+    """Column indices ``[camera][point] -> [u, v]`` of the image-coordinate env_state columns
+    (named ``<camera>.<point>_u`` / ``_v``), or None when some camera has none."""
+    index = []
+    for cam in cameras:
+        points = [n[len(cam) + 1 : -2] for n in names if n.startswith(cam + ".") and n.endswith("_u")]
+        if not points or (index and len(points) != len(index[0])):
+            return None
+        index.append([[names.index(f"{cam}.{p}_u"), names.index(f"{cam}.{p}_v")] for p in points])
+    return index

@@ -25,9 +25,16 @@ class Suite:
     make_env: Callable[[str, str, EnvConfig], gym.Env]
     make_expert: Callable[[gym.Env], object]
     fps: int
-    # Names of the privileged per-frame values the env's ``task_points()`` returns (auxiliary
-    # training targets, never policy inputs); empty when the suite records none.
+    # Privileged per-frame values the env's ``task_points()`` returns (auxiliary training
+    # targets, never policy inputs): world values named here, then for every camera the image
+    # coordinates (u, v) of each point in ``pixel_points``. Empty when the suite records none.
     env_state_names: tuple[str, ...] = ()
+    pixel_points: tuple[str, ...] = ()
+
+    def env_state_columns(self, cameras: list[str]) -> list[str]:
+        """Names of the ``task_points()`` columns for these cameras (``<camera>.<point>_u``/``_v``)."""
+        pixels = [f"{cam}.{p}_{c}" for cam in cameras for p in self.pixel_points for c in "uv"]
+        return list(self.env_state_names) + pixels
 
     def check(self, tasks: list[str], split: str) -> list[str]:
         """Resolve an empty task list to all tasks and reject unknown names."""

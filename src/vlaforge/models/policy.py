@@ -1,9 +1,14 @@
 """The default VLA policy, readable top to bottom, and the on-disk policy format.
 
-Tokens, in order: instruction words, image keypoint tokens from a language-conditioned (FiLM) CNN
-for every history frame and camera, one proprio token per frame, and one learned query per
-future action. A transformer mixes them all with
-full attention, and the query tokens are read out as a normalised action chunk.
+Tokens, in order: instruction words, image keypoint tokens from a language-conditioned CNN
+(models/vision.py) for every history frame and camera, one proprio token per frame, and one
+learned query per future action. A transformer mixes them all with full attention, and the query
+tokens are read out as a normalised action chunk.
+
+Training can use privileged simulator state that the policy never sees as input: the image
+positions of the task's target and goal supervise the first keypoint maps (a heatmap
+cross-entropy), and their world positions are regressed from one extra query token. Both teach
+the binding of instruction words to pixels, which behaviour cloning alone learns too slowly.
 
 A policy directory holds config.json, model.safetensors and normalization.json and loads
 with ``vlaforge.load_policy(dir)``.
@@ -29,7 +34,7 @@ from vlaforge.data.tokenizer import WordTokenizer
 from vlaforge.envs.base import check_observation
 from vlaforge.models.language import TextEncoder
 from vlaforge.models.transformer import Block
-from vlaforge.models.vision import ConvEncoder
+from vlaforge.models.vision import ConvEncoder, heatmap_loss
 from vlaforge.registry import POLICIES
 
 
@@ -61,12 +66,13 @@ class VLAPolicy(nn.Module):
         """image uint8 (B, T, V, H, W, 3), state (B, T, S), tokens (B, L) -> actions (B, K, A)."""
         return self._run(image, state, tokens)[0]
 
-    def _run(self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _run(
+        self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """-> action chunk, auxiliary target/goal (or None), keypoint logit maps (B*T*V, K, H', W')."""
         b, t, v = image.shape[:3]
         text, text_mask = self.text(tokens)
-        pooled_text = (text * text_mask[..., None]).sum(1) / text_mask.sum(1, keepdim=True).clamp(min=1)
-        cond = pooled_text.repeat_interleave(t * v, dim=0)
-        patches = self.vision(image.flatten(0, 2), cond)  # (B*T*V, P, d)
+        patches, heatmaps = self.vision(image.flatten(0, 2), text, text_mask)  # (B*T*V, P, d)
         patches = patches.view(b, t * v, -1, patches.shape[-1]) + self.frame_embed
         patches = patches.flatten(1, 2)
         proprio = self.state_proj(state) + self.state_pos
@@ -81,18 +87,21 @@ class VLAPolicy(nn.Module):
         x = self.ln_f(x)
         k = self.queries.shape[1]
         if self.aux_dim:
-            return self.head(x[:, -k - 1 : -1]), self.aux_head(x[:, -1])
-        return self.head(x[:, -k:]), None
+            return self.head(x[:, -k - 1 : -1]), self.aux_head(x[:, -1]), heatmaps
+        return self.head(x[:, -k:]), None, heatmaps
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """L1 between predicted and demonstrated chunks, ignoring steps past the episode end,
-        plus the auxiliary target/goal localisation L1 when the batch carries env_state."""
-        pred, aux = self._run(batch["image"], batch["state"], batch["tokens"])
+        """L1 between predicted and demonstrated chunks, ignoring steps past the episode end;
+        plus the target/goal regression L1 when the batch carries ``env_state`` and the heatmap
+        cross-entropy when it carries their image positions (``keypoints``)."""
+        pred, aux, heatmaps = self._run(batch["image"], batch["state"], batch["tokens"])
         err = (pred.float() - batch["action"]).abs().mean(-1)
         valid = batch["action_valid"].float()
         loss = (err * valid).sum() / valid.sum().clamp(min=1.0)
         if aux is not None and "env_state" in batch:
             loss = loss + (aux.float() - batch["env_state"]).abs().mean()
+        if "keypoints" in batch:
+            loss = loss + heatmap_loss(heatmaps, batch["keypoints"].flatten(0, 2))
         return loss
 
 

@@ -17,9 +17,9 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from vlaforge.config import TrainConfig, save_yaml, to_dict
-from vlaforge.data.dataset import LeRobotDataset
+from vlaforge.data.dataset import ENV_STATE, LeRobotDataset
 from vlaforge.data.normalize import Normalizer
-from vlaforge.data.sampler import ChunkSampler
+from vlaforge.data.sampler import ChunkSampler, pixel_columns
 from vlaforge.data.tokenizer import WordTokenizer
 from vlaforge.models.policy import Policy, build_policy
 from vlaforge.train import amp
@@ -63,7 +63,9 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     normalizer = Normalizer.from_stats(dataset.stats)
     tokenizer = WordTokenizer.from_texts(data.tasks)
     p = cfg.policy
-    sampler = ChunkSampler(data, normalizer, tokenizer, p.n_obs_steps, p.chunk_size, p.max_text_tokens)
+    env_state_names = dataset.features.get(ENV_STATE, {}).get("names") or []
+    pixels = pixel_columns(env_state_names, data.cameras) if data.env_state is not None else None
+    sampler = ChunkSampler(data, normalizer, tokenizer, p.n_obs_steps, p.chunk_size, p.max_text_tokens, pixels)
     spec = {
         "image_size": int(data.images.shape[2]),
         "cameras": data.cameras,

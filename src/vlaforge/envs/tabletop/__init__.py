@@ -36,6 +36,7 @@ SUITES.register("tabletop")(
         make_expert=Expert,
         fps=int(round(1 / CONTROL_DT)),
         env_state_names=("target_x", "target_y", "target_z", "goal_x", "goal_y", "goal_z"),
+        pixel_points=("target", "goal"),
     )
 )
 

@@ -13,6 +13,7 @@ The episode terminates on success and is truncated after ``max_steps`` steps (20
 
 from __future__ import annotations
 
+import math
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -106,10 +107,12 @@ class TabletopEnv(gym.Env):
         }
 
     def task_points(self) -> np.ndarray:
-        """Privileged (target xyz, goal xyz) of the current task, float32 (6,).
+        """Privileged task points of the current step, float32 (6 + 4V,).
 
-        Recorded in datasets as ``observation.environment_state`` and used only as an auxiliary
-        training target (the policy never receives it as input).
+        Target xyz and goal xyz (m), then per camera the target and goal projected into the image
+        (u right, v down, both in [-1, 1] from edge to edge). Recorded in datasets as
+        ``observation.environment_state`` and used only as auxiliary training targets (the
+        policy never receives them as input).
         """
         ep, s = self.episode, self.state()
         obj = s["objects"][ep.target_body]
@@ -125,7 +128,17 @@ class TabletopEnv(gym.Env):
             obj = goal = s["button_top"]
         else:
             goal = obj
-        return np.concatenate([obj, goal]).astype(np.float32)
+        points = np.stack([obj, goal])
+        pixels = [self.project(points, cam).ravel() for cam in self.cameras]
+        return np.concatenate([points.ravel(), *pixels]).astype(np.float32)
+
+    def project(self, points: np.ndarray, camera: str) -> np.ndarray:
+        """World points (..., 3) -> image coordinates (..., 2): u right, v down, [-1, 1] edge to edge."""
+        cam = self.model.camera(camera).id
+        local = (np.asarray(points) - self.data.cam_xpos[cam]) @ self.data.cam_xmat[cam].reshape(3, 3)
+        focal = 1.0 / math.tan(math.radians(self.model.cam_fovy[cam]) / 2)  # in half-image units
+        depth = -local[..., 2]
+        return np.stack([focal * local[..., 0] / depth, -focal * local[..., 1] / depth], -1)
 
     def _apply_episode(self, ep: Episode, rng: np.random.Generator) -> None:
         m, d = self.model, self.data
