@@ -131,3 +131,19 @@ def test_environment_state_round_trip(tmp_path):
     np.testing.assert_array_equal(data.env_state, ep.env_state)
     stats = json.loads((tmp_path / "ds/meta/stats.json").read_text())
     np.testing.assert_allclose(stats["observation.environment_state"]["mean"], ep.env_state.mean(0), atol=1e-6)
+
+
+def test_post_success_steps_put_the_release_in_the_data():
+    from dataclasses import asdict
+
+    from vlaforge.config import EnvConfig
+    from vlaforge.data.collect import run_expert_episode
+
+    def release_frames(post):
+        ep = run_expert_episode("tabletop", asdict(EnvConfig()), "train", "stack", 3, 0.3, post)
+        grip = ep["action"][:, 3]
+        closed = np.nonzero(grip > 0)[0][-1]  # the last frame still holding the object
+        return len(grip) - closed - 1
+
+    assert release_frames(0) == 1  # success arrives on the first opening step
+    assert release_frames(5) == 6

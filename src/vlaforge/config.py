@@ -39,6 +39,7 @@ class CollectConfig:
     workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
     seed: int = field(default=0, metadata={"help": "first scene seed"})
     noise: float = field(default=0.3, metadata={"help": "std of action noise executed (not recorded), DART-style"})
+    post_success_steps: int = field(default=5, metadata={"help": "expert steps recorded after the success step"})
     output: str = field(default="data/tabletop", metadata={"help": "dataset directory"})
     resume: bool = field(default=False, metadata={"help": "continue an interrupted collection in `output`"})
 

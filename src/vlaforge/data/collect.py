@@ -32,8 +32,15 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def run_expert_episode(suite_name: str, env_cfg: dict, split: str, task: str, seed: int, noise: float) -> dict | None:
-    """One expert episode (retrying new scenes if the expert fails); PNG frames included."""
+def run_expert_episode(
+    suite_name: str, env_cfg: dict, split: str, task: str, seed: int, noise: float, post_success_steps: int = 0
+) -> dict | None:
+    """One expert episode (retrying new scenes if the expert fails); PNG frames included.
+
+    The expert keeps acting, without noise, for ``post_success_steps`` steps after the success
+    step: a success that completes on a release (stacking) otherwise leaves a single frame of
+    the opening gripper in the data, too few for a policy to learn when to let go.
+    """
     from vlaforge.envs import get_suite
 
     suite = get_suite(suite_name)
@@ -49,8 +56,8 @@ def run_expert_episode(suite_name: str, env_cfg: dict, split: str, task: str, se
         obs, info = env.reset(seed=s)
         expert.reset()
         images, states, actions, env_states = [], [], [], []
-        success = False
-        for _ in range(env.max_steps):
+        success, after = False, 0
+        for _ in range(env.max_steps + post_success_steps):
             action = np.asarray(expert.act(), dtype=np.float32)
             images.append(obs["image"])
             states.append(obs["state"])
@@ -58,11 +65,12 @@ def run_expert_episode(suite_name: str, env_cfg: dict, split: str, task: str, se
             if record_points:
                 env_states.append(env.task_points())
             executed = action.copy()
-            if noise > 0:
+            if noise > 0 and not success:
                 executed[:3] += rng.normal(0.0, noise, 3).astype(np.float32)
             obs, _, terminated, truncated, info = env.step(np.clip(executed, -1, 1))
-            if terminated or truncated:
-                success = bool(info["success"])
+            success = success or bool(info["success"])
+            after += success
+            if (truncated and not success) or after > post_success_steps:
                 break
         if success:
             imgs = np.stack(images)
@@ -100,7 +108,7 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
         for j in range(cfg.episodes_per_task):
             seed = cfg.seed + t_index * 100_000 + j
             if (task, seed) not in done_seeds:
-                jobs.append((suite.name, asdict(cfg.env), cfg.split, task, seed, cfg.noise))
+                jobs.append((suite.name, asdict(cfg.env), cfg.split, task, seed, cfg.noise, cfg.post_success_steps))
     workers = cfg.workers or os.cpu_count() or 1
     failed = 0
     progress = Progress(
@@ -109,7 +117,7 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     with progress:
         bar = progress.add_task("collect", total=len(jobs))
         results = map_in_workers(_job, jobs, workers, _worker_init)
-        for (_, _, _, task, seed, _), result in zip(jobs, results):
+        for (_, _, _, task, seed, _, _), result in zip(jobs, results):
             if result is None:
                 failed += 1
             else:
