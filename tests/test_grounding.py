@@ -8,7 +8,7 @@ from vlaforge.data.sampler import pixel_columns
 from vlaforge.envs.tabletop import TabletopEnv
 from vlaforge.envs.tabletop.scene import COLORS
 from vlaforge.models.language import TextEncoder
-from vlaforge.models.vision import ConvEncoder, _grid, heatmap_loss
+from vlaforge.models.vision import ConvEncoder, cell_centres, heatmap_loss
 
 
 @pytest.mark.parametrize("family", ["reach", "pick_place", "put_in_bowl"])
@@ -36,7 +36,7 @@ def test_heatmap_loss_expectation_is_unbiased():
         opt.zero_grad()
         heatmap_loss(logits, points).backward()
         opt.step()
-    expected = logits[0, :2].flatten(1).softmax(-1) @ _grid(h, w, torch.device("cpu"))
+    expected = logits[0, :2].flatten(1).softmax(-1) @ cell_centres(h, w, torch.device("cpu"))
     torch.testing.assert_close(expected, points[0], atol=0.02, rtol=0)
     assert heatmap_loss(logits.detach(), points) < heatmap_loss(torch.zeros(1, 4, h, w), points)
 
@@ -75,7 +75,7 @@ def test_keypoint_learns_to_follow_the_named_colour():
     with torch.no_grad():
         words, mask = text(tokens)
         _, logits = enc(images, words, mask)
-    found = logits[:, :1].flatten(2).softmax(-1) @ _grid(*logits.shape[-2:], torch.device("cpu"))
+    found = logits[:, :1].flatten(2).softmax(-1) @ cell_centres(*logits.shape[-2:], torch.device("cpu"))
     error_px = ((found - points).norm(dim=-1) * 32).mean()
     assert error_px < 3.0, f"named square located within {error_px:.1f} px"
 

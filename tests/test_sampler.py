@@ -39,9 +39,10 @@ def test_batches_depend_only_on_seed_and_step(tmp_path):
 def test_random_shift_translates_content():
     img = torch.zeros(1, 1, 1, 16, 16, 3, dtype=torch.uint8)
     img[..., 8, 8, :] = 255
-    out = random_shift(img, 2, torch.Generator().manual_seed(3))
+    out, offset = random_shift(img, 2, torch.Generator().manual_seed(3))
     ys, xs = torch.nonzero(out[0, 0, 0, :, :, 0], as_tuple=True)
     assert len(ys) == 1 and abs(int(ys[0]) - 8) <= 2 and abs(int(xs[0]) - 8) <= 2
+    assert (int(xs[0]), int(ys[0])) == (8 - int(offset[0, 0]), 8 - int(offset[0, 1]))
     assert out.dtype == torch.uint8 and out.shape == img.shape
 
 
@@ -57,3 +58,22 @@ def test_keypoint_targets_follow_the_observation_history(tmp_path):
     np.testing.assert_array_equal(b["keypoints"][0, 0, 0].numpy(), data.env_state[5, 6:].reshape(2, 2))
     np.testing.assert_array_equal(b["keypoints"][1, 0, 0].numpy(), data.env_state[2, 6:].reshape(2, 2))
     np.testing.assert_array_equal(b["keypoints"][1, 1, 0].numpy(), data.env_state[3, 6:].reshape(2, 2))
+
+
+def test_shifted_keypoint_labels_follow_the_content(tmp_path):
+    write_dataset(tmp_path / "ds", episodes=1, length=40)
+    ds = LeRobotDataset(tmp_path / "ds")
+    data = ds.load()
+    # A white pixel per frame, recorded as the "target" image position.
+    rng = np.random.default_rng(0)
+    data.images[:] = 0
+    pix = rng.integers(10, 54, (len(data.images), 2))
+    data.images[np.arange(len(pix)), 0, pix[:, 1], pix[:, 0]] = 255
+    data.env_state = ((pix + 0.5) / 64 * 2 - 1).astype(np.float32)
+    s = ChunkSampler(data, Normalizer.from_stats(ds.stats), WordTokenizer.from_texts(data.tasks), 1, 4, 8,
+                     pixel_index=[[[0, 1]]])
+    b = s.sample(16, s.generator(0, 1), shift=4)
+    for img, kp in zip(b["image"], b["keypoints"]):
+        ys, xs = torch.nonzero(img[0, 0, :, :, 0], as_tuple=True)
+        u, v = ((kp[0, 0, 0] + 1) / 2 * 64 - 0.5).tolist()
+        assert (round(u), round(v)) == (int(xs[0]), int(ys[0]))

@@ -58,7 +58,10 @@ class ChunkSampler:
         i = torch.randint(0, self.n, (batch_size,), generator=gen)
         batch = self.gather(i)
         if shift > 0:
-            batch["image"] = random_shift(batch["image"], shift, gen)
+            batch["image"], offset = random_shift(batch["image"], shift, gen)
+            if "keypoints" in batch:  # content moved by -offset pixels; labels follow it
+                size = torch.tensor(batch["image"].shape[-2:-4:-1], dtype=torch.float32)  # (W, H)
+                batch["keypoints"] = batch["keypoints"] - (2 * offset / size)[:, None, None, None]
         return batch
 
     def gather(self, i: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -76,11 +79,12 @@ class ChunkSampler:
         }
 
 
-def random_shift(images: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+def random_shift(images: torch.Tensor, shift: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Translate each sample's frames by a random integer offset, replicating the border (DrQ).
 
     The same offset is used for every frame and camera of a sample, so motion between history
-    frames is preserved. Works on uint8 (..., H, W, 3) without a float copy.
+    frames is preserved. Works on uint8 (..., H, W, 3) without a float copy. Returns the shifted
+    images and the (B, 2) offsets (dx, dy): output pixel (x, y) shows input pixel (x + dx, y + dy).
     """
     b = images.shape[0]
     h, w = images.shape[-3:-1]
@@ -91,7 +95,7 @@ def random_shift(images: torch.Tensor, shift: int, gen: torch.Generator) -> torc
     flat = images.reshape(b, -1, h, w, 3)
     out = flat[torch.arange(b)[:, None, None, None], torch.arange(flat.shape[1])[None, :, None, None],
                rows[:, None, :, None], cols[:, None, None, :]]
-    return out.reshape(images.shape)
+    return out.reshape(images.shape), torch.stack([dx, dy], -1).float()
 
 
 def pixel_columns(names: list[str], cameras: list[str]) -> list[list[list[int]]] | None:

@@ -6,7 +6,7 @@ and Levine et al.), and each keypoint becomes one token; a mean-pooled feature t
 global context. A keypoint's logit map is a learned 1x1 conv plus the dot product of the features
 with a query the keypoint reads from the instruction through its own attention over the words,
 so one keypoint can follow "the red cube" while another follows "the blue zone". The first
-``grounded`` keypoints can be supervised with the image position of the task's target and goal
+keypoints can be supervised with the image positions of the task's target and goal
 (``heatmap_loss``), which teaches the word-to-pixel binding directly. CoordConv channels (pixel
 x, y) are appended to the input. Few tokens keep the fusion transformer cheap.
 """
@@ -32,7 +32,7 @@ class FiLMConv(nn.Module):
         return self.act(self.norm(self.conv(x)) * (1 + scale) + shift)
 
 
-def _grid(h: int, w: int, device: torch.device) -> torch.Tensor:
+def cell_centres(h: int, w: int, device: torch.device) -> torch.Tensor:
     """Feature-cell centres in [-1, 1] image coordinates, (H*W, 2) as (x, y)."""
     gy, gx = torch.meshgrid(torch.linspace(-1, 1, h, device=device), torch.linspace(-1, 1, w, device=device), indexing="ij")
     return torch.stack([gx.flatten(), gy.flatten()], -1)
@@ -68,7 +68,7 @@ class ConvEncoder(nn.Module):
         self, images: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (B*N, H, W, 3) and the (B, L, d) instruction words they belong to (N images
-        each) -> tokens (B*N, keypoints + 1, d) and keypoint logit maps (B*N, keypoints, H'*W')."""
+        each) -> tokens (B*N, keypoints + 1, d) and keypoint logit maps (B*N, keypoints, H', W')."""
         n = images.shape[0] // text.shape[0]
         pooled = (text * text_mask[..., None]).sum(1) / text_mask.sum(1, keepdim=True).clamp(min=1)
         cond = pooled.repeat_interleave(n, dim=0)
@@ -82,7 +82,7 @@ class ConvEncoder(nn.Module):
         scores = scores.float().masked_fill(~text_mask[:, None, :], float("-inf")).softmax(-1)
         query = (scores.to(text.dtype) @ self.word_value(text)).repeat_interleave(n, dim=0)  # (B*N, K, C)
         logits = (self.keypoint_conv(x).flatten(2) + query.to(feats.dtype) @ feats / c**0.5).float() / self.temperature
-        points = logits.softmax(-1) @ _grid(h, w, x.device)  # (B*N, K, 2) expected positions
+        points = logits.softmax(-1) @ cell_centres(h, w, x.device)  # (B*N, K, 2) expected positions
         kp_tokens = self.keypoint_proj(points) + self.keypoint_id
         pooled_feats = self.pool_proj(x.float().mean(dim=(2, 3)))[:, None]
         return torch.cat([kp_tokens, pooled_feats.to(kp_tokens.dtype)], dim=1), logits.view(b, -1, h, w)
