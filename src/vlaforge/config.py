@@ -26,8 +26,8 @@ class EnvConfig:
     suite: str = field(default="tabletop", metadata={"help": "suite name (see `vlaforge list`)"})
     tasks: list[str] = field(default_factory=list, metadata={"help": "task families; empty = every task"})
     image_size: int = field(default=64, metadata={"help": "camera resolution in pixels (64 or 128)"})
-    cameras: list[str] = field(default_factory=lambda: ["front"], metadata={"help": "camera views"})
-    max_steps: int = field(default=100, metadata={"help": "episode step limit (20 Hz)"})
+    cameras: list[str] = field(default_factory=list, metadata={"help": "camera views; empty = the suite's default"})
+    max_steps: int = field(default=0, metadata={"help": "episode step limit; 0 = the suite's default"})
     num_objects: int = field(default=3, metadata={"help": "objects on the table (2 or 3)"})
 
 

@@ -9,7 +9,7 @@ while the expert's clean action is recorded (DART), which teaches the policy to 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +94,7 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     from vlaforge.envs import get_suite
 
     suite = get_suite(cfg.env.suite)
+    cfg = replace(cfg, env=suite.resolve(cfg.env))
     tasks = suite.check(cfg.env.tasks, cfg.split)
     if cfg.episodes_per_task < 1:
         raise ValueError("episodes_per_task must be >= 1")

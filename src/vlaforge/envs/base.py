@@ -6,7 +6,9 @@ Action: float32 vector in [-1, 1] (meaning documented per env).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import math
+from dataclasses import dataclass, field
 from typing import Callable
 
 import gymnasium as gym
@@ -30,6 +32,17 @@ class Suite:
     # coordinates (u, v) of each point in ``pixel_points``. Empty when the suite records none.
     env_state_names: tuple[str, ...] = ()
     pixel_points: tuple[str, ...] = ()
+    default_cameras: tuple[str, ...] = ()
+    default_max_steps: int = 100
+    # Splits that stand for their own task list (Meta-World's held-out tasks, difficulty groups);
+    # other splits vary scenes or wording over the suite's tasks.
+    split_tasks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def resolve(self, cfg: EnvConfig) -> EnvConfig:
+        """``cfg`` with the suite's default cameras and step limit filled in where left empty."""
+        return dataclasses.replace(
+            cfg, cameras=list(cfg.cameras or self.default_cameras), max_steps=cfg.max_steps or self.default_max_steps
+        )
 
     def env_state_columns(self, cameras: list[str]) -> list[str]:
         """Names of the ``task_points()`` columns for these cameras (``<camera>.<point>_u``/``_v``)."""
@@ -37,13 +50,14 @@ class Suite:
         return list(self.env_state_names) + pixels
 
     def check(self, tasks: list[str], split: str) -> list[str]:
-        """Resolve an empty task list to all tasks and reject unknown names."""
+        """Resolve an empty task list to the split's tasks (all tasks for most splits) and reject
+        unknown names."""
         for t in tasks:
             if t not in self.tasks:
                 raise KeyError(f"unknown task {t!r} in suite {self.name!r}; known tasks: {', '.join(self.tasks)}")
         if split not in self.splits:
             raise KeyError(f"unknown split {split!r} in suite {self.name!r}; known splits: {', '.join(self.splits)}")
-        return list(tasks) or list(self.tasks)
+        return list(tasks) or list(self.split_tasks.get(split, self.tasks))
 
 
 def check_observation(obs: dict, image_shape: tuple[int, ...], state_dim: int) -> None:
@@ -61,3 +75,13 @@ def check_observation(obs: dict, image_shape: tuple[int, ...], state_dim: int) -
         raise ValueError("observation state contains NaN or inf")
     if not isinstance(obs["instruction"], str) or not obs["instruction"].strip():
         raise ValueError("observation instruction must be a non-empty string")
+
+
+def project_points(model, data, camera: str, points: np.ndarray) -> np.ndarray:
+    """World points (..., 3) -> image coordinates (..., 2) in a MuJoCo camera: u right, v down,
+    both in [-1, 1] from edge to edge (from the camera's pose and vertical field of view)."""
+    cam = model.camera(camera).id
+    local = (np.asarray(points) - data.cam_xpos[cam]) @ data.cam_xmat[cam].reshape(3, 3)
+    focal = 1.0 / math.tan(math.radians(model.cam_fovy[cam]) / 2)  # in half-image units
+    depth = -local[..., 2]
+    return np.stack([focal * local[..., 0] / depth, -focal * local[..., 1] / depth], -1)

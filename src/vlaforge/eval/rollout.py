@@ -66,6 +66,15 @@ def run_episode(job: tuple) -> dict:
     }
 
 
+def _default_tasks(suite, split: str, trained: list[str]) -> list[str]:
+    """The policy's tasks within a split that names its own tasks (a difficulty group), or all of
+    the split's tasks when the policy was trained on none of them (held-out tasks, zero-shot)."""
+    if split not in suite.split_tasks:
+        return list(trained)
+    named = suite.split_tasks[split]
+    return [t for t in named if t in trained] or list(named)
+
+
 def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     """Roll the policy out and write results.json and report.html; returns the results dict."""
     from vlaforge.envs import get_suite
@@ -81,7 +90,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     if not meta.get("suite") or not meta.get("env"):
         raise ValueError(f"policy {cfg.policy} does not record the suite it was trained on")
     suite = get_suite(meta["suite"])
-    tasks = suite.check(cfg.tasks or meta["tasks"], cfg.split)
+    tasks = suite.check(cfg.tasks or _default_tasks(suite, cfg.split, meta["tasks"]), cfg.split)
     env_cfg = dict(meta["env"])
     if cfg.max_steps:
         env_cfg["max_steps"] = cfg.max_steps

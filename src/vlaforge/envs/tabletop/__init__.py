@@ -21,8 +21,8 @@ def make_env(task: str, split: str, cfg: EnvConfig) -> TabletopEnv:
         task=task,
         split=split,
         image_size=cfg.image_size,
-        cameras=tuple(cfg.cameras),
-        max_steps=cfg.max_steps,
+        cameras=tuple(cfg.cameras or ("front",)),
+        max_steps=cfg.max_steps or 100,
         num_objects=cfg.num_objects,
     )
 
@@ -37,6 +37,8 @@ SUITES.register("tabletop")(
         fps=int(round(1 / CONTROL_DT)),
         env_state_names=("target_x", "target_y", "target_z", "goal_x", "goal_y", "goal_z"),
         pixel_points=("target", "goal"),
+        default_cameras=("front",),
+        default_max_steps=100,
     )
 )
 

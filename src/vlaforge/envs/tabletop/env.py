@@ -13,7 +13,6 @@ The episode terminates on success and is truncated after ``max_steps`` steps (20
 
 from __future__ import annotations
 
-import math
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -22,6 +21,8 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from vlaforge.envs.base import project_points
+from vlaforge.envs.render import make_renderer
 from vlaforge.envs.tabletop import scene
 from vlaforge.envs.tabletop.tasks import FAMILIES, SPLITS, Episode, sample_episode, success
 
@@ -134,11 +135,7 @@ class TabletopEnv(gym.Env):
 
     def project(self, points: np.ndarray, camera: str) -> np.ndarray:
         """World points (..., 3) -> image coordinates (..., 2): u right, v down, [-1, 1] edge to edge."""
-        cam = self.model.camera(camera).id
-        local = (np.asarray(points) - self.data.cam_xpos[cam]) @ self.data.cam_xmat[cam].reshape(3, 3)
-        focal = 1.0 / math.tan(math.radians(self.model.cam_fovy[cam]) / 2)  # in half-image units
-        depth = -local[..., 2]
-        return np.stack([focal * local[..., 0] / depth, -focal * local[..., 1] / depth], -1)
+        return project_points(self.model, self.data, camera, points)
 
     def _apply_episode(self, ep: Episode, rng: np.random.Generator) -> None:
         m, d = self.model, self.data
@@ -208,11 +205,7 @@ class TabletopEnv(gym.Env):
         if self._renderer is None or self._renderer.height != size:
             if self._renderer is not None:
                 self._renderer.close()
-            self._renderer = mujoco.Renderer(self.model, size, size)
-            flags = self._renderer.scene.flags
-            flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
-            flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
-            flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = False
+            self._renderer = make_renderer(self.model, size)
         frames = []
         for cam in self.cameras:
             self._renderer.update_scene(self.data, camera=cam)
