@@ -23,7 +23,7 @@ import numpy as np
 
 from vlaforge.envs.base import project_points
 from vlaforge.envs.metaworld.tasks import INSTRUCTIONS, TASKS, env_name
-from vlaforge.envs.render import make_renderer
+from vlaforge.envs.render import CameraRenderer
 
 CAMERAS = ("corner2", "corner", "corner3", "topview")
 SPLITS = ("train", "test", "unseen_paraphrase", "easy", "medium", "hard", "very_hard")
@@ -79,7 +79,7 @@ class MetaWorldEnv(gym.Env):
         self.model.vis.global_.offwidth = self.model.vis.global_.offheight = max(IMAGE_SIZES)
         self.model.vis.quality.offsamples = 0
         self.expert_class = policies[env_name(task)]
-        self._renderer = None
+        self._cameras = CameraRenderer(self.model)
         self.raw_obs: np.ndarray | None = None
         self.instruction = ""
         self.steps = 0
@@ -135,24 +135,14 @@ class MetaWorldEnv(gym.Env):
 
     def render_views(self, size: int | None = None) -> np.ndarray:
         """Every camera at ``size`` (default image_size): uint8 (V, H, W, 3), upright."""
-        size = size or self.image_size
-        if self._renderer is None or self._renderer.height != size:
-            if self._renderer is not None:
-                self._renderer.close()
-            self._renderer = make_renderer(self.model, size)
-        frames = []
-        for cam in self.cameras:
-            self._renderer.update_scene(self.data, camera=cam)
-            frames.append(self._renderer.render()[::-1, ::-1])  # Meta-World cameras render upside down
-        return np.ascontiguousarray(np.stack(frames))
+        frames = self._cameras.render(self.data, self.cameras, size or self.image_size)
+        return np.ascontiguousarray(frames[:, ::-1, ::-1])  # Meta-World cameras render upside down
 
     def render(self) -> np.ndarray:
         return self.render_views()[0]
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._cameras.close()
 
 
 class MetaWorldExpert:

@@ -22,7 +22,7 @@ import mujoco
 import numpy as np
 
 from vlaforge.envs.base import project_points
-from vlaforge.envs.render import make_renderer
+from vlaforge.envs.render import CameraRenderer
 from vlaforge.envs.tabletop import scene
 from vlaforge.envs.tabletop.tasks import FAMILIES, SPLITS, Episode, sample_episode, success
 
@@ -64,7 +64,7 @@ class TabletopEnv(gym.Env):
         self.render_mode = render_mode
         self.model = mujoco.MjModel.from_xml_string(scene.build_mjcf(max(IMAGE_SIZES)))
         self.data = mujoco.MjData(self.model)
-        self._renderer: mujoco.Renderer | None = None
+        self._cameras = CameraRenderer(self.model)
         self._substeps = int(round(CONTROL_DT / self.model.opt.timestep))
         m = self.model
         self._obj_qadr = {n: m.jnt_qposadr[m.joint(f"{n}_joint").id] for n in scene.object_names()}
@@ -201,21 +201,10 @@ class TabletopEnv(gym.Env):
 
     def render_views(self, size: int | None = None) -> np.ndarray:
         """Render every camera at ``size`` (default image_size): uint8 (V, H, W, 3)."""
-        size = size or self.image_size
-        if self._renderer is None or self._renderer.height != size:
-            if self._renderer is not None:
-                self._renderer.close()
-            self._renderer = make_renderer(self.model, size)
-        frames = []
-        for cam in self.cameras:
-            self._renderer.update_scene(self.data, camera=cam)
-            frames.append(self._renderer.render())
-        return np.stack(frames)
+        return self._cameras.render(self.data, self.cameras, size or self.image_size)
 
     def render(self) -> np.ndarray:
         return self.render_views()[0]
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._cameras.close()
