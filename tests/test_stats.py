@@ -17,3 +17,10 @@ def test_wilson_rejects_bad_counts():
         wilson_interval(3, 0)
     with pytest.raises(ValueError):
         wilson_interval(11, 10)
+
+
+@pytest.mark.parametrize("n", [1, 3, 7, 10, 20, 49, 50, 100])
+def test_wilson_contains_the_rate_exactly(n):
+    for k in range(n + 1):
+        lo, hi = wilson_interval(k, n)
+        assert 0.0 <= lo <= k / n <= hi <= 1.0
