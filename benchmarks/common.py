@@ -12,6 +12,11 @@ import torch
 
 RESULTS = Path(__file__).parent / "results"
 
+# benchmarks/metaworld.py would shadow the metaworld package for every script run from here, and
+# spawned workers inherit sys.path: keep this directory last on it.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+
 
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()

@@ -15,18 +15,13 @@ import json
 import sys
 from pathlib import Path
 
-# This file is named metaworld.py: keep the metaworld package ahead of it on the import path
-# (worker processes inherit sys.path).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+import torch
 
-import torch  # noqa: E402
-
-from common import write  # noqa: E402
-from vlaforge.cli import parse  # noqa: E402
-from vlaforge.envs.metaworld import DIFFICULTY  # noqa: E402
-from vlaforge.eval.stats import wilson_interval  # noqa: E402
-from vlaforge.quickstart import quickstart  # noqa: E402
+from common import write
+from vlaforge.cli import parse
+from vlaforge.envs.metaworld import DIFFICULTY
+from vlaforge.eval.stats import wilson_interval
+from vlaforge.quickstart import quickstart
 
 # Published MT50 averages (success %, and per difficulty where reported) and their protocols.
 PUBLISHED = [
