@@ -67,7 +67,7 @@ def run_expert_episode(
             executed = action.copy()
             if noise > 0 and not success:
                 executed[:3] += rng.normal(0.0, noise, 3).astype(np.float32)
-            obs, _, terminated, truncated, info = env.step(np.clip(executed, -1, 1))
+            obs, _, _, truncated, info = env.step(np.clip(executed, -1, 1))
             success = success or bool(info["success"])
             after += success
             if (truncated and not success) or after > post_success_steps:

@@ -77,6 +77,43 @@ def check_observation(obs: dict, image_shape: tuple[int, ...], state_dim: int) -
         raise ValueError("observation instruction must be a non-empty string")
 
 
+def check_env_args(
+    kind: str, task: str, tasks: tuple[str, ...], split: str, splits: tuple[str, ...],
+    image_size: int, image_sizes: tuple[int, ...], cameras: tuple[str, ...] | list[str], known_cameras: tuple[str, ...],
+) -> None:
+    """Raise a KeyError/ValueError naming the first constructor argument an env cannot take."""
+    if task not in tasks:
+        raise KeyError(f"unknown {kind} task {task!r}; known tasks: {', '.join(tasks)}")
+    if split not in splits:
+        raise KeyError(f"unknown split {split!r}; known splits: {', '.join(splits)}")
+    if image_size not in image_sizes:
+        raise ValueError(f"image_size must be one of {image_sizes}, got {image_size}")
+    for cam in cameras:
+        if cam not in known_cameras:
+            raise KeyError(f"unknown camera {cam!r}; known cameras: {', '.join(known_cameras)}")
+
+
+def observation_space(views: int, image_size: int, state_dim: int) -> gym.spaces.Dict:
+    """The gymnasium space of the observation contract above."""
+    return gym.spaces.Dict(
+        {
+            "image": gym.spaces.Box(0, 255, (views, image_size, image_size, 3), np.uint8),
+            "state": gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float32),
+            "instruction": gym.spaces.Text(max_length=256, charset=" abcdefghijklmnopqrstuvwxyz"),
+        }
+    )
+
+
+def check_action(action: np.ndarray, dim: int = 4) -> np.ndarray:
+    """A float64 copy of ``action`` clipped to [-1, 1]; a wrong shape or NaN/inf raises ValueError."""
+    a = np.asarray(action, dtype=np.float64)
+    if a.shape != (dim,):
+        raise ValueError(f"action must have shape ({dim},), got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action contains NaN or inf: {a}")
+    return np.clip(a, -1.0, 1.0)
+
+
 def project_points(model, data, camera: str, points: np.ndarray) -> np.ndarray:
     """World points (..., 3) -> image coordinates (..., 2) in a MuJoCo camera: u right, v down,
     both in [-1, 1] from edge to edge (from the camera's pose and vertical field of view)."""

@@ -29,8 +29,12 @@ BENCHMARKS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+DEFAULT_CAMERAS = ("corner2",)
+DEFAULT_MAX_STEPS = 500
+
+
 def make_env(task: str, split: str, cfg: EnvConfig) -> MetaWorldEnv:
-    return MetaWorldEnv(task, split, cfg.image_size, tuple(cfg.cameras or ("corner2",)), cfg.max_steps or 500)
+    return MetaWorldEnv(task, split, cfg.image_size, tuple(cfg.cameras or DEFAULT_CAMERAS), cfg.max_steps or DEFAULT_MAX_STEPS)
 
 
 for _name, _sets in BENCHMARKS.items():
@@ -51,8 +55,8 @@ for _name, _sets in BENCHMARKS.items():
             fps=80,
             env_state_names=("target_x", "target_y", "target_z", "goal_x", "goal_y", "goal_z"),
             pixel_points=("target", "goal"),
-            default_cameras=("corner2",),
-            default_max_steps=500,
+            default_cameras=DEFAULT_CAMERAS,
+            default_max_steps=DEFAULT_MAX_STEPS,
             split_tasks=_split_tasks,
         )
     )

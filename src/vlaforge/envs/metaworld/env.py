@@ -21,7 +21,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import gymnasium as gym
 import numpy as np
 
-from vlaforge.envs.base import project_points
+from vlaforge.envs.base import check_action, check_env_args, observation_space, project_points
 from vlaforge.envs.metaworld.tasks import INSTRUCTIONS, TASKS, env_name
 from vlaforge.envs.render import CameraRenderer
 
@@ -54,15 +54,7 @@ class MetaWorldEnv(gym.Env):
         cameras: tuple[str, ...] | list[str] = ("corner2",),
         max_steps: int = 500,
     ) -> None:
-        if task not in TASKS:
-            raise KeyError(f"unknown Meta-World task {task!r}; known tasks: {', '.join(TASKS)}")
-        if split not in SPLITS:
-            raise KeyError(f"unknown split {split!r}; known splits: {', '.join(SPLITS)}")
-        if image_size not in IMAGE_SIZES:
-            raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size}")
-        for cam in cameras:
-            if cam not in CAMERAS:
-                raise KeyError(f"unknown camera {cam!r}; known cameras: {', '.join(CAMERAS)}")
+        check_env_args("Meta-World", task, TASKS, split, SPLITS, image_size, IMAGE_SIZES, cameras, CAMERAS)
         metaworld, policies = _metaworld()
         self.task, self.split = task, split
         self.image_size, self.cameras, self.max_steps = image_size, tuple(cameras), max_steps
@@ -83,13 +75,7 @@ class MetaWorldEnv(gym.Env):
         self.raw_obs: np.ndarray | None = None
         self.instruction = ""
         self.steps = 0
-        self.observation_space = gym.spaces.Dict(
-            {
-                "image": gym.spaces.Box(0, 255, (len(self.cameras), image_size, image_size, 3), np.uint8),
-                "state": gym.spaces.Box(-np.inf, np.inf, (4,), np.float32),
-                "instruction": gym.spaces.Text(max_length=256, charset=" abcdefghijklmnopqrstuvwxyz"),
-            }
-        )
+        self.observation_space = observation_space(len(self.cameras), image_size, 4)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
@@ -104,12 +90,7 @@ class MetaWorldEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         if self.raw_obs is None:
             raise RuntimeError("call reset() before step()")
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != (4,):
-            raise ValueError(f"action must have shape (4,), got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action contains NaN or inf: {a}")
-        self.raw_obs, _, _, _, raw_info = self._env.step(np.clip(a, -1.0, 1.0))
+        self.raw_obs, _, _, _, raw_info = self._env.step(check_action(action))
         self.steps += 1
         done = bool(raw_info["success"])
         truncated = self.steps >= self.max_steps and not done

@@ -16,13 +16,17 @@ def gym_id(task: str) -> str:
     return "vlaforge/Tabletop-" + "".join(w.capitalize() for w in task.split("_")) + "-v0"
 
 
+DEFAULT_CAMERAS = ("front",)
+DEFAULT_MAX_STEPS = 100
+
+
 def make_env(task: str, split: str, cfg: EnvConfig) -> TabletopEnv:
     return TabletopEnv(
         task=task,
         split=split,
         image_size=cfg.image_size,
-        cameras=tuple(cfg.cameras or ("front",)),
-        max_steps=cfg.max_steps or 100,
+        cameras=tuple(cfg.cameras or DEFAULT_CAMERAS),
+        max_steps=cfg.max_steps or DEFAULT_MAX_STEPS,
         num_objects=cfg.num_objects,
     )
 
@@ -37,8 +41,8 @@ SUITES.register("tabletop")(
         fps=int(round(1 / CONTROL_DT)),
         env_state_names=("target_x", "target_y", "target_z", "goal_x", "goal_y", "goal_z"),
         pixel_points=("target", "goal"),
-        default_cameras=("front",),
-        default_max_steps=100,
+        default_cameras=DEFAULT_CAMERAS,
+        default_max_steps=DEFAULT_MAX_STEPS,
     )
 )
 

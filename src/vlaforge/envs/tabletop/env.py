@@ -21,7 +21,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from vlaforge.envs.base import project_points
+from vlaforge.envs.base import check_action, check_env_args, observation_space, project_points
 from vlaforge.envs.render import CameraRenderer
 from vlaforge.envs.tabletop import scene
 from vlaforge.envs.tabletop.tasks import FAMILIES, SPLITS, Episode, sample_episode, success
@@ -30,6 +30,7 @@ MAX_DELTA = 0.02
 CONTROL_DT = 0.05
 HOME = np.array([0.0, -0.12, 0.15])
 IMAGE_SIZES = (64, 128)
+CAMERAS = ("front", "top")
 
 
 class TabletopEnv(gym.Env):
@@ -47,15 +48,7 @@ class TabletopEnv(gym.Env):
         num_objects: int = 3,
         render_mode: str | None = "rgb_array",
     ) -> None:
-        if task not in FAMILIES:
-            raise KeyError(f"unknown tabletop task {task!r}; known tasks: {', '.join(FAMILIES)}")
-        if split not in SPLITS:
-            raise KeyError(f"unknown split {split!r}; known splits: {', '.join(SPLITS)}")
-        if image_size not in IMAGE_SIZES:
-            raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size}")
-        for cam in cameras:
-            if cam not in ("front", "top"):
-                raise KeyError(f"unknown camera {cam!r}; known cameras: front, top")
+        check_env_args("tabletop", task, FAMILIES, split, SPLITS, image_size, IMAGE_SIZES, cameras, CAMERAS)
         if not 2 <= num_objects <= 3:
             raise ValueError(f"num_objects must be 2 or 3, got {num_objects}")
         self.task, self.split = task, split
@@ -76,14 +69,7 @@ class TabletopEnv(gym.Env):
         self._obj_body = {n: m.body(n).id for n in scene.object_names()}
         self.episode: Episode | None = None
         self.steps = 0
-        v, s = len(self.cameras), image_size
-        self.observation_space = gym.spaces.Dict(
-            {
-                "image": gym.spaces.Box(0, 255, (v, s, s, 3), np.uint8),
-                "state": gym.spaces.Box(-np.inf, np.inf, (4,), np.float32),
-                "instruction": gym.spaces.Text(max_length=256, charset=" abcdefghijklmnopqrstuvwxyz"),
-            }
-        )
+        self.observation_space = observation_space(len(self.cameras), image_size, 4)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
 
     # --- simulator access -------------------------------------------------------------
@@ -180,12 +166,7 @@ class TabletopEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         if self.episode is None:
             raise RuntimeError("call reset() before step()")
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != (4,):
-            raise ValueError(f"action must have shape (4,), got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action contains NaN or inf: {a}")
-        a = np.clip(a, -1.0, 1.0)
+        a = check_action(action)
         self._set_ee_target(self.ee_pos() + a[:3] * MAX_DELTA, (1.0 - a[3]) / 2.0)
         mujoco.mj_step(self.model, self.data, nstep=self._substeps)
         self.steps += 1
