@@ -1,27 +1,37 @@
-"""The Meta-World multi-task protocol: one policy for all tasks of a suite, collected from the
+"""The Meta-World protocol: one policy for all training tasks of a suite, collected from the
 package's scripted policies, evaluated per task, per difficulty group and on average, beside
-published results.
+published results; on ML suites also zero-shot and few-shot (k demos per held-out task) on the
+held-out tasks.
 
-    python benchmarks/metaworld.py                 # GPU configuration: MT50, 50 demos, 50 trials/task
-    python benchmarks/metaworld.py --cpu           # reduced CPU configuration: MT10, 20 demos, 10 trials
-    python benchmarks/metaworld.py --collect.env.suite=metaworld-mt10 --train.steps=20000  # any quickstart key
+    python benchmarks/metaworld.py                    # GPU configuration: MT50, 50 demos, 50 trials/task
+    python benchmarks/metaworld.py --cpu              # reduced CPU configuration: MT10, 20 demos, 10 trials
+    python benchmarks/metaworld.py --cpu --suite=ml10 # ML10: train tasks, zero-shot, few-shot k=5,10
+    python benchmarks/metaworld.py --train.steps=20000  # any quickstart key
 
+Re-running resumes: finished episodes, policies and fine-tunings are reused.
 Writes benchmarks/results/metaworld_<suite>[_cpu].json and .md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 from common import write
 from vlaforge.cli import parse
+from vlaforge.config import OptimConfig, QuickstartConfig
+from vlaforge.data.collect import collect
 from vlaforge.envs.metaworld import DIFFICULTY
+from vlaforge.eval.rollout import evaluate
 from vlaforge.eval.stats import wilson_interval
 from vlaforge.quickstart import quickstart
+from vlaforge.train.checkpoint import latest_checkpoint
+from vlaforge.train.trainer import train
 
 # Published MT50 averages (success %, and per difficulty where reported) and their protocols.
 PUBLISHED = [
@@ -31,55 +41,107 @@ PUBLISHED = [
     ("TinyVLA-H", 31.6, None, "as reported in the SmolVLA paper"),
     ("Diffusion Policy", 10.5, None, "as reported in the SmolVLA paper"),
 ]
+FEW_SHOT_K = (5, 10)
+FEW_SHOT_SEED = 500_000  # held-out-task demonstrations come from scenes apart from the training tasks'
+
+
+def summarize(results: dict) -> tuple[dict, list[dict]]:
+    """Average of per-task rates, pooled interval and difficulty groups of one results.json."""
+    per_task = results["per_task"]
+    figures = {
+        "average_success": sum(v["success_rate"] for v in per_task.values()) / len(per_task),
+        "pooled_ci95": results["ci95"],
+        "per_task": {t: v["success_rate"] for t, v in per_task.items()},
+        "by_difficulty": {},
+    }
+    for group, members in DIFFICULTY.items():
+        tasks = [t for t in members if t in per_task]
+        if tasks:
+            wins = sum(per_task[t]["successes"] for t in tasks)
+            n = sum(per_task[t]["episodes"] for t in tasks)
+            figures["by_difficulty"][group] = {"tasks": len(tasks), "success_rate": wins / n, "ci95": list(wilson_interval(wins, n))}
+    return figures, per_task
+
+
+def percent(rate: float, ci: list[float]) -> str:
+    return f"{100 * rate:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def few_shot(cfg: QuickstartConfig, policy_dir: Path, k: int) -> tuple[dict, float]:
+    """Fine-tune the multi-task policy on k demonstrations per held-out task and evaluate them."""
+    root = Path(cfg.output_dir) / f"few_shot_k{k}"
+    t = time.perf_counter()
+    data = collect(dataclasses.replace(cfg.collect, split="test", episodes_per_task=k, seed=FEW_SHOT_SEED,
+                                       output=str(root / "data"), resume=(root / "data" / "meta").exists()), False)
+    run = root / "train"
+    tuned = run / "policy"
+    if not tuned.exists():
+        # A third of the multi-task budget at a lower peak rate: the k*tasks episodes are few.
+        steps = max(cfg.train.steps // 3, 100)
+        optim = OptimConfig(**{**dataclasses.asdict(cfg.train.optim), "lr": cfg.train.optim.lr * 0.3,
+                               "warmup_steps": min(cfg.train.optim.warmup_steps, steps // 10)})
+        tuned = train(dataclasses.replace(cfg.train, dataset=str(data), output_dir=str(run), steps=steps, optim=optim,
+                                          init_from=str(policy_dir),
+                                          resume=latest_checkpoint(run / "checkpoints") is not None), False)
+    results = evaluate(dataclasses.replace(cfg.eval, policy=str(tuned), split="test", output_dir=str(root / "eval")), False)
+    return results, time.perf_counter() - t
 
 
 def main() -> None:
     args = sys.argv[1:]
     cpu = "--cpu" in args
-    args = [a for a in args if a != "--cpu"]
-    defaults = ["--collect.env.suite=metaworld-mt50", "--collect.episodes_per_task=50", "--eval.episodes=50",
-                "--train.steps=30000", "--splits=[train]"]
-    if cpu:
-        defaults = ["--collect.env.suite=metaworld-mt10", "--collect.episodes_per_task=20", "--eval.episodes=10",
-                    "--train.steps=3000", "--splits=[train]"]
+    suite = next((a.split("=", 1)[1] for a in args if a.startswith("--suite=")), "mt10" if cpu else "mt50")
+    args = [a for a in args if a != "--cpu" and not a.startswith("--suite=")]
+    held_out = suite.startswith("ml")
+    defaults = [f"--collect.env.suite=metaworld-{suite}", "--splits=" + ("[train,test]" if held_out else "[train]")]
+    defaults += (["--collect.episodes_per_task=20", "--eval.episodes=10", "--train.steps=3000"] if cpu else
+                 ["--collect.episodes_per_task=50", "--eval.episodes=50", "--train.steps=30000"])
     cfg = parse("quickstart", [*defaults, *args])
-    name = "metaworld_" + cfg.collect.env.suite.split("-", 1)[1] + ("_cpu" if cpu else "")
+    name = f"metaworld_{suite}" + ("_cpu" if cpu else "")
     if cfg.output_dir == "runs/quickstart":
         cfg.output_dir = f"runs/bench_{name}"
     summary = quickstart(cfg, show_progress=False)
+    stage_seconds = dict(summary["stage_seconds"])
     results = json.loads((Path(cfg.output_dir) / "eval" / "train" / "results.json").read_text())
-    per_task = results["per_task"]
-    rows = []
-    groups = {}
-    for group, members in DIFFICULTY.items():
-        tasks = [t for t in members if t in per_task]
-        if not tasks:
-            continue
-        wins = sum(per_task[t]["successes"] for t in tasks)
-        n = sum(per_task[t]["episodes"] for t in tasks)
-        lo, hi = wilson_interval(wins, n)
-        groups[group] = {"tasks": len(tasks), "success_rate": wins / n, "ci95": [lo, hi]}
-        rows.append({"what": f"ours: {group} ({len(tasks)} tasks)", "success %": f"{100 * wins / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"})
-    lo, hi = results["ci95"]
-    task_mean = sum(v["success_rate"] for v in per_task.values()) / len(per_task)
-    rows.insert(0, {"what": f"ours: average over {len(per_task)} tasks", "success %": f"{100 * task_mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"})
-    for model, avg, by_group, source in PUBLISHED:
-        detail = "" if by_group is None else " (" + ", ".join(f"{g} {v}" for g, v in by_group.items()) + ")"
-        rows.append({"what": f"{model}, MT50, {source}", "success %": f"{avg}{detail}"})
-    for task, v in sorted(per_task.items()):
-        rows.append({"what": f"ours: {task}", "success %": f"{100 * v['success_rate']:.0f} ({v['successes']}/{v['episodes']})"})
+    trained, per_task = summarize(results)
+
+    label = "training tasks" if held_out else "tasks"
+    rows = [{"what": f"ours: average over {len(per_task)} {label}", "success %": percent(trained["average_success"], trained["pooled_ci95"])}]
+    rows += [{"what": f"ours: {g} ({v['tasks']} tasks)", "success %": percent(v["success_rate"], v["ci95"])}
+             for g, v in trained["by_difficulty"].items()]
+    figures = {"suite": cfg.collect.env.suite, **trained}
+    if held_out:
+        zero = json.loads((Path(cfg.output_dir) / "eval" / "test" / "results.json").read_text())
+        figures["zero_shot"], zero_tasks = summarize(zero)
+        stages = {"zero-shot": zero_tasks}
+        figures["few_shot"] = {}
+        for k in FEW_SHOT_K:
+            res, seconds = few_shot(cfg, Path(summary["policy"]), k)
+            stage_seconds[f"few_shot_k{k}"] = seconds
+            figures["few_shot"][k], stages[f"few-shot k={k}"] = summarize(res)
+        for stage, tasks in stages.items():
+            fig = figures["zero_shot"] if stage == "zero-shot" else figures["few_shot"][int(stage.split("=")[1])]
+            rows.append({"what": f"ours: held-out tasks, {stage}", "success %": percent(fig["average_success"], fig["pooled_ci95"])})
+            rows += [{"what": f"  {stage}: {t}", "success %": f"{100 * v['success_rate']:.0f} ({v['successes']}/{v['episodes']})"}
+                     for t, v in tasks.items()]
+    else:
+        for model, avg, by_group, source in PUBLISHED:
+            detail = "" if by_group is None else " (" + ", ".join(f"{g} {v}" for g, v in by_group.items()) + ")"
+            rows.append({"what": f"{model}, MT50, {source}", "success %": f"{avg}{detail}"})
+        figures["published_mt50"] = {m: {"average": a, "by_difficulty": g, "source": s} for m, a, g, s in PUBLISHED}
+    rows += [{"what": f"ours: {t}", "success %": f"{100 * v['success_rate']:.0f} ({v['successes']}/{v['episodes']})"}
+             for t, v in sorted(per_task.items())]
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    figures = {
-        "suite": cfg.collect.env.suite, "average_success": task_mean, "pooled_ci95": results["ci95"],
-        "by_difficulty": groups, "per_task": {t: v["success_rate"] for t, v in per_task.items()},
-        "protocol": {"demos_per_task": cfg.collect.episodes_per_task, "trials_per_task": cfg.eval.episodes,
-                     "positions": "randomised per episode from the benchmark's ranges (seeded)",
-                     "image": f"{cfg.collect.env.image_size}px corner2", "max_steps": 500,
-                     "train_steps": cfg.train.steps, "batch_size": cfg.train.batch_size, "device": device,
-                     "stage_seconds": summary["stage_seconds"]},
-        "published_mt50": {m: {"average": a, "by_difficulty": g, "source": s} for m, a, g, s in PUBLISHED},
+    figures["protocol"] = {
+        "demos_per_task": cfg.collect.episodes_per_task, "trials_per_task": cfg.eval.episodes,
+        "few_shot_k": list(FEW_SHOT_K) if held_out else [],
+        "positions": "randomised per episode from the benchmark's ranges (seeded)",
+        "image": f"{cfg.collect.env.image_size}px corner2", "max_steps": 500, "train_steps": cfg.train.steps,
+        "batch_size": cfg.train.batch_size, "device": device, "stage_seconds": stage_seconds,
+        "reused_stages": summary["reused_stages"],
     }
-    write(name, figures, rows, f"Meta-World {cfg.collect.env.suite}: multi-task success beside published MT50 results")
+    write(name, figures, rows, f"Meta-World {cfg.collect.env.suite}: multi-task success"
+          + (", zero-shot and few-shot on held-out tasks" if held_out else " beside published MT50 results"))
 
 
 if __name__ == "__main__":

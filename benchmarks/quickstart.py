@@ -1,6 +1,7 @@
 """Time and score `vlaforge quickstart` from scratch: stage seconds and success per split.
 
     python benchmarks/quickstart.py [--key=value overrides for the quickstart config]
+    python benchmarks/quickstart.py --reuse    # re-evaluate the finished policy, keeping its stage times
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from vlaforge.cli import parse
 from vlaforge.quickstart import quickstart
 
 if __name__ == "__main__":
-    cfg = parse("quickstart", ["--output_dir=runs/bench_quickstart", *sys.argv[1:]])
-    shutil.rmtree(cfg.output_dir, ignore_errors=True)
+    reuse = "--reuse" in sys.argv
+    cfg = parse("quickstart", ["--output_dir=runs/bench_quickstart", *(a for a in sys.argv[1:] if a != "--reuse")])
+    if not reuse:
+        shutil.rmtree(cfg.output_dir, ignore_errors=True)
     s = quickstart(cfg, show_progress=False)
     rows = [{"stage": k, "seconds": round(v, 1)} for k, v in s["stage_seconds"].items()]
     rows.append({"stage": "total", "seconds": round(s["total_seconds"], 1)})
@@ -26,5 +29,6 @@ if __name__ == "__main__":
     figures = {"total_seconds": s["total_seconds"], "success_rate": s["success_rate"], "ci95": s["ci95"],
                "per_task": s["per_task"], "stage_seconds": s["stage_seconds"],
                "episodes_per_task_collected": cfg.collect.episodes_per_task, "train_steps": cfg.train.steps,
-               "eval_episodes_per_task": cfg.eval.episodes}
+               "eval_episodes_per_task": cfg.eval.episodes,
+               "reused_stages": s["reused_stages"]}
     write("quickstart", figures, rows, "vlaforge quickstart (collect -> train -> eval), 2 CPU cores")

@@ -8,18 +8,18 @@ from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, make_features
 TASKS = ["reach the red cube", "press the button"]
 
 
-def synthetic_episode(rng, length=12, size=64, views=1, task=None):
+def synthetic_episode(rng, length=12, size=64, views=1, task=None, tasks=TASKS):
     """Random frames whose actions are a fixed function of the state, so they can be learned."""
     state = rng.normal(size=(length, 4)).astype(np.float32)
     return EpisodeFrames(
         images=rng.integers(0, 255, (length, views, size, size, 3), dtype=np.uint8),
         state=state,
         action=np.tanh(state[:, ::-1] * 0.8).astype(np.float32),
-        task=task or TASKS[rng.integers(len(TASKS))],
+        task=task or tasks[rng.integers(len(tasks))],
     )
 
 
-def write_dataset(root, episodes=4, seed=0, size=64, length=12):
+def write_dataset(root, episodes=4, seed=0, size=64, length=12, tasks=TASKS):
     rng = np.random.default_rng(seed)
     writer = DatasetWriter(
         root,
@@ -29,7 +29,7 @@ def write_dataset(root, episodes=4, seed=0, size=64, length=12):
                                  "env": {"suite": "tabletop", "tasks": ["reach", "press_button"], "image_size": size,
                                          "cameras": ["front"], "max_steps": 100, "num_objects": 3}}},
     )
-    eps = [synthetic_episode(rng, length=length + i, size=size) for i in range(episodes)]
+    eps = [synthetic_episode(rng, length=length + i, size=size, tasks=tasks) for i in range(episodes)]
     for ep in eps:
         writer.add_episode(ep)
     return writer, eps

@@ -3,6 +3,8 @@
 import json
 
 from vlaforge.cli import main
+from vlaforge.config import EVAL_SEEDS
+from vlaforge.data.dataset import LeRobotDataset
 
 
 def test_cli_end_to_end(tmp_path, capsys):
@@ -24,6 +26,8 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert "<img" in (out / "report.html").read_text()
     assert len(list((out / "videos").glob("*.gif"))) == 2
     assert (data / "collect_config.yaml").is_file() and (run / "config.yaml").is_file()
+    trained = {e["vlaforge/seed"] for e in LeRobotDataset(data).episodes}
+    assert len(trained) == 4 and max(trained) < EVAL_SEEDS <= min(d["seed"] for d in results["episodes_detail"])
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
@@ -31,6 +35,9 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "unknown config key 'policy.widht'" in capsys.readouterr().err
     assert main(["collect", "--env.tasks=[juggle]", f"--output={tmp_path / 'd'}"]) == 2
     assert "unknown task 'juggle'" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    assert main(["collect", f"--seed={EVAL_SEEDS - 10}", f"--output={tmp_path / 'd'}"]) == 2
+    assert "below the evaluation seeds" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
     assert main(["frobnicate"]) == 2
     assert main(["eval", f"--policy={tmp_path}"]) == 2

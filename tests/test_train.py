@@ -105,3 +105,54 @@ def test_lr_schedule_shape():
 def test_fp16_on_cuda(tmp_path, dataset):
     train(tiny_cfg(tmp_path, dataset, precision="fp16", device="cuda", steps=4), show_progress=False)
     assert (tmp_path / "run/policy/model.safetensors").is_file()
+
+
+def test_fine_tuning_extends_the_vocabulary_and_starts_from_the_base(tmp_path, dataset):
+    from vlaforge.data.dataset import LeRobotDataset
+    from vlaforge.models.policy import load_policy
+    from vlaforge.train.trainer import _finetune_model
+
+    base_dir = train(tiny_cfg(tmp_path, dataset, steps=40), show_progress=False)
+    new_ds = tmp_path / "new"
+    write_dataset(new_ds, episodes=3, seed=5, length=10, tasks=["open the green drawer"])
+    base = load_policy(base_dir)
+    tuned_dir = train(tiny_cfg(tmp_path, new_ds, output_dir=str(tmp_path / "tuned"), policy=PolicyConfig(),
+                               init_from=str(base_dir)), show_progress=False)
+    tuned = load_policy(tuned_dir)
+    old = base.tokenizer.vocab
+    assert tuned.tokenizer.vocab[: len(old)] == old
+    assert set(tuned.tokenizer.vocab[len(old):]) == {"drawer", "green", "open"} - set(old)
+    assert tuned.cfg == base.cfg and tuned.meta["init_from"] == str(base_dir)
+    assert tuned.meta["spec"] == base.meta["spec"]
+    np.testing.assert_array_equal(tuned.normalizer.action_std, base.normalizer.action_std)  # base statistics kept
+
+    # Before any fine-tuning step the extended model acts exactly as the base does on the new words.
+    spec = dict(base.meta["spec"], vocab=tuned.tokenizer.vocab)
+    start = _finetune_model(base, spec).eval()
+    image = torch.randint(0, 255, (2, 2, 1, 64, 64, 3), dtype=torch.uint8)
+    state = torch.randn(2, 2, 4)
+    text = "open the green drawer"
+    old_ids = torch.tensor([base.tokenizer.encode(text, TINY.max_text_tokens)] * 2)
+    new_ids = torch.tensor([tuned.tokenizer.encode(text, TINY.max_text_tokens)] * 2)
+    assert not torch.equal(old_ids, new_ids)
+    with torch.no_grad():
+        torch.testing.assert_close(start(image, state, new_ids), base.model(image, state, old_ids))
+
+    # Same data, same steps: starting from the base beats starting from scratch.
+    scratch = losses(train(tiny_cfg(tmp_path, new_ds, output_dir=str(tmp_path / "scratch")), show_progress=False).parent)
+    assert losses(tuned_dir.parent)[0] < scratch[0]
+    assert LeRobotDataset(new_ds).info["vlaforge"]["suite"] == tuned.meta["suite"]
+
+
+def test_fine_tuning_rejects_a_mismatched_policy_or_dataset(tmp_path, dataset):
+    base_dir = train(tiny_cfg(tmp_path, dataset, steps=2), show_progress=False)
+    with pytest.raises(ValueError, match="takes the architecture from that policy"):
+        train(tiny_cfg(tmp_path, dataset, output_dir=str(tmp_path / "a"), policy=PolicyConfig(d_model=64),
+                       init_from=str(base_dir)), show_progress=False)
+    big = tmp_path / "big"
+    write_dataset(big, episodes=2, size=32, length=8)
+    with pytest.raises(ValueError, match="image_size 32 differs from the --init_from policy's 64"):
+        train(tiny_cfg(tmp_path, big, output_dir=str(tmp_path / "b"), policy=PolicyConfig(), init_from=str(base_dir)),
+              show_progress=False)
+    with pytest.raises(FileNotFoundError, match="lacks config.json"):
+        train(tiny_cfg(tmp_path, dataset, output_dir=str(tmp_path / "c"), init_from=str(tmp_path)), show_progress=False)

@@ -17,6 +17,11 @@ from typing import Any, TypeVar
 import yaml
 
 
+# Scene seeds: collection draws below EVAL_SEEDS, evaluation from it, so an evaluation never
+# replays a scene a policy was trained on.
+EVAL_SEEDS = 10**9
+
+
 class ConfigError(ValueError):
     """A config key, value or file that cannot be used."""
 
@@ -83,6 +88,9 @@ class TrainConfig:
     log_every: int = field(default=25, metadata={"help": "metric logging period in steps"})
     seed: int = field(default=0, metadata={"help": "seed for init, batches and dropout"})
     resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in output_dir"})
+    init_from: str = field(
+        default="", metadata={"help": "policy directory to fine-tune (its architecture and normalisation are kept)"}
+    )
     threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = all cores"})
     tracking: str = field(default="mlflow", metadata={"help": "mlflow | none (metrics.jsonl is always written)"})
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -96,7 +104,7 @@ class EvalConfig:
     tasks: list[str] = field(default_factory=list, metadata={"help": "task families; empty = the policy's tasks"})
     episodes: int = field(default=20, metadata={"help": "episodes per task"})
     workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
-    seed: int = field(default=100_000, metadata={"help": "first scene seed (kept apart from collection seeds)"})
+    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed (collection seeds stay below 1e9)"})
     output_dir: str = field(default="", metadata={"help": "where eval/ goes; empty = beside the policy"})
     videos_per_task: int = field(default=1, metadata={"help": "rollout GIFs per task in the report"})
     action_horizon: int = field(default=0, metadata={"help": "actions executed per chunk; 0 = chunk_size/2"})

@@ -30,16 +30,20 @@ def quickstart(cfg: QuickstartConfig, show_progress: bool = True) -> dict:
     resolved = dataclasses.replace(cfg, collect=collect_cfg, train=train_cfg)
     save_yaml(resolved, root / "config.yaml")
     times: dict[str, float] = {}
-
-    t = time.perf_counter()
-    collect(collect_cfg, show_progress)
-    times["collect"] = time.perf_counter() - t
-
-    t = time.perf_counter()
     policy_dir = run_dir / "policy"
-    if not policy_dir.exists():
-        policy_dir = train(train_cfg, show_progress)
-    times["train"] = time.perf_counter() - t
+    # A finished policy is reused; the stage times of the run that produced it are kept.
+    reused = ["collect", "train"] if policy_dir.exists() and (root / "summary.json").is_file() else []
+    if reused:
+        before = json.loads((root / "summary.json").read_text())["stage_seconds"]
+        times = {k: before[k] for k in reused}
+    else:
+        t = time.perf_counter()
+        collect(collect_cfg, show_progress)
+        times["collect"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if not policy_dir.exists():
+            policy_dir = train(train_cfg, show_progress)
+        times["train"] = time.perf_counter() - t
 
     results = {}
     for split in cfg.splits:
@@ -49,6 +53,7 @@ def quickstart(cfg: QuickstartConfig, show_progress: bool = True) -> dict:
         times[f"eval_{split}"] = time.perf_counter() - t
     summary = {
         "stage_seconds": times,
+        "reused_stages": reused,
         "total_seconds": sum(times.values()),
         "success_rate": {s: r["success_rate"] for s, r in results.items()},
         "ci95": {s: r["ci95"] for s, r in results.items()},

@@ -15,13 +15,19 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vlaforge.config import CollectConfig, EnvConfig, save_yaml
+from vlaforge.config import EVAL_SEEDS, CollectConfig, EnvConfig, save_yaml
 from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, encode_png, make_features
 from vlaforge.pool import map_in_workers
 
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_opening"]
 ACTION_NAMES = ["dx", "dy", "dz", "gripper"]
 RETRIES = 5
+TASK_STRIDE, RETRY_STRIDE = 100_000, 10_000_000
+
+
+def scene_seed(first: int, task_index: int, episode: int) -> int:
+    """The scene seed of a task's ``episode``-th demonstration (retries add ``RETRY_STRIDE``)."""
+    return first + task_index * TASK_STRIDE + episode
 
 _ENVS: dict = {}
 
@@ -51,7 +57,7 @@ def run_expert_episode(
     expert = suite.make_expert(env)
     record_points = bool(suite.env_state_columns(env_cfg["cameras"]))
     for attempt in range(RETRIES):
-        s = seed + attempt * 10_000_000
+        s = seed + attempt * RETRY_STRIDE
         rng = np.random.default_rng(s)
         obs, info = env.reset(seed=s)
         expert.reset()
@@ -96,8 +102,11 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     suite = get_suite(cfg.env.suite)
     cfg = replace(cfg, env=suite.resolve(cfg.env))
     tasks = suite.check(cfg.env.tasks, cfg.split)
-    if cfg.episodes_per_task < 1:
-        raise ValueError("episodes_per_task must be >= 1")
+    if not 1 <= cfg.episodes_per_task <= TASK_STRIDE:
+        raise ValueError(f"episodes_per_task must be in [1, {TASK_STRIDE}]")
+    last = scene_seed(cfg.seed, len(tasks) - 1, cfg.episodes_per_task - 1) + (RETRIES - 1) * RETRY_STRIDE
+    if cfg.seed < 0 or last >= EVAL_SEEDS:
+        raise ValueError(f"collection seeds {cfg.seed}..{last} must lie in [0, {EVAL_SEEDS}), below the evaluation seeds")
     out = Path(cfg.output)
     features = make_features(cfg.env.cameras, cfg.env.image_size, STATE_NAMES, ACTION_NAMES, suite.env_state_columns(cfg.env.cameras))
     extra = {"vlaforge": {"suite": suite.name, "split": cfg.split, "tasks": tasks, "env": asdict(cfg.env) | {"tasks": tasks}}}
@@ -107,7 +116,7 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     jobs = []
     for t_index, task in enumerate(tasks):
         for j in range(cfg.episodes_per_task):
-            seed = cfg.seed + t_index * 100_000 + j
+            seed = scene_seed(cfg.seed, t_index, j)
             if (task, seed) not in done_seeds:
                 jobs.append((suite.name, asdict(cfg.env), cfg.split, task, seed, cfg.noise, cfg.post_success_steps))
     workers = cfg.workers or os.cpu_count() or 1

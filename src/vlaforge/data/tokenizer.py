@@ -28,6 +28,11 @@ class WordTokenizer:
         seen = sorted({w for t in texts for w in words(t)})
         return cls([PAD, UNK, *seen])
 
+    def extended(self, texts: list[str]) -> "WordTokenizer":
+        """This vocabulary with the new words of ``texts`` appended, so existing ids keep their meaning."""
+        new = sorted({w for t in texts for w in words(t)} - set(self.index))
+        return WordTokenizer([*self.vocab, *new])
+
     def __len__(self) -> int:
         return len(self.vocab)
 

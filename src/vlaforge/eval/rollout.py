@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vlaforge.config import EnvConfig, EvalConfig, from_dict, save_yaml
+from vlaforge.config import EVAL_SEEDS, EnvConfig, EvalConfig, from_dict, save_yaml
 from vlaforge.eval.stats import wilson_interval
 from vlaforge.pool import map_in_workers
 
@@ -85,6 +86,8 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
         raise ValueError("eval needs --policy=DIR (a policy directory)")
     if cfg.episodes < 1:
         raise ValueError("episodes must be >= 1")
+    if cfg.seed < EVAL_SEEDS:
+        warnings.warn(f"evaluation seed {cfg.seed} is below {EVAL_SEEDS}: episodes may replay training scenes", stacklevel=2)
     policy = load_policy(cfg.policy)
     meta = policy.meta
     if not meta.get("suite") or not meta.get("env"):

@@ -8,6 +8,7 @@ resumed from a checkpoint reproduces the loss curve of an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -16,12 +17,12 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from vlaforge.config import TrainConfig, save_yaml, to_dict
+from vlaforge.config import PolicyConfig, TrainConfig, save_yaml, to_dict
 from vlaforge.data.dataset import ENV_STATE, LeRobotDataset
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.sampler import ChunkSampler, pixel_columns
 from vlaforge.data.tokenizer import WordTokenizer
-from vlaforge.models.policy import Policy, build_policy
+from vlaforge.models.policy import Policy, build_policy, load_policy
 from vlaforge.train import amp
 from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vlaforge.train.ema import EMA
@@ -60,8 +61,15 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
 
     dataset = LeRobotDataset(cfg.dataset)
     data = dataset.load()
-    normalizer = Normalizer.from_stats(dataset.stats)
-    tokenizer = WordTokenizer.from_texts(data.tasks)
+    base = _load_base(cfg) if cfg.init_from else None
+    if base is None:
+        normalizer = Normalizer.from_stats(dataset.stats)
+        tokenizer = WordTokenizer.from_texts(data.tasks)
+    else:
+        # The base's statistics are kept: its weights are calibrated to them, and a few
+        # demonstrations would give noisy ones. New words are appended to its vocabulary.
+        cfg = dataclasses.replace(cfg, policy=base.cfg)
+        normalizer, tokenizer = base.normalizer, base.tokenizer.extended(data.tasks)
     p = cfg.policy
     env_state_names = dataset.features.get(ENV_STATE, {}).get("names") or []
     pixels = pixel_columns(env_state_names, data.cameras) if data.env_state is not None else None
@@ -74,8 +82,15 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
         "aux_dim": 0 if data.env_state is None else int(data.env_state.shape[1]),
         "vocab": tokenizer.vocab,
     }
+    if base is not None and 0 in (spec["aux_dim"], base.meta["spec"]["aux_dim"]):
+        # The base's auxiliary head is kept (untrained without privileged state in the data);
+        # a base without one ignores the dataset's privileged state.
+        spec["aux_dim"] = base.meta["spec"]["aux_dim"]
     torch.manual_seed(cfg.seed)
-    model = build_policy(p, spec).to(device)
+    if base is None:
+        model = build_policy(p, spec).to(device)
+    else:
+        model = _finetune_model(base, spec).to(device)
     optimizer = build_optimizer(model, cfg.optim)
     scaler = amp.grad_scaler(precision, device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -90,6 +105,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     info = dataset.info.get("vlaforge", {})
     meta = {"spec": {k: v for k, v in spec.items() if k != "vocab"}, "suite": info.get("suite"),
             "env": info.get("env"), "tasks": info.get("tasks"), "fps": dataset.fps}
+    if base is not None:
+        meta["init_from"] = str(cfg.init_from)
     n_params = sum(t.numel() for t in model.parameters())
     tracker = Tracker(run_dir, cfg.tracking, flatten(to_dict(cfg)) | {"params": n_params}, cfg.resume)
 
@@ -148,6 +165,36 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
         json.dumps({"params": n_params, "precision": precision, "device": str(device), "steps": cfg.steps}, indent=2)
     )
     return out
+
+
+def _load_base(cfg: TrainConfig) -> Policy:
+    """The policy ``cfg.init_from`` names; its architecture replaces ``cfg.policy``, so any
+    other architecture given alongside it is a contradiction."""
+    base = load_policy(cfg.init_from)
+    if cfg.policy not in (PolicyConfig(), base.cfg):
+        raise ValueError(
+            f"--init_from={cfg.init_from} takes the architecture from that policy; drop the --policy.* settings "
+            f"(given {dataclasses.asdict(cfg.policy)}, the policy has {dataclasses.asdict(base.cfg)})"
+        )
+    return base
+
+
+def _finetune_model(base: Policy, spec: dict) -> torch.nn.Module:
+    """The base model for a dataset with this ``spec``: new words start as the base's <unk>
+    embedding, so before fine-tuning the model acts exactly as the base does zero-shot."""
+    have = base.meta["spec"]
+    for key in ("image_size", "cameras", "state_dim", "action_dim"):
+        if spec[key] != have[key]:
+            raise ValueError(f"dataset {key} {spec[key]} differs from the --init_from policy's {have[key]}")
+    if spec["aux_dim"] != have["aux_dim"]:
+        raise ValueError(f"dataset privileged state has {spec['aux_dim']} columns, the --init_from policy {have['aux_dim']}")
+    model = build_policy(base.cfg, spec)
+    state = base.model.state_dict()
+    embed = state["text.embed.weight"]
+    extra = len(spec["vocab"]) - embed.shape[0]
+    state["text.embed.weight"] = torch.cat([embed, embed[1:2].expand(extra, -1)])
+    model.load_state_dict(state)
+    return model
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
