@@ -36,13 +36,23 @@ def test_batches_depend_only_on_seed_and_step(tmp_path):
     assert torch.equal(a["action"], b["action"]) and not torch.equal(a["action"], c["action"])
 
 
+def test_rank_slices_of_a_batch_make_the_whole_batch(tmp_path):
+    write_dataset(tmp_path / "ds", episodes=3, length=12)
+    ds = LeRobotDataset(tmp_path / "ds")
+    data = ds.load()
+    s = ChunkSampler(data, Normalizer.from_stats(ds.stats), WordTokenizer.from_texts(data.tasks), 2, 4, 8)
+    whole = s.sample(8, s.generator(0, 3), shift=3)
+    parts = [s.sample(4, s.generator(0, 3), shift=3, part=(r, 2)) for r in range(2)]
+    for key, value in whole.items():
+        assert torch.equal(value, torch.cat([p[key] for p in parts])), key
+
+
 def test_random_shift_translates_content():
     img = torch.zeros(1, 1, 1, 16, 16, 3, dtype=torch.uint8)
     img[..., 8, 8, :] = 255
-    out, offset = random_shift(img, 2, torch.Generator().manual_seed(3))
+    out = random_shift(img, torch.tensor([[2, -1]]))
     ys, xs = torch.nonzero(out[0, 0, 0, :, :, 0], as_tuple=True)
-    assert len(ys) == 1 and abs(int(ys[0]) - 8) <= 2 and abs(int(xs[0]) - 8) <= 2
-    assert (int(xs[0]), int(ys[0])) == (8 - int(offset[0, 0]), 8 - int(offset[0, 1]))
+    assert (int(xs[0]), int(ys[0])) == (8 - 2, 8 + 1) and len(ys) == 1
     assert out.dtype == torch.uint8 and out.shape == img.shape
 
 

@@ -50,7 +50,7 @@ def test_resume_continues_exactly(tmp_path, dataset):
 def test_training_reduces_loss_and_exports_policy(tmp_path, dataset):
     cfg = tiny_cfg(tmp_path, dataset, steps=150, log_every=10, ckpt_every=150, batch_size=16, precision="bf16",
                    optim=OptimConfig(lr=3e-3, warmup_steps=10),
-                   grad_accum=2, tracking="mlflow")
+                   accumulate=2, tracking="mlflow")
     train(cfg, show_progress=False)
     ls = losses(tmp_path / "run")
     assert ls[-1] < 0.8 * ls[0]
@@ -85,7 +85,8 @@ def test_nan_loss_stops_with_checkpoint_intact(tmp_path, dataset, monkeypatch):
     monkeypatch.setattr(VLAPolicy, "loss", flaky)
     with pytest.raises(TrainingError, match="loss is nan at step 4"):
         train(tiny_cfg(tmp_path, dataset, ckpt_every=2), show_progress=False)
-    assert (tmp_path / "run/checkpoints/step_0000004/model.safetensors").is_file()
+    ckpt = tmp_path / "run/checkpoints/step_0000004"
+    assert (ckpt / "state.json").is_file() and list(ckpt.glob("*.safetensors"))
 
 
 def test_fp16_refused_on_cpu(tmp_path, dataset):

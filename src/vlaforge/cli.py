@@ -7,6 +7,7 @@ Flags are the dotted keys of the verb's config; values are parsed as YAML (lists
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -32,7 +33,9 @@ def _collect(cfg: CollectConfig) -> Any:
 def _train(cfg: TrainConfig) -> Any:
     from vlaforge.train.trainer import train
 
-    print(f"policy written to {train(cfg)}")
+    out = train(cfg)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"policy written to {out}")
 
 
 def _eval(cfg: EvalConfig) -> Any:

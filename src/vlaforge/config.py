@@ -70,6 +70,17 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95], metadata={"help": "Adam betas"})
     warmup_steps: int = field(default=200, metadata={"help": "linear warmup steps"})
     min_lr_ratio: float = field(default=0.05, metadata={"help": "final lr as a fraction of the peak (cosine)"})
+    lr_scaling: str = field(
+        default="none", metadata={"help": "none | linear | sqrt: scale lr by the effective batch / reference_batch"}
+    )
+    reference_batch: int = field(default=64, metadata={"help": "effective batch that `lr` is tuned for"})
+
+
+@dataclass
+class ParallelConfig:
+    dp: int = field(default=1, metadata={"help": "replicated data-parallel degree (DDP)"})
+    fsdp: int = field(default=1, metadata={"help": "sharded data-parallel degree (FSDP2)"})
+    tp: int = field(default=1, metadata={"help": "tensor-parallel degree (fusion attention/MLP split by heads)"})
 
 
 @dataclass
@@ -77,8 +88,8 @@ class TrainConfig:
     dataset: str = field(default="data/tabletop", metadata={"help": "dataset directory (LeRobot v3.0 layout)"})
     output_dir: str = field(default="runs/train", metadata={"help": "run directory"})
     steps: int = field(default=3000, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=64, metadata={"help": "samples per micro-batch"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    batch_size: int = field(default=64, metadata={"help": "samples per micro-batch on each data-parallel rank"})
+    accumulate: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     precision: str = field(default="auto", metadata={"help": "auto | bf16 | fp16 | fp32 (fp16 only on CUDA)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     image_shift: int = field(default=0, metadata={"help": "random-shift augmentation in pixels; 0 = off"})
@@ -95,6 +106,7 @@ class TrainConfig:
     tracking: str = field(default="mlflow", metadata={"help": "mlflow | none (metrics.jsonl is always written)"})
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
 
 @dataclass

@@ -53,15 +53,28 @@ class ChunkSampler:
     def generator(self, seed: int, step: int, micro: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(hash((seed, step, micro)) & 0x7FFF_FFFF_FFFF)
 
-    def sample(self, batch_size: int, gen: torch.Generator, shift: int = 0) -> dict[str, torch.Tensor]:
-        """A random batch; ``shift`` > 0 applies random-shift augmentation of up to that many pixels."""
-        i = torch.randint(0, self.n, (batch_size,), generator=gen)
-        batch = self.gather(i)
+    def sample(
+        self, batch_size: int, gen: torch.Generator, shift: int = 0, part: tuple[int, int] = (0, 1)
+    ) -> dict[str, torch.Tensor]:
+        """A random batch; ``shift`` > 0 applies random-shift augmentation of up to that many pixels.
+
+        ``part`` = (rank, ranks) draws the batch of ``batch_size * ranks`` samples and returns the
+        rank's slice, so data-parallel ranks together see what one process with the whole batch
+        sees, draw for draw.
+        """
+        rank, ranks = part
+        total = batch_size * ranks
+        i = torch.randint(0, self.n, (total,), generator=gen)
         if shift > 0:
-            batch["image"], offset = random_shift(batch["image"], shift, gen)
+            dy = torch.randint(-shift, shift + 1, (total,), generator=gen)
+            dx = torch.randint(-shift, shift + 1, (total,), generator=gen)
+            offset = torch.stack([dx, dy], -1)[rank * batch_size : (rank + 1) * batch_size]
+        batch = self.gather(i[rank * batch_size : (rank + 1) * batch_size])
+        if shift > 0:
+            batch["image"] = random_shift(batch["image"], offset)
             if "keypoints" in batch:  # content moved by -offset pixels; labels follow it
                 size = torch.tensor(batch["image"].shape[-2:-4:-1], dtype=torch.float32)  # (W, H)
-                batch["keypoints"] = batch["keypoints"] - (2 * offset / size)[:, None, None, None]
+                batch["keypoints"] = batch["keypoints"] - (2 * offset.float() / size)[:, None, None, None]
         return batch
 
     def gather(self, i: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -79,23 +92,22 @@ class ChunkSampler:
         }
 
 
-def random_shift(images: torch.Tensor, shift: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Translate each sample's frames by a random integer offset, replicating the border (DrQ).
+def random_shift(images: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Translate each sample's frames by its integer ``offset`` (B, 2) = (dx, dy), replicating
+    the border (DrQ): output pixel (x, y) shows input pixel (x + dx, y + dy).
 
     The same offset is used for every frame and camera of a sample, so motion between history
-    frames is preserved. Works on uint8 (..., H, W, 3) without a float copy. Returns the shifted
-    images and the (B, 2) offsets (dx, dy): output pixel (x, y) shows input pixel (x + dx, y + dy).
+    frames is preserved. Works on uint8 (B, ..., H, W, 3) without a float copy.
     """
     b = images.shape[0]
     h, w = images.shape[-3:-1]
-    dy = torch.randint(-shift, shift + 1, (b,), generator=gen)
-    dx = torch.randint(-shift, shift + 1, (b,), generator=gen)
+    dx, dy = offset[:, 0], offset[:, 1]
     rows = (torch.arange(h)[None] + dy[:, None]).clamp(0, h - 1)  # (B, H)
     cols = (torch.arange(w)[None] + dx[:, None]).clamp(0, w - 1)  # (B, W)
     flat = images.reshape(b, -1, h, w, 3)
     out = flat[torch.arange(b)[:, None, None, None], torch.arange(flat.shape[1])[None, :, None, None],
                rows[:, None, :, None], cols[:, None, None, :]]
-    return out.reshape(images.shape), torch.stack([dx, dy], -1).float()
+    return out.reshape(images.shape)
 
 
 def pixel_columns(names: list[str], cameras: list[str]) -> list[list[list[int]]] | None:

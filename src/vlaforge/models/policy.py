@@ -91,13 +91,16 @@ class VLAPolicy(nn.Module):
         return self.head(x[:, -k:]), None, heatmaps
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """L1 between predicted and demonstrated chunks, ignoring steps past the episode end;
+        """L1 between predicted and demonstrated chunks, steps past the episode end counting zero;
         plus the target/goal regression L1 when the batch carries ``env_state`` and the heatmap
-        cross-entropy when it carries their image positions (``keypoints``)."""
+        cross-entropy when it carries their image positions (``keypoints``).
+
+        Every term is a mean over a fixed number of slots per sample, so the mean of equal
+        micro-batches' losses is the whole batch's loss: gradient accumulation and data
+        parallelism then give exactly the large-batch update."""
         pred, aux, heatmaps = self._run(batch["image"], batch["state"], batch["tokens"])
         err = (pred.float() - batch["action"]).abs().mean(-1)
-        valid = batch["action_valid"].float()
-        loss = (err * valid).sum() / valid.sum().clamp(min=1.0)
+        loss = (err * batch["action_valid"].float()).mean()
         if aux is not None and "env_state" in batch:
             loss = loss + (aux.float() - batch["env_state"]).abs().mean()
         if "keypoints" in batch:

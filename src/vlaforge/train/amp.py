@@ -45,3 +45,20 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     """An enabled scaler for fp16; a pass-through one otherwise."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def optimizer_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer, grad_norm: torch.Tensor) -> bool:
+    """Step unless the gradients hold inf/NaN; returns True when the step was skipped.
+
+    With fp16 the scaler finds the overflow, skips the step and lowers its scale (that drop is
+    how a skip is recognised); otherwise a non-finite gradient norm skips the step.
+    """
+    if scaler.is_enabled():
+        before = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        return scaler.get_scale() < before
+    if not torch.isfinite(grad_norm):
+        return True
+    optimizer.step()
+    return False

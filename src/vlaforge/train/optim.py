@@ -26,6 +26,18 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     return OPTIMIZERS.get(cfg.name)(model, cfg)
 
 
+def scaled_lr(cfg: OptimConfig, effective_batch: int) -> float:
+    """Peak learning rate for ``effective_batch``: unchanged (``none``), proportional (``linear``,
+    Goyal et al. for SGD) or with its square root (``sqrt``, the usual rule for Adam-type
+    optimizers), relative to ``reference_batch``."""
+    rules = {"none": lambda r: 1.0, "linear": lambda r: r, "sqrt": math.sqrt}
+    if cfg.lr_scaling not in rules:
+        raise ValueError(f"unknown optim.lr_scaling {cfg.lr_scaling!r}; use none, linear or sqrt")
+    if cfg.reference_batch < 1:
+        raise ValueError("optim.reference_batch must be >= 1")
+    return cfg.lr * rules[cfg.lr_scaling](effective_batch / cfg.reference_batch)
+
+
 def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
     """Linear warmup to cfg.lr, then cosine decay to cfg.lr * min_lr_ratio at ``total``."""
     if step < cfg.warmup_steps:

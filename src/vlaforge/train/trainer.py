@@ -1,9 +1,13 @@
 """Behaviour-cloning trainer: one explicit loop, CleanRL-style.
 
-Per optimizer step: ``grad_accum`` micro-batches under autocast, (un)scaled backward, gradient
-clipping, AdamW with warmup + cosine, EMA update; metrics every ``log_every`` steps and an
-atomic checkpoint every ``ckpt_every``. Batches and dropout are seeded by the step, so a run
-resumed from a checkpoint reproduces the loss curve of an uninterrupted one.
+Per optimizer step: ``accumulate`` micro-batches under autocast, (un)scaled backward, gradient
+clipping, the configured optimizer with warmup + cosine, EMA update; metrics every
+``log_every`` steps and an atomic checkpoint every ``ckpt_every``. Batches and dropout are
+seeded by the step, so a run resumed from a checkpoint reproduces the loss curve of an
+uninterrupted one. The same loop runs on every rank under ``torchrun`` (train/parallel.py).
+
+Effective batch = ``batch_size * accumulate * dp * fsdp``; the peak learning rate is
+``optim.lr`` scaled by ``optim.lr_scaling`` from ``optim.reference_batch`` to it.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ import dataclasses
 import json
 import math
 import time
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+from torch import nn
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from vlaforge.config import PolicyConfig, TrainConfig, save_yaml, to_dict
@@ -23,10 +30,10 @@ from vlaforge.data.normalize import Normalizer
 from vlaforge.data.sampler import ChunkSampler, pixel_columns
 from vlaforge.data.tokenizer import WordTokenizer
 from vlaforge.models.policy import Policy, build_policy, load_policy
-from vlaforge.train import amp
+from vlaforge.train import amp, parallel
 from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vlaforge.train.ema import EMA
-from vlaforge.train.optim import build_optimizer, lr_at
+from vlaforge.train.optim import build_optimizer, lr_at, scaled_lr
 from vlaforge.train.tracking import Tracker, flatten
 
 
@@ -49,11 +56,68 @@ def _prepare_run_dir(cfg: TrainConfig) -> Path:
     return run_dir
 
 
+class BCObjective(nn.Module):
+    """The behaviour-cloning loss as a module's forward, so that DDP's and FSDP's hooks, which
+    ride on ``forward``, see every call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.loss(batch)
+
+
+def train_step(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    micro_batches: Iterable[dict[str, torch.Tensor]],
+    accumulate: int,
+    precision: str,
+    device: torch.device,
+    clip: float,
+) -> tuple[float, torch.Tensor, bool]:
+    """One optimizer step over ``accumulate`` micro-batches; returns (loss, grad norm, skipped).
+
+    Each micro-batch's mean loss is divided by ``accumulate`` before backward, so the summed
+    gradient is the gradient of the mean over all micro-batches: the same update as one batch
+    of ``accumulate`` times the size when every micro-batch has as many valid action steps.
+    Data-parallel gradients are reduced once, on the last micro-batch. A step whose gradients
+    are not finite is skipped (with fp16 the loss scaler also backs off).
+    """
+    total = 0.0
+    for i, batch in enumerate(micro_batches):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with parallel.grad_sync(module, i == accumulate - 1):
+            with amp.autocast(precision, device):
+                loss = module(batch) / accumulate
+            scaler.scale(loss).backward()
+        total += loss.item()
+    scaler.unscale_(optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    norm = parallel.clip_grad_norm(params, clip)
+    skipped = amp.optimizer_step(scaler, optimizer, norm)
+    optimizer.zero_grad(set_to_none=True)
+    return total, norm, skipped
+
+
 def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
-    """Train a policy from ``cfg.dataset``; returns the exported policy directory."""
-    if cfg.grad_accum < 1 or cfg.batch_size < 1 or cfg.steps < 1:
-        raise ValueError("steps, batch_size and grad_accum must be >= 1")
-    device = amp.resolve_device(cfg.device)
+    """Train a policy from ``cfg.dataset``; returns the exported policy directory.
+
+    Under ``torchrun`` every rank runs this function; rank 0 alone writes the run directory
+    (config, metrics, tracking, policy) while checkpoints are written by all.
+    """
+    if cfg.accumulate < 1 or cfg.batch_size < 1 or cfg.steps < 1:
+        raise ValueError("steps, batch_size and accumulate must be >= 1")
+    d, device = parallel.init(cfg.parallel, amp.resolve_device(cfg.device))
+    try:
+        return _train(cfg, d, device, show_progress and d.is_main)
+    finally:
+        parallel.shutdown(d)
+
+
+def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progress: bool) -> Path:
     precision = amp.resolve_precision(cfg.precision, device)
     run_dir = _prepare_run_dir(cfg)
     if cfg.threads > 0:
@@ -86,85 +150,98 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
         # The base's auxiliary head is kept (untrained without privileged state in the data);
         # a base without one ignores the dataset's privileged state.
         spec["aux_dim"] = base.meta["spec"]["aux_dim"]
-    torch.manual_seed(cfg.seed)
-    if base is None:
-        model = build_policy(p, spec).to(device)
-    else:
-        model = _finetune_model(base, spec).to(device)
-    optimizer = build_optimizer(model, cfg.optim)
+    torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
+    model = (build_policy(p, spec) if base is None else _finetune_model(base, spec)).to(device)
+    n_params = sum(t.numel() for t in model.parameters())
+    _warn_batch_norm(model, cfg)
+    module = parallel.parallelize(BCObjective(model), model, d)
+    effective_batch = cfg.batch_size * cfg.accumulate * d.dp_size
+    optim_cfg = dataclasses.replace(cfg.optim, lr=scaled_lr(cfg.optim, effective_batch))
+    optimizer = build_optimizer(model, optim_cfg)
     scaler = amp.grad_scaler(precision, device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     start = 0
     if cfg.resume:
-        ckpt = latest_checkpoint(run_dir / "checkpoints")
-        start, ema_state = load_checkpoint(ckpt, model, optimizer, scaler)
-        if ema is not None and ema_state is not None:
-            ema.shadow = ema_state
-        _truncate_metrics(run_dir / "metrics.jsonl", start)
-    save_yaml(cfg, run_dir / "config.yaml")
+        start = load_checkpoint(latest_checkpoint(run_dir / "checkpoints"), model, optimizer, scaler,
+                                ema.shadow if ema else None)
     info = dataset.info.get("vlaforge", {})
     meta = {"spec": {k: v for k, v in spec.items() if k != "vocab"}, "suite": info.get("suite"),
             "env": info.get("env"), "tasks": info.get("tasks"), "fps": dataset.fps}
     if base is not None:
         meta["init_from"] = str(cfg.init_from)
-    n_params = sum(t.numel() for t in model.parameters())
-    tracker = Tracker(run_dir, cfg.tracking, flatten(to_dict(cfg)) | {"params": n_params}, cfg.resume)
+    tracker = None
+    if d.is_main:
+        if cfg.resume:
+            _truncate_metrics(run_dir / "metrics.jsonl", start)
+        save_yaml(cfg, run_dir / "config.yaml")
+        params = flatten(to_dict(cfg)) | {"params": n_params, "effective_batch": effective_batch, "world_size": d.world}
+        tracker = Tracker(run_dir, cfg.tracking, params, cfg.resume)
 
     progress = Progress(
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
         TimeRemainingColumn(), disable=not show_progress,
     )
-    samples, t_last, loss_sum, loss_n = 0, time.perf_counter(), 0.0, 0
-    model.train()
+    samples, t_last, loss_sum, loss_n, skipped_steps = 0, time.perf_counter(), 0.0, 0, 0
+    module.train()
     with progress:
         bar = progress.add_task("train", total=cfg.steps, completed=start, status="")
         for step in range(start, cfg.steps):
-            lr = lr_at(step, cfg.steps, cfg.optim)
+            lr = lr_at(step, cfg.steps, optim_cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout noise depends on the step only
-            step_loss = 0.0
-            for micro in range(cfg.grad_accum):
-                batch = sampler.sample(cfg.batch_size, sampler.generator(cfg.seed, step, micro), cfg.image_shift)
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                with amp.autocast(precision, device):
-                    loss = model.loss(batch) / cfg.grad_accum
-                scaler.scale(loss).backward()
-                step_loss += loss.item()
+            micro = (
+                sampler.sample(cfg.batch_size, sampler.generator(cfg.seed, step, m), cfg.image_shift, (d.dp_rank, d.dp_size))
+                for m in range(cfg.accumulate)
+            )
+            step_loss, grad_norm, skipped = train_step(module, optimizer, scaler, micro, cfg.accumulate, precision,
+                                                       device, cfg.clip_grad)
+            step_loss = parallel.mean_over_ranks(step_loss, d)
             if not math.isfinite(step_loss):
                 raise TrainingError(
                     f"loss is {step_loss} at step {step}; the last checkpoint in {run_dir / 'checkpoints'} is intact"
                 )
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad if cfg.clip_grad > 0 else float("inf"))
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
+            skipped_steps += skipped
+            if ema is not None and not skipped:
                 ema.update(model, step)
-            samples += cfg.batch_size * cfg.grad_accum
+            samples += effective_batch
             loss_sum, loss_n = loss_sum + step_loss, loss_n + 1
             done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
+            if tracker is not None and (done % cfg.log_every == 0 or done == cfg.steps):
                 now = time.perf_counter()
                 rate = samples / max(now - t_last, 1e-9)
-                metrics = {"loss": loss_sum / loss_n, "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": rate}
+                metrics = {"loss": loss_sum / loss_n, "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": rate,
+                           "skipped_steps": skipped_steps}
                 tracker.log(done, metrics)
                 progress.update(bar, status=f"loss {metrics['loss']:.4f}  {rate:,.0f} samples/s")
                 samples, t_last, loss_sum, loss_n = 0, now, 0.0, 0
             if done % cfg.ckpt_every == 0 or done == cfg.steps:
                 save_checkpoint(run_dir / "checkpoints", done, model, optimizer, scaler, ema.shadow if ema else None)
             progress.update(bar, completed=done)
+    local_fraction = parallel.local_fraction(model)
+    weights = parallel.full_state_dict(ema.shadow if ema is not None else model.state_dict())
+    if not d.is_main:
+        return run_dir / "policy"
     tracker.close()
-    if ema is not None:
-        ema.copy_to(model)
-    model = model.cpu().float()
-    policy = Policy(model, normalizer, tokenizer, meta)
-    out = policy.save(run_dir / "policy")
-    (run_dir / "train_summary.json").write_text(
-        json.dumps({"params": n_params, "precision": precision, "device": str(device), "steps": cfg.steps}, indent=2)
-    )
+    final = build_policy(p, spec)
+    final.load_state_dict({k: v.float().cpu() for k, v in weights.items()})
+    out = Policy(final, normalizer, tokenizer, meta).save(run_dir / "policy")
+    summary = {"params": n_params, "precision": precision, "device": str(device), "steps": cfg.steps,
+               "world_size": d.world, "parallel": dataclasses.asdict(cfg.parallel),
+               "local_param_fraction": local_fraction, "effective_batch": effective_batch,
+               "skipped_steps": skipped_steps}
+    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return out
+
+
+def _warn_batch_norm(model: nn.Module, cfg: TrainConfig) -> None:
+    """BatchNorm statistics come from each micro-batch on each rank, so neither accumulation
+    nor data parallelism then equals one large batch."""
+    if (cfg.accumulate > 1 or cfg.parallel.dp * cfg.parallel.fsdp > 1) and any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+    ):
+        warnings.warn("the model has BatchNorm layers: with accumulate > 1 or data parallelism their batch statistics "
+                      "come from each micro-batch, so the update differs from one large batch", stacklevel=3)
 
 
 def _load_base(cfg: TrainConfig) -> Policy:
