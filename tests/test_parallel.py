@@ -45,8 +45,7 @@ def one_step(micro_batches):
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = amp.grad_scaler("fp32", torch.device("cpu"))
-    loss, norm, skipped = train_step(BCObjective(model), opt, scaler, iter(micro_batches), len(micro_batches), "fp32",
-                                     torch.device("cpu"), 1.0)
+    loss, norm, skipped = train_step(BCObjective(model), opt, scaler, micro_batches, "fp32", torch.device("cpu"), 1.0)
     return loss, norm, skipped, model
 
 
@@ -68,7 +67,7 @@ def test_non_finite_gradients_skip_the_step(fp16_scaler):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     scaler = torch.amp.GradScaler("cpu", enabled=fp16_scaler, init_scale=1024.0)
     model.head.weight.register_hook(lambda g: torch.full_like(g, float("inf")))
-    _, norm, skipped = train_step(BCObjective(model), opt, scaler, iter([batch(4)]), 1, "fp32", torch.device("cpu"), 1.0)
+    _, norm, skipped = train_step(BCObjective(model), opt, scaler, [batch(4)], "fp32", torch.device("cpu"), 1.0)
     assert skipped and not torch.isfinite(norm)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k

@@ -64,7 +64,7 @@ class PolicyConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = field(default="adamw", metadata={"help": "optimizer"})
+    name: str = field(default="adamw", metadata={"help": "adamw | radam | lion | sophia | lbfgs | kfac"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate"})
     weight_decay: float = field(default=0.01, metadata={"help": "decoupled weight decay (matrices only)"})
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95], metadata={"help": "Adam betas"})
@@ -74,6 +74,9 @@ class OptimConfig:
         default="none", metadata={"help": "none | linear | sqrt: scale lr by the effective batch / reference_batch"}
     )
     reference_batch: int = field(default=64, metadata={"help": "effective batch that `lr` is tuned for"})
+    curvature_every: int = field(default=10, metadata={"help": "steps between curvature updates (sophia, kfac)"})
+    rho: float = field(default=0.04, metadata={"help": "sophia: Hessian scale in the clipped update"})
+    damping: float = field(default=1e-3, metadata={"help": "kfac: Tikhonov damping of the Kronecker factors"})
 
 
 @dataclass

@@ -73,33 +73,53 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     micro_batches: Iterable[dict[str, torch.Tensor]],
-    accumulate: int,
     precision: str,
     device: torch.device,
     clip: float,
 ) -> tuple[float, torch.Tensor, bool]:
-    """One optimizer step over ``accumulate`` micro-batches; returns (loss, grad norm, skipped).
+    """One optimizer step over k micro-batches; returns (loss, grad norm, skipped).
 
-    Each micro-batch's mean loss is divided by ``accumulate`` before backward, so the summed
-    gradient is the gradient of the mean over all micro-batches: the same update as one batch
-    of ``accumulate`` times the size when every micro-batch has as many valid action steps.
-    Data-parallel gradients are reduced once, on the last micro-batch. A step whose gradients
-    are not finite is skipped (with fp16 the loss scaler also backs off).
+    Each micro-batch's mean loss is divided by k before backward, so the summed gradient is
+    the gradient of the mean over all micro-batches: the same update as one batch k times the
+    size. Data-parallel gradients are reduced once, on the last
+    micro-batch. A step whose gradients are not finite is skipped (with fp16 the loss scaler
+    also backs off). Optimizers that need a closure (L-BFGS, Sophia) get one that recomputes
+    the loss and gradients on the same micro-batches.
     """
-    total = 0.0
-    for i, batch in enumerate(micro_batches):
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with parallel.grad_sync(module, i == accumulate - 1):
-            with amp.autocast(precision, device):
-                loss = module(batch) / accumulate
-            scaler.scale(loss).backward()
-        total += loss.item()
+    needs_closure = getattr(optimizer, "requires_closure", False)
+    if needs_closure and scaler.is_enabled():
+        raise ValueError(f"{type(optimizer).__name__} re-evaluates the loss in its step, which fp16 loss scaling "
+                         "does not support; use --precision=bf16 or fp32")
+    batches = [{k: v.to(device, non_blocking=True) for k, v in b.items()} for b in micro_batches]
+    total = _backward(module, scaler, batches, precision, device)
     scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     norm = parallel.clip_grad_norm(params, clip)
-    skipped = amp.optimizer_step(scaler, optimizer, norm)
+    if needs_closure and torch.isfinite(norm):
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            return torch.tensor(_backward(module, scaler, batches, precision, device))
+
+        optimizer.step(closure)
+        skipped = False
+    else:
+        skipped = amp.optimizer_step(scaler, optimizer, norm)
     optimizer.zero_grad(set_to_none=True)
     return total, norm, skipped
+
+
+def _backward(module: nn.Module, scaler: torch.amp.GradScaler, batches: list[dict], precision: str,
+              device: torch.device) -> float:
+    """Accumulate the gradient of the mean loss over ``batches``; returns that mean loss."""
+    total = 0.0
+    for i, batch in enumerate(batches):
+        with parallel.grad_sync(module, i == len(batches) - 1):
+            with amp.autocast(precision, device):
+                loss = module(batch) / len(batches)
+            scaler.scale(loss).backward()
+        total += loss.item()
+    return total
 
 
 def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
@@ -194,8 +214,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
                 sampler.sample(cfg.batch_size, sampler.generator(cfg.seed, step, m), cfg.image_shift, (d.dp_rank, d.dp_size))
                 for m in range(cfg.accumulate)
             )
-            step_loss, grad_norm, skipped = train_step(module, optimizer, scaler, micro, cfg.accumulate, precision,
-                                                       device, cfg.clip_grad)
+            step_loss, grad_norm, skipped = train_step(module, optimizer, scaler, micro, precision, device, cfg.clip_grad)
             step_loss = parallel.mean_over_ranks(step_loss, d)
             if not math.isfinite(step_loss):
                 raise TrainingError(

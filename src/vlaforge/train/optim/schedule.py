@@ -1,29 +1,10 @@
-"""Optimizers by name and the warmup + cosine learning-rate schedule."""
+"""Learning-rate schedule (linear warmup + cosine) and batch-size scaling of the peak rate."""
 
 from __future__ import annotations
 
 import math
 
-import torch
-from torch import nn
-
 from vlaforge.config import OptimConfig
-from vlaforge.registry import OPTIMIZERS
-
-
-@OPTIMIZERS.register("adamw")
-def adamw(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (not on norms, biases, embeddings of positions)."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 and p.shape[0] > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-
-
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    return OPTIMIZERS.get(cfg.name)(model, cfg)
 
 
 def scaled_lr(cfg: OptimConfig, effective_batch: int) -> float:
