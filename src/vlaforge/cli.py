@@ -16,6 +16,7 @@ from vlaforge.config import (
     ConfigError,
     EvalConfig,
     QuickstartConfig,
+    RunsConfig,
     TrainConfig,
     apply_overrides,
     describe_fields,
@@ -48,6 +49,21 @@ def _eval(cfg: EvalConfig) -> Any:
         print(f"  {task:14s} {v['success_rate']:6.1%}  [{v['ci95'][0]:.0%}, {v['ci95'][1]:.0%}]")
 
 
+def _runs(cfg: RunsConfig) -> Any:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vlaforge.train.runs import list_runs
+
+    rows = list_runs(cfg.root)
+    table = Table(title=f"training runs under {cfg.root}")
+    for col in ("run", "status", "step", "loss", "optimizer", "precision", "dataset", "commit"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v or "") for v in r.values()))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
 def _quickstart(cfg: QuickstartConfig) -> Any:
     from vlaforge.quickstart import quickstart
 
@@ -60,6 +76,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "train": (TrainConfig, _train, "train a policy on a dataset"),
     "eval": (EvalConfig, _eval, "evaluate a policy in closed loop; writes results.json and report.html"),
     "quickstart": (QuickstartConfig, _quickstart, "collect -> train -> eval on the built-in suite"),
+    "runs": (RunsConfig, _runs, "list training runs: status, step, loss, dataset hash, commit"),
 }
 
 

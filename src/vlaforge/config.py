@@ -106,7 +106,9 @@ class TrainConfig:
         default="", metadata={"help": "policy directory to fine-tune (its architecture and normalisation are kept)"}
     )
     threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = all cores"})
-    tracking: str = field(default="mlflow", metadata={"help": "mlflow | none (metrics.jsonl is always written)"})
+    tracking: str = field(
+        default="mlflow", metadata={"help": "mlflow | wandb | console | none (metrics.jsonl is always written)"}
+    )
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
@@ -124,6 +126,11 @@ class EvalConfig:
     videos_per_task: int = field(default=1, metadata={"help": "rollout GIFs per task in the report"})
     action_horizon: int = field(default=0, metadata={"help": "actions executed per chunk; 0 = chunk_size/2"})
     max_steps: int = field(default=0, metadata={"help": "episode step limit; 0 = the policy's env setting"})
+
+
+@dataclass
+class RunsConfig:
+    root: str = field(default="runs", metadata={"help": "directory searched for training runs"})
 
 
 @dataclass

@@ -34,7 +34,7 @@ from vlaforge.train import amp, parallel
 from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vlaforge.train.ema import EMA
 from vlaforge.train.optim import build_optimizer, lr_at, scaled_lr
-from vlaforge.train.tracking import Tracker, flatten
+from vlaforge.train.tracking import Tracker, flatten, run_info
 
 
 class TrainingError(RuntimeError):
@@ -195,7 +195,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
             _truncate_metrics(run_dir / "metrics.jsonl", start)
         save_yaml(cfg, run_dir / "config.yaml")
         params = flatten(to_dict(cfg)) | {"params": n_params, "effective_batch": effective_batch, "world_size": d.world}
-        tracker = Tracker(run_dir, cfg.tracking, params, cfg.resume)
+        tracker = Tracker(run_dir, cfg.tracking, params, run_info(cfg.dataset), cfg.resume)
 
     progress = Progress(
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
