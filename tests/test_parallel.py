@@ -1,5 +1,5 @@
-"""Gradient accumulation, skipped steps, and 2-process DDP / FSDP2 / tensor parallelism on gloo
-matching one process with the whole batch."""
+"""Gradient accumulation, skipped steps, and 2-process DDP / FSDP2 / tensor / pipeline parallelism
+on gloo matching one process with the whole batch; sharded checkpoints resumed in one process."""
 
 import json
 import os
@@ -138,11 +138,12 @@ def reference(tmp_path_factory):
     return tmp, run(tmp, "single", ["--batch_size=8"])
 
 
-@pytest.mark.parametrize("mode", ["dp", "fsdp", "tp"])
+@pytest.mark.parametrize("mode", ["dp", "fsdp", "tp", "pp"])
 def test_two_process_run_matches_one_process(reference, mode):
     tmp, single = reference
-    per_rank = 8 if mode == "tp" else 4  # tensor parallel ranks share one batch
-    out = run(tmp, mode, [f"--parallel.{mode}=2", f"--batch_size={per_rank}"], nproc=2)
+    per_rank = 4 if mode in ("dp", "fsdp") else 8  # tensor and pipeline ranks share one batch
+    extra = ["--parallel.pp_microbatches=4", "--parallel.pp_schedule=gpipe"] if mode == "pp" else []
+    out = run(tmp, mode, [f"--parallel.{mode}=2", f"--batch_size={per_rank}", *extra], nproc=2)
     assert losses(out) == pytest.approx(losses(single), rel=1e-4)
     want = weights(single)
     got = weights(out)
@@ -152,19 +153,21 @@ def test_two_process_run_matches_one_process(reference, mode):
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["effective_batch"] == 8
     held = summary["local_param_fraction"]  # rank 0's share of the weights
-    assert {"dp": held == 1.0, "fsdp": 0.45 < held < 0.55, "tp": 0.5 < held < 0.9}[mode], held
+    assert {"dp": held == 1.0, "fsdp": 0.45 < held < 0.55, "tp": 0.5 < held < 0.9, "pp": 0.5 < held < 1.0}[mode], held
 
 
-def test_sharded_checkpoint_resumes_at_another_world_size(reference):
+@pytest.mark.parametrize("mode", ["fsdp", "pp"])
+def test_sharded_checkpoint_resumes_at_another_world_size(reference, mode):
     tmp, single = reference
-    out = run(tmp, "fsdp_resume", ["--parallel.fsdp=2", "--batch_size=4"], nproc=2)
+    args = ["--parallel.fsdp=2", "--batch_size=4"] if mode == "fsdp" else ["--parallel.pp=2", "--batch_size=8"]
+    out = run(tmp, f"{mode}_resume", args, nproc=2)  # pp: the default 1F1B schedule
     ckpt = sorted((out / "checkpoints").glob("step_*"))
     assert [p.name for p in ckpt] == ["step_0000003", "step_0000006"]
     assert len(list(ckpt[0].glob("*.safetensors"))) == 2  # one shard file per rank
     # Lose everything after step 3, then finish on one process with the whole batch.
     shutil.rmtree(ckpt[1])
     shutil.rmtree(out / "policy")
-    run(tmp, "fsdp_resume", ["--batch_size=8"], resume=True)
+    run(tmp, f"{mode}_resume", ["--batch_size=8"], resume=True)
     assert losses(out) == pytest.approx(losses(single), rel=1e-4)
     for k, v in weights(single).items():
         torch.testing.assert_close(weights(out)[k], v, atol=2e-4, rtol=1e-3, msg=k)

@@ -84,6 +84,9 @@ class ParallelConfig:
     dp: int = field(default=1, metadata={"help": "replicated data-parallel degree (DDP)"})
     fsdp: int = field(default=1, metadata={"help": "sharded data-parallel degree (FSDP2)"})
     tp: int = field(default=1, metadata={"help": "tensor-parallel degree (fusion attention/MLP split by heads)"})
+    pp: int = field(default=1, metadata={"help": "pipeline-parallel stages (fusion blocks split across ranks)"})
+    pp_schedule: str = field(default="1f1b", metadata={"help": "gpipe | 1f1b"})
+    pp_microbatches: int = field(default=4, metadata={"help": "pipeline micro-batches per batch"})
 
 
 @dataclass

@@ -53,7 +53,9 @@ class VLAPolicy(nn.Module):
         self.state_proj = nn.Linear(state_dim, d)
         self.state_pos = nn.Parameter(torch.zeros(1, cfg.n_obs_steps, d))
         self.queries = nn.Parameter(torch.randn(1, cfg.chunk_size, d) * 0.02)
-        self.blocks = nn.ModuleList([Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers)])
+        # A dict keyed by layer number, so that a pipeline stage can drop the blocks of other
+        # stages and keep the names (and checkpoint keys) of its own.
+        self.blocks = nn.ModuleDict({str(i): Block(d, cfg.n_heads, cfg.dropout) for i in range(cfg.n_layers)})
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, action_dim)
         # Auxiliary "where is the target / goal" query, trained on privileged sim state only.
@@ -70,6 +72,15 @@ class VLAPolicy(nn.Module):
         self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """-> action chunk, auxiliary target/goal (or None), keypoint logit maps (B*T*V, K, H', W')."""
+        x, mask, heatmaps = self.embed(image, state, tokens)
+        for block in self.blocks.values():
+            x = block(x, mask)
+        return (*self.readout(x), heatmaps)
+
+    def embed(
+        self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The token sequence (B, N, d), its key mask (B, N) and the keypoint logit maps."""
         b, t, v = image.shape[:3]
         text, text_mask = self.text(tokens)
         patches, heatmaps = self.vision(image.flatten(0, 2), text, text_mask)  # (B*T*V, P, d)
@@ -82,30 +93,35 @@ class VLAPolicy(nn.Module):
         x = torch.cat([text, patches.to(text.dtype), proprio.to(text.dtype), *[q.to(text.dtype) for q in queries]], dim=1)
         rest = x.shape[1] - text.shape[1]
         mask = torch.cat([text_mask, text_mask.new_ones(b, rest)], dim=1)
-        for block in self.blocks:
-            x = block(x, mask)
+        return x, mask, heatmaps
+
+    def readout(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Action chunk from the query tokens; the auxiliary prediction from the last one."""
         x = self.ln_f(x)
-        k = self.queries.shape[1]
+        k = self.cfg.chunk_size
         if self.aux_dim:
-            return self.head(x[:, -k - 1 : -1]), self.aux_head(x[:, -1]), heatmaps
-        return self.head(x[:, -k:]), None, heatmaps
+            return self.head(x[:, -k - 1 : -1]), self.aux_head(x[:, -1])
+        return self.head(x[:, -k:]), None
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """L1 between predicted and demonstrated chunks, steps past the episode end counting zero;
-        plus the target/goal regression L1 when the batch carries ``env_state`` and the heatmap
-        cross-entropy when it carries their image positions (``keypoints``).
+        return bc_loss(*self._run(batch["image"], batch["state"], batch["tokens"]), batch)
 
-        Every term is a mean over a fixed number of slots per sample, so the mean of equal
-        micro-batches' losses is the whole batch's loss: gradient accumulation and data
-        parallelism then give exactly the large-batch update."""
-        pred, aux, heatmaps = self._run(batch["image"], batch["state"], batch["tokens"])
-        err = (pred.float() - batch["action"]).abs().mean(-1)
-        loss = (err * batch["action_valid"].float()).mean()
-        if aux is not None and "env_state" in batch:
-            loss = loss + (aux.float() - batch["env_state"]).abs().mean()
-        if "keypoints" in batch:
-            loss = loss + heatmap_loss(heatmaps, batch["keypoints"].flatten(0, 2))
-        return loss
+
+def bc_loss(pred: torch.Tensor, aux: torch.Tensor | None, heatmaps: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """L1 between predicted and demonstrated chunks, steps past the episode end counting zero;
+    plus the target/goal regression L1 when the batch carries ``env_state`` and the heatmap
+    cross-entropy when it carries their image positions (``keypoints``).
+
+    Every term is a mean over a fixed number of slots per sample, so the mean of equal
+    micro-batches' losses is the whole batch's loss: gradient accumulation and data
+    parallelism then give exactly the large-batch update."""
+    err = (pred.float() - batch["action"]).abs().mean(-1)
+    loss = (err * batch["action_valid"].float()).mean()
+    if aux is not None and "env_state" in batch:
+        loss = loss + (aux.float() - batch["env_state"]).abs().mean()
+    if "keypoints" in batch:
+        loss = loss + heatmap_loss(heatmaps, batch["keypoints"].flatten(0, 2))
+    return loss
 
 
 def build_policy(cfg: PolicyConfig, spec: dict) -> nn.Module:

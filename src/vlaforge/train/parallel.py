@@ -1,11 +1,12 @@
-"""Data, fully-sharded and tensor parallelism composed from small functions applied to a plain
-model, torchtitan-style, on ``torch.distributed`` launched by ``torchrun``.
+"""Data, fully-sharded, tensor and pipeline parallelism composed from small functions applied
+to a plain model, torchtitan-style, on ``torch.distributed`` launched by ``torchrun``.
 
     torchrun --nproc_per_node=4 -m vlaforge train --parallel.fsdp=2 --parallel.tp=2 ...
 
-The device mesh has the named dimensions ``dp`` (replicated data parallel), ``fsdp`` (sharded
-data parallel) and ``tp`` (tensor parallel), in that order, each present when its degree is
-above 1; the world size must be their product. gloo serves CPU and NCCL serves CUDA.
+The device mesh has the named dimensions ``pp`` (pipeline stages, train/pipeline.py), ``dp``
+(replicated data parallel), ``fsdp`` (sharded data parallel) and ``tp`` (tensor parallel), in
+that order, each present when its degree is above 1; the world size must be their product.
+gloo serves CPU and NCCL serves CUDA.
 
 - ``dp`` alone wraps the model in DistributedDataParallel; with ``fsdp`` it becomes the
   replicate dimension of hybrid sharding (HSDP), as DDP cannot hold sharded parameters.
@@ -14,6 +15,7 @@ above 1; the world size must be their product. gloo serves CPU and NCCL serves C
   and its MLP (first layer column-wise, second row-wise) with DTensor ``parallelize_module``;
   the CNN, text encoder and heads stay replicated. It combines with ``fsdp`` (2-D) but not with
   ``dp`` alone.
+- ``pp`` runs alone.
 
 Every data-parallel rank draws the same global batch and trains on its slice
 (``ChunkSampler.sample(part=...)``), so an N-rank run sees what a 1-rank run with an N-times
@@ -23,6 +25,7 @@ larger batch sees.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -54,15 +57,20 @@ class Dist:
         return self.world > 1
 
 
+DIMS = ("pp", "dp", "fsdp", "tp")
+
+
 def mesh_shape(cfg: ParallelConfig) -> dict[str, int]:
     """The mesh dimensions above size 1, in mesh order."""
-    for name in ("dp", "fsdp", "tp"):
+    for name in DIMS:
         if getattr(cfg, name) < 1:
             raise ValueError(f"parallel.{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.tp > 1 and cfg.dp > 1 and cfg.fsdp == 1:
         raise ValueError("parallel.tp combines with parallel.fsdp, not with parallel.dp alone "
                          "(DDP cannot hold tensor-parallel parameters); use --parallel.fsdp instead of --parallel.dp")
-    return {name: getattr(cfg, name) for name in ("dp", "fsdp", "tp") if getattr(cfg, name) > 1}
+    if cfg.pp > 1 and cfg.dp * cfg.fsdp * cfg.tp > 1:
+        raise ValueError("parallel.pp runs alone here; set dp, fsdp and tp to 1 with it")
+    return {name: getattr(cfg, name) for name in DIMS if getattr(cfg, name) > 1}
 
 
 def init(cfg: ParallelConfig, device: torch.device) -> tuple[Dist, torch.device]:
@@ -70,10 +78,10 @@ def init(cfg: ParallelConfig, device: torch.device) -> tuple[Dist, torch.device]
     place and device (``cuda:LOCAL_RANK`` on GPUs)."""
     shape = mesh_shape(cfg)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    wanted = cfg.dp * cfg.fsdp * cfg.tp
+    wanted = math.prod(shape.values())
     if world != wanted:
         raise ValueError(
-            f"parallel degrees dp={cfg.dp} x fsdp={cfg.fsdp} x tp={cfg.tp} = {wanted} processes, but the world size is "
+            f"parallel degrees pp={cfg.pp} x dp={cfg.dp} x fsdp={cfg.fsdp} x tp={cfg.tp} = {wanted} processes, but the world size is "
             f"{world}; launch with `torchrun --nproc_per_node={wanted} -m vlaforge train ...`"
         )
     if world == 1:
@@ -87,14 +95,14 @@ def init(cfg: ParallelConfig, device: torch.device) -> tuple[Dist, torch.device]
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=10))
     mesh = init_device_mesh(device.type, tuple(shape.values()), mesh_dim_names=tuple(shape))
     rank = dist.get_rank()
-    return Dist(rank, world, rank // cfg.tp, cfg.dp * cfg.fsdp, mesh, device), device
+    return Dist(rank, world, (rank // cfg.tp) % (cfg.dp * cfg.fsdp), cfg.dp * cfg.fsdp, mesh, device), device
 
 
 def apply_tp(model: nn.Module, mesh) -> None:
     """Shard every fusion block's attention by heads and its MLP across ``mesh``."""
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-    for block in model.blocks:
+    for block in model.blocks.values():
         if block.attn.n_heads % mesh.size():
             raise ValueError(f"parallel.tp={mesh.size()} must divide the {block.attn.n_heads} attention heads")
         plan = {"attn.q": ColwiseParallel(), "attn.k": ColwiseParallel(), "attn.v": ColwiseParallel(),
@@ -106,7 +114,7 @@ def apply_fsdp(root: nn.Module, model: nn.Module, mesh) -> None:
     """FSDP2: each fusion block is its own shard group, the rest of the model the root's."""
     from torch.distributed.fsdp import fully_shard
 
-    for block in model.blocks:
+    for block in model.blocks.values():
         fully_shard(block, mesh=mesh)
     fully_shard(root, mesh=mesh)
 
@@ -147,21 +155,24 @@ def grad_sync(module: nn.Module, enabled: bool) -> contextlib.AbstractContextMan
     return contextlib.nullcontext()
 
 
-def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float, group=None) -> torch.Tensor:
     """Global gradient norm, over shards too, clipped to ``max_norm`` when it is finite and > 0.
 
     Sharded (DTensor) and replicated gradients are normed apart and combined: tensor parallelism
-    leaves the parameters outside the fusion blocks as plain tensors.
+    leaves the parameters outside the fusion blocks as plain tensors. With ``group`` (pipeline
+    stages, which hold different parameters) the squared norms are summed over its ranks.
     """
     from torch.distributed.tensor import DTensor
 
     grads = [p.grad for p in params if p.grad is not None]
-    squares = torch.zeros((), dtype=torch.float32, device=grads[0].device)
-    for group in ([g for g in grads if isinstance(g, DTensor)], [g for g in grads if not isinstance(g, DTensor)]):
-        if group:
-            norm = torch.nn.utils.get_total_norm(group)
+    squares = torch.zeros((), dtype=torch.float32, device=grads[0].device if grads else "cpu")
+    for kind in ([g for g in grads if isinstance(g, DTensor)], [g for g in grads if not isinstance(g, DTensor)]):
+        if kind:
+            norm = torch.nn.utils.get_total_norm(kind)
             norm = norm.full_tensor() if isinstance(norm, DTensor) else norm
             squares = squares + norm.float() ** 2
+    if group is not None:
+        dist.all_reduce(squares, group=group)
     norm = squares.sqrt()
     if max_norm > 0 and torch.isfinite(norm):
         coef = min(1.0, max_norm / (float(norm) + 1e-6))
@@ -171,12 +182,12 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
     return norm
 
 
-def local_fraction(model: nn.Module) -> float:
-    """Share of the model's parameter elements this rank holds (1.0 when nothing is sharded)."""
+def local_fraction(model: nn.Module, total: int) -> float:
+    """Share of the whole model's ``total`` parameter elements this rank holds (1.0 when nothing
+    is sharded or split into stages)."""
     from torch.distributed.tensor import DTensor
 
-    local = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in model.parameters())
-    return local / sum(p.numel() for p in model.parameters())
+    return sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in model.parameters()) / total
 
 
 def full_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -195,9 +206,11 @@ def mean_over_ranks(value: float, d: Dist) -> float:
     return float(t) / d.world
 
 
-def barrier(d: Dist) -> None:
-    if d.enabled:
-        dist.barrier()
+def gather_stages(state: dict[str, torch.Tensor], d: Dist) -> dict[str, torch.Tensor]:
+    """Rank 0 receives the union of every pipeline stage's (CPU) state; other ranks get {}."""
+    parts = [None] * d.world if d.is_main else None
+    dist.gather_object({k: v.detach().cpu() for k, v in state.items()}, parts, dst=0)
+    return {k: v for part in parts for k, v in part.items()} if d.is_main else {}
 
 
 def shutdown(d: Dist) -> None:

@@ -33,6 +33,7 @@ from vlaforge.models.policy import Policy, build_policy, load_policy
 from vlaforge.train import amp, parallel
 from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vlaforge.train.ema import EMA
+from vlaforge.train.pipeline import Pipeline
 from vlaforge.train.optim import build_optimizer, lr_at, scaled_lr
 from vlaforge.train.tracking import Tracker, flatten, run_info
 
@@ -175,6 +176,12 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
     n_params = sum(t.numel() for t in model.parameters())
     _warn_batch_norm(model, cfg)
     module = parallel.parallelize(BCObjective(model), model, d)
+    pipe = None
+    if cfg.parallel.pp > 1:
+        if cfg.batch_size % cfg.parallel.pp_microbatches:
+            raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of parallel.pp_microbatches "
+                             f"{cfg.parallel.pp_microbatches}")
+        pipe = Pipeline(model, d, cfg.parallel.pp, cfg.parallel.pp_schedule, cfg.parallel.pp_microbatches, device)
     effective_batch = cfg.batch_size * cfg.accumulate * d.dp_size
     optim_cfg = dataclasses.replace(cfg.optim, lr=scaled_lr(cfg.optim, effective_batch))
     optimizer = build_optimizer(model, optim_cfg)
@@ -214,8 +221,12 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
                 sampler.sample(cfg.batch_size, sampler.generator(cfg.seed, step, m), cfg.image_shift, (d.dp_rank, d.dp_size))
                 for m in range(cfg.accumulate)
             )
-            step_loss, grad_norm, skipped = train_step(module, optimizer, scaler, micro, precision, device, cfg.clip_grad)
-            step_loss = parallel.mean_over_ranks(step_loss, d)
+            if pipe is None:
+                step_loss, grad_norm, skipped = train_step(module, optimizer, scaler, micro, precision, device,
+                                                           cfg.clip_grad)
+                step_loss = parallel.mean_over_ranks(step_loss, d)
+            else:
+                step_loss, grad_norm, skipped = pipe.train_step(optimizer, list(micro), precision, device, cfg.clip_grad)
             if not math.isfinite(step_loss):
                 raise TrainingError(
                     f"loss is {step_loss} at step {step}; the last checkpoint in {run_dir / 'checkpoints'} is intact"
@@ -237,8 +248,10 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
             if done % cfg.ckpt_every == 0 or done == cfg.steps:
                 save_checkpoint(run_dir / "checkpoints", done, model, optimizer, scaler, ema.shadow if ema else None)
             progress.update(bar, completed=done)
-    local_fraction = parallel.local_fraction(model)
+    local_fraction = parallel.local_fraction(model, n_params)
     weights = parallel.full_state_dict(ema.shadow if ema is not None else model.state_dict())
+    if pipe is not None:
+        weights = parallel.gather_stages(weights, d)
     if not d.is_main:
         return run_dir / "policy"
     tracker.close()
