@@ -1,10 +1,17 @@
-"""Training throughput of the default VLA policy: fp32 vs bf16 autocast, and CPU attention kernels.
+"""Training step of the default VLA policy: fp32 vs bf16 (and fp16 on CUDA) step time, throughput
+and peak memory; and the CPU attention kernels.
 
     python benchmarks/train_throughput.py
+
+Each configuration runs in a fresh process, so the CPU peak (resident-set growth over the
+process's state after building the model, which is what activations, gradients and optimizer
+state add) is its own. On CUDA the peak is torch's max allocated memory.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import resource
 import time
 
 import torch
@@ -14,8 +21,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from common import write
 from vlaforge.config import PolicyConfig
 from vlaforge.models.policy import build_policy
+from vlaforge.train import amp
 
-BATCH, STEPS = 64, 8
+BATCH, STEPS, WARMUP = 64, 8, 3
 
 
 def batch() -> dict:
@@ -29,20 +37,31 @@ def batch() -> dict:
     }
 
 
-def train_rate(precision: str, device: str) -> float:
-    spec = {"image_size": 64, "cameras": ["front"], "state_dim": 4, "action_dim": 4, "vocab": ["<pad>", "<unk>"] + [str(i) for i in range(40)]}
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_step_stats(precision: str, device: str) -> dict:
+    """ms per step, samples/s and peak memory (MB) of AdamW steps at ``precision``."""
+    spec = {"image_size": 64, "cameras": ["front"], "state_dim": 4, "action_dim": 4,
+            "vocab": ["<pad>", "<unk>"] + [str(i) for i in range(40)]}
     torch.manual_seed(0)
-    model = build_policy(PolicyConfig(), spec).to(device)
+    dev = torch.device(device)
+    model = build_policy(PolicyConfig(), spec).to(dev)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    b = {k: v.to(device) for k, v in batch().items()}
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
-    for i in range(STEPS + 3):
-        if i == 3:
+    b = {k: v.to(dev) for k, v in batch().items()}
+    scaler = amp.grad_scaler(precision, dev)
+    base = _rss_mb()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() / 2**20
+    for i in range(STEPS + WARMUP):
+        if i == WARMUP:
             if device == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
-        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with amp.autocast(precision, dev):
             loss = model.loss(b)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -50,7 +69,9 @@ def train_rate(precision: str, device: str) -> float:
         opt.zero_grad()
     if device == "cuda":
         torch.cuda.synchronize()
-    return BATCH * STEPS / (time.perf_counter() - t)
+    seconds = (time.perf_counter() - t) / STEPS
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _rss_mb()
+    return {"ms": seconds * 1000, "samples_per_s": BATCH / seconds, "peak_mb": peak - base}
 
 
 def attention_ms(backend: SDPBackend, dtype: torch.dtype) -> float:
@@ -65,18 +86,23 @@ def attention_ms(backend: SDPBackend, dtype: torch.dtype) -> float:
 
 def main() -> None:
     rows = []
+    ctx = mp.get_context("spawn")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         for precision in ("fp32", "bf16") + (("fp16",) if device == "cuda" else ()):
-            rows.append({"what": "train step", "device": device, "precision": precision,
-                         "samples_per_s": round(train_rate(precision, device), 1)})
+            with ctx.Pool(1) as pool:  # a fresh process per configuration: its own memory peak
+                s = pool.apply(train_step_stats, (precision, device))
+            rows.append({"what": "train step", "device": device, "precision": precision, "ms": round(s["ms"], 1),
+                         "samples_per_s": round(s["samples_per_s"], 1), "peak_mb": round(s["peak_mb"], 1)})
     for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.MATH):
         for dtype in (torch.float32, torch.bfloat16):
-            rows.append({"what": f"sdpa fwd+bwd ms ({backend.name})", "device": "cpu", "precision": str(dtype).split(".")[-1],
-                         "samples_per_s": round(attention_ms(backend, dtype), 2)})
-    cpu = {r["precision"]: r["samples_per_s"] for r in rows if r["what"] == "train step" and r["device"] == "cpu"}
-    write("train_throughput", {"cpu_bf16_speedup": round(cpu["bf16"] / cpu["fp32"], 2)}, rows,
-          "Default VLA training throughput (batch 64; attention rows are milliseconds per call)")
+            rows.append({"what": f"sdpa fwd+bwd ({backend.name})", "device": "cpu", "precision": str(dtype).split(".")[-1],
+                         "ms": round(attention_ms(backend, dtype), 2), "samples_per_s": "", "peak_mb": ""})
+    steps = {(r["device"], r["precision"]): r for r in rows if r["what"] == "train step"}
+    figures = {"batch": BATCH, "steps_timed": STEPS,
+               "cpu_bf16_speedup": round(steps["cpu", "bf16"]["samples_per_s"] / steps["cpu", "fp32"]["samples_per_s"], 2),
+               "cpu_bf16_memory_ratio": round(steps["cpu", "bf16"]["peak_mb"] / steps["cpu", "fp32"]["peak_mb"], 2)}
+    write("train_throughput", figures, rows, "Default VLA training step (batch 64): time, throughput, peak memory")
 
 
 if __name__ == "__main__":

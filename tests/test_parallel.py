@@ -171,3 +171,15 @@ def test_sharded_checkpoint_resumes_at_another_world_size(reference, mode):
     assert losses(out) == pytest.approx(losses(single), rel=1e-4)
     for k, v in weights(single).items():
         torch.testing.assert_close(weights(out)[k], v, atol=2e-4, rtol=1e-3, msg=k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [["--parallel.dp=2", "--parallel.fsdp=2"], ["--parallel.fsdp=2", "--parallel.tp=2"]])
+def test_two_dimensional_meshes_match_one_process(reference, mode):
+    """HSDP (replicate x shard) and FSDP x tensor parallel on 4 processes."""
+    tmp, single = reference
+    per_rank = 2 if "--parallel.dp=2" in mode else 4
+    out = run(tmp, "_".join(m.split(".")[1] for m in mode), [*mode, f"--batch_size={per_rank}"], nproc=4)
+    assert losses(out) == pytest.approx(losses(single), rel=1e-4)
+    for k, v in weights(single).items():
+        torch.testing.assert_close(weights(out)[k], v, atol=2e-4, rtol=1e-3, msg=k)

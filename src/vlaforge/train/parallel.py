@@ -158,19 +158,22 @@ def grad_sync(module: nn.Module, enabled: bool) -> contextlib.AbstractContextMan
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float, group=None) -> torch.Tensor:
     """Global gradient norm, over shards too, clipped to ``max_norm`` when it is finite and > 0.
 
-    Sharded (DTensor) and replicated gradients are normed apart and combined: tensor parallelism
-    leaves the parameters outside the fusion blocks as plain tensors. With ``group`` (pipeline
+    Plain gradients and DTensor gradients of each device mesh are normed apart and combined:
+    tensor parallelism leaves the parameters outside the fusion blocks as plain tensors (or 1-D
+    sharded ones beside 2-D sharded blocks under fsdp x tp). With ``group`` (pipeline
     stages, which hold different parameters) the squared norms are summed over its ranks.
     """
     from torch.distributed.tensor import DTensor
 
     grads = [p.grad for p in params if p.grad is not None]
     squares = torch.zeros((), dtype=torch.float32, device=grads[0].device if grads else "cpu")
-    for kind in ([g for g in grads if isinstance(g, DTensor)], [g for g in grads if not isinstance(g, DTensor)]):
-        if kind:
-            norm = torch.nn.utils.get_total_norm(kind)
-            norm = norm.full_tensor() if isinstance(norm, DTensor) else norm
-            squares = squares + norm.float() ** 2
+    kinds: dict = {}  # plain tensors, and DTensors by device mesh (2-D meshes mix 1-D and 2-D)
+    for g in grads:
+        kinds.setdefault(g.device_mesh if isinstance(g, DTensor) else None, []).append(g)
+    for kind in kinds.values():
+        norm = torch.nn.utils.get_total_norm(kind)
+        norm = norm.full_tensor() if isinstance(norm, DTensor) else norm
+        squares = squares + norm.float() ** 2
     if group is not None:
         dist.all_reduce(squares, group=group)
     norm = squares.sqrt()
