@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import write
+
 from vlaforge.cli import parse
 from vlaforge.config import OptimConfig, QuickstartConfig
 from vlaforge.data.collect import collect

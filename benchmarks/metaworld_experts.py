@@ -12,12 +12,12 @@ import argparse
 import os
 import time
 
-import vlaforge  # noqa: F401  (sets MUJOCO_GL)
 from common import write
+
+import vlaforge  # noqa: F401  (sets MUJOCO_GL)
 from vlaforge.config import EnvConfig
 from vlaforge.envs.metaworld import DIFFICULTY, TASKS
 from vlaforge.pool import map_in_workers
-
 
 _ENVS: dict = {}
 

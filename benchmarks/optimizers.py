@@ -17,8 +17,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
 from common import RESULTS, write  # noqa: E402
+
 from vlaforge.config import CollectConfig, EnvConfig, OptimConfig, TrainConfig  # noqa: E402
 from vlaforge.data.collect import collect  # noqa: E402
 from vlaforge.registry import OPTIMIZERS  # noqa: E402

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import torch
-
 from common import write
+
 from vlaforge.config import CollectConfig, EnvConfig
 from vlaforge.data.collect import collect
 

@@ -10,6 +10,7 @@ import shutil
 import sys
 
 from common import write
+
 from vlaforge.cli import parse
 from vlaforge.quickstart import quickstart
 

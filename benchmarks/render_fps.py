@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 import torch
+from common import write
 
 import vlaforge  # noqa: F401  (sets MUJOCO_GL)
-from common import write
 from vlaforge.envs.tabletop import TabletopEnv
 
 FRAMES = 1000

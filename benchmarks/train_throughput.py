@@ -16,9 +16,9 @@ import time
 
 import torch
 import torch.nn.functional as F
+from common import write
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from common import write
 from vlaforge.config import PolicyConfig
 from vlaforge.models.policy import build_policy
 from vlaforge.train import amp

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 import torch
-from torch import nn
-
 from helpers import write_dataset
 from test_parallel import batch, tiny_model
+from torch import nn
+
 from vlaforge.config import OptimConfig, PolicyConfig, TrainConfig
 from vlaforge.registry import OPTIMIZERS
 from vlaforge.train import amp

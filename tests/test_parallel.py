@@ -10,9 +10,9 @@ import warnings
 
 import pytest
 import torch
+from helpers import write_dataset
 from safetensors.torch import load_file
 
-from helpers import write_dataset
 from vlaforge.config import OptimConfig, ParallelConfig, PolicyConfig, TrainConfig
 from vlaforge.models.policy import build_policy
 from vlaforge.train import amp, parallel

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
-
 from helpers import write_dataset
+
 from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.sampler import ChunkSampler, random_shift

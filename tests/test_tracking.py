@@ -4,9 +4,9 @@
 import json
 
 import pytest
-
 from helpers import write_dataset
 from test_train import tiny_cfg
+
 from vlaforge.cli import main
 from vlaforge.train.tracking import Tracker, dataset_hash
 from vlaforge.train.trainer import train

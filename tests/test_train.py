@@ -4,9 +4,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import write_dataset
 
 import vlaforge
-from helpers import write_dataset
 from vlaforge.config import OptimConfig, PolicyConfig, TrainConfig
 from vlaforge.train.optim import lr_at
 from vlaforge.train.trainer import TrainingError, train

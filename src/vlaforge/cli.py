@@ -126,10 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, rest = argv[0], argv[1:]
     if verb == "list":
+        import vlaforge.models.policy  # noqa: F401  (registers policies)
         from vlaforge.envs import get_suite
         from vlaforge.registry import POLICIES, SUITES
-
-        import vlaforge.models.policy  # noqa: F401  (registers policies)
 
         for name in SUITES.names():
             s = get_suite(name)

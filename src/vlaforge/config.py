@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 import yaml
 
-
 # Scene seeds: collection draws below EVAL_SEEDS, evaluation from it, so an evaluation never
 # replays a scene a policy was trained on.
 EVAL_SEEDS = 10**9

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from torch import nn
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
 
 from vlaforge.config import PolicyConfig, TrainConfig, save_yaml, to_dict
 from vlaforge.data.dataset import ENV_STATE, LeRobotDataset
@@ -33,8 +33,8 @@ from vlaforge.models.policy import Policy, build_policy, load_policy
 from vlaforge.train import amp, parallel
 from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vlaforge.train.ema import EMA
-from vlaforge.train.pipeline import Pipeline
 from vlaforge.train.optim import build_optimizer, lr_at, scaled_lr
+from vlaforge.train.pipeline import Pipeline
 from vlaforge.train.tracking import Tracker, flatten, run_info
 
 
@@ -82,10 +82,10 @@ def train_step(
 
     Each micro-batch's mean loss is divided by k before backward, so the summed gradient is
     the gradient of the mean over all micro-batches: the same update as one batch k times the
-    size. Data-parallel gradients are reduced once, on the last
-    micro-batch. A step whose gradients are not finite is skipped (with fp16 the loss scaler
-    also backs off). Optimizers that need a closure (L-BFGS, Sophia) get one that recomputes
-    the loss and gradients on the same micro-batches.
+    size. Data-parallel gradients are reduced once, on the last micro-batch. A step whose
+    gradients are not finite is skipped (with fp16 the loss scaler also backs off). Optimizers
+    that need a closure (L-BFGS, Sophia) get one that recomputes the loss and gradients on the
+    same micro-batches.
     """
     needs_closure = getattr(optimizer, "requires_closure", False)
     if needs_closure and scaler.is_enabled():
