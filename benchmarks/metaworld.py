@@ -1,14 +1,14 @@
 """The Meta-World protocol: one policy for all training tasks of a suite, collected from the
 package's scripted policies, evaluated per task, per difficulty group and on average, beside
 published results; on ML suites also zero-shot and few-shot (k demos per held-out task) on the
-held-out tasks.
+held-out tasks, against training on those k demos from scratch.
 
     python benchmarks/metaworld.py                    # GPU configuration: MT50, 50 demos, 50 trials/task
     python benchmarks/metaworld.py --cpu              # reduced CPU configuration: MT10, 20 demos, 10 trials
     python benchmarks/metaworld.py --cpu --suite=ml10 # ML10: train tasks, zero-shot, few-shot k=5,10
     python benchmarks/metaworld.py --train.steps=20000  # any quickstart key
 
-Re-running resumes: finished episodes, policies and fine-tunings are reused.
+Re-running resumes: finished episodes, policies, fine-tunings and their evaluations are reused.
 Writes benchmarks/results/metaworld_<suite>[_cpu].json and .md.
 """
 
@@ -24,7 +24,7 @@ import torch
 from common import write
 
 from vlaforge.cli import parse
-from vlaforge.config import OptimConfig, QuickstartConfig
+from vlaforge.config import QuickstartConfig
 from vlaforge.data.collect import collect
 from vlaforge.envs.metaworld import DIFFICULTY
 from vlaforge.eval.rollout import evaluate
@@ -67,24 +67,31 @@ def percent(rate: float, ci: list[float]) -> str:
     return f"{100 * rate:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
-def few_shot(cfg: QuickstartConfig, policy_dir: Path, k: int) -> tuple[dict, float]:
-    """Fine-tune the multi-task policy on k demonstrations per held-out task and evaluate them."""
-    root = Path(cfg.output_dir) / f"few_shot_k{k}"
+def few_shot(cfg: QuickstartConfig, policy_dir: Path | None, k: int) -> tuple[dict, float]:
+    """Train on k demonstrations per held-out task and evaluate on those tasks: fine-tuning the
+    multi-task policy at ``policy_dir``, or from scratch (None) as the baseline it must beat."""
+    data_root = Path(cfg.output_dir) / f"few_shot_k{k}"
+    root = data_root if policy_dir is not None else Path(cfg.output_dir) / f"scratch_k{k}"
+    if (root / "eval" / "results.json").is_file() and (root / "seconds").is_file():  # finished before
+        return json.loads((root / "eval" / "results.json").read_text()), float((root / "seconds").read_text())
     t = time.perf_counter()
     data = collect(dataclasses.replace(cfg.collect, split="test", episodes_per_task=k, seed=FEW_SHOT_SEED,
-                                       output=str(root / "data"), resume=(root / "data" / "meta").exists()), False)
+                                       output=str(data_root / "data"), resume=(data_root / "data" / "meta").exists()), False)
     run = root / "train"
     tuned = run / "policy"
     if not tuned.exists():
-        # A third of the multi-task budget at a lower peak rate: the k*tasks episodes are few.
+        # A third of the multi-task budget (the k * tasks episodes are few); fine-tuning at a
+        # lower peak rate, the scratch baseline at the usual one.
         steps = max(cfg.train.steps // 3, 100)
-        optim = OptimConfig(**{**dataclasses.asdict(cfg.train.optim), "lr": cfg.train.optim.lr * 0.3,
-                               "warmup_steps": min(cfg.train.optim.warmup_steps, steps // 10)})
+        lr = cfg.train.optim.lr * (0.3 if policy_dir is not None else 1.0)
+        optim = dataclasses.replace(cfg.train.optim, lr=lr, warmup_steps=min(cfg.train.optim.warmup_steps, steps // 10))
         tuned = train(dataclasses.replace(cfg.train, dataset=str(data), output_dir=str(run), steps=steps, optim=optim,
-                                          init_from=str(policy_dir),
+                                          init_from=str(policy_dir or ""),
                                           resume=latest_checkpoint(run / "checkpoints") is not None), False)
     results = evaluate(dataclasses.replace(cfg.eval, policy=str(tuned), split="test", output_dir=str(root / "eval")), False)
-    return results, time.perf_counter() - t
+    seconds = time.perf_counter() - t
+    (root / "seconds").write_text(str(seconds))
+    return results, seconds
 
 
 def main() -> None:
@@ -100,7 +107,11 @@ def main() -> None:
     name = f"metaworld_{suite}" + ("_cpu" if cpu else "")
     if cfg.output_dir == "runs/quickstart":
         cfg.output_dir = f"runs/bench_{name}"
-    summary = quickstart(cfg, show_progress=False)
+    done = Path(cfg.output_dir) / "summary.json"
+    if done.is_file() and all((Path(cfg.output_dir) / "eval" / s / "results.json").is_file() for s in cfg.splits):
+        summary = json.loads(done.read_text())  # collected, trained and evaluated before: reuse it all
+    else:
+        summary = quickstart(cfg, show_progress=False)
     stage_seconds = dict(summary["stage_seconds"])
     results = json.loads((Path(cfg.output_dir) / "eval" / "train" / "results.json").read_text())
     trained, per_task = summarize(results)
@@ -114,13 +125,16 @@ def main() -> None:
         zero = json.loads((Path(cfg.output_dir) / "eval" / "test" / "results.json").read_text())
         figures["zero_shot"], zero_tasks = summarize(zero)
         stages = {"zero-shot": zero_tasks}
-        figures["few_shot"] = {}
+        figures["few_shot"], figures["scratch"] = {}, {}
         for k in FEW_SHOT_K:
-            res, seconds = few_shot(cfg, Path(summary["policy"]), k)
-            stage_seconds[f"few_shot_k{k}"] = seconds
+            res, stage_seconds[f"few_shot_k{k}"] = few_shot(cfg, Path(summary["policy"]), k)
             figures["few_shot"][k], stages[f"few-shot k={k}"] = summarize(res)
+        res, stage_seconds[f"scratch_k{FEW_SHOT_K[-1]}"] = few_shot(cfg, None, FEW_SHOT_K[-1])
+        figures["scratch"][FEW_SHOT_K[-1]], stages[f"from scratch k={FEW_SHOT_K[-1]}"] = summarize(res)
+        figs = {"zero-shot": figures["zero_shot"], **{f"few-shot k={k}": figures["few_shot"][k] for k in FEW_SHOT_K},
+                f"from scratch k={FEW_SHOT_K[-1]}": figures["scratch"][FEW_SHOT_K[-1]]}
         for stage, tasks in stages.items():
-            fig = figures["zero_shot"] if stage == "zero-shot" else figures["few_shot"][int(stage.split("=")[1])]
+            fig = figs[stage]
             rows.append({"what": f"ours: held-out tasks, {stage}", "success %": percent(fig["average_success"], fig["pooled_ci95"])})
             rows += [{"what": f"  {stage}: {t}", "success %": f"{100 * v['success_rate']:.0f} ({v['successes']}/{v['episodes']})"}
                      for t, v in tasks.items()]
