@@ -62,14 +62,15 @@ def test_optimizer_reaches_the_least_squares_optimum(name):
     assert torch.linalg.vector_norm(w - problem.w_star) < 0.05 and abs(float(b - problem.b_star)) < 0.02
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", sorted(SETTINGS))
-def test_optimizer_lowers_the_policy_loss(name):
+def test_optimizer_lowers_the_policy_loss(name, precision):
     model = tiny_model()
     lr = {"lbfgs": 0.5, "kfac": 0.05, "lion": 3e-4}.get(name, 1e-3)
     opt = build_optimizer(model, OptimConfig(name=name, lr=lr, curvature_every=2))
-    scaler = amp.grad_scaler("fp32", CPU)
+    scaler = amp.grad_scaler(precision, CPU)
     data = [batch(8, seed=1)]
-    losses = [train_step(BCObjective(model), opt, scaler, data, "fp32", CPU, 1.0)[0] for _ in range(12)]
+    losses = [train_step(BCObjective(model), opt, scaler, data, precision, CPU, 1.0)[0] for _ in range(12)]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert min(losses[-3:]) < 0.8 * losses[0], losses
 

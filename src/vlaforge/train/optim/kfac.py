@@ -54,13 +54,13 @@ class KFAC(torch.optim.Optimizer):
         a = inputs[0].detach().float().reshape(-1, layer.in_features)
         if layer.bias is not None:
             a = torch.cat([a, a.new_ones(len(a), 1)], 1)
-        self._accumulate(layer, "A", a.T @ a / len(a))
+        self._accumulate(layer, "A", _second_moment(a))
         output.register_hook(lambda grad: self._save_grad(layer, grad))
 
     def _save_grad(self, layer: nn.Linear, grad: torch.Tensor) -> None:
         g = grad.detach().float().reshape(-1, layer.out_features)
         g = g * len(g)  # per-row gradients of the mean loss, scaled back to per-example size
-        self._accumulate(layer, "G", g.T @ g / len(g))
+        self._accumulate(layer, "G", _second_moment(g))
 
     def _accumulate(self, layer: nn.Linear, key: str, value: torch.Tensor) -> None:
         sums = self._sums.setdefault(layer, {})
@@ -131,3 +131,10 @@ class KFAC(torch.optim.Optimizer):
                 buf = self.state[p]["momentum_buffer"].mul_(group["momentum"]).add_(d)
                 p.add_(buf, alpha=-group["lr"])
         return loss
+
+
+def _second_moment(x: torch.Tensor) -> torch.Tensor:
+    """x^T x / n in fp32: the hooks run inside bf16/fp16 autocast, whose matmul would round the
+    Kronecker factors to 8 bits of mantissa."""
+    with torch.autocast(x.device.type, enabled=False):
+        return x.T @ x / len(x)
