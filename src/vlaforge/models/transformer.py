@@ -32,7 +32,7 @@ class Attention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             # On CPU torch's fused flash kernel is ~3x slower in bf16 than the math kernel
-            # (benchmarks/results/train_throughput.md); CUDA keeps flash/mem-efficient kernels.
+            # (benchmarks/results/training.md); CUDA keeps flash/mem-efficient kernels.
             with sdpa_kernel(SDPBackend.MATH):
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         else:
