@@ -34,6 +34,8 @@ from vlaforge.train import amp
 from vlaforge.train.trainer import BCObjective, train_step
 
 BATCH, STEPS, WARMUP = 64, 12, 4
+SPEC = {"image_size": 64, "cameras": ["front"], "state_dim": 4, "action_dim": 4,
+        "vocab": ["<pad>", "<unk>"] + [str(i) for i in range(40)]}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -73,11 +75,9 @@ def gemm_peak(precision: str, device: str) -> float:
 def step_stats(precision: str, device: str, d_model: int = 128, accumulate: int = 1) -> dict:
     """ms per optimizer step, samples/s, GFLOP per step and peak memory of the trainer's
     ``train_step`` (AdamW, clipping) over a global batch of 64 in ``accumulate`` micro-batches."""
-    spec = {"image_size": 64, "cameras": ["front"], "state_dim": 4, "action_dim": 4,
-            "vocab": ["<pad>", "<unk>"] + [str(i) for i in range(40)]}
     torch.manual_seed(0)
     dev = torch.device(device)
-    module = BCObjective(build_policy(PolicyConfig(d_model=d_model), spec)).to(dev)
+    module = BCObjective(build_policy(PolicyConfig(d_model=d_model), SPEC)).to(dev)
     opt = torch.optim.AdamW(module.parameters(), 1e-3)
     scaler = amp.grad_scaler(precision, dev)
     micro = [{k: v[i::accumulate] for k, v in batch().items()} for i in range(accumulate)]
@@ -110,10 +110,8 @@ def time_shares(precision: str) -> dict:
     attention kernels, dtype casts, and the rest (element-wise, norms, optimizer)."""
     from torch.profiler import ProfilerActivity, profile
 
-    spec = {"image_size": 64, "cameras": ["front"], "state_dim": 4, "action_dim": 4,
-            "vocab": ["<pad>", "<unk>"] + [str(i) for i in range(40)]}
     torch.manual_seed(0)
-    module = BCObjective(build_policy(PolicyConfig(), spec))
+    module = BCObjective(build_policy(PolicyConfig(), SPEC))
     opt = torch.optim.AdamW(module.parameters(), 1e-3)
     scaler, dev = amp.grad_scaler(precision, torch.device("cpu")), torch.device("cpu")
     for _ in range(WARMUP):
@@ -210,7 +208,10 @@ def main() -> None:
                          "precision": p, "ms/step": round(attention_ms(backend, DTYPES[p]), 2), "samples/s": "",
                          "model TFLOP/s": "", "MFU": "", "peak MB": ""})
     data = dataset()
-    for label, args in (("1 process, fp32", ["--precision=fp32"]), ("1 process", []), ("dp=2 (DDP)", ["--parallel.dp=2"])):
+    modes = [("1 process, fp32", ["--precision=fp32"]), ("1 process", [])]
+    if torch.cuda.device_count() != 1:  # DDP needs a GPU per process under NCCL
+        modes.append(("dp=2 (DDP)", ["--parallel.dp=2"]))
+    for label, args in modes:
         r = run_mode(label, args, ddp_steps, data)
         precision = "fp32" if args[:1] == ["--precision=fp32"] else "bf16"
         rows.append({"what": f"vlaforge train, {label.split(',')[0]}, tabletop data (peak MB: whole process)",
