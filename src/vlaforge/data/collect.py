@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vlaforge.config import EVAL_SEEDS, CollectConfig, EnvConfig, save_yaml
 from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, encode_png, make_features
-from vlaforge.pool import map_in_workers
+from vlaforge.pool import map_in_workers, worker_env
 
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_opening"]
 ACTION_NAMES = ["dx", "dy", "dz", "gripper"]
@@ -28,8 +28,6 @@ TASK_STRIDE, RETRY_STRIDE = 100_000, 10_000_000
 def scene_seed(first: int, task_index: int, episode: int) -> int:
     """The scene seed of a task's ``episode``-th demonstration (retries add ``RETRY_STRIDE``)."""
     return first + task_index * TASK_STRIDE + episode
-
-_ENVS: dict = {}
 
 
 def _worker_init() -> None:
@@ -50,10 +48,7 @@ def run_expert_episode(
     from vlaforge.envs import get_suite
 
     suite = get_suite(suite_name)
-    key = (suite_name, task, split)
-    if key not in _ENVS:
-        _ENVS[key] = suite.make_env(task, split, EnvConfig(**env_cfg))
-    env = _ENVS[key]
+    env = worker_env((suite_name, task, split), lambda: suite.make_env(task, split, EnvConfig(**env_cfg)))
     expert = suite.make_expert(env)
     record_points = bool(suite.env_state_columns(env_cfg["cameras"]))
     for attempt in range(RETRIES):

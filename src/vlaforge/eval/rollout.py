@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vlaforge.config import EVAL_SEEDS, EnvConfig, EvalConfig, from_dict, save_yaml
 from vlaforge.eval.stats import wilson_interval
-from vlaforge.pool import map_in_workers
+from vlaforge.pool import map_in_workers, worker_env
 
 _STATE: dict = {}
 
@@ -30,7 +30,6 @@ def _worker_init(policy_dir: str) -> None:
 
     torch.set_num_threads(1)
     _STATE["policy"] = load_policy(policy_dir)
-    _STATE["envs"] = {}
 
 
 def run_episode(job: tuple) -> dict:
@@ -39,10 +38,8 @@ def run_episode(job: tuple) -> dict:
 
     suite_name, env_cfg, split, task, seed, horizon, record = job
     policy = _STATE["policy"]
-    key = (task, split)
-    if key not in _STATE["envs"]:
-        _STATE["envs"][key] = get_suite(suite_name).make_env(task, split, from_dict(EnvConfig, env_cfg))
-    env = _STATE["envs"][key]
+    env = worker_env((suite_name, task, split),
+                     lambda: get_suite(suite_name).make_env(task, split, from_dict(EnvConfig, env_cfg)))
     obs, info = env.reset(seed=seed)
     policy.reset()
     frames = [env.render_views(128)[0]] if record else []
