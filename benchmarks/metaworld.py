@@ -6,10 +6,11 @@ held-out tasks, against training on those k demos from scratch.
     python benchmarks/metaworld.py                    # GPU configuration: MT50, 50 demos, 50 trials/task
     python benchmarks/metaworld.py --cpu              # reduced CPU configuration: MT10, 20 demos, 10 trials
     python benchmarks/metaworld.py --cpu --suite=ml10 # ML10: train tasks, zero-shot, few-shot k=5,10
+    python benchmarks/metaworld.py --cpu --suite=mt50 --train.steps=5000  # MT50 on CPU (~45 min)
     python benchmarks/metaworld.py --train.steps=20000  # any quickstart key
 
 Re-running resumes: finished episodes, policies, fine-tunings and their evaluations are reused.
-Writes benchmarks/results/metaworld_<suite>[_cpu].json and .md.
+Writes benchmarks/results/metaworld_<suite>[_cpu].json and .md, and the training loss curves as _loss.png.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib
 import torch
-from common import write
+from common import RESULTS, write
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 from vlaforge.cli import parse
 from vlaforge.config import QuickstartConfig
@@ -65,6 +70,26 @@ def summarize(results: dict) -> tuple[dict, list[dict]]:
 
 def percent(rate: float, ci: list[float]) -> str:
     return f"{100 * rate:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def plot_loss_curves(runs: dict[str, Path], out: Path) -> dict[str, list[list[float]]]:
+    """Training loss against steps of each run (its metrics.jsonl) as one plot; returns the curves."""
+    curves = {}
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, run in runs.items():
+        log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        curves[label] = [[m["step"], round(m["loss"], 4)] for m in log]
+        ax.plot([m["step"] for m in log], [m["loss"] for m in log], label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (BC + grounding)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return curves
 
 
 def few_shot(cfg: QuickstartConfig, policy_dir: Path | None, k: int) -> tuple[dict, float]:
@@ -145,6 +170,12 @@ def main() -> None:
         figures["published_mt50"] = {m: {"average": a, "by_difficulty": g, "source": s} for m, a, g, s in PUBLISHED}
     rows += [{"what": f"ours: {t}", "success %": f"{100 * v['success_rate']:.0f} ({v['successes']}/{v['episodes']})"}
              for t, v in sorted(per_task.items())]
+    root = Path(cfg.output_dir)
+    runs = {"multi-task": root / "train"}
+    if held_out:
+        runs |= {f"fine-tune k={k}": root / f"few_shot_k{k}" / "train" for k in FEW_SHOT_K}
+        runs[f"scratch k={FEW_SHOT_K[-1]}"] = root / f"scratch_k{FEW_SHOT_K[-1]}" / "train"
+    figures["loss_curves"] = plot_loss_curves(runs, RESULTS / f"{name}_loss.png")
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     figures["protocol"] = {
         "demos_per_task": cfg.collect.episodes_per_task, "trials_per_task": cfg.eval.episodes,
