@@ -42,7 +42,7 @@ def map_in_workers(
         except BrokenProcessPool:
             raise WorkerDied(
                 "a worker process died while running jobs (killed for memory? `dmesg` shows OOM kills); "
-                "results written so far are kept, re-run to resume"
+                "collection keeps the episodes written so far and resumes with --resume"
             ) from None
         finally:
             for future in futures:  # stopped early (an error, or the caller stopped reading)
