@@ -63,6 +63,19 @@ def test_training_reduces_loss_and_exports_policy(tmp_path, dataset):
     assert any((tmp_path / "run/mlruns").rglob("loss"))  # metrics reached the local MLflow store
 
 
+def test_snapshots_are_loadable_policies_along_the_run(tmp_path, dataset):
+    train(tiny_cfg(tmp_path, dataset, steps=6, ckpt_every=6, snapshot_every=2, ema_decay=0.0), show_progress=False)
+    snaps = sorted(p.name for p in (tmp_path / "run/snapshots").iterdir())
+    assert snaps == ["step_0000002", "step_0000004"]  # the final step is the policy itself
+    early, final = (vlaforge.load_policy(tmp_path / "run" / d) for d in ("snapshots/step_0000002", "policy"))
+    assert early.meta == final.meta
+    w_early, w_final = early.model.state_dict(), final.model.state_dict()
+    assert w_early.keys() == w_final.keys()
+    assert any(not torch.equal(w_early[k], w_final[k]) for k in w_early)
+    with pytest.raises(ValueError, match="snapshot_every"):
+        train(tiny_cfg(tmp_path / "neg", dataset, snapshot_every=-1), show_progress=False)
+
+
 def test_existing_run_is_protected(tmp_path, dataset):
     train(tiny_cfg(tmp_path, dataset, steps=2, ckpt_every=2), show_progress=False)
     before = (tmp_path / "run/policy/model.safetensors").read_bytes()

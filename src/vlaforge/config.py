@@ -102,6 +102,9 @@ class TrainConfig:
     ema_decay: float = field(default=0.995, metadata={"help": "EMA of weights; 0 = off"})
     ckpt_every: int = field(default=500, metadata={"help": "checkpoint period in steps"})
     log_every: int = field(default=25, metadata={"help": "metric logging period in steps"})
+    snapshot_every: int = field(
+        default=0, metadata={"help": "also export the policy every N steps to snapshots/step_N (learning curves); 0 = off"}
+    )
     seed: int = field(default=0, metadata={"help": "seed for init, batches and dropout"})
     resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in output_dir"})
     init_from: str = field(

@@ -2,9 +2,9 @@
 
 Per optimizer step: ``accumulate`` micro-batches under autocast, (un)scaled backward, gradient
 clipping, the configured optimizer with warmup + cosine, EMA update; metrics every
-``log_every`` steps and an atomic checkpoint every ``ckpt_every``. Batches and dropout are
-seeded by the step, so a run resumed from a checkpoint reproduces the loss curve of an
-uninterrupted one. The same loop runs on every rank under ``torchrun`` (train/parallel.py).
+``log_every`` steps, an atomic checkpoint every ``ckpt_every`` and, for learning curves, an
+exported policy every ``snapshot_every``. Batches and dropout are seeded by the step, so a run
+resumed from a checkpoint reproduces the loss curve of an uninterrupted one. The same loop runs on every rank under ``torchrun`` (train/parallel.py).
 
 Effective batch = ``batch_size * accumulate * dp * fsdp``; the peak learning rate is
 ``optim.lr`` scaled by ``optim.lr_scaling`` from ``optim.reference_batch`` to it.
@@ -131,6 +131,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     """
     if cfg.accumulate < 1 or cfg.batch_size < 1 or cfg.steps < 1:
         raise ValueError("steps, batch_size and accumulate must be >= 1")
+    if cfg.snapshot_every < 0:
+        raise ValueError(f"snapshot_every must be >= 0 (0 = off), got {cfg.snapshot_every}")
     d, device = parallel.init(cfg.parallel, amp.resolve_device(cfg.device))
     try:
         return _train(cfg, d, device, show_progress and d.is_main)
@@ -196,6 +198,18 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
             "env": info.get("env"), "tasks": info.get("tasks"), "fps": dataset.fps}
     if base is not None:
         meta["init_from"] = str(cfg.init_from)
+
+    def export(path: Path) -> Path:
+        """Write the (EMA) weights as a policy directory; collective: every rank calls it."""
+        weights = parallel.full_state_dict(ema.shadow if ema is not None else model.state_dict())
+        if pipe is not None:
+            weights = parallel.gather_stages(weights, d)
+        if d.is_main:
+            policy = build_policy(p, spec)
+            policy.load_state_dict({k: v.float().cpu() for k, v in weights.items()})
+            Policy(policy, normalizer, tokenizer, meta).save(path)
+        return path
+
     tracker = None
     if d.is_main:
         if cfg.resume:
@@ -247,17 +261,14 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
                 samples, t_last, loss_sum, loss_n = 0, now, 0.0, 0
             if done % cfg.ckpt_every == 0 or done == cfg.steps:
                 save_checkpoint(run_dir / "checkpoints", done, model, optimizer, scaler, ema.shadow if ema else None)
+            if cfg.snapshot_every and done % cfg.snapshot_every == 0 and done < cfg.steps:
+                export(run_dir / "snapshots" / f"step_{done:07d}")
             progress.update(bar, completed=done)
     local_fraction = parallel.local_fraction(model, n_params)
-    weights = parallel.full_state_dict(ema.shadow if ema is not None else model.state_dict())
-    if pipe is not None:
-        weights = parallel.gather_stages(weights, d)
+    out = export(run_dir / "policy")
     if not d.is_main:
-        return run_dir / "policy"
+        return out
     tracker.close()
-    final = build_policy(p, spec)
-    final.load_state_dict({k: v.float().cpu() for k, v in weights.items()})
-    out = Policy(final, normalizer, tokenizer, meta).save(run_dir / "policy")
     summary = {"params": n_params, "precision": precision, "device": str(device), "steps": cfg.steps,
                "world_size": d.world, "parallel": dataclasses.asdict(cfg.parallel),
                "local_param_fraction": local_fraction, "effective_batch": effective_batch,
