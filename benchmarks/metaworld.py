@@ -8,9 +8,11 @@ held-out tasks, against training on those k demos from scratch.
     python benchmarks/metaworld.py --cpu --suite=ml10 # ML10: train tasks, zero-shot, few-shot k=5,10
     python benchmarks/metaworld.py --cpu --suite=mt50 --train.steps=5000  # MT50 on CPU (~45 min)
     python benchmarks/metaworld.py --train.steps=20000  # any quickstart key
+    python benchmarks/metaworld.py --cpu --train.snapshot_every=750  # + success-vs-steps learning curve
 
 Re-running resumes: finished episodes, policies, fine-tunings and their evaluations are reused.
-Writes benchmarks/results/metaworld_<suite>[_cpu].json and .md, and the training loss curves as _loss.png.
+Writes benchmarks/results/metaworld_<suite>[_cpu].json and .md, the training loss curves as _loss.png
+and, with snapshots, success against training steps as _curve.png.
 """
 
 from __future__ import annotations
@@ -90,6 +92,39 @@ def plot_loss_curves(runs: dict[str, Path], out: Path) -> dict[str, list[list[fl
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return curves
+
+
+def learning_curve(cfg: QuickstartConfig, final: dict, out: Path) -> list[dict]:
+    """Success on the training tasks of every policy snapshot (``--train.snapshot_every``) and of
+    the final policy, against training steps, as a plot; snapshots evaluated before are reused."""
+    root = Path(cfg.output_dir)
+    points = []
+    for snap in sorted((root / "train" / "snapshots").glob("step_*")):
+        res_file = root / "eval_snapshots" / snap.name / "results.json"
+        if res_file.is_file():
+            res = json.loads(res_file.read_text())
+        else:
+            res = evaluate(dataclasses.replace(cfg.eval, policy=str(snap), split="train",
+                                               output_dir=str(res_file.parent)), False)
+        fig = summarize(res)[0]
+        points.append({"step": int(snap.name.split("_")[1]), "average_success": fig["average_success"],
+                       "pooled_ci95": fig["pooled_ci95"]})
+    points.append({"step": cfg.train.steps, "average_success": final["average_success"],
+                   "pooled_ci95": final["pooled_ci95"]})
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [p["step"] for p in points]
+    rate = [100 * p["average_success"] for p in points]
+    low = [100 * (p["average_success"] - p["pooled_ci95"][0]) for p in points]
+    high = [100 * (p["pooled_ci95"][1] - p["average_success"]) for p in points]
+    ax.errorbar(steps, rate, yerr=[low, high], marker="o", capsize=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("average success % (95% CI)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return points
 
 
 def few_shot(cfg: QuickstartConfig, policy_dir: Path | None, k: int) -> tuple[dict, float]:
@@ -176,6 +211,10 @@ def main() -> None:
         runs |= {f"fine-tune k={k}": root / f"few_shot_k{k}" / "train" for k in FEW_SHOT_K}
         runs[f"scratch k={FEW_SHOT_K[-1]}"] = root / f"scratch_k{FEW_SHOT_K[-1]}" / "train"
     figures["loss_curves"] = plot_loss_curves(runs, RESULTS / f"{name}_loss.png")
+    if cfg.train.snapshot_every:
+        figures["learning_curve"] = learning_curve(cfg, trained, RESULTS / f"{name}_curve.png")
+        rows += [{"what": f"ours: average after {p['step']} steps", "success %": percent(p["average_success"], p["pooled_ci95"])}
+                 for p in figures["learning_curve"]]
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     figures["protocol"] = {
         "demos_per_task": cfg.collect.episodes_per_task, "trials_per_task": cfg.eval.episodes,
