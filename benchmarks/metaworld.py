@@ -106,9 +106,9 @@ def learning_curve(cfg: QuickstartConfig, final: dict, out: Path) -> list[dict]:
         else:
             res = evaluate(dataclasses.replace(cfg.eval, policy=str(snap), split="train",
                                                output_dir=str(res_file.parent)), False)
-        fig = summarize(res)[0]
-        points.append({"step": int(snap.name.split("_")[1]), "average_success": fig["average_success"],
-                       "pooled_ci95": fig["pooled_ci95"]})
+        stats = summarize(res)[0]
+        points.append({"step": int(snap.name.split("_")[1]), "average_success": stats["average_success"],
+                       "pooled_ci95": stats["pooled_ci95"]})
     points.append({"step": cfg.train.steps, "average_success": final["average_success"],
                    "pooled_ci95": final["pooled_ci95"]})
     fig, ax = plt.subplots(figsize=(6, 3.5))
