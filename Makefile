@@ -24,6 +24,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/render_fps.py
+	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/quickstart.py
 
 clean:
