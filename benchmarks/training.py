@@ -72,14 +72,18 @@ def gemm_peak(precision: str, device: str) -> float:
     return 2 * n**3 * 5 / (time.perf_counter() - t) / 1e9
 
 
+def _setup(precision: str, dev: torch.device, d_model: int = 128) -> tuple:
+    """The policy's loss module, AdamW and the precision's loss scaler, seeded."""
+    torch.manual_seed(0)
+    module = BCObjective(build_policy(PolicyConfig(d_model=d_model), SPEC)).to(dev)
+    return module, torch.optim.AdamW(module.parameters(), 1e-3), amp.grad_scaler(precision, dev)
+
+
 def step_stats(precision: str, device: str, d_model: int = 128, accumulate: int = 1) -> dict:
     """ms per optimizer step, samples/s, GFLOP per step and peak memory of the trainer's
     ``train_step`` (AdamW, clipping) over a global batch of 64 in ``accumulate`` micro-batches."""
-    torch.manual_seed(0)
     dev = torch.device(device)
-    module = BCObjective(build_policy(PolicyConfig(d_model=d_model), SPEC)).to(dev)
-    opt = torch.optim.AdamW(module.parameters(), 1e-3)
-    scaler = amp.grad_scaler(precision, dev)
+    module, opt, scaler = _setup(precision, dev, d_model)
     micro = [{k: v[i::accumulate] for k, v in batch().items()} for i in range(accumulate)]
     base = _rss_mb()
     if device == "cuda":
@@ -110,15 +114,14 @@ def time_shares(precision: str) -> dict:
     attention kernels, dtype casts, and the rest (element-wise, norms, optimizer)."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.manual_seed(0)
-    module = BCObjective(build_policy(PolicyConfig(), SPEC))
-    opt = torch.optim.AdamW(module.parameters(), 1e-3)
-    scaler, dev = amp.grad_scaler(precision, torch.device("cpu")), torch.device("cpu")
+    dev = torch.device("cpu")
+    module, opt, scaler = _setup(precision, dev)
+    data = [batch()]  # made once: only the training step is profiled
     for _ in range(WARMUP):
-        train_step(module, opt, scaler, [batch()], precision, dev, 1.0)
+        train_step(module, opt, scaler, data, precision, dev, 1.0)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(3):
-            train_step(module, opt, scaler, [batch()], precision, dev, 1.0)
+            train_step(module, opt, scaler, data, precision, dev, 1.0)
     ops = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
     total = sum(ops.values())
     matmul = sum(v for k, v in ops.items() if k in MATMUL_OPS)

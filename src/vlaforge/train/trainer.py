@@ -4,7 +4,8 @@ Per optimizer step: ``accumulate`` micro-batches under autocast, (un)scaled back
 clipping, the configured optimizer with warmup + cosine, EMA update; metrics every
 ``log_every`` steps, an atomic checkpoint every ``ckpt_every`` and, for learning curves, an
 exported policy every ``snapshot_every``. Batches and dropout are seeded by the step, so a run
-resumed from a checkpoint reproduces the loss curve of an uninterrupted one. The same loop runs on every rank under ``torchrun`` (train/parallel.py).
+resumed from a checkpoint reproduces the loss curve of an uninterrupted one. The same loop runs
+on every rank under ``torchrun`` (train/parallel.py).
 
 Effective batch = ``batch_size * accumulate * dp * fsdp``; the peak learning rate is
 ``optim.lr`` scaled by ``optim.lr_scaling`` from ``optim.reference_batch`` to it.
