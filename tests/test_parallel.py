@@ -183,3 +183,25 @@ def test_two_dimensional_meshes_match_one_process(reference, mode):
     assert losses(out) == pytest.approx(losses(single), rel=1e-4)
     for k, v in weights(single).items():
         torch.testing.assert_close(weights(out)[k], v, atol=2e-4, rtol=1e-3, msg=k)
+
+
+def test_data_parallel_runs_the_other_architectures(reference):
+    """DDP with a Mamba backbone, MoE feed-forward and tokenized head matches one process. The
+    capacity is ample and the balancing loss off: both depend on which tokens share a forward."""
+    tmp, _ = reference
+    arch = ["--policy.backbone=mamba", "--policy.ffn=moe", "--policy.head=tokenized", "--policy.moe_capacity=100",
+            "--policy.moe_aux_weight=0"]
+    single = run(tmp, "arch_single", [*arch, "--batch_size=8"])
+    out = run(tmp, "arch_dp", [*arch, "--parallel.dp=2", "--batch_size=4"], nproc=2)
+    assert losses(out) == pytest.approx(losses(single), rel=1e-4)
+    for k, v in weights(single).items():
+        torch.testing.assert_close(weights(out)[k], v, atol=2e-4, rtol=1e-3, msg=k)
+
+
+def test_tensor_parallel_refuses_what_it_cannot_split():
+    for kw in ({"ffn": "moe"}, {"backbone": "mamba"}):
+        torch.manual_seed(0)
+        model = build_policy(PolicyConfig(d_model=32, n_layers=1, n_heads=2, chunk_size=4, vision_channels=[8, 8], **kw),
+                             SPEC)
+        with pytest.raises(ValueError, match="tensor parallelism splits attention heads"):
+            parallel.apply_tp(model, mesh=None)

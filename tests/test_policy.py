@@ -75,3 +75,23 @@ def test_load_errors(tmp_path):
     (tmp_path / "pol/model.safetensors").write_bytes(b"junk")
     with pytest.raises(ValueError, match="do not load"):
         vlaforge.load_policy(tmp_path / "pol")
+
+
+def test_policies_saved_before_selectable_backbones_load(tmp_path):
+    """Older policy files name the block parts attn (with one fused qkv) and mlp."""
+    p = make_policy()
+    p.save(tmp_path / "pol")
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tmp_path / "pol/model.safetensors"))
+    old = {}
+    for k, v in state.items():
+        k = k.replace(".mixer.", ".attn.").replace(".ffn.", ".mlp.")
+        old[k] = v
+    for prefix in sorted({k.rsplit(".q.", 1)[0] for k in old if ".attn.q." in k}):
+        for kind in ("weight", "bias"):
+            old[f"{prefix}.qkv.{kind}"] = torch.cat([old.pop(f"{prefix}.{n}.{kind}") for n in "qkv"])
+    assert any(".attn.qkv." in k for k in old) and not any(".mixer." in k for k in old)
+    save_file(old, str(tmp_path / "pol/model.safetensors"))
+    q = vlaforge.load_policy(tmp_path / "pol")
+    np.testing.assert_array_equal(p.act(obs()), q.act(obs()))

@@ -35,3 +35,6 @@ class Registry(Generic[T]):
 SUITES: Registry = Registry("suite")
 POLICIES: Registry = Registry("policy")
 OPTIMIZERS: Registry = Registry("optimizer")
+HEADS: Registry = Registry("action head")
+BACKBONES: Registry = Registry("backbone")
+FFNS: Registry = Registry("feed-forward")

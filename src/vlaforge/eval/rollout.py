@@ -41,7 +41,7 @@ def run_episode(job: tuple) -> dict:
     env = worker_env((suite_name, task, split),
                      lambda: get_suite(suite_name).make_env(task, split, from_dict(EnvConfig, env_cfg)))
     obs, info = env.reset(seed=seed)
-    policy.reset()
+    policy.reset(seed)
     frames = [env.render_views(128)[0]] if record else []
     success, steps = False, 0
     done = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vlaforge.models.transformer import Block
+from vlaforge.models.transformer import MLP, Attention, Block
 
 
 class TextEncoder(nn.Module):
@@ -13,7 +13,7 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Parameter(torch.zeros(1, max_tokens, d_model))
-        self.block = Block(d_model, n_heads, dropout)
+        self.block = Block(d_model, Attention(d_model, n_heads, dropout), MLP(d_model), dropout)
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) ids -> (B, L, d_model) features and the (B, L) mask of real tokens."""

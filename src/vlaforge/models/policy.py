@@ -2,8 +2,15 @@
 
 Tokens, in order: instruction words, image keypoint tokens from a language-conditioned CNN
 (models/vision.py) for every history frame and camera, one proprio token per frame, and one
-learned query per future action. A transformer mixes them all with full attention, and the query
-tokens are read out as a normalised action chunk.
+learned query per future action. The fusion backbone (by default a transformer with full
+attention) mixes them all, and the action head reads the query tokens out as a normalised
+action chunk.
+
+The parts are chosen by name (models/heads, models/transformer.py, models/mamba.py,
+models/moe.py): ``--policy.head`` regression | tokenized | dit | flow, ``--policy.backbone``
+transformer | mamba for the fusion layers' token mixer, ``--policy.ffn`` mlp | moe for their
+feed-forward, and ``--policy.attention`` for the attention kernel. A Mamba backbone scans the
+tokens in the order above, so the queries, last, see everything.
 
 Training can use privileged simulator state that the policy never sees as input: the image
 positions of the task's target and goal supervise the first keypoint maps (a heatmap
@@ -32,17 +39,20 @@ from vlaforge.config import PolicyConfig, from_dict
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.tokenizer import WordTokenizer
 from vlaforge.envs.base import check_observation
+from vlaforge.models import heads, mamba, moe  # noqa: F401  (registration)
 from vlaforge.models.language import TextEncoder
 from vlaforge.models.transformer import Block
 from vlaforge.models.vision import ConvEncoder, heatmap_loss
-from vlaforge.registry import POLICIES
+from vlaforge.registry import BACKBONES, FFNS, HEADS, POLICIES
+
+DEFAULT_ACTION_RANGE = 3.0  # normalised action bounds (std units) when the data gives none
 
 
 @POLICIES.register("vla")
 class VLAPolicy(nn.Module):
     def __init__(
         self, cfg: PolicyConfig, image_size: int, num_cameras: int, state_dim: int, action_dim: int, vocab_size: int,
-        aux_dim: int = 0,
+        aux_dim: int = 0, action_range: tuple[list[float], list[float]] | None = None,
     ) -> None:
         super().__init__()
         d = cfg.d_model
@@ -55,23 +65,33 @@ class VLAPolicy(nn.Module):
         self.queries = nn.Parameter(torch.randn(1, cfg.chunk_size, d) * 0.02)
         # A dict keyed by layer number, so that a pipeline stage can drop the blocks of other
         # stages and keep the names (and checkpoint keys) of its own.
-        self.blocks = nn.ModuleDict({str(i): Block(d, cfg.n_heads, cfg.dropout) for i in range(cfg.n_layers)})
+        mixer, ffn = BACKBONES.get(cfg.backbone), FFNS.get(cfg.ffn)
+        self.blocks = nn.ModuleDict({str(i): Block(d, mixer(cfg), ffn(cfg), cfg.dropout) for i in range(cfg.n_layers)})
         self.ln_f = nn.LayerNorm(d)
-        self.head = nn.Linear(d, action_dim)
+        if action_range is None:
+            action_range = ([-DEFAULT_ACTION_RANGE] * action_dim, [DEFAULT_ACTION_RANGE] * action_dim)
+        low, high = (torch.tensor(r, dtype=torch.float32) for r in action_range)
+        if low.shape != (action_dim,) or high.shape != (action_dim,) or not bool((high > low).all()):
+            raise ValueError(f"action_range must be two lists of {action_dim} bounds with high > low, got {action_range}")
+        self.head = HEADS.get(cfg.head)(cfg, action_dim, low, high)
         # Auxiliary "where is the target / goal" query, trained on privileged sim state only.
         self.aux_dim = aux_dim
         if aux_dim:
             self.aux_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
             self.aux_head = nn.Linear(d, aux_dim)
 
-    def forward(self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """image uint8 (B, T, V, H, W, 3), state (B, T, S), tokens (B, L) -> actions (B, K, A)."""
-        return self._run(image, state, tokens)[0]
+    def forward(
+        self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """image uint8 (B, T, V, H, W, 3), state (B, T, S), tokens (B, L) -> normalised actions
+        (B, K, A); a sampling head draws its noise from ``generator``."""
+        return self.head.predict(self._run(image, state, tokens)[0], generator)
 
     def _run(
         self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """-> action chunk, auxiliary target/goal (or None), keypoint logit maps (B*T*V, K, H', W')."""
+        """-> query tokens for the head, auxiliary target/goal (or None), keypoint logit maps
+        (B*T*V, K, H', W')."""
         x, mask, heatmaps = self.embed(image, state, tokens)
         for block in self.blocks.values():
             x = block(x, mask)
@@ -96,27 +116,43 @@ class VLAPolicy(nn.Module):
         return x, mask, heatmaps
 
     def readout(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Action chunk from the query tokens; the auxiliary prediction from the last one."""
+        """The head's query tokens (B, K, d); the auxiliary prediction from the last token."""
         x = self.ln_f(x)
         k = self.cfg.chunk_size
         if self.aux_dim:
-            return self.head(x[:, -k - 1 : -1]), self.aux_head(x[:, -1])
-        return self.head(x[:, -k:]), None
+            return x[:, -k - 1 : -1], self.aux_head(x[:, -1])
+        return x[:, -k:], None
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return bc_loss(*self._run(batch["image"], batch["state"], batch["tokens"]), batch)
+        loss = bc_loss(self.head, *self._run(batch["image"], batch["state"], batch["tokens"]), batch)
+        balance = [b.ffn.stats["aux_loss"] for b in self.blocks.values() if "aux_loss" in getattr(b.ffn, "stats", {})]
+        if balance:
+            loss = loss + self.cfg.moe_aux_weight * torch.stack(balance).mean()
+        return loss
+
+    def metrics(self) -> dict[str, float]:
+        """Mixture-of-experts routing figures from the last forward, averaged over layers:
+        dropped assignments and each expert's share of the kept ones."""
+        stats = [b.ffn.stats for b in self.blocks.values() if getattr(b.ffn, "stats", None)]
+        if not stats:
+            return {}
+        out = {"moe_dropped": float(torch.stack([s["dropped"] for s in stats]).mean()),
+               "moe_balance_loss": float(torch.stack([s["aux_loss"].detach() for s in stats]).mean())}
+        share = torch.stack([s["utilisation"] for s in stats]).mean(0)
+        return out | {f"moe_expert{i}_share": float(v) for i, v in enumerate(share)}
 
 
-def bc_loss(pred: torch.Tensor, aux: torch.Tensor | None, heatmaps: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """L1 between predicted and demonstrated chunks, steps past the episode end counting zero;
-    plus the target/goal regression L1 when the batch carries ``env_state`` and the heatmap
-    cross-entropy when it carries their image positions (``keypoints``).
+def bc_loss(head: nn.Module, cond: torch.Tensor, aux: torch.Tensor | None, heatmaps: torch.Tensor,
+            batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The action head's loss on the demonstrated chunk (steps past the episode end count
+    zero); plus the target/goal regression L1 when the batch carries ``env_state`` and the
+    heatmap cross-entropy when it carries their image positions (``keypoints``).
 
     Every term is a mean over a fixed number of slots per sample, so the mean of equal
     micro-batches' losses is the whole batch's loss: gradient accumulation and data
-    parallelism then give exactly the large-batch update."""
-    err = (pred.float() - batch["action"]).abs().mean(-1)
-    loss = (err * batch["action_valid"].float()).mean()
+    parallelism then give exactly the large-batch update (for the sampling heads, in
+    expectation over their noise)."""
+    loss = head.loss(cond, batch["action"], batch["action_valid"])
     if aux is not None and "env_state" in batch:
         loss = loss + (aux.float() - batch["env_state"]).abs().mean()
     if "keypoints" in batch:
@@ -128,7 +164,7 @@ def build_policy(cfg: PolicyConfig, spec: dict) -> nn.Module:
     cls = POLICIES.get(cfg.name)
     return cls(
         cfg, spec["image_size"], len(spec["cameras"]), spec["state_dim"], spec["action_dim"], len(spec["vocab"]),
-        spec.get("aux_dim", 0),
+        spec.get("aux_dim", 0), spec.get("action_range"),
     )
 
 
@@ -143,10 +179,14 @@ class Policy:
         self.image_shape = (len(spec["cameras"]), spec["image_size"], spec["image_size"], 3)
         self.state_dim = spec["state_dim"]
         self._history: deque = deque(maxlen=self.cfg.n_obs_steps)
+        self._noise = torch.Generator(next(model.parameters()).device)
+        self.reset()
 
-    def reset(self) -> None:
-        """Forget the observation history (call at every episode start)."""
+    def reset(self, seed: int = 0) -> None:
+        """Forget the observation history and restart the head's noise from ``seed`` (call at
+        every episode start), so an episode's sampled chunks are reproducible."""
         self._history.clear()
+        self._noise.manual_seed(seed)
 
     @torch.no_grad()
     def act(self, obs: dict) -> np.ndarray:
@@ -162,7 +202,7 @@ class Policy:
         states = torch.stack([h[1] for h in self._history])[None].float()
         tokens = torch.tensor([self.tokenizer.encode(obs["instruction"], self.cfg.max_text_tokens)])
         device = next(self.model.parameters()).device
-        pred = self.model(images.to(device), states.to(device), tokens.to(device))[0].float().cpu().numpy()
+        pred = self.model(images.to(device), states.to(device), tokens.to(device), self._noise)[0].float().cpu().numpy()
         return np.clip(self.normalizer.unnorm_action(pred), -1.0, 1.0).astype(np.float32)
 
     def save(self, directory: str | os.PathLike) -> Path:

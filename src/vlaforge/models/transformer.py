@@ -1,12 +1,102 @@
-"""Pre-norm transformer block on torch's fused scaled_dot_product_attention (flash/mem-efficient
-kernels on CUDA, a fused flash kernel on CPU)."""
+"""Attention with a selectable kernel, the MLP feed-forward and the pre-norm residual block that
+every backbone (transformer, Mamba) and feed-forward (MLP, mixture of experts) plugs into.
+
+Attention backends (``--policy.attention``):
+
+| name          | kernel                                                                   |
+|---------------|--------------------------------------------------------------------------|
+| auto          | torch picks (CUDA: flash / mem-efficient; CPU fp32: flash); on CPU under bf16 autocast the math kernel below ``MATH_BELOW`` tokens, where it is faster than the CPU flash kernel, and flash from there on |
+| flash         | CUDA: the ``flash-attn`` package when installed (padding removed, exact), else torch's flash kernel; CPU: torch's fused flash kernel |
+| mem_efficient | torch's memory-efficient kernel (CUDA only; torch has none on CPU)       |
+| math          | torch's reference math kernel (materialises the attention matrix)        |
+
+``naive_attention`` is the textbook softmax(QK^T / sqrt(d)) V, the reference the benchmark and
+the tests compare the kernels against.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from vlaforge.config import PolicyConfig
+from vlaforge.registry import BACKBONES, FFNS
+
+ATTENTION_BACKENDS = ("auto", "flash", "mem_efficient", "math")
+# Under CPU bf16 autocast torch's math kernel beats its flash kernel on short sequences (64
+# tokens: 0.9 vs 1.5 ms fwd + bwd) and loses on long ones (1024: 175 vs 57 ms); the crossover
+# measured by benchmarks/attention.py is near 200 tokens.
+MATH_BELOW = 256
+_SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "mem_efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+
+
+def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, T, Dh) each, key_mask (B, T) True = attend -> (B, H, T, Dh)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, backend: str,
+              dropout: float = 0.0) -> torch.Tensor:
+    """Scaled dot-product attention on the named backend; (B, H, T, Dh) in and out."""
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; known: {', '.join(ATTENTION_BACKENDS)}")
+    if q.device.type == "cpu" and backend == "mem_efficient":
+        raise ValueError("attention backend mem_efficient has no CPU kernel in torch; use auto, flash or math")
+    if backend == "flash" and q.is_cuda and flash_attn_available():
+        return flash_attn_unpadded(q, k, v, key_mask, dropout)
+    if backend == "flash" and q.is_cuda and key_mask is not None:
+        raise ValueError("attention backend flash on CUDA with a padding mask needs the flash-attn package "
+                         "(pip install flash-attn): torch's flash kernel takes no mask; use auto or mem_efficient")
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    if backend == "auto":
+        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu") and q.shape[-2] < MATH_BELOW:
+            backend = "math"  # see the table above (benchmarks/results/attention.md)
+        else:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    with sdpa_kernel(_SDPA[backend]):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+
+
+def flash_attn_available() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def flash_attn_unpadded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
+                        dropout: float = 0.0, kernel=None) -> torch.Tensor:
+    """Attention through ``flash_attn_varlen_func``: the masked (padding) tokens are removed, the
+    sequences packed end to end, and the outputs scattered back, padding positions as zeros.
+
+    flash-attn takes no mask, so packing is how it skips padding exactly. ``kernel`` defaults to
+    the package's function; tests pass a reference to check the packing on CPU.
+    """
+    if kernel is None:
+        from flash_attn import flash_attn_varlen_func as kernel
+    b, h, t, dh = q.shape
+    keep = torch.ones(b, t, dtype=torch.bool, device=q.device) if key_mask is None else key_mask
+    lengths = keep.sum(1, dtype=torch.int32)
+    cu = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
+    rows = keep.flatten()
+    dtype = q.dtype if q.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+
+    def pack(x: torch.Tensor) -> torch.Tensor:  # (B, H, T, Dh) -> (N, H, Dh), real tokens only
+        return x.transpose(1, 2).reshape(b * t, h, dh)[rows].to(dtype)
+
+    longest = int(lengths.max())
+    out = kernel(pack(q), pack(k), pack(v), cu, cu, longest, longest, dropout_p=dropout)
+    full = out.new_zeros(b * t, h, dh)
+    full[rows] = out
+    return full.view(b, t, h, dh).transpose(1, 2).to(q.dtype)
 
 
 class Attention(nn.Module):
@@ -14,29 +104,23 @@ class Attention(nn.Module):
     split them by heads (train/parallel.py); heads are counted from the projection width, which
     is the local width on a tensor-parallel rank."""
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, dropout: float, backend: str = "auto") -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} must be divisible by n_heads {n_heads}")
-        self.n_heads, self.head_dim, self.dropout = n_heads, d_model // n_heads, dropout
+        if backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"unknown attention backend {backend!r}; known: {', '.join(ATTENTION_BACKENDS)}")
+        self.n_heads, self.head_dim, self.dropout, self.backend = n_heads, d_model // n_heads, dropout, backend
         self.q = nn.Linear(d_model, d_model)
         self.k = nn.Linear(d_model, d_model)
         self.v = nn.Linear(d_model, d_model)
         self.proj = nn.Linear(d_model, d_model)
         self._register_load_state_dict_pre_hook(_split_fused_qkv)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, _ = x.shape
         q, k, v = (f(x).view(b, t, -1, self.head_dim).transpose(1, 2) for f in (self.q, self.k, self.v))
-        mask = None if key_mask is None else key_mask[:, None, None, :]
-        dropout = self.dropout if self.training else 0.0
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            # On CPU torch's fused flash kernel is ~3x slower in bf16 than the math kernel
-            # (benchmarks/results/training.md); CUDA keeps flash/mem-efficient kernels.
-            with sdpa_kernel(SDPBackend.MATH):
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = attention(q, k, v, key_mask, self.backend, self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -49,15 +133,49 @@ def _split_fused_qkv(state: dict, prefix: str, *args) -> None:
                 state[f"{prefix}{name}.{kind}"] = part
 
 
+class MLP(nn.Sequential):
+    def __init__(self, d_model: int, hidden: int | None = None) -> None:
+        super().__init__(nn.Linear(d_model, hidden or 4 * d_model), nn.GELU(), nn.Linear(hidden or 4 * d_model, d_model))
+
+
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+    """Pre-norm residual block: x + mixer(ln(x)), then x + ffn(ln(x)). The mixer moves
+    information between tokens (attention, a state-space scan), the feed-forward within each."""
+
+    def __init__(self, d_model: int, mixer: nn.Module, ffn: nn.Module, dropout: float = 0.0) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(d_model)
-        self.attn = Attention(d_model, n_heads, dropout)
+        self.mixer = mixer
         self.ln2 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+        self.ffn = ffn
         self.drop = nn.Dropout(dropout)
+        self._register_load_state_dict_pre_hook(_rename_legacy)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), key_mask))
-        return x + self.drop(self.mlp(self.ln2(x)))
+        x = x + self.drop(self.mixer(self.ln1(x), key_mask))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+    def step(self, x: torch.Tensor, cache: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One token (B, d) with a recurrent mixer's cache (Mamba): inference for control."""
+        if not hasattr(self.mixer, "step"):
+            raise TypeError(f"{type(self.mixer).__name__} has no recurrent step; use the mamba backbone")
+        x = x + self.mixer.step(self.ln1(x), cache)
+        return x + self.ffn(self.ln2(x)[:, None])[:, 0]
+
+
+def _rename_legacy(state: dict, prefix: str, *args) -> None:
+    """Policies saved before backbones were selectable name the mixer ``attn`` and the
+    feed-forward ``mlp``."""
+    for old, new in (("attn.", "mixer."), ("mlp.", "ffn.")):
+        for key in [k for k in state if k.startswith(prefix + old)]:
+            state[prefix + new + key[len(prefix + old):]] = state.pop(key)
+
+
+@BACKBONES.register("transformer")
+def attention_mixer(cfg: PolicyConfig) -> nn.Module:
+    return Attention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.attention)
+
+
+@FFNS.register("mlp")
+def mlp_ffn(cfg: PolicyConfig) -> nn.Module:
+    return MLP(cfg.d_model)

@@ -102,11 +102,16 @@ def apply_tp(model: nn.Module, mesh) -> None:
     """Shard every fusion block's attention by heads and its MLP across ``mesh``."""
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
+    from vlaforge.models.transformer import MLP, Attention
+
     for block in model.blocks.values():
-        if block.attn.n_heads % mesh.size():
-            raise ValueError(f"parallel.tp={mesh.size()} must divide the {block.attn.n_heads} attention heads")
-        plan = {"attn.q": ColwiseParallel(), "attn.k": ColwiseParallel(), "attn.v": ColwiseParallel(),
-                "attn.proj": RowwiseParallel(), "mlp.0": ColwiseParallel(), "mlp.2": RowwiseParallel()}
+        if not isinstance(block.mixer, Attention) or not isinstance(block.ffn, MLP):
+            raise ValueError("tensor parallelism splits attention heads and the MLP; it does not support "
+                             f"policy.backbone={model.cfg.backbone} or policy.ffn={model.cfg.ffn} (use dp/fsdp)")
+        if block.mixer.n_heads % mesh.size():
+            raise ValueError(f"parallel.tp={mesh.size()} must divide the {block.mixer.n_heads} attention heads")
+        plan = {"mixer.q": ColwiseParallel(), "mixer.k": ColwiseParallel(), "mixer.v": ColwiseParallel(),
+                "mixer.proj": RowwiseParallel(), "ffn.0": ColwiseParallel(), "ffn.2": RowwiseParallel()}
         parallelize_module(block, mesh, plan)
 
 

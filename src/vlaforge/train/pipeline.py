@@ -6,7 +6,7 @@ rank, driven by a GPipe or 1F1B schedule from ``torch.distributed.pipelining``.
 Every rank builds the whole model and drops what other stages own (torchtitan's way), so
 parameter names, and with them checkpoint keys, are those of the whole model: a pipelined
 checkpoint resumes in one process and back. The first stage owns the encoders and the token
-assembly, the last the read-out heads; the blocks are divided as evenly as possible. Between
+assembly, the last the action head and read-out; the blocks are divided as evenly as possible. Between
 stages travel the tokens, their key mask (as floats) and the keypoint maps that the loss on the
 last stage supervises. Each rank draws the same batch; the first stage consumes its inputs and
 the last its targets, packed into one tensor so the schedule can split them into micro-batches.
@@ -67,8 +67,8 @@ class Stage(nn.Module):
             x = block(x, mask > 0.5)
         if not self.last:
             return x, mask, heatmaps
-        pred, aux = self.model.readout(x)
-        return pred, aux if aux is not None else pred.new_zeros(len(pred), 0), heatmaps
+        cond, aux = self.model.readout(x)
+        return cond, aux if aux is not None else cond.new_zeros(len(cond), 0), heatmaps
 
 
 class Targets:
@@ -102,6 +102,9 @@ class Pipeline:
         schedules = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
         if schedule not in schedules:
             raise ValueError(f"unknown parallel.pp_schedule {schedule!r}; use gpipe or 1f1b")
+        if model.cfg.ffn == "moe":
+            raise ValueError("pipeline parallelism does not carry the mixture-of-experts balancing loss between "
+                             "stages; train policy.ffn=moe with dp/fsdp")
         index = d.mesh["pp"].get_local_rank()
         self.stage_module = Stage(model, index, n_stages)
         self.stage = PipelineStage(self.stage_module, index, n_stages, device, group=d.mesh.get_group("pp"))
@@ -109,8 +112,9 @@ class Pipeline:
         self.d, self.targets, self.scale = d, None, 1.0
 
     def _loss(self, output: tuple[torch.Tensor, ...], packed: torch.Tensor) -> torch.Tensor:
-        pred, aux, heatmaps = output
-        return bc_loss(pred, aux if aux.shape[-1] else None, heatmaps, self.targets.unpack(packed)) * self.scale
+        cond, aux, heatmaps = output
+        head = self.stage_module.model.head
+        return bc_loss(head, cond, aux if aux.shape[-1] else None, heatmaps, self.targets.unpack(packed)) * self.scale
 
     def train_step(self, optimizer: torch.optim.Optimizer, micro_batches: list[dict[str, torch.Tensor]],
                    precision: str, device: torch.device, clip: float) -> tuple[float, torch.Tensor, bool]:

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
@@ -169,11 +170,14 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
         "action_dim": int(data.action.shape[1]),
         "aux_dim": 0 if data.env_state is None else int(data.env_state.shape[1]),
         "vocab": tokenizer.vocab,
+        "action_range": _action_range(dataset.stats, normalizer),
     }
     if base is not None and 0 in (spec["aux_dim"], base.meta["spec"]["aux_dim"]):
         # The base's auxiliary head is kept (untrained without privileged state in the data);
         # a base without one ignores the dataset's privileged state.
         spec["aux_dim"] = base.meta["spec"]["aux_dim"]
+    if base is not None:
+        spec["action_range"] = base.meta["spec"].get("action_range")
     torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
     model = (build_policy(p, spec) if base is None else _finetune_model(base, spec)).to(device)
     n_params = sum(t.numel() for t in model.parameters())
@@ -256,7 +260,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
                 now = time.perf_counter()
                 rate = samples / max(now - t_last, 1e-9)
                 metrics = {"loss": loss_sum / loss_n, "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": rate,
-                           "skipped_steps": skipped_steps}
+                           "skipped_steps": skipped_steps, **model.metrics()}
                 tracker.log(done, metrics)
                 progress.update(bar, status=f"loss {metrics['loss']:.4f}  {rate:,.0f} samples/s")
                 samples, t_last, loss_sum, loss_n = 0, now, 0.0, 0
@@ -276,6 +280,17 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
                "skipped_steps": skipped_steps}
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return out
+
+
+def _action_range(stats: dict, normalizer: Normalizer) -> tuple[list[float], list[float]] | None:
+    """The demonstrated actions' per-dimension minimum and maximum in normalised units (the
+    tokenized head's bin range, the diffusion head's clip range), or None without min/max."""
+    a = stats.get("action", {})
+    if "min" not in a or "max" not in a:
+        return None
+    low = normalizer.norm_action(np.asarray(a["min"], np.float32))
+    high = np.maximum(normalizer.norm_action(np.asarray(a["max"], np.float32)), low + 1e-3)
+    return low.tolist(), high.tolist()
 
 
 def _warn_batch_norm(model: nn.Module, cfg: TrainConfig) -> None:

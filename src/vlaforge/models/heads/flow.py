@@ -1,0 +1,42 @@
+"""Flow-matching head (pi0): a DiT learns the velocity that carries noise to actions.
+
+With x_t = t * noise + (1 - t) * action, the target velocity is noise - action; training times
+follow pi0's Beta(1.5, 1) (more weight on noisy times), and sampling integrates dx/dt from
+t = 1 (pure noise) to t = 0 with ``sample_steps`` Euler steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vlaforge.config import PolicyConfig
+from vlaforge.models.heads.dit import DiT
+from vlaforge.registry import HEADS
+
+
+@HEADS.register("flow")
+class FlowHead(nn.Module):
+    def __init__(self, cfg: PolicyConfig, action_dim: int, low: torch.Tensor, high: torch.Tensor) -> None:
+        super().__init__()
+        if cfg.sample_steps < 1:
+            raise ValueError(f"sample_steps must be >= 1, got {cfg.sample_steps}")
+        self.sample_steps, self.action_dim = cfg.sample_steps, action_dim
+        self.net = DiT(action_dim, cfg.chunk_size, cfg.d_model, cfg.head_layers, cfg.n_heads)
+        self.time_dist = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
+
+    def loss(self, cond: torch.Tensor, action: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        t = (0.999 * self.time_dist.sample((len(action),)) + 0.001).to(action.device)
+        noise = torch.randn_like(action)
+        x = t[:, None, None] * noise + (1 - t[:, None, None]) * action
+        err = (self.net(x, t, cond).float() - (noise - action)).pow(2).mean(-1)
+        return (err * valid.float()).mean()
+
+    def predict(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        b, k = cond.shape[:2]
+        x = torch.randn(b, k, self.action_dim, generator=generator, device=cond.device)
+        dt = 1.0 / self.sample_steps
+        for i in range(self.sample_steps):
+            t = torch.full((b,), 1.0 - i * dt, device=cond.device)
+            x = x - dt * self.net(x, t, cond).float()
+        return x
