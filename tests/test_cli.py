@@ -42,3 +42,13 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["frobnicate"]) == 2
     assert main(["eval", f"--policy={tmp_path}"]) == 2
     assert "lacks config.json" in capsys.readouterr().err
+
+
+def test_list_names_every_registered_part(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "heads (--policy.head): dit, flow, regression, tokenized" in out
+    assert "backbones (--policy.backbone): mamba, transformer" in out
+    assert "ffn (--policy.ffn): mlp, moe" in out
+    assert "attention (--policy.attention): auto, flash, mem_efficient, math" in out
+    assert "adamw" in out and "kfac" in out

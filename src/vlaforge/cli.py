@@ -83,7 +83,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
 def _usage() -> str:
     lines = ["usage: vlaforge <verb> [--config FILE.yaml] [--key=value ...] [--help]", "", "verbs:"]
     lines += [f"  {name:11s} {doc}" for name, (_, _, doc) in VERBS.items()]
-    lines.append("  list        registered suites, tasks and policies")
+    lines.append("  list        registered suites, tasks, policies, heads, backbones, optimizers")
     return "\n".join(lines)
 
 
@@ -126,14 +126,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, rest = argv[0], argv[1:]
     if verb == "list":
-        import vlaforge.models.policy  # noqa: F401  (registers policies)
+        import vlaforge.models.policy  # noqa: F401  (registers policies and their parts)
+        import vlaforge.train.optim  # noqa: F401  (registers optimizers)
         from vlaforge.envs import get_suite
-        from vlaforge.registry import POLICIES, SUITES
+        from vlaforge.models.transformer import ATTENTION_BACKENDS
+        from vlaforge.registry import BACKBONES, FFNS, HEADS, OPTIMIZERS, POLICIES, SUITES
 
         for name in SUITES.names():
             s = get_suite(name)
             print(f"suite {name}: tasks {', '.join(s.tasks)}; splits {', '.join(s.splits)}")
-        print(f"policies: {', '.join(POLICIES.names())}")
+        for kind, names in (("policies", POLICIES.names()), ("heads (--policy.head)", HEADS.names()),
+                            ("backbones (--policy.backbone)", BACKBONES.names()), ("ffn (--policy.ffn)", FFNS.names()),
+                            ("attention (--policy.attention)", ATTENTION_BACKENDS),
+                            ("optimizers (--optim.name)", OPTIMIZERS.names())):
+            print(f"{kind}: {', '.join(names)}")
         return 0
     if verb not in VERBS:
         print(f"error: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
