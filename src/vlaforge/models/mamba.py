@@ -25,6 +25,7 @@ inference for control, O(1) per new token however long the history. Padding toke
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -89,7 +90,9 @@ def selective_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.
         return y + D[:, None] * x[:, :length]
 
 
+@functools.cache
 def mamba_ssm_available() -> bool:
+    """Asked on every CUDA call: answered once, since a failed import is not cached by Python."""
     try:
         import mamba_ssm  # noqa: F401
     except ImportError:

@@ -125,15 +125,19 @@ class VLAPolicy(nn.Module):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         loss = bc_loss(self.head, *self._run(batch["image"], batch["state"], batch["tokens"]), batch)
-        balance = [b.ffn.stats["aux_loss"] for b in self.blocks.values() if "aux_loss" in getattr(b.ffn, "stats", {})]
-        if balance:
-            loss = loss + self.cfg.moe_aux_weight * torch.stack(balance).mean()
+        stats = self._routing_stats()
+        if stats:
+            loss = loss + self.cfg.moe_aux_weight * torch.stack([s["aux_loss"] for s in stats]).mean()
         return loss
+
+    def _routing_stats(self) -> list[dict[str, torch.Tensor]]:
+        """The last forward's routing statistics of every mixture-of-experts layer (none for MLPs)."""
+        return [b.ffn.stats for b in self.blocks.values() if getattr(b.ffn, "stats", None)]
 
     def metrics(self) -> dict[str, float]:
         """Mixture-of-experts routing figures from the last forward, averaged over layers:
         dropped assignments and each expert's share of the kept ones."""
-        stats = [b.ffn.stats for b in self.blocks.values() if getattr(b.ffn, "stats", None)]
+        stats = self._routing_stats()
         if not stats:
             return {}
         out = {"moe_dropped": float(torch.stack([s["dropped"] for s in stats]).mean()),

@@ -16,6 +16,7 @@ the tests compare the kernels against.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -64,7 +65,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
 
+@functools.cache
 def flash_attn_available() -> bool:
+    """Asked on every CUDA call: answered once, since a failed import is not cached by Python."""
     try:
         import flash_attn  # noqa: F401
     except ImportError:
