@@ -18,6 +18,7 @@ from vlaforge.config import (
     QuickstartConfig,
     RunsConfig,
     TrainConfig,
+    TransferConfig,
     apply_overrides,
     describe_fields,
     load_yaml,
@@ -42,11 +43,26 @@ def _train(cfg: TrainConfig) -> Any:
 def _eval(cfg: EvalConfig) -> Any:
     from vlaforge.eval.rollout import evaluate
 
+    if cfg.perturb:
+        from vlaforge.eval.robustness import sweep
+
+        for factor, points in sweep(cfg)["curves"].items():
+            print(f"{factor:14s} " + "  ".join(f"{p['severity']:.2f}: {p['success_rate']:5.1%}" for p in points))
+        return
     r = evaluate(cfg)
     print(f"{r['suite']}/{r['split']}: success {r['success_rate']:.1%} (95% CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}) "
           f"over {r['episodes']} episodes")
     for task, v in r["per_task"].items():
         print(f"  {task:14s} {v['success_rate']:6.1%}  [{v['ci95'][0]:.0%}, {v['ci95'][1]:.0%}]")
+
+
+def _transfer(cfg: TransferConfig) -> Any:
+    from vlaforge.eval.transfer import transfer
+
+    s = transfer(cfg)
+    for name, r in s["domains"].items():
+        gap = f"  gap {r['gap']:+.1%} [{r['gap_ci95'][0]:+.1%}, {r['gap_ci95'][1]:+.1%}]" if "gap" in r else ""
+        print(f"{name:14s} {r['success_rate']:6.1%}  [{r['ci95'][0]:.0%}, {r['ci95'][1]:.0%}]{gap}")
 
 
 def _runs(cfg: RunsConfig) -> Any:
@@ -75,6 +91,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "collect": (CollectConfig, _collect, "roll scripted experts and write a LeRobot v3.0 dataset"),
     "train": (TrainConfig, _train, "train a policy on a dataset"),
     "eval": (EvalConfig, _eval, "evaluate a policy in closed loop; writes results.json and report.html"),
+    "transfer": (TransferConfig, _transfer, "evaluate in the source simulation and held-out target domains"),
     "quickstart": (QuickstartConfig, _quickstart, "collect -> train -> eval on the built-in suite"),
     "runs": (RunsConfig, _runs, "list training runs: status, step, loss, dataset hash, commit"),
 }
@@ -83,7 +100,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
 def _usage() -> str:
     lines = ["usage: vlaforge <verb> [--config FILE.yaml] [--key=value ...] [--help]", "", "verbs:"]
     lines += [f"  {name:11s} {doc}" for name, (_, _, doc) in VERBS.items()]
-    lines.append("  list        registered suites, tasks, policies, heads, backbones, optimizers")
+    lines.append("  list        registered suites, tasks, policies, heads, backbones, optimizers, domains")
     return "\n".join(lines)
 
 
@@ -126,11 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, rest = argv[0], argv[1:]
     if verb == "list":
+        import vlaforge.envs.randomization  # noqa: F401  (registers the named domains)
         import vlaforge.models.policy  # noqa: F401  (registers policies and their parts)
         import vlaforge.train.optim  # noqa: F401  (registers optimizers)
         from vlaforge.envs import get_suite
+        from vlaforge.envs.randomization import PERTURBATIONS
         from vlaforge.models.transformer import ATTENTION_BACKENDS
-        from vlaforge.registry import BACKBONES, FFNS, HEADS, OPTIMIZERS, POLICIES, SUITES
+        from vlaforge.registry import BACKBONES, DOMAINS, FFNS, HEADS, OPTIMIZERS, POLICIES, SUITES
 
         for name in SUITES.names():
             s = get_suite(name)
@@ -138,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         for kind, names in (("policies", POLICIES.names()), ("heads (--policy.head)", HEADS.names()),
                             ("backbones (--policy.backbone)", BACKBONES.names()), ("ffn (--policy.ffn)", FFNS.names()),
                             ("attention (--policy.attention)", ATTENTION_BACKENDS),
-                            ("optimizers (--optim.name)", OPTIMIZERS.names())):
+                            ("optimizers (--optim.name)", OPTIMIZERS.names()),
+                            ("domains (--domain.preset, transfer --targets)", DOMAINS.names()),
+                            ("perturbations (eval --perturb)", ["all", *PERTURBATIONS])):
             print(f"{kind}: {', '.join(names)}")
         return 0
     if verb not in VERBS:

@@ -35,6 +35,54 @@ class EnvConfig:
     num_objects: int = field(default=3, metadata={"help": "objects on the table (2 or 3)"})
 
 
+def _range(lo: float, hi: float, doc: str):
+    return field(default_factory=lambda: [lo, hi], metadata={"help": doc})
+
+
+@dataclass
+class VisualRandomization:
+    """Appearance ranges, each ``[lo, hi]`` sampled uniformly per episode; defaults leave it nominal."""
+
+    object_color: list[float] = _range(0.0, 0.0, "RGB offset added per channel to each task object's colour")
+    surface_color: list[float] = _range(0.0, 0.0, "RGB offset per channel of table and backdrop (backdrop shown)")
+    texture: float = field(default=0.0, metadata={"help": "probability of a random texture on table and backdrop"})
+    light_intensity: list[float] = _range(1.0, 1.0, "scale of every light's brightness")
+    light_direction: list[float] = _range(0.0, 0.0, "tilt of the lights in degrees (switches the suite's lights on)")
+    camera_position: list[float] = _range(0.0, 0.0, "offset of each camera coordinate (m)")
+    camera_rotation: list[float] = _range(0.0, 0.0, "rotation about each camera axis (degrees)")
+    camera_fov: list[float] = _range(0.0, 0.0, "field-of-view offset (degrees)")
+
+
+@dataclass
+class PhysicsRandomization:
+    """Scales of the nominal physical parameters, each ``[lo, hi]`` sampled per episode."""
+
+    friction: list[float] = _range(1.0, 1.0, "scale of every contact friction coefficient")
+    mass: list[float] = _range(1.0, 1.0, "scale of every body's mass and inertia")
+    damping: list[float] = _range(1.0, 1.0, "scale of every joint's damping")
+    actuator_gain: list[float] = _range(1.0, 1.0, "scale of every actuator's gain (servo stiffness)")
+
+
+@dataclass
+class SensorRandomization:
+    """Sensor and timing imperfections, each ``[lo, hi]`` sampled per episode."""
+
+    image_noise: list[float] = _range(0.0, 0.0, "std of Gaussian pixel noise (0-255 scale)")
+    blur: list[float] = _range(0.0, 0.0, "std of Gaussian blur (pixels)")
+    proprio_noise: list[float] = _range(0.0, 0.0, "std of Gaussian noise on the proprio state")
+    latency: list[int] = field(default_factory=lambda: [0, 0], metadata={"help": "steps each action is delayed"})
+    drop_frames: list[float] = _range(0.0, 0.0, "probability per step that the camera repeats its last frame")
+    camera_offset: list[float] = _range(0.0, 0.0, "image shift in pixels per axis (calibration error)")
+
+
+@dataclass
+class DomainConfig:
+    preset: str = field(default="", metadata={"help": "a named domain (see `vlaforge list`) instead of the ranges"})
+    visual: VisualRandomization = field(default_factory=VisualRandomization)
+    physics: PhysicsRandomization = field(default_factory=PhysicsRandomization)
+    sensor: SensorRandomization = field(default_factory=SensorRandomization)
+
+
 @dataclass
 class CollectConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -46,6 +94,7 @@ class CollectConfig:
     post_success_steps: int = field(default=5, metadata={"help": "expert steps recorded after the success step"})
     output: str = field(default="data/tabletop", metadata={"help": "dataset directory"})
     resume: bool = field(default=False, metadata={"help": "continue an interrupted collection in `output`"})
+    domain: DomainConfig = field(default_factory=DomainConfig)
 
 
 @dataclass
@@ -125,6 +174,10 @@ class TrainConfig:
     init_from: str = field(
         default="", metadata={"help": "policy directory to fine-tune (its architecture and normalisation are kept)"}
     )
+    align_dataset: str = field(
+        default="", metadata={"help": "target-domain dataset whose images (not actions) the visual features are aligned to"}
+    )
+    align_weight: float = field(default=1.0, metadata={"help": "weight of the feature-alignment (CORAL) loss"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = all cores"})
     tracking: str = field(
         default="mlflow", metadata={"help": "mlflow | wandb | console | none (metrics.jsonl is always written)"}
@@ -146,6 +199,24 @@ class EvalConfig:
     videos_per_task: int = field(default=1, metadata={"help": "rollout GIFs per task in the report"})
     action_horizon: int = field(default=0, metadata={"help": "actions executed per chunk; 0 = chunk_size/2"})
     max_steps: int = field(default=0, metadata={"help": "episode step limit; 0 = the policy's env setting"})
+    domain: DomainConfig = field(default_factory=DomainConfig)
+    perturb: list[str] = field(
+        default_factory=list, metadata={"help": "robustness sweep: factor=severity or factor=lo..hi (see docs/sim2real.md)"}
+    )
+
+
+@dataclass
+class TransferConfig:
+    policy: str = field(default="", metadata={"help": "policy directory (trained in the source simulation)"})
+    targets: list[str] = field(
+        default_factory=lambda: ["real-proxy-A", "real-proxy-B", "real-proxy-C"],
+        metadata={"help": "named target domains (see `vlaforge list`)"},
+    )
+    split: str = field(default="train", metadata={"help": "scene/instruction split, the same in source and targets"})
+    episodes: int = field(default=20, metadata={"help": "episodes per task in each domain"})
+    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
+    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed; every domain replays the same scenes"})
+    output_dir: str = field(default="", metadata={"help": "where transfer/ goes; empty = beside the policy"})
 
 
 @dataclass

@@ -8,6 +8,7 @@ while the expert's clean action is recorded (DART), which teaches the policy to 
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -15,9 +16,10 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vlaforge.config import EVAL_SEEDS, CollectConfig, EnvConfig, save_yaml
+from vlaforge.config import EVAL_SEEDS, CollectConfig, save_yaml
 from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, encode_png, make_features
-from vlaforge.pool import map_in_workers, worker_env
+from vlaforge.envs.randomization.wrapper import worker_domain_env
+from vlaforge.pool import map_in_workers
 
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_opening"]
 ACTION_NAMES = ["dx", "dy", "dz", "gripper"]
@@ -37,9 +39,13 @@ def _worker_init() -> None:
 
 
 def run_expert_episode(
-    suite_name: str, env_cfg: dict, split: str, task: str, seed: int, noise: float, post_success_steps: int = 0
+    suite_name: str, env_cfg: dict, split: str, task: str, seed: int, noise: float, post_success_steps: int = 0,
+    domain: dict | None = None,
 ) -> dict | None:
     """One expert episode (retrying new scenes if the expert fails); PNG frames included.
+
+    In a randomized ``domain`` the expert still acts on the true simulator state, so
+    demonstrations stay correct while what the policy will see (and how actions land) varies.
 
     The expert keeps acting, without noise, for ``post_success_steps`` steps after the success
     step: a success that completes on a release (stacking) otherwise leaves a single frame of
@@ -48,23 +54,24 @@ def run_expert_episode(
     from vlaforge.envs import get_suite
 
     suite = get_suite(suite_name)
-    env = worker_env((suite_name, task, split), lambda: suite.make_env(task, split, EnvConfig(**env_cfg)))
-    expert = suite.make_expert(env)
+    env = worker_domain_env(suite_name, task, split, env_cfg, domain)
+    sim = env.unwrapped
+    expert = suite.make_expert(sim)
     record_points = bool(suite.env_state_columns(env_cfg["cameras"]))
     for attempt in range(RETRIES):
         s = seed + attempt * RETRY_STRIDE
         rng = np.random.default_rng(s)
-        obs, info = env.reset(seed=s)
+        obs, info0 = env.reset(seed=s)
         expert.reset()
         images, states, actions, env_states = [], [], [], []
         success, after = False, 0
-        for _ in range(env.max_steps + post_success_steps):
+        for _ in range(sim.max_steps + post_success_steps):
             action = np.asarray(expert.act(), dtype=np.float32)
             images.append(obs["image"])
             states.append(obs["state"])
             actions.append(action)
             if record_points:
-                env_states.append(env.task_points())
+                env_states.append(sim.task_points())
             executed = action.copy()
             if noise > 0 and not success:
                 executed[:3] += rng.normal(0.0, noise, 3).astype(np.float32)
@@ -82,6 +89,7 @@ def run_expert_episode(
                 "state": np.stack(states),
                 "action": np.stack(actions),
                 "env_state": np.stack(env_states) if env_states else None,
+                "domain": info0.get("domain"),
             }
     return None
 
@@ -102,9 +110,13 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     last = scene_seed(cfg.seed, len(tasks) - 1, cfg.episodes_per_task - 1) + (RETRIES - 1) * RETRY_STRIDE
     if cfg.seed < 0 or last >= EVAL_SEEDS:
         raise ValueError(f"collection seeds {cfg.seed}..{last} must lie in [0, {EVAL_SEEDS}), below the evaluation seeds")
+    from vlaforge.envs.randomization import is_source, resolve
+
+    domain = None if is_source(cfg.domain) else asdict(resolve(cfg.domain))
     out = Path(cfg.output)
     features = make_features(cfg.env.cameras, cfg.env.image_size, STATE_NAMES, ACTION_NAMES, suite.env_state_columns(cfg.env.cameras))
-    extra = {"vlaforge": {"suite": suite.name, "split": cfg.split, "tasks": tasks, "env": asdict(cfg.env) | {"tasks": tasks}}}
+    extra = {"vlaforge": {"suite": suite.name, "split": cfg.split, "tasks": tasks, "env": asdict(cfg.env) | {"tasks": tasks},
+                          "domain": domain}}
     writer = DatasetWriter(out, features, suite.fps, resume=cfg.resume, extra_info=extra)
     save_yaml(cfg, out / "collect_config.yaml")
     done_seeds = {(e.get("vlaforge/task"), e.get("vlaforge/seed")) for e in writer.episodes}
@@ -113,7 +125,7 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
         for j in range(cfg.episodes_per_task):
             seed = scene_seed(cfg.seed, t_index, j)
             if (task, seed) not in done_seeds:
-                jobs.append((suite.name, asdict(cfg.env), cfg.split, task, seed, cfg.noise, cfg.post_success_steps))
+                jobs.append((suite.name, asdict(cfg.env), cfg.split, task, seed, cfg.noise, cfg.post_success_steps, domain))
     workers = cfg.workers or os.cpu_count() or 1
     failed = 0
     progress = Progress(
@@ -122,7 +134,7 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     with progress:
         bar = progress.add_task("collect", total=len(jobs))
         results = map_in_workers(_job, jobs, workers, _worker_init)
-        for (_, _, _, task, seed, _, _), result in zip(jobs, results):
+        for (_, _, _, task, seed, *_), result in zip(jobs, results):
             if result is None:
                 failed += 1
             else:
@@ -130,7 +142,8 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
                     EpisodeFrames(result["images"], result["state"], result["action"], result["instruction"],
                                   result["env_state"]),
                     encoded_images=result["pngs"],
-                    extra={"vlaforge/task": task, "vlaforge/seed": seed},
+                    extra={"vlaforge/task": task, "vlaforge/seed": seed}
+                    | ({"vlaforge/domain": json.dumps(result["domain"])} if domain else {}),
                 )
             progress.advance(bar)
     if failed:

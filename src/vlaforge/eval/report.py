@@ -14,31 +14,56 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def success_plot(results: dict) -> bytes:
-    tasks = list(results["per_task"])
-    rates = [results["per_task"][t]["success_rate"] for t in tasks]
-    lo = [r - results["per_task"][t]["ci95"][0] for t, r in zip(tasks, rates)]
-    hi = [results["per_task"][t]["ci95"][1] - r for t, r in zip(tasks, rates)]
-    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(tasks)), 3.2), dpi=110)
-    ax.bar(tasks, rates, yerr=[lo, hi], capsize=4, color="#4c78a8")
-    ax.axhline(results["success_rate"], color="#e45756", ls="--", lw=1, label=f"overall {results['success_rate']:.0%}")
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("success rate (95% Wilson CI)")
-    ax.set_title(f"{results['suite']} / {results['split']}")
-    ax.legend(loc="lower right", fontsize=8)
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
-    fig.tight_layout()
+def png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is closed)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
 
 
+def interval_bars(labels: list[str], rates: list[float], cis: list[list[float]], title: str,
+                  line: tuple[float, str] | None = None) -> bytes:
+    """Bars of success rates with their 95% intervals; ``line`` = (value, label) drawn across."""
+    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(labels)), 3.2), dpi=110)
+    err = [[r - c[0] for r, c in zip(rates, cis)], [c[1] - r for r, c in zip(rates, cis)]]
+    ax.bar(labels, rates, yerr=err, capsize=4, color="#4c78a8")
+    if line is not None:
+        ax.axhline(line[0], color="#e45756", ls="--", lw=1, label=line[1])
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate (95% Wilson CI)")
+    ax.set_title(title)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
+    fig.tight_layout()
+    return png(fig)
+
+
+def success_plot(results: dict) -> bytes:
+    tasks = list(results["per_task"])
+    return interval_bars(
+        tasks, [results["per_task"][t]["success_rate"] for t in tasks], [results["per_task"][t]["ci95"] for t in tasks],
+        f"{results['suite']} / {results['split']}", (results["success_rate"], f"overall {results['success_rate']:.0%}"),
+    )
+
+
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page in the reports' style."""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
+figure{{display:inline-block;margin:6px;width:200px;font-size:12px;vertical-align:top}}</style></head><body>
+<h1>{html.escape(title)}</h1>{body}</body></html>"""
+
+
+def embed(png_bytes: bytes) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(png_bytes).decode()}">'
+
+
 def write_report(results: dict, records: list[dict], out: Path) -> Path:
     videos = out / "videos"
     videos.mkdir(parents=True, exist_ok=True)
-    plot = base64.b64encode(success_plot(results)).decode()
-    (out / "success.png").write_bytes(base64.b64decode(plot))
+    plot = success_plot(results)
+    (out / "success.png").write_bytes(plot)
     cards = []
     for r in records:
         if r.get("frames") is None:
@@ -55,16 +80,14 @@ def write_report(results: dict, records: list[dict], out: Path) -> Path:
         f"<td>[{v['ci95'][0]:.1%}, {v['ci95'][1]:.1%}]</td><td>{v['mean_episode_length']:.1f}</td></tr>"
         for t, v in results["per_task"].items()
     )
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>vlaforge eval</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
-figure{{display:inline-block;margin:6px;width:200px;font-size:12px;vertical-align:top}}</style></head><body>
-<h1>{html.escape(results['suite'])} &mdash; split {html.escape(results['split'])}</h1>
-<p>Policy <code>{html.escape(results['policy'])}</code>: <b>{results['success_rate']:.1%}</b> success over
+    domain = results.get("domain", {}).get("name", "source")
+    body = f"""<p>Policy <code>{html.escape(results['policy'])}</code>: <b>{results['success_rate']:.1%}</b> success over
 {results['episodes']} episodes, 95% CI [{results['ci95'][0]:.1%}, {results['ci95'][1]:.1%}],
-mean length {results['mean_episode_length']:.1f} steps, {results['wall_seconds']:.1f} s wall.</p>
-<img src="data:image/png;base64,{plot}">
+mean length {results['mean_episode_length']:.1f} steps, {results['wall_seconds']:.1f} s wall; domain {html.escape(domain)}.</p>
+{embed(plot)}
 <table><tr><th>task</th><th>successes</th><th>rate</th><th>95% CI</th><th>mean length</th></tr>{rows}</table>
-<h2>Rollouts</h2>{''.join(cards)}</body></html>"""
+<h2>Rollouts</h2>{''.join(cards)}"""
+    text = page(f"{results['suite']} \u2014 split {results['split']}", body)
     path = out / "report.html"
-    path.write_text(page)
+    path.write_text(text)
     return path

@@ -11,14 +11,15 @@ import json
 import os
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vlaforge.config import EVAL_SEEDS, EnvConfig, EvalConfig, from_dict, save_yaml
+from vlaforge.config import EVAL_SEEDS, EvalConfig, save_yaml
 from vlaforge.eval.stats import wilson_interval
-from vlaforge.pool import map_in_workers, worker_env
+from vlaforge.pool import map_in_workers
 
 _STATE: dict = {}
 
@@ -33,16 +34,20 @@ def _worker_init(policy_dir: str) -> None:
 
 
 def run_episode(job: tuple) -> dict:
-    """(suite, env_cfg, split, task, seed, horizon, record) -> one episode's outcome."""
-    from vlaforge.envs import get_suite
+    """(suite, env_cfg, split, task, seed, horizon, record, domain) -> one episode's outcome.
 
-    suite_name, env_cfg, split, task, seed, horizon, record = job
+    Videos show the simulator's camera at 128 px (visual randomization included, sensor
+    corruption not: that is applied to the policy's 64 px input only)."""
+    from vlaforge.envs.randomization.wrapper import worker_domain_env
+
+    suite_name, env_cfg, split, task, seed, horizon, record, domain = job
     policy = _STATE["policy"]
-    env = worker_env((suite_name, task, split),
-                     lambda: get_suite(suite_name).make_env(task, split, from_dict(EnvConfig, env_cfg)))
+    env = worker_domain_env(suite_name, task, split, env_cfg, domain)
+    sim = env.unwrapped
     obs, info = env.reset(seed=seed)
+    drawn = info.get("domain")
     policy.reset(seed)
-    frames = [env.render_views(128)[0]] if record else []
+    frames = [sim.render_views(128)[0]] if record else []
     success, steps = False, 0
     done = False
     while not done:
@@ -50,7 +55,7 @@ def run_episode(job: tuple) -> dict:
             obs, _, terminated, truncated, info = env.step(action)
             steps += 1
             if record:
-                frames.append(env.render_views(128)[0])
+                frames.append(sim.render_views(128)[0])
             if terminated or truncated:
                 success, done = bool(info["success"]), True
                 break
@@ -61,6 +66,7 @@ def run_episode(job: tuple) -> dict:
         "success": success,
         "length": steps,
         "frames": np.stack(frames) if record else None,
+        **({"domain": drawn} if drawn else {}),
     }
 
 
@@ -76,6 +82,7 @@ def _default_tasks(suite, split: str, trained: list[str]) -> list[str]:
 def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     """Roll the policy out and write results.json and report.html; returns the results dict."""
     from vlaforge.envs import get_suite
+    from vlaforge.envs.randomization import is_source, resolve
     from vlaforge.eval.report import write_report
     from vlaforge.models.policy import load_policy
 
@@ -83,6 +90,8 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
         raise ValueError("eval needs --policy=DIR (a policy directory)")
     if cfg.episodes < 1:
         raise ValueError("episodes must be >= 1")
+    if cfg.perturb:
+        raise ValueError("--perturb sweeps run through vlaforge.eval.robustness.sweep (`vlaforge eval` calls it)")
     if cfg.seed < EVAL_SEEDS:
         warnings.warn(f"evaluation seed {cfg.seed} is below {EVAL_SEEDS}: episodes may replay training scenes", stacklevel=2)
     policy = load_policy(cfg.policy)
@@ -97,11 +106,12 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     horizon = cfg.action_horizon or max(1, policy.cfg.chunk_size // 2)
     if horizon > policy.cfg.chunk_size:
         raise ValueError(f"action_horizon {horizon} exceeds the policy's chunk_size {policy.cfg.chunk_size}")
+    domain = None if is_source(cfg.domain) else asdict(resolve(cfg.domain))
     out = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.policy).parent / "eval" / cfg.split
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
     jobs = [
-        (suite.name, env_cfg, cfg.split, task, cfg.seed + i, horizon, i < cfg.videos_per_task)
+        (suite.name, env_cfg, cfg.split, task, cfg.seed + i, horizon, i < cfg.videos_per_task, domain)
         for task in tasks
         for i in range(cfg.episodes)
     ]
@@ -121,6 +131,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     wall = time.perf_counter() - t0
     records.sort(key=lambda r: (tasks.index(r["task"]), r["seed"]))
     results = summarize(records, tasks, suite.name, cfg.split, cfg.policy, cfg.seed, wall)
+    results["domain"] = {"name": cfg.domain.preset or ("source" if domain is None else "custom"), "ranges": domain}
     write_report(results, records, out)
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
@@ -154,7 +165,8 @@ def summarize(records: list[dict], tasks: list[str], suite: str, split: str, pol
         "policy": str(policy),
         "seed": seed,
         "episodes_detail": [
-            {key: r[key] for key in ("task", "seed", "instruction", "success", "length")} for r in records
+            {key: r[key] for key in ("task", "seed", "instruction", "success", "length", "domain") if key in r}
+            for r in records
         ],
     }
 

@@ -115,6 +115,14 @@ class VLAPolicy(nn.Module):
         mask = torch.cat([text_mask, text_mask.new_ones(b, rest)], dim=1)
         return x, mask, heatmaps
 
+    def visual_features(self, image: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The vision encoder's global (spatially pooled) token, one (d,) row per frame and
+        camera: the appearance summary that feature alignment (``--train.align_dataset``)
+        matches across domains."""
+        text, text_mask = self.text(tokens)
+        patches, _ = self.vision(image.flatten(0, 2), text, text_mask)
+        return patches[:, -1].float()
+
     def readout(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The head's query tokens (B, K, d); the auxiliary prediction from the last token."""
         x = self.ln_f(x)

@@ -33,6 +33,7 @@ from vlaforge.data.sampler import ChunkSampler, pixel_columns
 from vlaforge.data.tokenizer import WordTokenizer
 from vlaforge.models.policy import Policy, build_policy, load_policy
 from vlaforge.train import amp, parallel
+from vlaforge.train.alignment import coral_loss
 from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vlaforge.train.ema import EMA
 from vlaforge.train.optim import build_optimizer, lr_at, scaled_lr
@@ -63,12 +64,21 @@ class BCObjective(nn.Module):
     """The behaviour-cloning loss as a module's forward, so that DDP's and FSDP's hooks, which
     ride on ``forward``, see every call."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, align_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
+        self.align_weight = align_weight
+        self.last_align_loss: float | None = None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model.loss(batch)
+        loss = self.model.loss(batch)
+        if "align_image" in batch:  # unlabelled target-domain frames: align the visual features
+            source = self.model.visual_features(batch["image"], batch["tokens"])
+            target = self.model.visual_features(batch["align_image"], batch["align_tokens"])
+            align = coral_loss(source, target)
+            self.last_align_loss = float(align.detach())
+            loss = loss + self.align_weight * align
+        return loss
 
 
 def train_step(
@@ -163,6 +173,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
     env_state_names = dataset.features.get(ENV_STATE, {}).get("names") or []
     pixels = pixel_columns(env_state_names, data.cameras) if data.env_state is not None else None
     sampler = ChunkSampler(data, normalizer, tokenizer, p.n_obs_steps, p.chunk_size, p.max_text_tokens, pixels)
+    align = _align_sampler(cfg, data, normalizer, tokenizer) if cfg.align_dataset else None
     spec = {
         "image_size": int(data.images.shape[2]),
         "cameras": data.cameras,
@@ -182,7 +193,8 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
     model = (build_policy(p, spec) if base is None else _finetune_model(base, spec)).to(device)
     n_params = sum(t.numel() for t in model.parameters())
     _warn_batch_norm(model, cfg)
-    module = parallel.parallelize(BCObjective(model), model, d)
+    objective = BCObjective(model, cfg.align_weight)
+    module = parallel.parallelize(objective, model, d)
     pipe = None
     if cfg.parallel.pp > 1:
         if cfg.batch_size % cfg.parallel.pp_microbatches:
@@ -238,6 +250,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout noise depends on the step only
             micro = (
                 sampler.sample(cfg.batch_size, sampler.generator(cfg.seed, step, m), cfg.image_shift, (d.dp_rank, d.dp_size))
+                | (_align_batch(align, cfg, step, m, d) if align is not None else {})
                 for m in range(cfg.accumulate)
             )
             if pipe is None:
@@ -261,6 +274,8 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
                 rate = samples / max(now - t_last, 1e-9)
                 metrics = {"loss": loss_sum / loss_n, "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": rate,
                            "skipped_steps": skipped_steps, **model.metrics()}
+                if objective.last_align_loss is not None:
+                    metrics["align_loss"] = objective.last_align_loss
                 tracker.log(done, metrics)
                 progress.update(bar, status=f"loss {metrics['loss']:.4f}  {rate:,.0f} samples/s")
                 samples, t_last, loss_sum, loss_n = 0, now, 0.0, 0
@@ -331,6 +346,27 @@ def _finetune_model(base: Policy, spec: dict) -> torch.nn.Module:
     state["text.embed.weight"] = torch.cat([embed, embed[1:2].expand(extra, -1)])
     model.load_state_dict(state)
     return model
+
+
+def _align_sampler(cfg: TrainConfig, data, normalizer: Normalizer, tokenizer: WordTokenizer) -> ChunkSampler:
+    """Frames of the target-domain dataset (its actions are never used) for feature alignment."""
+    if cfg.parallel.pp > 1:
+        raise ValueError("feature alignment (--align_dataset) is not supported with pipeline parallelism")
+    if cfg.align_weight < 0:
+        raise ValueError(f"align_weight must be >= 0, got {cfg.align_weight}")
+    target = LeRobotDataset(cfg.align_dataset).load()
+    if target.images.shape[1:] != data.images.shape[1:]:
+        raise ValueError(f"align_dataset images {target.images.shape[1:]} differ from the training images "
+                         f"{data.images.shape[1:]}")
+    p = cfg.policy
+    return ChunkSampler(target, normalizer, tokenizer, p.n_obs_steps, 1, p.max_text_tokens)
+
+
+def _align_batch(align: ChunkSampler, cfg: TrainConfig, step: int, micro: int, d: parallel.Dist) -> dict:
+    """Target frames for one micro-batch, drawn from their own stream of the step's seed."""
+    gen = align.generator(cfg.seed + 7919, step, micro)
+    batch = align.sample(cfg.batch_size, gen, 0, (d.dp_rank, d.dp_size))
+    return {"align_image": batch["image"], "align_tokens": batch["tokens"]}
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -114,6 +114,12 @@ class MetaWorldEnv(gym.Env):
         pixels = [-project_points(self.model, self.data, cam, points).ravel() for cam in self.cameras]
         return np.concatenate([points.ravel(), *pixels]).astype(np.float32)
 
+    def randomization_targets(self) -> dict:
+        """Geom ids that visual domain randomization may recolour: the floor as the surface, every
+        other geom (robot, objects, table) as objects. No backdrop or spare textures."""
+        floor = self.model.geom("floor").id
+        return {"objects": [g for g in range(self.model.ngeom) if g != floor], "surfaces": [floor], "backdrop": -1, "textures": []}
+
     def render_views(self, size: int | None = None) -> np.ndarray:
         """Every camera at ``size`` (default image_size): uint8 (V, H, W, 3), upright."""
         frames = self._cameras.render(self.data, self.cameras, size or self.image_size)

@@ -119,6 +119,16 @@ class TabletopEnv(gym.Env):
         pixels = [self.project(points, cam).ravel() for cam in self.cameras]
         return np.concatenate([points.ravel(), *pixels]).astype(np.float32)
 
+    def randomization_targets(self) -> dict:
+        """Geom and material ids that visual domain randomization may recolour or retexture."""
+        m = self.model
+        return {
+            "objects": [self._obj_geom[n] for n in scene.object_names()] + [m.geom(f"zone{i}").id for i in range(scene.NUM_ZONES)],
+            "surfaces": [m.geom("table").id, m.geom("backdrop").id],
+            "backdrop": m.geom("backdrop").id,
+            "textures": [m.material(n).id for n in ("dr_checker", "dr_noise", "dr_gradient")],
+        }
+
     def project(self, points: np.ndarray, camera: str) -> np.ndarray:
         """World points (..., 3) -> image coordinates (..., 2): u right, v down, [-1, 1] edge to edge."""
         return project_points(self.model, self.data, camera, points)

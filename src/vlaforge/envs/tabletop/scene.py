@@ -6,9 +6,16 @@ episode uses onto the table and parks the rest out of view, so no model is recom
 the renderer is created once per environment.
 
 Frame: the table top is the plane z = 0, x to the right of the camera, y away from it.
+
+Domain randomization (``vlaforge.envs.randomization``) uses parts that are invisible and
+inert in the nominal scene: a backdrop geom in geom group 3 (not rendered unless moved to a
+visible group; no contacts), a directional key light that starts switched off, and textured
+materials that no geom uses until one is assigned.
 """
 
 from __future__ import annotations
+
+import math
 
 SHAPES = ("cube", "cylinder", "ball")
 COPIES_PER_SHAPE = 3
@@ -56,8 +63,6 @@ def _object_xml(name: str, shape: str, park: tuple[float, float]) -> str:
 def _bowl_xml() -> str:
     walls = []
     n = 10
-    import math
-
     for k in range(n):
         a = 2 * math.pi * k / n
         r = BOWL_RADIUS + 0.004
@@ -91,11 +96,21 @@ def build_mjcf(offscreen_size: int = 128) -> str:
     <global offwidth="{offscreen_size}" offheight="{offscreen_size}"/>
     <headlight ambient="0.45 0.45 0.45" diffuse="0.55 0.55 0.55" specular="0 0 0"/>
   </visual>
+  <asset>
+    <texture name="dr_checker" type="2d" builtin="checker" rgb1="1 1 1" rgb2="0.55 0.55 0.55" width="64" height="64"/>
+    <texture name="dr_noise" type="2d" builtin="flat" mark="random" random="0.35" rgb1="1 1 1" markrgb="0.35 0.35 0.35" width="64" height="64"/>
+    <texture name="dr_gradient" type="2d" builtin="gradient" rgb1="1 1 1" rgb2="0.35 0.35 0.35" width="64" height="64"/>
+    <material name="dr_checker" texture="dr_checker" texrepeat="6 6"/>
+    <material name="dr_noise" texture="dr_noise" texrepeat="2 2"/>
+    <material name="dr_gradient" texture="dr_gradient" texrepeat="1 1"/>
+  </asset>
   <default>
     <geom friction="1.5 0.01 0.001" solref="0.01 1"/>
   </default>
   <worldbody>
     <geom name="table" type="plane" size="0.5 0.5 0.02" rgba="0.55 0.42 0.3 1"/>
+    <geom name="backdrop" type="box" size="1.5 0.01 0.8" pos="0 0.75 0.3" group="3" contype="0" conaffinity="0" rgba="0.6 0.6 0.6 1"/>
+    <light name="key" directional="true" active="false" pos="0 0 1" dir="0 0 -1" diffuse="0.45 0.45 0.45" specular="0 0 0" castshadow="false"/>
     <camera name="front" pos="0 -0.5 0.5" xyaxes="1 0 0 0 0.69 0.72" fovy="48"/>
     <camera name="top" pos="0 0 0.75" xyaxes="1 0 0 0 1 0" fovy="42"/>
     <body name="ee" pos="0 0 0.15" gravcomp="1">

@@ -1,0 +1,236 @@
+"""Sim-to-real transfer, measured sim-to-sim: policies trained without domain randomization, with
+each randomization family and with all of them, evaluated in the source simulation and in the
+held-out target domains real-proxy-A/B/C; domain adaptation on top of DR (few-shot fine-tuning
+on k target demonstrations, CORAL feature alignment on unlabelled target frames, and continued
+training as the control); robustness sweeps for the no-DR and all-DR policies.
+
+    python benchmarks/sim2real.py                 # reduced CPU configuration (~90 min on 2 cores)
+    python benchmarks/sim2real.py --steps=3000 --demos=100 --episodes=50   # larger
+
+Re-running resumes: datasets, policies and evaluations already on disk are reused.
+Writes benchmarks/results/sim2real.{json,md} and sim2real_{transfer,robustness}.png.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from common import RESULTS, write
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from vlaforge.config import (  # noqa: E402
+    CollectConfig,
+    DomainConfig,
+    EnvConfig,
+    EvalConfig,
+    OptimConfig,
+    TrainConfig,
+    TransferConfig,
+)
+from vlaforge.data.collect import collect  # noqa: E402
+from vlaforge.envs import get_suite  # noqa: E402
+from vlaforge.envs.randomization import TARGETS, randomize  # noqa: E402
+from vlaforge.eval.robustness import sweep  # noqa: E402
+from vlaforge.eval.rollout import evaluate  # noqa: E402
+from vlaforge.eval.stats import difference_interval  # noqa: E402
+from vlaforge.eval.transfer import transfer  # noqa: E402
+from vlaforge.train.checkpoint import latest_checkpoint  # noqa: E402
+from vlaforge.train.trainer import train  # noqa: E402
+
+ROOT = Path("runs/bench_sim2real")
+TASKS = ["pick_place", "open_drawer", "press_button"]
+VARIANTS = {"none": "", "visual": "dr-visual", "physics": "dr-physics", "sensor": "dr-sensor", "all": "dr-all"}
+SWEEP = ["lighting=0..1", "camera=0..1", "object_color=0..1", "background=0..1", "friction=0..1",
+         "actuator_gain=0..1", "image_noise=0..1", "latency=0..1", "all=0..1"]
+TARGET_DEMO_SEED = 700_000  # target-domain demonstrations come from scenes apart from the source data's
+
+
+def _arg(name: str, default: str) -> str:
+    return next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith(f"--{name}=")), default)
+
+
+def cached(path: Path, make) -> dict:
+    """``path``'s JSON if a previous run wrote it, else ``make()`` (which writes it)."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = make()
+    return result if isinstance(result, dict) else json.loads(path.read_text())
+
+
+def dataset(name: str, domain: DomainConfig, episodes: int, seed: int = 0) -> Path:
+    out = ROOT / f"data_{name}"
+    cfg = CollectConfig(env=EnvConfig(tasks=TASKS), episodes_per_task=episodes, output=str(out), seed=seed,
+                        domain=domain, resume=(out / "meta").exists())
+    return collect(cfg, show_progress=False)
+
+
+def train_policy(run: Path, data: Path, steps: int, **kw) -> Path:
+    if (run / "policy").exists():
+        return run / "policy"
+    cfg = TrainConfig(dataset=str(data), output_dir=str(run), steps=steps, tracking="none",
+                      resume=latest_checkpoint(run / "checkpoints") is not None, **kw)
+    return train(cfg, show_progress=False)
+
+
+def expert_success(target: str, episodes: int) -> dict:
+    """How often the scripted expert succeeds in a target domain: a target the expert cannot
+    solve would measure the domain, not the policy."""
+    suite = get_suite("tabletop")
+    rates = {}
+    for task in TASKS:
+        env = randomize(suite.make_env(task, "train", suite.resolve(EnvConfig(tasks=TASKS))), DomainConfig(preset=target))
+        expert = suite.make_expert(env.unwrapped)
+        wins = 0
+        for i in range(episodes):
+            env.reset(seed=2 * 10**9 + i)
+            expert.reset()
+            done = False
+            while not done:
+                _, _, terminated, truncated, info = env.step(expert.act())
+                done = terminated or truncated
+            wins += bool(info["success"])
+        env.close()
+        rates[task] = wins / episodes
+    return rates
+
+
+def adaptation(target: str, base: Path, source_data: Path, k: int, steps: int, episodes: int) -> dict:
+    """Few-shot fine-tuning, feature alignment and continued training (control) from ``base``,
+    each evaluated in ``target``."""
+    target_data = dataset(f"target_{target}", DomainConfig(preset=target), k, seed=TARGET_DEMO_SEED)
+    optim = OptimConfig(lr=3e-4, warmup_steps=30)
+    runs = {
+        "few_shot": dict(data=target_data),
+        "align": dict(data=source_data, align_dataset=str(target_data)),
+        "continued": dict(data=source_data),
+    }
+    out = {}
+    for method, kw in runs.items():
+        run = ROOT / f"adapt_{target}_{method}"
+        data = kw.pop("data")
+        policy = train_policy(run, data, steps, init_from=str(base), optim=optim, **kw)
+        res = cached(run / "eval" / "results.json", lambda: evaluate(EvalConfig(
+            policy=str(policy), split="train", episodes=episodes, domain=DomainConfig(preset=target),
+            output_dir=str(run / "eval"), videos_per_task=1), False))
+        out[method] = {"success_rate": res["success_rate"], "ci95": res["ci95"], "successes": _k(res),
+                       "episodes": res["episodes"]}
+    return out
+
+
+def _k(res: dict) -> int:
+    return sum(v["successes"] for v in res["per_task"].values())
+
+
+def plot_transfer(table: dict, out: Path) -> None:
+    domains = ["source", *TARGETS]
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=110)
+    width = 0.8 / len(table)
+    for i, (variant, rows) in enumerate(table.items()):
+        xs = np.arange(len(domains)) + i * width
+        rates = [rows[d]["success_rate"] for d in domains]
+        err = [[r - rows[d]["ci95"][0] for r, d in zip(rates, domains)], [rows[d]["ci95"][1] - r for r, d in zip(rates, domains)]]
+        ax.bar(xs, rates, width, yerr=err, capsize=2, label=f"DR: {variant}")
+    ax.set_xticks(np.arange(len(domains)) + 0.4 - width / 2, domains)
+    ax.set_ylabel("success (95% CI)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, 1.15))
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def plot_robustness(curves: dict, out: Path) -> None:
+    factors = list(next(iter(curves.values())))
+    cols = 3
+    fig, axes = plt.subplots((len(factors) + cols - 1) // cols, cols, figsize=(9, 2.4 * ((len(factors) + cols - 1) // cols)),
+                             dpi=110, sharex=True, sharey=True)
+    for ax, factor in zip(axes.flat, factors):
+        for variant, by_factor in curves.items():
+            pts = by_factor[factor]
+            xs = [p["severity"] for p in pts]
+            ax.plot(xs, [p["success_rate"] for p in pts], marker="o", ms=3, label=f"DR: {variant}")
+            ax.fill_between(xs, [p["ci95"][0] for p in pts], [p["ci95"][1] for p in pts], alpha=0.15)
+        ax.set_title(factor, fontsize=9)
+        ax.set_ylim(0, 1.05)
+    axes.flat[0].legend(fontsize=7)
+    for ax in axes.flat[len(factors):]:
+        ax.axis("off")
+    fig.supxlabel("severity")
+    fig.supylabel("success")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main() -> None:
+    steps, demos = int(_arg("steps", "1500")), int(_arg("demos", "60"))
+    episodes, k = int(_arg("episodes", "20")), int(_arg("k", "10"))
+    sweep_episodes, adapt_steps = int(_arg("sweep_episodes", "10")), int(_arg("adapt_steps", "300"))
+    ROOT.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    table, policies, data = {}, {}, {}
+    for variant, preset in VARIANTS.items():
+        data[variant] = dataset(variant, DomainConfig(preset=preset), demos)
+        policies[variant] = train_policy(ROOT / f"train_{variant}", data[variant], steps)
+        out = ROOT / f"transfer_{variant}"
+        summary = cached(out / "transfer.json", lambda: transfer(TransferConfig(
+            policy=str(policies[variant]), targets=list(TARGETS), episodes=episodes, output_dir=str(out)), False))
+        table[variant] = summary["domains"]
+        print(variant, {d: round(r["success_rate"], 3) for d, r in table[variant].items()}, flush=True)
+    experts = cached(ROOT / "expert_success.json", lambda: _write(ROOT / "expert_success.json",
+                                                                 {t: expert_success(t, 10) for t in TARGETS}))
+    adapt = {}
+    for target in TARGETS:
+        adapt[target] = adaptation(target, policies["all"], data["all"], k, adapt_steps, episodes)
+        print(target, {m: round(r["success_rate"], 3) for m, r in adapt[target].items()}, flush=True)
+    curves = {}
+    for variant in ("none", "all"):
+        out = ROOT / f"robustness_{variant}"
+        res = cached(out / "robustness.json", lambda: sweep(EvalConfig(
+            policy=str(policies[variant]), split="train", episodes=sweep_episodes, perturb=SWEEP,
+            output_dir=str(out), videos_per_task=0), False))
+        curves[variant] = res["curves"]
+    plot_transfer(table, RESULTS / "sim2real_transfer.png")
+    plot_robustness(curves, RESULTS / "sim2real_robustness.png")
+    rows = []
+    for variant, domains in table.items():
+        row = {"trained with": variant if variant != "none" else "no DR"}
+        for name, r in domains.items():
+            row[name] = f"{100 * r['success_rate']:.1f} [{100 * r['ci95'][0]:.0f}, {100 * r['ci95'][1]:.0f}]"
+        row["mean gap"] = f"{100 * np.mean([domains[t]['gap'] for t in TARGETS]):+.1f}"
+        rows.append(row)
+    base = {t: table["all"][t] for t in TARGETS}
+    for method in ("continued", "few_shot", "align"):
+        row = {"trained with": f"all DR + {method.replace('_', '-')}", "source": ""}
+        for t in TARGETS:
+            r, b = adapt[t][method], base[t]
+            n_b = b["episodes"]
+            lo, hi = difference_interval(r["successes"], r["episodes"], round(b["success_rate"] * n_b), n_b)
+            row[t] = (f"{100 * r['success_rate']:.1f} [{100 * r['ci95'][0]:.0f}, {100 * r['ci95'][1]:.0f}] "
+                      f"(gain {100 * (r['success_rate'] - b['success_rate']):+.1f} [{100 * lo:+.0f}, {100 * hi:+.0f}])")
+        row["mean gap"] = ""
+        rows.append(row)
+    figures = {
+        "protocol": {"suite": "tabletop", "tasks": TASKS, "demos_per_task": demos, "train_steps": steps,
+                     "eval_episodes_per_task_per_domain": episodes, "few_shot_k_per_task": k, "adapt_steps": adapt_steps,
+                     "sweep_episodes_per_task": sweep_episodes, "split": "train (new scene seeds >= 1e9)"},
+        "transfer": table, "adaptation": adapt, "expert_success_in_targets": experts, "robustness": curves,
+        "wall_minutes": (time.perf_counter() - t0) / 60,
+    }
+    write("sim2real", figures, rows, "Sim-to-real transfer (sim-to-sim proxy): success % [95% CI] by training domain")
+
+
+def _write(path: Path, payload: dict) -> dict:
+    path.write_text(json.dumps(payload, indent=2))
+    return payload
+
+
+if __name__ == "__main__":
+    main()
