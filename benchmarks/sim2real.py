@@ -1,6 +1,7 @@
 """Sim-to-real transfer, measured sim-to-sim: policies trained without domain randomization, with
 each randomization family and with all of them, evaluated in the source simulation and in the
-held-out target domains real-proxy-A/B/C; domain adaptation on top of DR (few-shot fine-tuning
+held-out target domains real-proxy-A/B/C and in another simulator (the tasks rebuilt in
+PyBullet, tabletop-bullet); domain adaptation on top of DR (few-shot fine-tuning
 on k target demonstrations, CORAL feature alignment on unlabelled target frames, and continued
 training as the control); robustness sweeps for the no-DR and all-DR policies.
 
@@ -49,6 +50,7 @@ TASKS = ["pick_place", "open_drawer", "press_button"]
 VARIANTS = {"none": "", "visual": "dr-visual", "physics": "dr-physics", "sensor": "dr-sensor", "all": "dr-all"}
 SWEEP = ["lighting=0..1", "camera=0..1", "object_color=0..1", "background=0..1", "friction=0..1",
          "actuator_gain=0..1", "image_noise=0..1", "latency=0..1", "all=0..1"]
+CROSS_SIM = "tabletop-bullet"
 TARGET_DEMO_SEED = 700_000  # target-domain demonstrations come from scenes apart from the source data's
 
 
@@ -80,12 +82,13 @@ def train_policy(run: Path, data: Path, steps: int, **kw) -> Path:
 
 
 def expert_success(target: str, episodes: int) -> dict:
-    """How often the scripted expert succeeds in a target domain: a target the expert cannot
-    solve would measure the domain, not the policy."""
-    suite = get_suite("tabletop")
+    """How often the scripted expert succeeds in a target domain (or simulator): a target the
+    expert cannot solve would measure the domain, not the policy."""
+    suite = get_suite(CROSS_SIM if target == CROSS_SIM else "tabletop")
+    domain = DomainConfig() if target == CROSS_SIM else DomainConfig(preset=target)
     rates = {}
     for task in TASKS:
-        env = randomize(suite.make_env(task, "train", suite.resolve(EnvConfig(tasks=TASKS))), DomainConfig(preset=target))
+        env = randomize(suite.make_env(task, "train", suite.resolve(EnvConfig(tasks=TASKS))), domain)
         expert = suite.make_expert(env.unwrapped)
         wins = 0
         for i in range(episodes):
@@ -128,8 +131,19 @@ def _k(res: dict) -> int:
     return sum(v["successes"] for v in res["per_task"].values())
 
 
+def cross_simulator(policy: Path, source: dict, out: Path, episodes: int) -> dict:
+    """The policy in the PyBullet build of its tasks, with the gap to its MuJoCo source result."""
+    res = cached(out / "results.json", lambda: evaluate(EvalConfig(
+        policy=str(policy), split="train", episodes=episodes, suite=CROSS_SIM, output_dir=str(out)), False))
+    k0 = round(source["success_rate"] * source["episodes"])
+    return {"success_rate": res["success_rate"], "ci95": res["ci95"], "episodes": res["episodes"],
+            "per_task": {t: v["success_rate"] for t, v in res["per_task"].items()},
+            "gap": source["success_rate"] - res["success_rate"],
+            "gap_ci95": list(difference_interval(k0, source["episodes"], _k(res), res["episodes"]))}
+
+
 def plot_transfer(table: dict, out: Path) -> None:
-    domains = ["source", *TARGETS]
+    domains = list(next(iter(table.values())))
     fig, ax = plt.subplots(figsize=(8, 3.6), dpi=110)
     width = 0.8 / len(table)
     for i, (variant, rows) in enumerate(table.items()):
@@ -183,9 +197,11 @@ def main() -> None:
         summary = cached(out / "transfer.json", lambda: transfer(TransferConfig(
             policy=str(policies[variant]), targets=list(TARGETS), episodes=episodes, output_dir=str(out)), False))
         table[variant] = summary["domains"]
+        table[variant][CROSS_SIM] = cross_simulator(policies[variant], table[variant]["source"],
+                                                    ROOT / f"bullet_{variant}", episodes)
         print(variant, {d: round(r["success_rate"], 3) for d, r in table[variant].items()}, flush=True)
     experts = cached(ROOT / "expert_success.json", lambda: _write(ROOT / "expert_success.json",
-                                                                 {t: expert_success(t, 10) for t in TARGETS}))
+                                                                 {t: expert_success(t, 10) for t in [*TARGETS, CROSS_SIM]}))
     adapt = {}
     for target in TARGETS:
         adapt[target] = adaptation(target, policies["all"], data["all"], k, adapt_steps, episodes)
@@ -204,7 +220,7 @@ def main() -> None:
         row = {"trained with": variant if variant != "none" else "no DR"}
         for name, r in domains.items():
             row[name] = f"{100 * r['success_rate']:.1f} [{100 * r['ci95'][0]:.0f}, {100 * r['ci95'][1]:.0f}]"
-        row["mean gap"] = f"{100 * np.mean([domains[t]['gap'] for t in TARGETS]):+.1f}"
+        row["mean gap (A-C)"] = f"{100 * np.mean([domains[t]['gap'] for t in TARGETS]):+.1f}"
         rows.append(row)
     base = {t: table["all"][t] for t in TARGETS}
     for method in ("continued", "few_shot", "align"):
@@ -215,7 +231,8 @@ def main() -> None:
             lo, hi = difference_interval(r["successes"], r["episodes"], round(b["success_rate"] * n_b), n_b)
             row[t] = (f"{100 * r['success_rate']:.1f} [{100 * r['ci95'][0]:.0f}, {100 * r['ci95'][1]:.0f}] "
                       f"(gain {100 * (r['success_rate'] - b['success_rate']):+.1f} [{100 * lo:+.0f}, {100 * hi:+.0f}])")
-        row["mean gap"] = ""
+        row[CROSS_SIM] = ""
+        row["mean gap (A-C)"] = ""
         rows.append(row)
     figures = {
         "protocol": {"suite": "tabletop", "tasks": TASKS, "demos_per_task": demos, "train_steps": steps,

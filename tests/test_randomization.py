@@ -2,6 +2,7 @@
 from the reset seed, stays in its ranges; latency is exact; bad ranges fail clearly."""
 
 import dataclasses
+import importlib.util
 import json
 
 import numpy as np
@@ -221,10 +222,14 @@ def test_collect_and_transfer_end_to_end(tmp_path, capsys):
     assert len(draws) == 2 and draws[0] != draws[1] and set(draws[0]) == {"visual", "physics", "sensor"}
     assert main(["train", f"--dataset={data}", f"--output_dir={run}", "--steps=2", "--batch_size=4", "--tracking=none",
                  "--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2", "--policy.vision_channels=[8,8]"]) == 0
-    assert main(["transfer", f"--policy={run}/policy", "--targets=[real-proxy-A,real-proxy-C]", "--episodes=2",
-                 "--workers=1"]) == 0
+    bullet = ["tabletop-bullet"] if importlib.util.find_spec("pybullet") else []
+    assert main(["transfer", f"--policy={run}/policy", f"--targets=[{','.join(['real-proxy-A', 'real-proxy-C', *bullet])}]",
+                 "--episodes=2", "--workers=1"]) == 0
     summary = json.loads((run / "transfer/transfer.json").read_text())
-    assert list(summary["domains"]) == ["source", "real-proxy-A", "real-proxy-C"]
+    assert list(summary["domains"]) == ["source", "real-proxy-A", "real-proxy-C", *bullet]
+    if bullet:
+        other = json.loads((run / "transfer/tabletop-bullet/results.json").read_text())
+        assert other["suite"] == "tabletop-bullet" and other["trained_in"] == "tabletop" and other["episodes"] == 2
     target = summary["domains"]["real-proxy-A"]
     assert target["gap"] == pytest.approx(summary["domains"]["source"]["success_rate"] - target["success_rate"])
     assert target["gap_ci95"][0] <= target["gap"] <= target["gap_ci95"][1]
@@ -234,7 +239,7 @@ def test_collect_and_transfer_end_to_end(tmp_path, capsys):
     assert [d["seed"] for d in source["episodes_detail"]] == [d["seed"] for d in detail["episodes_detail"]]
     assert "gap" in (run / "transfer/report.html").read_text()
     assert main(["transfer", f"--policy={run}/policy", "--targets=[mars]"]) == 2
-    assert "unknown domain 'mars'" in capsys.readouterr().err
+    assert "unknown target 'mars'" in capsys.readouterr().err
 
 
 def test_robustness_sweep(tmp_path):

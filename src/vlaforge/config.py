@@ -199,6 +199,9 @@ class EvalConfig:
     videos_per_task: int = field(default=1, metadata={"help": "rollout GIFs per task in the report"})
     action_horizon: int = field(default=0, metadata={"help": "actions executed per chunk; 0 = chunk_size/2"})
     max_steps: int = field(default=0, metadata={"help": "episode step limit; 0 = the policy's env setting"})
+    suite: str = field(
+        default="", metadata={"help": "evaluate in another suite with the same tasks (cross-simulator); empty = the policy's"}
+    )
     domain: DomainConfig = field(default_factory=DomainConfig)
     perturb: list[str] = field(
         default_factory=list, metadata={"help": "robustness sweep: factor=severity or factor=lo..hi (see docs/sim2real.md)"}
@@ -210,7 +213,7 @@ class TransferConfig:
     policy: str = field(default="", metadata={"help": "policy directory (trained in the source simulation)"})
     targets: list[str] = field(
         default_factory=lambda: ["real-proxy-A", "real-proxy-B", "real-proxy-C"],
-        metadata={"help": "named target domains (see `vlaforge list`)"},
+        metadata={"help": "named target domains, or suites with the same tasks (tabletop-bullet: another simulator)"},
     )
     split: str = field(default="train", metadata={"help": "scene/instruction split, the same in source and targets"})
     episodes: int = field(default=20, metadata={"help": "episodes per task in each domain"})

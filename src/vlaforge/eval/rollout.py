@@ -98,7 +98,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     meta = policy.meta
     if not meta.get("suite") or not meta.get("env"):
         raise ValueError(f"policy {cfg.policy} does not record the suite it was trained on")
-    suite = get_suite(meta["suite"])
+    suite = get_suite(cfg.suite or meta["suite"])
     tasks = suite.check(cfg.tasks or _default_tasks(suite, cfg.split, meta["tasks"]), cfg.split)
     env_cfg = dict(meta["env"])
     if cfg.max_steps:
@@ -132,6 +132,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     records.sort(key=lambda r: (tasks.index(r["task"]), r["seed"]))
     results = summarize(records, tasks, suite.name, cfg.split, cfg.policy, cfg.seed, wall)
     results["domain"] = {"name": cfg.domain.preset or ("source" if domain is None else "custom"), "ranges": domain}
+    results["trained_in"] = meta["suite"]
     write_report(results, records, out)
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))

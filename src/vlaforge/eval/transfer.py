@@ -21,23 +21,32 @@ from vlaforge.eval.stats import difference_interval
 
 def transfer(cfg: TransferConfig, show_progress: bool = True) -> dict:
     """Evaluate in the source and every target; write transfer.json and report.html."""
+    import vlaforge.envs  # noqa: F401  (registers the suites)
     from vlaforge.envs.randomization import TARGETS
-    from vlaforge.registry import DOMAINS
+    from vlaforge.registry import DOMAINS, SUITES
 
     if not cfg.policy:
         raise ValueError("transfer needs --policy=DIR (a policy directory)")
     if not cfg.targets:
         raise ValueError(f"transfer needs at least one --targets name; named targets: {', '.join(TARGETS)}")
-    for name in cfg.targets:
-        DOMAINS.get(name)  # unknown names fail before any evaluation runs
+    for name in cfg.targets:  # unknown names fail before any evaluation runs
+        if name not in SUITES.names():
+            try:
+                DOMAINS.get(name)
+            except KeyError:
+                raise KeyError(f"unknown target {name!r}; named domains: {', '.join(DOMAINS.names())}; "
+                               f"suites: {', '.join(SUITES.names())}") from None
     out = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.policy).parent / "transfer"
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
     base = EvalConfig(policy=cfg.policy, split=cfg.split, episodes=cfg.episodes, workers=cfg.workers, seed=cfg.seed)
-    domains = {"source": DomainConfig(), **{name: DomainConfig(preset=name) for name in cfg.targets}}
     results = {}
-    for name, domain in domains.items():
-        run = dataclasses.replace(base, domain=domain, output_dir=str(out / name))
+    for name in ["source", *cfg.targets]:
+        if name in SUITES.names():  # another simulator: the same tasks, nominal parameters
+            run = dataclasses.replace(base, suite=name, output_dir=str(out / name))
+        else:
+            domain = DomainConfig(preset=name) if name != "source" else DomainConfig()
+            run = dataclasses.replace(base, domain=domain, output_dir=str(out / name))
         results[name] = evaluate(run, show_progress)
     src = results["source"]
     k0, n0 = sum(v["successes"] for v in src["per_task"].values()), src["episodes"]

@@ -80,6 +80,9 @@ def randomize(env: gym.Env, domain: DomainConfig) -> gym.Env:
     """``env`` wrapped in the randomizers ``domain`` switches on (the env itself when none)."""
     domain = resolve(domain)
     base = env.unwrapped
+    if not (is_nominal(domain.visual) and is_nominal(domain.physics)) and not hasattr(base, "randomization_targets"):
+        raise ConfigError(f"visual and physics randomization need a MuJoCo env; {type(base).__name__} is not one "
+                          "(sensor randomization works on any env)")
     randomizers = {}
     if not is_nominal(domain.visual):
         randomizers["visual"] = VisualRandomizer(base.model, base.randomization_targets(), domain.visual)

@@ -24,7 +24,7 @@ import numpy as np
 from vlaforge.envs.base import check_action, check_env_args, observation_space, project_points
 from vlaforge.envs.render import CameraRenderer
 from vlaforge.envs.tabletop import scene
-from vlaforge.envs.tabletop.tasks import FAMILIES, SPLITS, Episode, sample_episode, success
+from vlaforge.envs.tabletop.tasks import FAMILIES, SPLITS, Episode, sample_episode, success, target_and_goal
 
 MAX_DELTA = 0.02
 CONTROL_DT = 0.05
@@ -101,21 +101,7 @@ class TabletopEnv(gym.Env):
         ``observation.environment_state`` and used only as auxiliary training targets (the
         policy never receives them as input).
         """
-        ep, s = self.episode, self.state()
-        obj = s["objects"][ep.target_body]
-        if ep.family in ("push", "pick_place"):
-            goal = np.array([*ep.zone_xy[ep.goal], 0.0])
-        elif ep.family == "stack":
-            goal = s["objects"][ep.objects[ep.goal][0]]
-        elif ep.family == "put_in_bowl":
-            goal = np.array([*ep.bowl_xy, 0.0])
-        elif ep.family == "open_drawer":
-            obj = goal = s["handle"]
-        elif ep.family == "press_button":
-            obj = goal = s["button_top"]
-        else:
-            goal = obj
-        points = np.stack([obj, goal])
+        points = target_and_goal(self.episode, self.state())
         pixels = [self.project(points, cam).ravel() for cam in self.cameras]
         return np.concatenate([points.ravel(), *pixels]).astype(np.float32)
 

@@ -29,6 +29,12 @@ DRAWER_TRAVEL = 0.12
 FINGER_OPEN = 0.04  # opening of one finger from the centre line (m)
 EE_RANGE = ((-0.26, 0.26), (-0.26, 0.26), (0.005, 0.3))
 NUM_ZONES = 2
+TABLE_RGBA = (0.55, 0.42, 0.3, 1.0)
+# name -> (position, MuJoCo xyaxes: the camera's x and y axes in the world, vertical fov in degrees)
+CAMERA_POSES: dict[str, tuple[tuple[float, ...], tuple[float, ...], float]] = {
+    "front": ((0, -0.5, 0.5), (1, 0, 0, 0, 0.69, 0.72), 48),
+    "top": ((0, 0, 0.75), (1, 0, 0, 0, 1, 0), 42),
+}
 
 COLORS: dict[str, tuple[float, float, float]] = {
     "red": (0.85, 0.12, 0.12),
@@ -87,6 +93,10 @@ def build_mjcf(offscreen_size: int = 128) -> str:
         for i in range(NUM_ZONES)
     )
     lo, hi = EE_RANGE[0], EE_RANGE[2]
+    cameras = "".join(
+        f'<camera name="{name}" pos="{" ".join(map(str, pos))}" xyaxes="{" ".join(map(str, axes))}" fovy="{fovy}"/>'
+        for name, (pos, axes, fovy) in CAMERA_POSES.items()
+    )
     return f"""
 <mujoco model="vlaforge_tabletop">
   <compiler angle="radian" autolimits="true"/>
@@ -108,11 +118,10 @@ def build_mjcf(offscreen_size: int = 128) -> str:
     <geom friction="1.5 0.01 0.001" solref="0.01 1"/>
   </default>
   <worldbody>
-    <geom name="table" type="plane" size="0.5 0.5 0.02" rgba="0.55 0.42 0.3 1"/>
+    <geom name="table" type="plane" size="0.5 0.5 0.02" rgba="{' '.join(map(str, TABLE_RGBA))}"/>
     <geom name="backdrop" type="box" size="1.5 0.01 0.8" pos="0 0.75 0.3" group="3" contype="0" conaffinity="0" rgba="0.6 0.6 0.6 1"/>
     <light name="key" directional="true" active="false" pos="0 0 1" dir="0 0 -1" diffuse="0.45 0.45 0.45" specular="0 0 0" castshadow="false"/>
-    <camera name="front" pos="0 -0.5 0.5" xyaxes="1 0 0 0 0.69 0.72" fovy="48"/>
-    <camera name="top" pos="0 0 0.75" xyaxes="1 0 0 0 1 0" fovy="42"/>
+    {cameras}
     <body name="ee" pos="0 0 0.15" gravcomp="1">
       <joint name="ee_x" type="slide" axis="1 0 0" range="{lo[0]} {lo[1]}" damping="115"/>
       <joint name="ee_y" type="slide" axis="0 1 0" range="{EE_RANGE[1][0]} {EE_RANGE[1][1]}" damping="115"/>

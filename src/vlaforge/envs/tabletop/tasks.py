@@ -229,6 +229,25 @@ def _try_sample(family: str, split: str, rng: np.random.Generator, num_objects: 
     )
 
 
+def target_and_goal(ep: Episode, s: dict) -> np.ndarray:
+    """World positions (2, 3) of what the gripper must reach and where it must go, from a
+    simulator's ``state()`` (the drawer handle and the button top stand for both)."""
+    obj = s["objects"][ep.target_body]
+    if ep.family in ("push", "pick_place"):
+        goal = np.array([*ep.zone_xy[ep.goal], 0.0])
+    elif ep.family == "stack":
+        goal = s["objects"][ep.objects[ep.goal][0]]
+    elif ep.family == "put_in_bowl":
+        goal = np.array([*ep.bowl_xy, 0.0])
+    elif ep.family == "open_drawer":
+        obj = goal = s["handle"]
+    elif ep.family == "press_button":
+        obj = goal = s["button_top"]
+    else:
+        goal = obj
+    return np.stack([obj, goal])
+
+
 def success(episode: Episode, s: dict) -> bool:
     """Whether the task is done, from the simulator state summary ``s`` (see TabletopEnv.state)."""
     f = episode.family
