@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from vlaforge.config import (
+    BenchConfig,
     CollectConfig,
     ConfigError,
     EvalConfig,
+    ExportConfig,
+    QuantizeConfig,
     QuickstartConfig,
     RunsConfig,
     TrainConfig,
@@ -65,6 +69,53 @@ def _transfer(cfg: TransferConfig) -> Any:
         print(f"{name:14s} {r['success_rate']:6.1%}  [{r['ci95'][0]:.0%}, {r['ci95'][1]:.0%}]{gap}")
 
 
+def _export(cfg: ExportConfig) -> Any:
+    from vlaforge.deploy.artifact import write_deployed
+    from vlaforge.deploy.onnx import write_onnx
+
+    if cfg.format != "onnx":
+        raise ValueError(f"unknown export format {cfg.format!r}; known: onnx")
+    if not cfg.policy or not cfg.output:
+        raise ValueError("export needs --policy=DIR and --output=DIR")
+    out = write_deployed(cfg.policy, cfg.output, lambda tmp: write_onnx(Path(cfg.policy), tmp, int8=False))
+    print(f"ONNX policy written to {out}: {json.loads((out / 'deploy.json').read_text())['parity_max_abs']:.2g} "
+          "max |onnx - torch| (normalised actions)")
+
+
+def _quantize(cfg: QuantizeConfig) -> Any:
+    from vlaforge.deploy.quantize import quantize
+
+    if not cfg.policy:
+        raise ValueError("quantize needs --policy=DIR")
+    out = quantize(cfg.policy, cfg.output, cfg.method)
+    info = json.loads((out / "deploy.json").read_text())
+    print(f"{cfg.method} policy written to {out}: {info['size_bytes'] / 1e6:.2f} MB, "
+          f"max action difference {info['parity_max_abs']:.3g} (normalised units)")
+
+
+def _bench(cfg: BenchConfig) -> Any:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vlaforge.deploy.latency import bench_latency
+
+    if cfg.what != "latency":
+        raise ValueError(f"unknown benchmark {cfg.what!r}; known: latency")
+    if not cfg.policy:
+        raise ValueError("bench latency needs --policy=DIR")
+    rows = bench_latency(cfg.policy, cfg.runtimes, cfg.calls, cfg.warmup, cfg.threads)
+    out = Path(cfg.output) if cfg.output else Path(cfg.policy) / "latency.json"
+    out.write_text(json.dumps({"policy": cfg.policy, "rows": rows}, indent=2))
+    table = Table(title=f"act() latency, batch 1, {rows[0]['threads']} threads")
+    for col in ("runtime", "p50 ms", "p99 ms", "speed-up (p50)", "max action diff"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["runtime"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{rows[0]['p50_ms'] / r['p50_ms']:.2f}x",
+                      f"{r['max_action_diff']:.3g}")
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    print(f"written to {out}")
+
+
 def _runs(cfg: RunsConfig) -> Any:
     from rich.console import Console
     from rich.table import Table
@@ -92,6 +143,9 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "train": (TrainConfig, _train, "train a policy on a dataset"),
     "eval": (EvalConfig, _eval, "evaluate a policy in closed loop; writes results.json and report.html"),
     "transfer": (TransferConfig, _transfer, "evaluate in the source simulation and held-out target domains"),
+    "export": (ExportConfig, _export, "export a policy for deployment: vlaforge export onnx --policy=DIR --output=DIR"),
+    "quantize": (QuantizeConfig, _quantize, "post-training quantization into a deployed policy directory"),
+    "bench": (BenchConfig, _bench, "vlaforge bench latency --policy=DIR: act() p50/p99 on every runtime"),
     "quickstart": (QuickstartConfig, _quickstart, "collect -> train -> eval on the built-in suite"),
     "runs": (RunsConfig, _runs, "list training runs: status, step, loss, dataset hash, commit"),
 }
@@ -165,13 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"error: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    positional = {"export": "format", "bench": "what"}.get(verb)
+    if positional and rest and not rest[0].startswith("-"):
+        rest = [f"--{positional}={rest[0]}", *rest[1:]]
     if "-h" in rest or "--help" in rest:
         print(_help(verb, VERBS[verb][0]))
         return 0
     try:
         cfg = parse(verb, rest)
         VERBS[verb][1](cfg)
-    except (ConfigError, KeyError, ValueError, FileExistsError, FileNotFoundError) as e:
+    except (ConfigError, KeyError, ValueError, FileExistsError, FileNotFoundError, ImportError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -223,6 +223,34 @@ class TransferConfig:
 
 
 @dataclass
+class ExportConfig:
+    format: str = field(default="onnx", metadata={"help": "export format: onnx (also the first bare argument)"})
+    policy: str = field(default="", metadata={"help": "policy directory to export"})
+    output: str = field(default="", metadata={"help": "new directory for the deployed policy"})
+
+
+@dataclass
+class QuantizeConfig:
+    method: str = field(default="dynamic-int8", metadata={"help": "dynamic-int8 (torch) | onnx-int8 (ONNX Runtime)"})
+    policy: str = field(default="", metadata={"help": "policy directory to quantize"})
+    output: str = field(default="", metadata={"help": "new directory for the quantized policy"})
+
+
+@dataclass
+class BenchConfig:
+    what: str = field(default="latency", metadata={"help": "what to measure: latency (also the first bare argument)"})
+    policy: str = field(default="", metadata={"help": "policy directory"})
+    runtimes: list[str] = field(
+        default_factory=lambda: ["eager", "bf16", "compile", "dynamic-int8", "onnx-fp32", "onnx-int8"],
+        metadata={"help": "eager | bf16 | compile | dynamic-int8 | onnx-fp32 | onnx-int8"},
+    )
+    calls: int = field(default=200, metadata={"help": "timed act() calls per runtime"})
+    warmup: int = field(default=20, metadata={"help": "untimed calls first (compilation, caches)"})
+    threads: int = field(default=0, metadata={"help": "CPU threads for torch and ONNX Runtime; 0 = all cores"})
+    output: str = field(default="", metadata={"help": "JSON file for the table; empty = <policy>/latency.json"})
+
+
+@dataclass
 class RunsConfig:
     root: str = field(default="runs", metadata={"help": "directory searched for training runs"})
 

@@ -185,14 +185,18 @@ class Policy:
 
     def __init__(self, model: nn.Module, normalizer: Normalizer, tokenizer: WordTokenizer, meta: dict) -> None:
         self.model = model.eval()
+        self._setup(model.cfg, normalizer, tokenizer, meta)
+        self._noise = torch.Generator(next(model.parameters()).device)
+        self.reset()
+
+    def _setup(self, cfg: PolicyConfig, normalizer: Normalizer, tokenizer: WordTokenizer, meta: dict) -> None:
+        """What every runtime of a policy shares: config, normaliser, tokenizer, input shapes."""
+        self.cfg = cfg
         self.normalizer, self.tokenizer, self.meta = normalizer, tokenizer, meta
-        self.cfg: PolicyConfig = model.cfg
         spec = meta["spec"]
         self.image_shape = (len(spec["cameras"]), spec["image_size"], spec["image_size"], 3)
         self.state_dim = spec["state_dim"]
-        self._history: deque = deque(maxlen=self.cfg.n_obs_steps)
-        self._noise = torch.Generator(next(model.parameters()).device)
-        self.reset()
+        self._history: deque = deque(maxlen=cfg.n_obs_steps)
 
     def reset(self, seed: int = 0) -> None:
         """Forget the observation history and restart the head's noise from ``seed`` (call at
@@ -200,9 +204,14 @@ class Policy:
         self._history.clear()
         self._noise.manual_seed(seed)
 
-    @torch.no_grad()
     def act(self, obs: dict) -> np.ndarray:
         """One observation dict -> (chunk_size, action_dim) float32 actions in env units."""
+        pred = self.predict(*self.inputs(obs))
+        return np.clip(self.normalizer.unnorm_action(pred), -1.0, 1.0).astype(np.float32)
+
+    def inputs(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Check ``obs``, push it onto the history and return the model inputs: uint8 images
+        (1, T, V, H, W, 3), normalised states (1, T, S) and instruction tokens (1, L)."""
         check_observation(obs, self.image_shape, self.state_dim)
         image = torch.from_numpy(np.ascontiguousarray(obs["image"]))
         state = torch.from_numpy(self.normalizer.norm_state(np.asarray(obs["state"], np.float32)))
@@ -213,9 +222,14 @@ class Policy:
         images = torch.stack([h[0] for h in self._history])[None]
         states = torch.stack([h[1] for h in self._history])[None].float()
         tokens = torch.tensor([self.tokenizer.encode(obs["instruction"], self.cfg.max_text_tokens)])
+        return images, states, tokens
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
+        """Model inputs -> the normalised action chunk (K, A) of the first batch element."""
         device = next(self.model.parameters()).device
-        pred = self.model(images.to(device), states.to(device), tokens.to(device), self._noise)[0].float().cpu().numpy()
-        return np.clip(self.normalizer.unnorm_action(pred), -1.0, 1.0).astype(np.float32)
+        out = self.model(images.to(device), states.to(device), tokens.to(device), self._noise)
+        return out[0].float().cpu().numpy()
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the policy directory atomically (a temporary directory renamed into place)."""
@@ -240,8 +254,18 @@ class Policy:
 
 
 def load_policy(directory: str | os.PathLike, device: str = "cpu") -> Policy:
-    """Load a policy directory written by ``Policy.save`` (or the trainer)."""
+    """Load a policy directory written by ``Policy.save`` (or the trainer), or a deployed one
+    (``vlaforge export`` / ``vlaforge quantize``: its ``deploy.json`` names the runtime)."""
     d = Path(directory)
+    if (d / "deploy.json").is_file():
+        from vlaforge.deploy.artifact import load_deployed
+
+        return load_deployed(d)
+    return load_torch_policy(d, device)
+
+
+def load_torch_policy(d: Path, device: str = "cpu") -> Policy:
+    """The PyTorch policy stored in ``d`` (weights, config, normaliser), ignoring any deploy.json."""
     for name in ("config.json", "model.safetensors", "normalization.json"):
         if not (d / name).is_file():
             raise FileNotFoundError(f"policy directory {d} lacks {name}")

@@ -1,0 +1,68 @@
+"""Deployed policy directories: the policy's config, normaliser and fp32 weights, plus what a
+runtime needs (``model.onnx``, ``model.int8.onnx``), described by ``deploy.json``:
+
+    {"runtime": "onnxruntime" | "torch", "method": "onnx-fp32" | "onnx-int8" | "dynamic-int8",
+     "model": "<file the runtime loads>", "size_bytes": ..., "parity_max_abs": ...}
+
+``load_policy`` reads any of them, so evaluation, benchmarks and the control loop run a deployed
+policy exactly as they run a trained one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+RUNTIME_FILES = ("config.json", "normalization.json", "model.safetensors")
+
+
+def write_deployed(policy_dir: str | os.PathLike, out: str | os.PathLike, write: Callable[[Path], dict]) -> Path:
+    """Copy the policy's files into a temporary directory, let ``write(tmp)`` add the runtime's
+    files and return deploy.json's fields, then rename the directory into place (atomic)."""
+    src, out = Path(policy_dir), Path(out)
+    if out.resolve() == src.resolve():
+        raise ValueError(f"the deployed policy must go to a new directory, not over {src}")
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; choose another --output or remove it")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in RUNTIME_FILES:
+        shutil.copy2(src / name, tmp / name)
+    info = write(tmp)
+    (tmp / "deploy.json").write_text(json.dumps(info | {"source": str(src)}, indent=2))
+    os.replace(tmp, out)
+    return out
+
+
+def load_deployed(d: Path):
+    """The policy a deployed directory describes, on its runtime."""
+    try:
+        info = json.loads((d / "deploy.json").read_text())
+        runtime = info["runtime"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise ValueError(f"{d / 'deploy.json'} is unreadable: {e}") from None
+    if runtime == "onnxruntime":
+        from vlaforge.deploy.onnx import load_onnx_policy
+
+        return load_onnx_policy(d, info["model"])
+    if runtime == "torch":
+        from vlaforge.deploy.quantize import load_quantized
+
+        return load_quantized(d, info["method"])
+    raise ValueError(f"{d / 'deploy.json'} names an unknown runtime {runtime!r}; known: onnxruntime, torch")
+
+
+def example_inputs(policy, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random model inputs of the policy's shapes (images, states, tokens of real vocabulary)."""
+    g = torch.Generator().manual_seed(seed)
+    t = policy.cfg.n_obs_steps
+    images = torch.randint(0, 256, (batch, t, *policy.image_shape), generator=g, dtype=torch.uint8)
+    states = torch.randn(batch, t, policy.state_dim, generator=g)
+    tokens = torch.randint(1, len(policy.tokenizer.vocab), (batch, policy.cfg.max_text_tokens), generator=g)
+    return images, states, tokens

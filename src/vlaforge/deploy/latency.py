@@ -1,0 +1,119 @@
+"""Batch-1 latency of a policy's ``act`` on every runtime (``vlaforge bench latency``).
+
+Each runtime is timed on the same observations after a warm-up (which also absorbs
+torch.compile's compilation); p50 and p99 over ``calls`` calls, threads stated. ``act`` includes
+the Python around the network (tokenizer, normaliser, history), as a control loop pays it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from vlaforge.models.policy import Policy, load_torch_policy
+
+RUNTIMES = ("eager", "bf16", "compile", "dynamic-int8", "onnx-fp32", "onnx-int8")
+
+
+class RuntimePolicy(Policy):
+    """A policy whose network call is ``predict_fn`` (a compiled, quantized or ORT network)."""
+
+    def __init__(self, base: Policy, predict_fn: Callable) -> None:
+        self._setup(base.cfg, base.normalizer, base.tokenizer, base.meta)
+        self._predict_fn = predict_fn
+        self.reset()
+
+    def reset(self, seed: int = 0) -> None:
+        self._history.clear()
+
+    def predict(self, images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
+        return self._predict_fn(images, states, tokens)
+
+
+def _torch_predict(model: torch.nn.Module, bf16: bool = False) -> Callable:
+    @torch.no_grad()
+    def predict(images, states, tokens):
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            return model(images, states, tokens)[0].float().numpy()
+
+    return predict
+
+
+def runtime(base: Policy, name: str, policy_dir: Path, workdir: Path, threads: int) -> Policy:
+    """``base`` on the runtime ``name``."""
+    if name == "eager":
+        return RuntimePolicy(base, _torch_predict(base.model))
+    if name == "bf16":
+        return RuntimePolicy(base, _torch_predict(base.model, bf16=True))
+    if name == "compile":
+        return RuntimePolicy(base, _torch_predict(torch.compile(base.model)))
+    if name == "dynamic-int8":
+        from vlaforge.deploy.quantize import dynamic_int8
+
+        return RuntimePolicy(base, _torch_predict(dynamic_int8(base.model)))
+    if name in ("onnx-fp32", "onnx-int8"):
+        from vlaforge.deploy.onnx import export_onnx, quantize_int8, session
+
+        path = workdir / "model.onnx"
+        if not path.exists():
+            export_onnx(base, path)
+        if name == "onnx-int8":
+            quantize_int8(path, workdir / "model.int8.onnx")
+            path = workdir / "model.int8.onnx"
+        sess = session(path, threads)
+        feeds = lambda i, s, t: {"image": i.numpy(), "state": s.numpy(), "tokens": t.numpy()}  # noqa: E731
+        return RuntimePolicy(base, lambda i, s, t: sess.run(None, feeds(i, s, t))[0][0])
+    raise ValueError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
+
+
+def observation(policy: Policy, seed: int = 0) -> dict:
+    """A realistic observation for timing: random pixels, a state, an instruction of the policy's words."""
+    rng = np.random.default_rng(seed)
+    words = [w for w in policy.tokenizer.vocab if w.isalpha()][:6] or ["go"]
+    return {"image": rng.integers(0, 256, policy.image_shape, dtype=np.uint8),
+            "state": rng.normal(size=policy.state_dim).astype(np.float32), "instruction": " ".join(words)}
+
+
+def time_act(policy: Policy, calls: int, warmup: int) -> list[float]:
+    """Milliseconds per ``act`` call after ``warmup`` untimed calls."""
+    obs = observation(policy)
+    for _ in range(warmup):
+        policy.act(obs)
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        policy.act(obs)
+        times.append(1000 * (time.perf_counter() - t))
+    return times
+
+
+def bench_latency(policy_dir: str, runtimes: list[str], calls: int = 200, warmup: int = 20, threads: int = 0) -> list[dict]:
+    """One row per runtime: p50/p99 ms, mean, threads, and the action error against eager fp32."""
+    for name in runtimes:
+        if name not in RUNTIMES:
+            raise ValueError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
+    if calls < 1 or warmup < 0:
+        raise ValueError("calls must be >= 1 and warmup >= 0")
+    if threads:
+        torch.set_num_threads(threads)
+    base = load_torch_policy(Path(policy_dir))
+    reference = base.act(observation(base))
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for name in runtimes:
+            t = time.perf_counter()
+            policy = runtime(base, name, Path(policy_dir), Path(work), threads)
+            setup = time.perf_counter() - t
+            times = time_act(policy, calls, warmup)
+            policy.reset()
+            err = float(np.abs(policy.act(observation(base)) - reference).max())
+            rows.append({"runtime": name, "p50_ms": statistics.median(times), "p99_ms": float(np.percentile(times, 99)),
+                         "mean_ms": statistics.fmean(times), "setup_s": setup, "calls": calls,
+                         "threads": threads or torch.get_num_threads(), "max_action_diff": err})
+    return rows

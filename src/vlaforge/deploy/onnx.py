@@ -1,0 +1,111 @@
+"""ONNX export of a policy's network and an ONNX Runtime policy with the same ``act``.
+
+The graph maps (uint8 images, normalised states, tokens) to the normalised action chunk; the
+tokenizer, normaliser and observation history stay in Python around it, exactly as for the
+PyTorch policy. Heads that sample noise (dit, flow) are not exported yet.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vlaforge.deploy.artifact import example_inputs
+from vlaforge.models.policy import Policy, load_torch_policy
+
+INPUTS = ("image", "state", "tokens")
+EXPORTABLE_HEADS = ("regression", "tokenized")
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ImportError(f"ONNX deployment needs onnxruntime: pip install 'vlaforge[deploy]' ({e})") from None
+    return onnxruntime
+
+
+def export_onnx(policy: Policy, path: Path) -> None:
+    """Write the policy's network as an ONNX graph (opset 18) with named inputs."""
+    if policy.cfg.head not in EXPORTABLE_HEADS:
+        raise ValueError(f"ONNX export supports the {' and '.join(EXPORTABLE_HEADS)} heads; this policy's head is "
+                         f"{policy.cfg.head!r} (its sampling loop is not exported yet)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(policy.model.float().eval(), example_inputs(policy), str(path), input_names=list(INPUTS),
+                          output_names=["actions"], dynamo=True, opset_version=18, verbose=False,
+                          external_data=False)
+
+
+def session(path: Path, threads: int = 0):
+    """An ONNX Runtime CPU session (TensorRT, then CUDA, first when the GPU build has them)."""
+    ort = _ort()
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    wanted = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    providers = [p for p in wanted if p in ort.get_available_providers()]
+    return ort.InferenceSession(str(path), opts, providers=providers)
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """ORT dynamic quantization: int8 weights, activations quantized per call."""
+    _ort()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+
+
+def parity(policy: Policy, sess, samples: int = 8) -> float:
+    """Largest |ONNX - PyTorch| over the normalised action chunks of random inputs."""
+    worst = 0.0
+    for seed in range(samples):
+        images, states, tokens = example_inputs(policy, seed=seed)
+        want = policy.predict(images, states, tokens)
+        got = sess.run(None, {"image": images.numpy(), "state": states.numpy(), "tokens": tokens.numpy()})[0][0]
+        worst = max(worst, float(np.abs(got - want).max()))
+    return worst
+
+
+class OnnxPolicy(Policy):
+    """A policy whose network runs in ONNX Runtime; inputs and outputs as ``Policy``."""
+
+    def __init__(self, sess, base: Policy) -> None:
+        self.session = sess
+        self._setup(base.cfg, base.normalizer, base.tokenizer, base.meta)
+        self.reset()
+
+    def reset(self, seed: int = 0) -> None:
+        self._history.clear()
+
+    def predict(self, images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
+        feeds = {"image": images.numpy(), "state": states.numpy().astype(np.float32), "tokens": tokens.numpy()}
+        return self.session.run(None, feeds)[0][0]
+
+
+def load_onnx_policy(d: Path, model_file: str, threads: int = 0) -> OnnxPolicy:
+    if not (d / model_file).is_file():
+        raise FileNotFoundError(f"deployed policy {d} lacks {model_file}")
+    return OnnxPolicy(session(d / model_file, threads), load_torch_policy(d))
+
+
+def write_onnx(policy_dir: Path, tmp: Path, int8: bool) -> dict:
+    """Export (and optionally quantize) into ``tmp``; returns deploy.json's fields."""
+    policy = load_torch_policy(Path(policy_dir))
+    export_onnx(policy, tmp / "model.onnx")
+    model = "model.onnx"
+    fp32_bytes = (tmp / model).stat().st_size
+    if int8:
+        quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
+        (tmp / "model.onnx").unlink()  # the int8 graph is the deployed one; fp32 weights stay in safetensors
+        model = "model.int8.onnx"
+    err = parity(policy, session(tmp / model))
+    limit = 0.5 if int8 else 1e-3  # normalised action units
+    if not np.isfinite(err) or err > limit:
+        raise RuntimeError(f"ONNX parity check failed: max |onnx - torch| = {err:.3g} > {limit} in normalised units")
+    return {"runtime": "onnxruntime", "method": "onnx-int8" if int8 else "onnx-fp32", "model": model,
+            "size_bytes": (tmp / model).stat().st_size, "fp32_size_bytes": fp32_bytes, "parity_max_abs": err,
+            "head": policy.cfg.head, "opset": 18}

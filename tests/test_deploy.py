@@ -1,0 +1,84 @@
+"""Deployment: ONNX export with numerical parity, ONNX Runtime and int8 policies that load and
+act through load_policy, latency bench, and clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+from helpers import write_dataset
+
+from vlaforge.cli import main
+from vlaforge.config import EvalConfig, PolicyConfig, TrainConfig
+from vlaforge.deploy.latency import bench_latency, observation
+from vlaforge.deploy.quantize import quantize
+from vlaforge.eval.rollout import evaluate
+from vlaforge.models.policy import load_policy
+from vlaforge.train.trainer import train
+
+pytest.importorskip("onnxruntime")
+TINY = PolicyConfig(d_model=32, n_layers=1, n_heads=2, vision_channels=[8, 8])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy")
+    write_dataset(root / "data", episodes=4)
+    return train(TrainConfig(dataset=str(root / "data"), output_dir=str(root / "run"), steps=3, batch_size=4,
+                             tracking="none", policy=TINY), show_progress=False)
+
+
+def test_onnx_export_matches_pytorch_and_runs_in_evaluation(trained, tmp_path):
+    assert main(["export", "onnx", f"--policy={trained}", f"--output={tmp_path / 'onnx'}"]) == 0
+    info = json.loads((tmp_path / "onnx/deploy.json").read_text())
+    assert info["runtime"] == "onnxruntime" and info["parity_max_abs"] < 1e-4
+    torch_policy, onnx_policy = load_policy(trained), load_policy(tmp_path / "onnx")
+    assert type(onnx_policy).__name__ == "OnnxPolicy"
+    for seed in range(3):
+        obs = observation(torch_policy, seed)
+        np.testing.assert_allclose(onnx_policy.act(obs), torch_policy.act(obs), atol=1e-4)
+    res = evaluate(EvalConfig(policy=str(tmp_path / "onnx"), split="train", tasks=["reach"], episodes=1, workers=1,
+                              max_steps=4, videos_per_task=0, output_dir=str(tmp_path / "eval")), False)
+    assert res["episodes"] == 1 and res["episodes_detail"][0]["length"] == 4
+
+
+@pytest.mark.parametrize("method", ["dynamic-int8", "onnx-int8"])
+def test_int8_policies_are_smaller_and_close(trained, tmp_path, method):
+    out = quantize(str(trained), str(tmp_path / method), method)
+    info = json.loads((out / "deploy.json").read_text())
+    # int8 weights; the tiny test model is mostly convolutions, norms and constants, which stay fp32
+    assert info["method"] == method and info["size_bytes"] < 0.8 * info["fp32_size_bytes"]
+    base, quant = load_policy(trained), load_policy(out)
+    obs = observation(base)
+    diff = np.abs(quant.act(obs) - base.act(obs)).max()
+    assert 0 < diff < 0.25  # int8 rounding moves the actions a little, not a lot
+
+
+def test_latency_bench_rows(trained):
+    rows = bench_latency(str(trained), ["eager", "onnx-fp32", "dynamic-int8"], calls=3, warmup=1, threads=1)
+    assert [r["runtime"] for r in rows] == ["eager", "onnx-fp32", "dynamic-int8"]
+    assert all(r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] and r["threads"] == 1 for r in rows)
+    assert rows[0]["max_action_diff"] == 0 and rows[1]["max_action_diff"] < 1e-4
+
+
+def test_deploy_errors_are_clear(trained, tmp_path, capsys):
+    assert main(["quantize", "--method=int3", f"--policy={trained}", f"--output={tmp_path / 'q'}"]) == 2
+    assert "unknown quantization method 'int3'" in capsys.readouterr().err
+    assert main(["export", "tflite", f"--policy={trained}", f"--output={tmp_path / 'x'}"]) == 2
+    assert "unknown export format 'tflite'" in capsys.readouterr().err
+    (tmp_path / "taken").mkdir()
+    assert main(["export", "onnx", f"--policy={trained}", f"--output={tmp_path / 'taken'}"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown runtime 'tpu'"):
+        bench_latency(str(trained), ["tpu"])
+    out = quantize(str(trained), str(tmp_path / "ok"), "dynamic-int8")
+    (out / "deploy.json").write_text("{not json")
+    with pytest.raises(ValueError, match="deploy.json is unreadable"):
+        load_policy(out)
+
+
+def test_sampling_heads_refuse_onnx_export(tmp_path):
+    write_dataset(tmp_path / "data", episodes=2)
+    policy = train(TrainConfig(dataset=str(tmp_path / "data"), output_dir=str(tmp_path / "run"), steps=1, batch_size=4,
+                               tracking="none", policy=PolicyConfig(**{**TINY.__dict__, "head": "flow"})), False)
+    assert main(["export", "onnx", f"--policy={policy}", f"--output={tmp_path / 'onnx'}"]) == 2
+    assert not (tmp_path / "onnx").exists()
