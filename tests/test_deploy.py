@@ -82,3 +82,11 @@ def test_sampling_heads_refuse_onnx_export(tmp_path):
                                tracking="none", policy=PolicyConfig(**{**TINY.__dict__, "head": "flow"})), False)
     assert main(["export", "onnx", f"--policy={policy}", f"--output={tmp_path / 'onnx'}"]) == 2
     assert not (tmp_path / "onnx").exists()
+
+
+def test_control_cli_runs_a_deployed_policy_in_real_time(trained, tmp_path):
+    out = quantize(str(trained), str(tmp_path / "q"), "onnx-int8")
+    assert main(["control", f"--policy={out}", "--tasks=[reach]", "--episodes=1", "--rate_hz=100",
+                 f"--output={tmp_path / 'control.json'}"]) == 0
+    r = json.loads((tmp_path / "control.json").read_text())
+    assert r["episodes"][0]["steps"] == 100 and 0 <= r["deadline_miss_rate"] < 0.2 and r["inference_ms_p50"] > 0

@@ -16,6 +16,7 @@ from vlaforge.config import (
     BenchConfig,
     CollectConfig,
     ConfigError,
+    ControlConfig,
     EvalConfig,
     ExportConfig,
     QuantizeConfig,
@@ -116,6 +117,17 @@ def _bench(cfg: BenchConfig) -> Any:
     print(f"written to {out}")
 
 
+def _control(cfg: ControlConfig) -> Any:
+    from vlaforge.deploy.control_loop import run_control
+
+    r = run_control(cfg)
+    out = Path(cfg.output) if cfg.output else Path(cfg.policy) / "control.json"
+    out.write_text(json.dumps(r, indent=2))
+    mode = "async" if cfg.asynchronous else "sync"
+    print(f"{mode} at {cfg.rate_hz:g} Hz: success {r['success_rate']:.1%}, deadline misses {r['deadline_miss_rate']:.1%} "
+          f"of ticks, inference p50 {r['inference_ms_p50']:.1f} ms; written to {out}")
+
+
 def _runs(cfg: RunsConfig) -> Any:
     from rich.console import Console
     from rich.table import Table
@@ -145,6 +157,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "transfer": (TransferConfig, _transfer, "evaluate in the source simulation and held-out target domains"),
     "export": (ExportConfig, _export, "export a policy for deployment: vlaforge export onnx --policy=DIR --output=DIR"),
     "quantize": (QuantizeConfig, _quantize, "post-training quantization into a deployed policy directory"),
+    "control": (ControlConfig, _control, "run a policy in real time: fixed rate, chunking, async inference"),
     "bench": (BenchConfig, _bench, "vlaforge bench latency --policy=DIR: act() p50/p99 on every runtime"),
     "quickstart": (QuickstartConfig, _quickstart, "collect -> train -> eval on the built-in suite"),
     "runs": (RunsConfig, _runs, "list training runs: status, step, loss, dataset hash, commit"),

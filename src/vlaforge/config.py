@@ -251,6 +251,21 @@ class BenchConfig:
 
 
 @dataclass
+class ControlConfig:
+    policy: str = field(default="", metadata={"help": "policy directory (trained or deployed)"})
+    tasks: list[str] = field(default_factory=list, metadata={"help": "task families; empty = the policy's"})
+    split: str = field(default="train", metadata={"help": "scene/instruction split"})
+    episodes: int = field(default=5, metadata={"help": "episodes per task"})
+    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed"})
+    rate_hz: float = field(default=20.0, metadata={"help": "control rate"})
+    horizon: int = field(default=4, metadata={"help": "actions executed from a chunk before the next query"})
+    asynchronous: bool = field(default=True, metadata={"help": "compute the next chunk while the current one executes"})
+    ensemble: float = field(default=-1.0, metadata={"help": "temporal ensembling weight m (ACT); < 0 = off"})
+    extra_latency_ms: float = field(default=0.0, metadata={"help": "artificial delay added to every query"})
+    output: str = field(default="", metadata={"help": "JSON file; empty = <policy>/control.json"})
+
+
+@dataclass
 class RunsConfig:
     root: str = field(default="runs", metadata={"help": "directory searched for training runs"})
 
