@@ -22,6 +22,7 @@ from vlaforge.config import (
     QuantizeConfig,
     QuickstartConfig,
     RunsConfig,
+    ServeConfig,
     TrainConfig,
     TransferConfig,
     apply_overrides,
@@ -100,12 +101,21 @@ def _bench(cfg: BenchConfig) -> Any:
 
     from vlaforge.deploy.latency import bench_latency
 
-    if cfg.what != "latency":
-        raise ValueError(f"unknown benchmark {cfg.what!r}; known: latency")
+    if cfg.what not in ("latency", "server"):
+        raise ValueError(f"unknown benchmark {cfg.what!r}; known: latency, server")
     if not cfg.policy:
-        raise ValueError("bench latency needs --policy=DIR")
+        raise ValueError(f"bench {cfg.what} needs --policy=DIR")
+    out = Path(cfg.output) if cfg.output else Path(cfg.policy) / f"{cfg.what}.json"
+    if cfg.what == "server":
+        from vlaforge.deploy.server import load_test
+        from vlaforge.models.policy import load_policy
+
+        r = load_test(load_policy(cfg.policy), cfg.clients, cfg.requests)
+        out.write_text(json.dumps({"policy": cfg.policy, **r}, indent=2))
+        print(f"{r['requests']} requests from {r['clients']} clients: {r['requests_per_s']:.1f} requests/s, "
+              f"p50 {r['latency_ms_p50']:.1f} ms, p99 {r['latency_ms_p99']:.1f} ms, {r['errors']} errors; written to {out}")
+        return
     rows = bench_latency(cfg.policy, cfg.runtimes, cfg.calls, cfg.warmup, cfg.threads)
-    out = Path(cfg.output) if cfg.output else Path(cfg.policy) / "latency.json"
     out.write_text(json.dumps({"policy": cfg.policy, "rows": rows}, indent=2))
     table = Table(title=f"act() latency, batch 1, {rows[0]['threads']} threads")
     for col in ("runtime", "p50 ms", "p99 ms", "speed-up (p50)", "max action diff"):
@@ -126,6 +136,22 @@ def _control(cfg: ControlConfig) -> Any:
     mode = "async" if cfg.asynchronous else "sync"
     print(f"{mode} at {cfg.rate_hz:g} Hz: success {r['success_rate']:.1%}, deadline misses {r['deadline_miss_rate']:.1%} "
           f"of ticks, inference p50 {r['inference_ms_p50']:.1f} ms; written to {out}")
+
+
+def _serve(cfg: ServeConfig) -> Any:
+    from vlaforge.deploy.server import PolicyServer
+    from vlaforge.models.policy import load_policy
+
+    if not cfg.policy:
+        raise ValueError("serve needs --policy=DIR")
+    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: binding {cfg.host} exposes the policy beyond this machine; keep the token secret", file=sys.stderr)
+    server = PolicyServer(load_policy(cfg.policy), cfg.token or os.environ.get("VLAFORGE_TOKEN", ""), cfg.host, cfg.port)
+    print(f"serving {cfg.policy} at {server.url} (POST /act, GET /info); token: {server.token}", flush=True)
+    try:
+        server.httpd.serve_forever()
+    except KeyboardInterrupt:
+        server.httpd.server_close()
 
 
 def _runs(cfg: RunsConfig) -> Any:
@@ -158,7 +184,8 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "export": (ExportConfig, _export, "export a policy for deployment: vlaforge export onnx --policy=DIR --output=DIR"),
     "quantize": (QuantizeConfig, _quantize, "post-training quantization into a deployed policy directory"),
     "control": (ControlConfig, _control, "run a policy in real time: fixed rate, chunking, async inference"),
-    "bench": (BenchConfig, _bench, "vlaforge bench latency --policy=DIR: act() p50/p99 on every runtime"),
+    "bench": (BenchConfig, _bench, "vlaforge bench latency|server --policy=DIR: act() p50/p99, server load test"),
+    "serve": (ServeConfig, _serve, "serve a policy's actions over HTTP (token, 127.0.0.1 by default)"),
     "quickstart": (QuickstartConfig, _quickstart, "collect -> train -> eval on the built-in suite"),
     "runs": (RunsConfig, _runs, "list training runs: status, step, loss, dataset hash, commit"),
 }

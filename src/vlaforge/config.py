@@ -238,7 +238,7 @@ class QuantizeConfig:
 
 @dataclass
 class BenchConfig:
-    what: str = field(default="latency", metadata={"help": "what to measure: latency (also the first bare argument)"})
+    what: str = field(default="latency", metadata={"help": "latency | server (also the first bare argument)"})
     policy: str = field(default="", metadata={"help": "policy directory"})
     runtimes: list[str] = field(
         default_factory=lambda: ["eager", "bf16", "compile", "dynamic-int8", "onnx-fp32", "onnx-int8"],
@@ -247,7 +247,17 @@ class BenchConfig:
     calls: int = field(default=200, metadata={"help": "timed act() calls per runtime"})
     warmup: int = field(default=20, metadata={"help": "untimed calls first (compilation, caches)"})
     threads: int = field(default=0, metadata={"help": "CPU threads for torch and ONNX Runtime; 0 = all cores"})
-    output: str = field(default="", metadata={"help": "JSON file for the table; empty = <policy>/latency.json"})
+    clients: int = field(default=4, metadata={"help": "server: concurrent loopback clients"})
+    requests: int = field(default=50, metadata={"help": "server: requests per client"})
+    output: str = field(default="", metadata={"help": "JSON file for the table; empty = <policy>/<what>.json"})
+
+
+@dataclass
+class ServeConfig:
+    policy: str = field(default="", metadata={"help": "policy directory (trained or deployed)"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind; 127.0.0.1 keeps it on this machine"})
+    port: int = field(default=8765, metadata={"help": "TCP port (0 = any free port)"})
+    token: str = field(default="", metadata={"help": "bearer token; empty = $VLAFORGE_TOKEN or a random one, printed"})
 
 
 @dataclass

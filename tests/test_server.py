@@ -1,0 +1,84 @@
+"""The policy server: token, validation of every field, parity with the local policy, load test."""
+
+import base64
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+from helpers import write_dataset
+
+from vlaforge.config import PolicyConfig, TrainConfig
+from vlaforge.deploy.latency import observation
+from vlaforge.deploy.server import MAX_BODY, PolicyClient, PolicyServer, load_test
+from vlaforge.models.policy import load_policy
+from vlaforge.train.trainer import train
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    write_dataset(root / "data", episodes=2)
+    out = train(TrainConfig(dataset=str(root / "data"), output_dir=str(root / "run"), steps=2, batch_size=4,
+                            tracking="none", policy=PolicyConfig(d_model=32, n_layers=1, n_heads=2,
+                                                                 vision_channels=[8, 8])), show_progress=False)
+    return load_policy(out)
+
+
+@pytest.fixture
+def server(policy):
+    s = PolicyServer(policy, token="secret", port=0).start()
+    yield s
+    s.stop()
+
+
+def post(url, body: bytes, token="secret", headers=None):
+    req = urllib.request.Request(url + "/act", data=body, method="POST",
+                                 headers={"Authorization": f"Bearer {token}", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_client_gets_the_local_policys_actions(server, policy):
+    assert server.url.startswith("http://127.0.0.1:")
+    client = PolicyClient(server.url, "secret")
+    assert client.info()["image_shape"] == list(policy.image_shape)
+    obs = observation(policy, seed=1)
+    policy.reset()
+    np.testing.assert_allclose(client.act(obs), policy.act(obs), atol=1e-6)
+
+
+def test_bad_requests_are_refused_with_the_reason(server, policy):
+    obs = observation(policy)
+    good = {"image": base64.b64encode(obs["image"].tobytes()).decode(), "image_shape": list(policy.image_shape),
+            "state": obs["state"].tolist(), "instruction": "reach the red cube"}
+    assert post(server.url, json.dumps(good).encode())[0] == 200
+    assert post(server.url, json.dumps(good).encode(), token="wrong")[0] == 401
+    cases = [
+        (b"{not json", "not JSON"),
+        (json.dumps({**good, "image_shape": [1, 32, 32, 3]}).encode(), "image_shape must be"),
+        (json.dumps({**good, "image": good["image"][:-8]}).encode(), "image"),
+        (json.dumps({**good, "image": "***"}).encode(), "not valid base64"),
+        (json.dumps({**good, "state": [1.0, 2.0]}).encode(), "state must be a list of 4"),
+        (json.dumps({**good, "state": [1.0, 2.0, "x", 3.0]}).encode(), "state must be"),
+        (json.dumps({**good, "instruction": ""}).encode(), "instruction"),
+        (json.dumps({**good, "instruction": "a" * 300}).encode(), "at most 256"),
+        (json.dumps({**good, "evil": 1}).encode(), "unknown fields"),
+        (json.dumps({k: v for k, v in good.items() if k != "state"}).encode(), "missing field 'state'"),
+    ]
+    for body, message in cases:
+        code, reply = post(server.url, body)
+        assert code == 400 and message in reply["error"], (message, reply)
+    nan = json.dumps({**good, "state": [float("nan")] * 4}).encode()
+    assert post(server.url, nan)[1]["error"] == "state contains NaN or inf"
+    code, reply = post(server.url, b"x", headers={"Content-Length": str(MAX_BODY + 1)})
+    assert code == 413
+
+
+def test_loopback_load_test(policy):
+    r = load_test(policy, clients=3, requests=10)
+    assert r["requests"] == 30 and r["errors"] == 0 and r["requests_per_s"] > 1
+    assert r["latency_ms_p99"] >= r["latency_ms_p50"] > 0
