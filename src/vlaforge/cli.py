@@ -89,7 +89,7 @@ def _quantize(cfg: QuantizeConfig) -> Any:
 
     if not cfg.policy:
         raise ValueError("quantize needs --policy=DIR")
-    out = quantize(cfg.policy, cfg.output, cfg.method)
+    out = quantize(cfg.policy, cfg.output, cfg.method, cfg.dataset, cfg.calibration_samples)
     info = json.loads((out / "deploy.json").read_text())
     print(f"{cfg.method} policy written to {out}: {info['size_bytes'] / 1e6:.2f} MB, "
           f"max action difference {info['parity_max_abs']:.3g} (normalised units)")

@@ -231,7 +231,12 @@ class ExportConfig:
 
 @dataclass
 class QuantizeConfig:
-    method: str = field(default="dynamic-int8", metadata={"help": "dynamic-int8 (torch) | onnx-int8 (ONNX Runtime)"})
+    method: str = field(
+        default="dynamic-int8",
+        metadata={"help": "dynamic-int8 | int8-weight | int4-weight | static-int8 (torch) | onnx-int8 (ONNX Runtime)"},
+    )
+    dataset: str = field(default="", metadata={"help": "static-int8: dataset whose frames calibrate the activations"})
+    calibration_samples: int = field(default=64, metadata={"help": "static-int8: calibration frames"})
     policy: str = field(default="", metadata={"help": "policy directory to quantize"})
     output: str = field(default="", metadata={"help": "new directory for the quantized policy"})
 
@@ -241,8 +246,10 @@ class BenchConfig:
     what: str = field(default="latency", metadata={"help": "latency | server (also the first bare argument)"})
     policy: str = field(default="", metadata={"help": "policy directory"})
     runtimes: list[str] = field(
-        default_factory=lambda: ["eager", "bf16", "compile", "dynamic-int8", "onnx-fp32", "onnx-int8"],
-        metadata={"help": "eager | bf16 | compile | dynamic-int8 | onnx-fp32 | onnx-int8"},
+        default_factory=lambda: ["eager", "bf16", "compile", "dynamic-int8", "int8-weight", "int4-weight", "static-int8",
+                                 "onnx-fp32", "onnx-int8"],
+        metadata={"help": "eager | bf16 | compile | dynamic-int8 | int8-weight | int4-weight | static-int8 | onnx-fp32 | "
+                          "onnx-int8"},
     )
     calls: int = field(default=200, metadata={"help": "timed act() calls per runtime"})
     warmup: int = field(default=20, metadata={"help": "untimed calls first (compilation, caches)"})

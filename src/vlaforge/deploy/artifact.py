@@ -1,7 +1,8 @@
 """Deployed policy directories: the policy's config, normaliser and fp32 weights, plus what a
 runtime needs (``model.onnx``, ``model.int8.onnx``), described by ``deploy.json``:
 
-    {"runtime": "onnxruntime" | "torch", "method": "onnx-fp32" | "onnx-int8" | "dynamic-int8",
+    {"runtime": "onnxruntime" | "torch" | "torch-export", "method": "onnx-fp32" | "onnx-int8" |
+     "dynamic-int8" | "int8-weight" | "int4-weight" | "static-int8",
      "model": "<file the runtime loads>", "size_bytes": ..., "parity_max_abs": ...}
 
 ``load_policy`` reads any of them, so evaluation, benchmarks and the control loop run a deployed
@@ -16,7 +17,10 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
+
+from vlaforge.models.policy import Policy
 
 RUNTIME_FILES = ("config.json", "normalization.json", "model.safetensors")
 
@@ -55,7 +59,11 @@ def load_deployed(d: Path):
         from vlaforge.deploy.quantize import load_quantized
 
         return load_quantized(d, info["method"])
-    raise ValueError(f"{d / 'deploy.json'} names an unknown runtime {runtime!r}; known: onnxruntime, torch")
+    if runtime == "torch-export":
+        from vlaforge.deploy.static_int8 import load_static_int8
+
+        return load_static_int8(d, info["model"])
+    raise ValueError(f"{d / 'deploy.json'} names an unknown runtime {runtime!r}; known: onnxruntime, torch, torch-export")
 
 
 def example_inputs(policy, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -66,3 +74,18 @@ def example_inputs(policy, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor,
     states = torch.randn(batch, t, policy.state_dim, generator=g)
     tokens = torch.randint(1, len(policy.tokenizer.vocab), (batch, policy.cfg.max_text_tokens), generator=g)
     return images, states, tokens
+
+
+class RuntimePolicy(Policy):
+    """A policy whose network call is ``predict_fn`` (a compiled, quantized or ORT network)."""
+
+    def __init__(self, base: Policy, predict_fn: Callable) -> None:
+        self._setup(base.cfg, base.normalizer, base.tokenizer, base.meta)
+        self._predict_fn = predict_fn
+        self.reset()
+
+    def reset(self, seed: int = 0) -> None:
+        self._history.clear()
+
+    def predict(self, images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
+        return self._predict_fn(images, states, tokens)

@@ -16,24 +16,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from vlaforge.deploy.artifact import RuntimePolicy, example_inputs
 from vlaforge.models.policy import Policy, load_torch_policy
 
-RUNTIMES = ("eager", "bf16", "compile", "dynamic-int8", "onnx-fp32", "onnx-int8")
-
-
-class RuntimePolicy(Policy):
-    """A policy whose network call is ``predict_fn`` (a compiled, quantized or ORT network)."""
-
-    def __init__(self, base: Policy, predict_fn: Callable) -> None:
-        self._setup(base.cfg, base.normalizer, base.tokenizer, base.meta)
-        self._predict_fn = predict_fn
-        self.reset()
-
-    def reset(self, seed: int = 0) -> None:
-        self._history.clear()
-
-    def predict(self, images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
-        return self._predict_fn(images, states, tokens)
+RUNTIMES = ("eager", "bf16", "compile", "dynamic-int8", "int8-weight", "int4-weight", "static-int8", "onnx-fp32",
+            "onnx-int8")
 
 
 def _torch_predict(model: torch.nn.Module, bf16: bool = False) -> Callable:
@@ -53,12 +40,17 @@ def runtime(base: Policy, name: str, policy_dir: Path, workdir: Path, threads: i
         return RuntimePolicy(base, _torch_predict(base.model, bf16=True))
     if name == "compile":
         return RuntimePolicy(base, _torch_predict(torch.compile(base.model)))
-    if name == "dynamic-int8":
-        from vlaforge.deploy.quantize import dynamic_int8
+    if name in ("dynamic-int8", "int8-weight", "int4-weight"):
+        from vlaforge.deploy.quantize import TORCH_METHODS
 
-        return RuntimePolicy(base, _torch_predict(dynamic_int8(base.model)))
+        return RuntimePolicy(base, _torch_predict(TORCH_METHODS[name](base.model)))
+    if name == "static-int8":  # calibrated on random inputs: the timing does not depend on the ranges
+        from vlaforge.deploy.static_int8 import _predict, static_int8
+
+        quant = static_int8(base, [example_inputs(base, seed=s) for s in range(4)])
+        return RuntimePolicy(base, _predict(torch.compile(quant)))
     if name in ("onnx-fp32", "onnx-int8"):
-        from vlaforge.deploy.onnx import export_onnx, quantize_int8, session
+        from vlaforge.deploy.onnx import export_onnx, onnx_predict, quantize_int8, session
 
         path = workdir / "model.onnx"
         if not path.exists():
@@ -66,9 +58,7 @@ def runtime(base: Policy, name: str, policy_dir: Path, workdir: Path, threads: i
         if name == "onnx-int8":
             quantize_int8(path, workdir / "model.int8.onnx")
             path = workdir / "model.int8.onnx"
-        sess = session(path, threads)
-        feeds = lambda i, s, t: {"image": i.numpy(), "state": s.numpy(), "tokens": t.numpy()}  # noqa: E731
-        return RuntimePolicy(base, lambda i, s, t: sess.run(None, feeds(i, s, t))[0][0])
+        return RuntimePolicy(base, onnx_predict(session(path, threads)))
     raise ValueError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
 
 

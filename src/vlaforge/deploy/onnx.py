@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlaforge.deploy.artifact import example_inputs
+from vlaforge.deploy.artifact import RuntimePolicy, example_inputs
 from vlaforge.models.policy import Policy, load_torch_policy
 
 INPUTS = ("image", "state", "tokens")
@@ -70,26 +70,19 @@ def parity(policy: Policy, sess, samples: int = 8) -> float:
     return worst
 
 
-class OnnxPolicy(Policy):
-    """A policy whose network runs in ONNX Runtime; inputs and outputs as ``Policy``."""
-
-    def __init__(self, sess, base: Policy) -> None:
-        self.session = sess
-        self._setup(base.cfg, base.normalizer, base.tokenizer, base.meta)
-        self.reset()
-
-    def reset(self, seed: int = 0) -> None:
-        self._history.clear()
-
-    def predict(self, images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
+def onnx_predict(sess):
+    """``Policy.predict`` on an ONNX Runtime session."""
+    def predict(images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
         feeds = {"image": images.numpy(), "state": states.numpy().astype(np.float32), "tokens": tokens.numpy()}
-        return self.session.run(None, feeds)[0][0]
+        return sess.run(None, feeds)[0][0]
+
+    return predict
 
 
-def load_onnx_policy(d: Path, model_file: str, threads: int = 0) -> OnnxPolicy:
+def load_onnx_policy(d: Path, model_file: str, threads: int = 0) -> RuntimePolicy:
     if not (d / model_file).is_file():
         raise FileNotFoundError(f"deployed policy {d} lacks {model_file}")
-    return OnnxPolicy(session(d / model_file, threads), load_torch_policy(d))
+    return RuntimePolicy(load_torch_policy(d), onnx_predict(session(d / model_file, threads)))
 
 
 def write_onnx(policy_dir: Path, tmp: Path, int8: bool) -> dict:

@@ -1,15 +1,25 @@
 """Post-training quantization of a policy into a deployed directory (``vlaforge quantize``).
 
     dynamic-int8  torch.ao dynamic quantization: every nn.Linear gets int8 weights and
-                  per-call int8 activations (convolutions stay fp32); applied at load time
-                  from the stored fp32 weights, which it reproduces exactly
+                  per-call int8 activations (convolutions stay fp32)
+    int8-weight   torchao weight-only int8 (per-channel scales), fp32 activations
+    int4-weight   torchao weight-only int4 in groups of 32 input features (Linear layers whose
+                  width is not a multiple of 32 stay fp32)
+    static-int8   PT2E: exported graph calibrated on dataset frames, int8 weights and activations,
+                  compiled with Inductor at load (``static_int8.py``)
     onnx-int8     the ONNX graph quantized by ONNX Runtime (int8 weights, dynamic activations)
+
+The other torch methods are deterministic functions of the fp32 weights, so the deployed directory
+stores those (safetensors) and the method is applied when it is loaded.
 """
 
 from __future__ import annotations
 
+import copy
 import io
+import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,13 +28,46 @@ from torch import nn
 from vlaforge.deploy.artifact import example_inputs, write_deployed
 from vlaforge.models.policy import Policy, load_torch_policy
 
-METHODS = ("dynamic-int8", "onnx-int8")
+INT4_GROUP = 32
 
 
 def dynamic_int8(model: nn.Module) -> nn.Module:
     """``model`` with int8 dynamic quantization of its Linear layers (a new module)."""
     with torch.no_grad():
         return torch.ao.quantization.quantize_dynamic(model.float().eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+def _torchao():
+    logging.getLogger("torchao").setLevel(logging.ERROR)  # it logs every optional GPU kernel it lacks
+    try:
+        import torchao.quantization as ao
+        from torchao.quantization.granularity import PerGroup
+    except ImportError as e:
+        raise ImportError(f"weight-only quantization needs torchao: pip install 'vlaforge[deploy]' ({e})") from None
+    return ao, PerGroup
+
+
+def int8_weight(model: nn.Module) -> nn.Module:
+    """``model`` (a copy) with torchao int8 weight-only quantization of its Linear layers."""
+    ao, _ = _torchao()
+    model = copy.deepcopy(model).float().eval()
+    ao.quantize_(model, ao.Int8WeightOnlyConfig())
+    return model
+
+
+def int4_weight(model: nn.Module) -> nn.Module:
+    """``model`` (a copy) with torchao int4 weight-only quantization, groups of INT4_GROUP inputs."""
+    ao, per_group = _torchao()
+    model = copy.deepcopy(model).float().eval()
+    config = ao.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=per_group(INT4_GROUP))
+    ao.quantize_(model, config, filter_fn=lambda m, _: isinstance(m, nn.Linear) and m.in_features % INT4_GROUP == 0)
+    return model
+
+
+TORCH_METHODS: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "dynamic-int8": dynamic_int8, "int8-weight": int8_weight, "int4-weight": int4_weight,
+}
+METHODS = (*TORCH_METHODS, "static-int8", "onnx-int8")
 
 
 def serialized_bytes(model: nn.Module) -> int:
@@ -35,19 +78,17 @@ def serialized_bytes(model: nn.Module) -> int:
 
 
 def load_quantized(d: Path, method: str) -> Policy:
+    """The fp32 policy stored in ``d`` with the torch quantization ``method`` applied."""
+    if method not in TORCH_METHODS:
+        raise ValueError(f"{d / 'deploy.json'} names an unknown torch quantization {method!r}; "
+                         f"known: {', '.join(TORCH_METHODS)}")
     base = load_torch_policy(d)
-    if method != "dynamic-int8":
-        raise ValueError(f"{d / 'deploy.json'} names an unknown torch quantization {method!r}; known: dynamic-int8")
-    policy = Policy.__new__(Policy)
-    policy.model = dynamic_int8(base.model)
-    policy._setup(base.cfg, base.normalizer, base.tokenizer, base.meta)
-    policy._noise = torch.Generator()
-    policy.reset()
-    return policy
+    return Policy(TORCH_METHODS[method](base.model), base.normalizer, base.tokenizer, base.meta)
 
 
-def quantize(policy_dir: str, output: str, method: str) -> Path:
-    """Write ``policy_dir`` quantized with ``method`` to the new directory ``output``."""
+def quantize(policy_dir: str, output: str, method: str, dataset: str = "", calibration_samples: int = 64) -> Path:
+    """Write ``policy_dir`` quantized with ``method`` to the new directory ``output``
+    (``dataset`` supplies static-int8's calibration frames)."""
     if method not in METHODS:
         raise ValueError(f"unknown quantization method {method!r}; known: {', '.join(METHODS)}")
     if not output:
@@ -56,6 +97,13 @@ def quantize(policy_dir: str, output: str, method: str) -> Path:
         from vlaforge.deploy.onnx import write_onnx
 
         return write_deployed(policy_dir, output, lambda tmp: write_onnx(Path(policy_dir), tmp, int8=True))
+    if method == "static-int8":
+        from vlaforge.deploy.static_int8 import write_static_int8
+
+        if calibration_samples < 1:
+            raise ValueError(f"calibration_samples must be >= 1, got {calibration_samples}")
+        return write_deployed(policy_dir, output,
+                              lambda tmp: write_static_int8(Path(policy_dir), tmp, dataset, calibration_samples))
 
     def write(tmp: Path) -> dict:
         base = load_torch_policy(Path(policy_dir))
