@@ -178,6 +178,7 @@ class TrainConfig:
         default="", metadata={"help": "target-domain dataset whose images (not actions) the visual features are aligned to"}
     )
     align_weight: float = field(default=1.0, metadata={"help": "weight of the feature-alignment (CORAL) loss"})
+    qat: str = field(default="", metadata={"help": "quantization-aware training for a deploy method: int4-weight; empty = off"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = all cores"})
     tracking: str = field(
         default="mlflow", metadata={"help": "mlflow | wandb | console | none (metrics.jsonl is always written)"}

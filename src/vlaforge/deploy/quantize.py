@@ -5,6 +5,7 @@
     int8-weight   torchao weight-only int8 (per-channel scales), fp32 activations
     int4-weight   torchao weight-only int4 in groups of 32 input features (Linear layers whose
                   width is not a multiple of 32 stay fp32)
+Only plain nn.Linear layers are quantized: the action head (a Linear subclass) stays fp32.
     static-int8   PT2E: exported graph calibrated on dataset frames, int8 weights and activations,
                   compiled with Inductor at load (``static_int8.py``)
     onnx-int8     the ONNX graph quantized by ONNX Runtime (int8 weights, dynamic activations)
@@ -51,7 +52,7 @@ def int8_weight(model: nn.Module) -> nn.Module:
     """``model`` (a copy) with torchao int8 weight-only quantization of its Linear layers."""
     ao, _ = _torchao()
     model = copy.deepcopy(model).float().eval()
-    ao.quantize_(model, ao.Int8WeightOnlyConfig())
+    ao.quantize_(model, ao.Int8WeightOnlyConfig(), filter_fn=lambda m, _: type(m) is nn.Linear)
     return model
 
 
@@ -60,8 +61,14 @@ def int4_weight(model: nn.Module) -> nn.Module:
     ao, per_group = _torchao()
     model = copy.deepcopy(model).float().eval()
     config = ao.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=per_group(INT4_GROUP))
-    ao.quantize_(model, config, filter_fn=lambda m, _: isinstance(m, nn.Linear) and m.in_features % INT4_GROUP == 0)
+    ao.quantize_(model, config, filter_fn=int4_quantizable)
     return model
+
+
+def int4_quantizable(module: nn.Module, _fqn: str = "") -> bool:
+    """Plain Linear layers whose input width splits into int4 groups (subclasses such as the
+    regression head keep their own methods and stay fp32, as in dynamic-int8)."""
+    return type(module) is nn.Linear and module.in_features % INT4_GROUP == 0
 
 
 TORCH_METHODS: dict[str, Callable[[nn.Module], nn.Module]] = {

@@ -38,6 +38,7 @@ from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_c
 from vlaforge.train.ema import EMA
 from vlaforge.train.optim import build_optimizer, lr_at, scaled_lr
 from vlaforge.train.pipeline import Pipeline
+from vlaforge.train.qat import QAT_METHODS, prepare_qat
 from vlaforge.train.tracking import Tracker, flatten, run_info
 
 
@@ -145,6 +146,11 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
         raise ValueError("steps, batch_size and accumulate must be >= 1")
     if cfg.snapshot_every < 0:
         raise ValueError(f"snapshot_every must be >= 0 (0 = off), got {cfg.snapshot_every}")
+    if cfg.qat:
+        if cfg.qat not in QAT_METHODS:
+            raise ValueError(f"unknown QAT method {cfg.qat!r}; known: {', '.join(QAT_METHODS)}")
+        if cfg.parallel.tp > 1 or cfg.parallel.pp > 1 or cfg.parallel.fsdp > 1:
+            raise ValueError("quantization-aware training (--qat) runs with data parallelism only (dp), not fsdp/tp/pp")
     d, device = parallel.init(cfg.parallel, amp.resolve_device(cfg.device))
     try:
         return _train(cfg, d, device, show_progress and d.is_main)
@@ -193,6 +199,8 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
     model = (build_policy(p, spec) if base is None else _finetune_model(base, spec)).to(device)
     n_params = sum(t.numel() for t in model.parameters())
     _warn_batch_norm(model, cfg)
+    if cfg.qat:
+        prepare_qat(model, cfg.qat)
     objective = BCObjective(model, cfg.align_weight)
     module = parallel.parallelize(objective, model, d)
     pipe = None
@@ -215,6 +223,8 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
             "env": info.get("env"), "tasks": info.get("tasks"), "fps": dataset.fps}
     if base is not None:
         meta["init_from"] = str(cfg.init_from)
+    if cfg.qat:
+        meta["qat"] = cfg.qat
 
     def export(path: Path) -> Path:
         """Write the (EMA) weights as a policy directory; collective: every rank calls it."""
