@@ -19,6 +19,7 @@ from vlaforge.config import (
     ControlConfig,
     EvalConfig,
     ExportConfig,
+    PruneConfig,
     QuantizeConfig,
     QuickstartConfig,
     RunsConfig,
@@ -154,6 +155,15 @@ def _serve(cfg: ServeConfig) -> Any:
         server.httpd.server_close()
 
 
+def _prune(cfg: PruneConfig) -> Any:
+    from vlaforge.deploy.prune import prune
+
+    out = prune(cfg)
+    pruning = json.loads((out / "config.json").read_text())["pruning"]
+    print(f"{cfg.method} pruning at {cfg.sparsity:.0%}: {pruning['zero_fraction']:.1%} of the prunable weights are zero; "
+          f"policy written to {out}")
+
+
 def _runs(cfg: RunsConfig) -> Any:
     from rich.console import Console
     from rich.table import Table
@@ -184,6 +194,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "export": (ExportConfig, _export, "export a policy for deployment: vlaforge export onnx --policy=DIR --output=DIR"),
     "quantize": (QuantizeConfig, _quantize, "post-training quantization into a deployed policy directory"),
     "control": (ControlConfig, _control, "run a policy in real time: fixed rate, chunking, async inference"),
+    "prune": (PruneConfig, _prune, "prune a policy (unstructured, channels, heads) and fine-tune it with the mask held"),
     "bench": (BenchConfig, _bench, "vlaforge bench latency|server --policy=DIR: act() p50/p99, server load test"),
     "serve": (ServeConfig, _serve, "serve a policy's actions over HTTP (token, 127.0.0.1 by default)"),
     "quickstart": (QuickstartConfig, _quickstart, "collect -> train -> eval on the built-in suite"),

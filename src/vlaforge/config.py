@@ -179,6 +179,9 @@ class TrainConfig:
     )
     align_weight: float = field(default=1.0, metadata={"help": "weight of the feature-alignment (CORAL) loss"})
     qat: str = field(default="", metadata={"help": "quantization-aware training for a deploy method: int4-weight; empty = off"})
+    prune: str = field(
+        default="", metadata={"help": "prune and keep pruned: unstructured|channels|heads:sparsity, e.g. heads:0.25"}
+    )
     threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = all cores"})
     tracking: str = field(
         default="mlflow", metadata={"help": "mlflow | wandb | console | none (metrics.jsonl is always written)"}
@@ -240,6 +243,17 @@ class QuantizeConfig:
     calibration_samples: int = field(default=64, metadata={"help": "static-int8: calibration frames"})
     policy: str = field(default="", metadata={"help": "policy directory to quantize"})
     output: str = field(default="", metadata={"help": "new directory for the quantized policy"})
+
+
+@dataclass
+class PruneConfig:
+    policy: str = field(default="", metadata={"help": "policy directory to prune"})
+    dataset: str = field(default="", metadata={"help": "dataset for the fine-tuning (its training data)"})
+    method: str = field(default="unstructured", metadata={"help": "unstructured | channels | heads"})
+    sparsity: float = field(default=0.5, metadata={"help": "fraction of weights (or channels, heads) removed"})
+    steps: int = field(default=300, metadata={"help": "fine-tuning steps with the mask held; 0 = none"})
+    lr: float = field(default=3e-4, metadata={"help": "fine-tuning peak learning rate"})
+    output_dir: str = field(default="", metadata={"help": "run directory; the pruned policy goes to <output_dir>/policy"})
 
 
 @dataclass

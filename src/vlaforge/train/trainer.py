@@ -31,6 +31,7 @@ from vlaforge.data.dataset import ENV_STATE, LeRobotDataset
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.sampler import ChunkSampler, pixel_columns
 from vlaforge.data.tokenizer import WordTokenizer
+from vlaforge.deploy.prune import apply_masks, parse_prune, pruning_masks, zero_fraction
 from vlaforge.models.policy import Policy, build_policy, load_policy
 from vlaforge.train import amp, parallel
 from vlaforge.train.alignment import coral_loss
@@ -146,11 +147,12 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
         raise ValueError("steps, batch_size and accumulate must be >= 1")
     if cfg.snapshot_every < 0:
         raise ValueError(f"snapshot_every must be >= 0 (0 = off), got {cfg.snapshot_every}")
-    if cfg.qat:
-        if cfg.qat not in QAT_METHODS:
-            raise ValueError(f"unknown QAT method {cfg.qat!r}; known: {', '.join(QAT_METHODS)}")
-        if cfg.parallel.tp > 1 or cfg.parallel.pp > 1 or cfg.parallel.fsdp > 1:
-            raise ValueError("quantization-aware training (--qat) runs with data parallelism only (dp), not fsdp/tp/pp")
+    if cfg.qat and cfg.qat not in QAT_METHODS:
+        raise ValueError(f"unknown QAT method {cfg.qat!r}; known: {', '.join(QAT_METHODS)}")
+    if cfg.prune:
+        parse_prune(cfg.prune)
+    if (cfg.qat or cfg.prune) and (cfg.parallel.tp > 1 or cfg.parallel.pp > 1 or cfg.parallel.fsdp > 1):
+        raise ValueError("quantization-aware training and pruning run with data parallelism only (dp), not fsdp/tp/pp")
     d, device = parallel.init(cfg.parallel, amp.resolve_device(cfg.device))
     try:
         return _train(cfg, d, device, show_progress and d.is_main)
@@ -201,6 +203,9 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
     _warn_batch_norm(model, cfg)
     if cfg.qat:
         prepare_qat(model, cfg.qat)
+    masks = pruning_masks(model, *parse_prune(cfg.prune)) if cfg.prune else None
+    if masks is not None:
+        apply_masks(model, masks)
     objective = BCObjective(model, cfg.align_weight)
     module = parallel.parallelize(objective, model, d)
     pipe = None
@@ -212,6 +217,8 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
     effective_batch = cfg.batch_size * cfg.accumulate * d.dp_size
     optim_cfg = dataclasses.replace(cfg.optim, lr=scaled_lr(cfg.optim, effective_batch))
     optimizer = build_optimizer(model, optim_cfg)
+    if masks is not None:  # pruned weights stay exactly zero through every update
+        optimizer.register_step_post_hook(lambda *_: apply_masks(model, masks))
     scaler = amp.grad_scaler(precision, device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     start = 0
@@ -225,6 +232,9 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
         meta["init_from"] = str(cfg.init_from)
     if cfg.qat:
         meta["qat"] = cfg.qat
+    if masks is not None:
+        method, sparsity = parse_prune(cfg.prune)
+        meta["pruning"] = {"method": method, "sparsity": sparsity, "zero_fraction": zero_fraction(model, masks)}
 
     def export(path: Path) -> Path:
         """Write the (EMA) weights as a policy directory; collective: every rank calls it."""
