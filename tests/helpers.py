@@ -19,8 +19,9 @@ def synthetic_episode(rng, length=12, size=64, views=1, task=None, tasks=TASKS):
     )
 
 
-def write_dataset(root, episodes=4, seed=0, size=64, length=12, tasks=TASKS, image_fn=None):
-    """``image_fn`` maps each episode's uint8 frames (a shifted domain, for instance)."""
+def write_dataset(root, episodes=4, seed=0, size=64, length=12, tasks=TASKS, image_fn=None, action_fn=None):
+    """``image_fn`` maps each episode's uint8 frames (a shifted domain, for instance), ``action_fn``
+    its actions (another behaviour on the same observations)."""
     rng = np.random.default_rng(seed)
     writer = DatasetWriter(
         root,
@@ -31,8 +32,9 @@ def write_dataset(root, episodes=4, seed=0, size=64, length=12, tasks=TASKS, ima
                                          "cameras": ["front"], "max_steps": 100, "num_objects": 3}}},
     )
     eps = [synthetic_episode(rng, length=length + i, size=size, tasks=tasks) for i in range(episodes)]
-    if image_fn is not None:
-        eps = [EpisodeFrames(image_fn(e.images), e.state, e.action, e.task) for e in eps]
+    if image_fn is not None or action_fn is not None:
+        eps = [EpisodeFrames((image_fn or (lambda x: x))(e.images), e.state, (action_fn or (lambda x: x))(e.action), e.task)
+               for e in eps]
     for ep in eps:
         writer.add_episode(ep)
     return writer, eps

@@ -72,6 +72,12 @@ def _transfer(cfg: TransferConfig) -> Any:
         print(f"{name:14s} {r['success_rate']:6.1%}  [{r['ci95'][0]:.0%}, {r['ci95'][1]:.0%}]{gap}")
 
 
+def _distill(cfg: TrainConfig) -> Any:
+    if not cfg.teacher:
+        raise ValueError("distill needs --teacher=DIR (the policy to distill) and the student's --policy.* settings")
+    _train(cfg)
+
+
 def _export(cfg: ExportConfig) -> Any:
     from vlaforge.deploy.artifact import write_deployed
     from vlaforge.deploy.onnx import write_onnx
@@ -190,6 +196,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "collect": (CollectConfig, _collect, "roll scripted experts and write a LeRobot v3.0 dataset"),
     "train": (TrainConfig, _train, "train a policy on a dataset"),
     "eval": (EvalConfig, _eval, "evaluate a policy in closed loop; writes results.json and report.html"),
+    "distill": (TrainConfig, _distill, "train a student (--policy.*) on a teacher's chunks: --teacher=DIR"),
     "transfer": (TransferConfig, _transfer, "evaluate in the source simulation and held-out target domains"),
     "export": (ExportConfig, _export, "export a policy for deployment: vlaforge export onnx --policy=DIR --output=DIR"),
     "quantize": (QuantizeConfig, _quantize, "post-training quantization into a deployed policy directory"),

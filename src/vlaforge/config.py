@@ -182,6 +182,12 @@ class TrainConfig:
     prune: str = field(
         default="", metadata={"help": "prune and keep pruned: unstructured|channels|heads:sparsity, e.g. heads:0.25"}
     )
+    teacher: str = field(
+        default="", metadata={"help": "distillation: policy whose predicted chunks the student (--policy.*) learns"}
+    )
+    distill_weight: float = field(
+        default=1.0, metadata={"help": "distillation: weight of the teacher's targets (1 - it: the demonstrations)"}
+    )
     threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = all cores"})
     tracking: str = field(
         default="mlflow", metadata={"help": "mlflow | wandb | console | none (metrics.jsonl is always written)"}

@@ -36,6 +36,7 @@ from vlaforge.models.policy import Policy, build_policy, load_policy
 from vlaforge.train import amp, parallel
 from vlaforge.train.alignment import coral_loss
 from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vlaforge.train.distill import check_teacher, distillation_loss, with_teacher_targets
 from vlaforge.train.ema import EMA
 from vlaforge.train.optim import build_optimizer, lr_at, scaled_lr
 from vlaforge.train.pipeline import Pipeline
@@ -66,14 +67,17 @@ class BCObjective(nn.Module):
     """The behaviour-cloning loss as a module's forward, so that DDP's and FSDP's hooks, which
     ride on ``forward``, see every call."""
 
-    def __init__(self, model: nn.Module, align_weight: float = 0.0) -> None:
+    def __init__(self, model: nn.Module, align_weight: float = 0.0, distill_weight: float = 1.0) -> None:
         super().__init__()
         self.model = model
-        self.align_weight = align_weight
+        self.align_weight, self.distill_weight = align_weight, distill_weight
         self.last_align_loss: float | None = None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        loss = self.model.loss(batch)
+        if "teacher_action" in batch:
+            loss = distillation_loss(self.model, batch, self.distill_weight)
+        else:
+            loss = self.model.loss(batch)
         if "align_image" in batch:  # unlabelled target-domain frames: align the visual features
             source = self.model.visual_features(batch["image"], batch["tokens"])
             target = self.model.visual_features(batch["align_image"], batch["align_tokens"])
@@ -168,8 +172,14 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
 
     dataset = LeRobotDataset(cfg.dataset)
     data = dataset.load()
+    if cfg.init_from and cfg.teacher:
+        raise ValueError("--init_from and --teacher exclude each other: a distilled student starts from scratch")
     base = _load_base(cfg) if cfg.init_from else None
-    if base is None:
+    teacher = load_policy(cfg.teacher, str(device)) if cfg.teacher else None
+    if teacher is not None:
+        # The student reads the teacher's normalised actions and tokens, so it shares both maps.
+        normalizer, tokenizer = teacher.normalizer, teacher.tokenizer
+    elif base is None:
         normalizer = Normalizer.from_stats(dataset.stats)
         tokenizer = WordTokenizer.from_texts(data.tasks)
     else:
@@ -197,6 +207,8 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
         spec["aux_dim"] = base.meta["spec"]["aux_dim"]
     if base is not None:
         spec["action_range"] = base.meta["spec"].get("action_range")
+    if teacher is not None:
+        check_teacher(teacher, spec, cfg.distill_weight, p)
     torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
     model = (build_policy(p, spec) if base is None else _finetune_model(base, spec)).to(device)
     n_params = sum(t.numel() for t in model.parameters())
@@ -206,7 +218,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
     masks = pruning_masks(model, *parse_prune(cfg.prune)) if cfg.prune else None
     if masks is not None:
         apply_masks(model, masks)
-    objective = BCObjective(model, cfg.align_weight)
+    objective = BCObjective(model, cfg.align_weight, cfg.distill_weight)
     module = parallel.parallelize(objective, model, d)
     pipe = None
     if cfg.parallel.pp > 1:
@@ -232,6 +244,8 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
         meta["init_from"] = str(cfg.init_from)
     if cfg.qat:
         meta["qat"] = cfg.qat
+    if teacher is not None:
+        meta["distilled_from"] = {"teacher": str(cfg.teacher), "weight": cfg.distill_weight, "head": teacher.cfg.head}
     if masks is not None:
         method, sparsity = parse_prune(cfg.prune)
         meta["pruning"] = {"method": method, "sparsity": sparsity, "zero_fraction": zero_fraction(model, masks)}
@@ -273,6 +287,8 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
                 | (_align_batch(align, cfg, step, m, d) if align is not None else {})
                 for m in range(cfg.accumulate)
             )
+            if teacher is not None:
+                micro = (with_teacher_targets(teacher, b, device, cfg.seed * 1_000_003 + step) for b in micro)
             if pipe is None:
                 step_loss, grad_norm, skipped = train_step(module, optimizer, scaler, micro, precision, device,
                                                            cfg.clip_grad)
