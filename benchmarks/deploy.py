@@ -16,10 +16,10 @@ Newcombe's 95% interval. Writes benchmarks/results/deploy.{json,md}.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
-import torch
 from common import write
 
 from vlaforge.config import CollectConfig, EnvConfig, EvalConfig, OptimConfig, PruneConfig, TrainConfig
@@ -102,7 +102,7 @@ def main() -> None:
                 "onnx-int8"]
     lat1 = {r["runtime"]: r for r in bench_latency(str(policy), runtimes, calls=300, warmup=30, threads=1)}
     latn = {r["runtime"]: r for r in bench_latency(str(policy), ["eager", "onnx-fp32", "onnx-int8", "static-int8"],
-                                                    calls=300, warmup=30, threads=torch.get_num_threads())}
+                                                    calls=300, warmup=30, threads=os.cpu_count() or 1)}
     results = {}
     for name, d in methods.items():
         out = ROOT / "eval" / name

@@ -90,8 +90,16 @@ def bench_latency(policy_dir: str, runtimes: list[str], calls: int = 200, warmup
             raise ValueError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
     if calls < 1 or warmup < 0:
         raise ValueError("calls must be >= 1 and warmup >= 0")
+    previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    try:
+        return _bench(policy_dir, runtimes, calls, warmup, threads)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _bench(policy_dir: str, runtimes: list[str], calls: int, warmup: int, threads: int) -> list[dict]:
     base = load_torch_policy(Path(policy_dir))
     reference = base.act(observation(base))
     rows = []
