@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vlaforge.config import EVAL_SEEDS, CollectConfig, save_yaml
 from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, encode_png, make_features
-from vlaforge.envs.randomization.wrapper import worker_domain_env
+from vlaforge.envs.randomization.wrapper import job_domain, worker_domain_env
 from vlaforge.pool import map_in_workers
 
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_opening"]
@@ -61,7 +61,7 @@ def run_expert_episode(
     for attempt in range(RETRIES):
         s = seed + attempt * RETRY_STRIDE
         rng = np.random.default_rng(s)
-        obs, info0 = env.reset(seed=s)
+        obs, reset_info = env.reset(seed=s)
         expert.reset()
         images, states, actions, env_states = [], [], [], []
         success, after = False, 0
@@ -89,7 +89,7 @@ def run_expert_episode(
                 "state": np.stack(states),
                 "action": np.stack(actions),
                 "env_state": np.stack(env_states) if env_states else None,
-                "domain": info0.get("domain"),
+                "domain": reset_info.get("domain"),
             }
     return None
 
@@ -110,9 +110,7 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     last = scene_seed(cfg.seed, len(tasks) - 1, cfg.episodes_per_task - 1) + (RETRIES - 1) * RETRY_STRIDE
     if cfg.seed < 0 or last >= EVAL_SEEDS:
         raise ValueError(f"collection seeds {cfg.seed}..{last} must lie in [0, {EVAL_SEEDS}), below the evaluation seeds")
-    from vlaforge.envs.randomization import is_source, resolve
-
-    domain = None if is_source(cfg.domain) else asdict(resolve(cfg.domain))
+    domain = job_domain(cfg.domain)
     out = Path(cfg.output)
     features = make_features(cfg.env.cameras, cfg.env.image_size, STATE_NAMES, ACTION_NAMES, suite.env_state_columns(cfg.env.cameras))
     extra = {"vlaforge": {"suite": suite.name, "split": cfg.split, "tasks": tasks, "env": asdict(cfg.env) | {"tasks": tasks},

@@ -11,7 +11,6 @@ import json
 import os
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +81,7 @@ def _default_tasks(suite, split: str, trained: list[str]) -> list[str]:
 def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     """Roll the policy out and write results.json and report.html; returns the results dict."""
     from vlaforge.envs import get_suite
-    from vlaforge.envs.randomization import is_source, resolve
+    from vlaforge.envs.randomization import job_domain
     from vlaforge.eval.report import write_report
     from vlaforge.models.policy import load_policy
 
@@ -106,7 +105,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     horizon = cfg.action_horizon or max(1, policy.cfg.chunk_size // 2)
     if horizon > policy.cfg.chunk_size:
         raise ValueError(f"action_horizon {horizon} exceeds the policy's chunk_size {policy.cfg.chunk_size}")
-    domain = None if is_source(cfg.domain) else asdict(resolve(cfg.domain))
+    domain = job_domain(cfg.domain)
     out = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.policy).parent / "eval" / cfg.split
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")

@@ -76,6 +76,12 @@ def is_source(domain: DomainConfig) -> bool:
     return is_nominal(resolve(domain))
 
 
+def job_domain(domain: DomainConfig) -> dict | None:
+    """What worker jobs carry: the resolved, checked ranges as a dict, or None for the source."""
+    resolved = resolve(domain)
+    return None if is_nominal(resolved) else dataclasses.asdict(resolved)
+
+
 def randomize(env: gym.Env, domain: DomainConfig) -> gym.Env:
     """``env`` wrapped in the randomizers ``domain`` switches on (the env itself when none)."""
     domain = resolve(domain)
