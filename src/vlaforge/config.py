@@ -84,6 +84,23 @@ class DomainConfig:
 
 
 @dataclass
+class SafetyConfig:
+    """Limits the safety filter enforces on an end-effector-delta robot (tabletop units: m, s, N)."""
+
+    workspace_lo: list[float] = field(default_factory=lambda: [-0.22, -0.22, 0.012],
+                                      metadata={"help": "lower corner of the allowed end-effector box (m)"})
+    workspace_hi: list[float] = field(default_factory=lambda: [0.22, 0.22, 0.26],
+                                      metadata={"help": "upper corner of the allowed end-effector box (m)"})
+    keep_out: list[list[float]] = field(default_factory=list,
+                                        metadata={"help": "spheres [x, y, z, radius] the end effector must not enter"})
+    max_speed: float = field(default=0.3, metadata={"help": "per-axis end-effector speed limit (m/s)"})
+    max_accel: float = field(default=6.0, metadata={"help": "per-axis acceleration limit (m/s^2)"})
+    max_grip_force: float = field(default=8.0, metadata={"help": "gripper squeeze force limit (N)"})
+    gamma: float = field(default=0.5, metadata={"help": "barrier decay rate in (0, 1]: the share of the margin one step may use"})
+    margin: float = field(default=0.005, metadata={"help": "distance kept from every boundary (m)"})
+
+
+@dataclass
 class CollectConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     split: str = field(default="train", metadata={"help": "scene/instruction split to draw from"})
