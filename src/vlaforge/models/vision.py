@@ -64,11 +64,8 @@ class ConvEncoder(nn.Module):
         self.register_buffer("coords", torch.stack([xs, ys])[None], persistent=False)
         self.num_tokens = keypoints + 1
 
-    def forward(
-        self, images: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 images (B*N, H, W, 3) and the (B, L, d) instruction words they belong to (N images
-        each) -> tokens (B*N, keypoints + 1, d) and keypoint logit maps (B*N, keypoints, H', W')."""
+    def feature_map(self, images: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """The last FiLM-conv stage's output (B*N, C, H', W') for uint8 images (B*N, H, W, 3)."""
         n = images.shape[0] // text.shape[0]
         pooled = (text * text_mask[..., None]).sum(1) / text_mask.sum(1, keepdim=True).clamp(min=1)
         cond = pooled.repeat_interleave(n, dim=0)
@@ -76,6 +73,15 @@ class ConvEncoder(nn.Module):
         x = torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1)
         for stage in self.stages:
             x = stage(x, cond)
+        return x
+
+    def forward(
+        self, images: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (B*N, H, W, 3) and the (B, L, d) instruction words they belong to (N images
+        each) -> tokens (B*N, keypoints + 1, d) and keypoint logit maps (B*N, keypoints, H', W')."""
+        n = images.shape[0] // text.shape[0]
+        x = self.feature_map(images, text, text_mask)
         b, c, h, w = x.shape
         feats = x.flatten(2)  # (B*N, C, H*W)
         scores = self.word_query @ self.word_key(text).transpose(1, 2) / text.shape[-1] ** 0.5  # (B, K, L)

@@ -1,10 +1,10 @@
-"""Out-of-distribution observations: Mahalanobis distance of the policy's visual embedding to the
-embeddings of its training frames.
+"""Out-of-distribution observations: Mahalanobis distance of the policy's visual embedding (the
+statistics of its encoder's feature map) to the embeddings of its training frames.
 
-Fit on a dataset: the mean and a shrunk covariance come from the frames of 80% of its episodes,
-the threshold is the ``quantile`` of the distances of the other 20% of episodes (scenes the fit
-never saw; consecutive frames of one episode are near copies, so holding out frames would set
-the threshold too tight), so a clean frame of a new scene exceeds it with probability about
+Fit on a dataset: the mean and a shrunk covariance of its frames' embeddings; the threshold is
+the ``quantile`` of cross-validated distances, each frame measured by a fit that left its whole
+episode out (consecutive frames of an episode are near copies, so leaving out frames would set
+the threshold too tight). A clean frame of a new scene then exceeds it with probability about
 1 - quantile. A corrupted camera (noise,
 blackout, occlusion, a different scene) moves the embedding far outside that range. Stored as
 ``ood.safetensors`` (tensors) beside the policy's files.
@@ -22,10 +22,17 @@ from vlaforge.models.policy import Policy
 
 
 def embed(policy: Policy, images: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
-    """(N, d) embeddings of uint8 frames (N, V, H, W, 3) with their instruction tokens (N, L)."""
+    """(N, V * 2C) embeddings of uint8 frames (N, V, H, W, 3) with their instruction tokens (N, L):
+    per camera the spatial mean and standard deviation of each channel of the encoder's last
+    feature map. The mean carries what the scene shows; the spread carries its texture, where
+    noise, blur and occlusion show even when they average out."""
+    model = policy.model
+    n, v = images.shape[:2]
     with torch.no_grad():
-        feats = policy.model.visual_features(images[:, None], tokens)  # one frame of history
-    return feats.view(images.shape[0], -1).double().numpy()
+        text, mask = model.text(tokens)
+        x = model.vision.feature_map(images.flatten(0, 1), text, mask).float().flatten(2)
+        feats = torch.cat([x.mean(-1), x.std(-1)], dim=-1)
+    return feats.view(n, -1).double().numpy()
 
 
 class OODDetector:
@@ -33,8 +40,11 @@ class OODDetector:
         self.mean, self.precision, self.threshold = mean, precision, float(threshold)
 
     @classmethod
-    def fit(cls, policy: Policy, dataset: str, samples: int = 512, quantile: float = 0.995, seed: int = 0,
-            shrinkage: float = 0.1) -> OODDetector:
+    def fit(cls, policy: Policy, dataset: str, samples: int = 2048, quantile: float = 0.995, seed: int = 0,
+            shrinkage: float = 0.1, folds: int = 5) -> OODDetector:
+        """Mean and shrunk covariance of the dataset's frame embeddings; the threshold is the
+        ``quantile`` of cross-validated distances, each frame measured by a fit that left its
+        whole episode out."""
         from vlaforge.data.dataset import LeRobotDataset
 
         if not 0.5 < quantile < 1.0:
@@ -43,27 +53,28 @@ class OODDetector:
         if data.images.shape[1:] != policy.image_shape:
             raise ValueError(f"dataset images {data.images.shape[1:]} differ from the policy's {policy.image_shape}")
         rng = np.random.default_rng(seed)
-        episodes = rng.permutation(np.unique(data.episode))
-        held_out = max(1, len(episodes) // 5)
-        if len(episodes) - held_out < 2:
-            raise ValueError(f"OOD fitting needs at least 3 episodes, the dataset has {len(episodes)}")
-        is_held = np.isin(data.episode, episodes[:held_out])
-
-        def embed_frames(mask: np.ndarray) -> np.ndarray:
-            idx = np.flatnonzero(mask)
-            idx = rng.choice(idx, size=min(samples, len(idx)), replace=False)
-            tokens = torch.tensor([policy.tokenizer.encode(data.tasks[data.task_index[i]], policy.cfg.max_text_tokens)
-                                   for i in idx])
-            return embed(policy, torch.from_numpy(data.images[idx]), tokens)
-
-        fit, held = embed_frames(~is_held), embed_frames(is_held)
-        mean = fit.mean(0)
-        cov = np.cov(fit, rowvar=False)
-        cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
-        precision = np.linalg.inv(cov)
-        detector = cls(mean, precision, 0.0)
-        detector.threshold = float(np.quantile(detector.distances(held), quantile))
+        idx = np.sort(rng.choice(len(data.images), size=min(samples, len(data.images)), replace=False))
+        episodes = data.episode[idx]
+        unique = rng.permutation(np.unique(episodes))
+        folds = min(folds, len(unique))
+        if folds < 3:
+            raise ValueError(f"OOD fitting needs at least 3 episodes, the dataset has {len(unique)}")
+        tokens = torch.tensor([policy.tokenizer.encode(data.tasks[data.task_index[i]], policy.cfg.max_text_tokens)
+                               for i in idx])
+        z = embed(policy, torch.from_numpy(data.images[idx]), tokens)
+        held_out = np.empty(len(z))
+        for fold in np.array_split(unique, folds):
+            test = np.isin(episodes, fold)
+            held_out[test] = cls._fit(z[~test], shrinkage).distances(z[test])
+        detector = cls._fit(z, shrinkage)
+        detector.threshold = float(np.quantile(held_out, quantile))
         return detector
+
+    @classmethod
+    def _fit(cls, z: np.ndarray, shrinkage: float) -> OODDetector:
+        cov = np.cov(z, rowvar=False)
+        cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+        return cls(z.mean(0), np.linalg.inv(cov), 1.0)
 
     def distances(self, z: np.ndarray) -> np.ndarray:
         d = z - self.mean
