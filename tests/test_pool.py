@@ -42,3 +42,22 @@ def test_worker_env_keeps_one_env_and_closes_the_previous(monkeypatch):
     b = worker_env(("s", "b"), lambda: make("b"))
     assert a.closed and not b.closed and b.name == "b"
     assert worker_env(("s", "a"), lambda: make("a2")).name == "a2" and b.closed
+
+
+def test_worker_env_cache_tells_env_configs_apart():
+    from vlaforge.envs.randomization.wrapper import worker_domain_env
+
+    cfg = {"suite": "tabletop", "tasks": [], "image_size": 64, "cameras": ["front"], "max_steps": 4, "num_objects": 3}
+    short = worker_domain_env("tabletop", "reach", "train", cfg, None)
+    long = worker_domain_env("tabletop", "reach", "train", {**cfg, "max_steps": 50}, None)
+    assert short.max_steps == 4 and long.max_steps == 50
+
+
+def test_inline_map_keeps_the_callers_torch_threads():
+    import torch
+
+    from vlaforge.pool import map_in_workers
+
+    before = torch.get_num_threads()
+    assert list(map_in_workers(abs, [-1, 2], 1, lambda: torch.set_num_threads(1))) == [1, 2]
+    assert torch.get_num_threads() == before

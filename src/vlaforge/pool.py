@@ -30,8 +30,14 @@ def map_in_workers(
 ) -> Iterator[Any]:
     """Yield ``fn(job)`` for every job; in job order when ``ordered``, else as they finish."""
     if workers <= 1:
-        initializer(*initargs)
-        yield from map(fn, jobs)
+        import torch
+
+        threads = torch.get_num_threads()  # the initializer pins torch to one thread: not the caller's
+        try:
+            initializer(*initargs)
+            yield from map(fn, jobs)
+        finally:
+            torch.set_num_threads(threads)
         return
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=initializer,
                              initargs=initargs) as pool:

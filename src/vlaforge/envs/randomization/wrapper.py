@@ -113,4 +113,4 @@ def worker_domain_env(suite: str, task: str, split: str, env_cfg: dict, domain: 
         env = get_suite(suite).make_env(task, split, from_dict(EnvConfig, env_cfg))
         return randomize(env, from_dict(DomainConfig, domain)) if domain else env
 
-    return worker_env((suite, task, split, json.dumps(domain, sort_keys=True)), make)
+    return worker_env((suite, task, split, json.dumps(env_cfg, sort_keys=True), json.dumps(domain, sort_keys=True)), make)
