@@ -5,7 +5,8 @@ PyBullet, tabletop-bullet); domain adaptation on top of DR (few-shot fine-tuning
 on k target demonstrations, CORAL feature alignment on unlabelled target frames, and continued
 training as the control); robustness sweeps for the no-DR and all-DR policies.
 
-    python benchmarks/sim2real.py --steps=2000 --demos=80 --episodes=30   # the CPU run of the results (~100 min, 2 cores)
+    python benchmarks/sim2real.py --steps=2000 --demos=80 --episodes=30 --adapt_steps=200 --sweep_episodes=6
+                                                  # the CPU run of the results (~100 min, 2 cores)
     python benchmarks/sim2real.py --steps=3000 --demos=100 --episodes=50   # larger
 
 Re-running resumes: datasets, policies and evaluations already on disk are reused.
