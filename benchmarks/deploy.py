@@ -27,7 +27,7 @@ from vlaforge.data.collect import collect
 from vlaforge.deploy.latency import bench_latency
 from vlaforge.deploy.prune import prune
 from vlaforge.deploy.quantize import quantize
-from vlaforge.eval.rollout import evaluate
+from vlaforge.eval.rollout import brief, evaluate
 from vlaforge.eval.stats import difference_interval
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
@@ -110,7 +110,7 @@ def main() -> None:
         results[name] = json.loads(f.read_text()) if f.is_file() else evaluate(EvalConfig(
             policy=str(d), split="train", tasks=TASKS, episodes=episodes, output_dir=str(out), videos_per_task=0), False)
     base = results["fp32"]
-    k0 = sum(v["successes"] for v in base["per_task"].values())
+    k0 = brief(base)["successes"]
     rows = []
     for name in ["fp32", *RUNTIME_ONLY, *[m for m in methods if m != "fp32"]]:
         runtime = {"fp32": "eager", "qat-int4": "int4-weight"}.get(name, name)
@@ -122,7 +122,7 @@ def main() -> None:
                "p50 ms (all threads)": f"{latn[runtime]['p50_ms']:.2f}" if runtime in latn else ""}
         if name in results:
             r = results[name]
-            k = sum(v["successes"] for v in r["per_task"].values())
+            k = brief(r)["successes"]
             lo, hi = difference_interval(k, r["episodes"], k0, base["episodes"])
             row["success"] = f"{100 * r['success_rate']:.1f}%"
             row["change vs fp32"] = f"{100 * (r['success_rate'] - base['success_rate']):+.1f} [{100 * lo:+.0f}, {100 * hi:+.0f}]"

@@ -40,7 +40,7 @@ from vlaforge.data.collect import collect  # noqa: E402
 from vlaforge.envs import get_suite  # noqa: E402
 from vlaforge.envs.randomization import TARGETS, randomize  # noqa: E402
 from vlaforge.eval.robustness import sweep  # noqa: E402
-from vlaforge.eval.rollout import evaluate  # noqa: E402
+from vlaforge.eval.rollout import brief, evaluate  # noqa: E402
 from vlaforge.eval.stats import difference_interval  # noqa: E402
 from vlaforge.eval.transfer import transfer  # noqa: E402
 from vlaforge.train.checkpoint import latest_checkpoint  # noqa: E402
@@ -123,24 +123,18 @@ def adaptation(target: str, base: Path, source_data: Path, k: int, steps: int, e
         res = cached(run / "eval" / "results.json", lambda: evaluate(EvalConfig(
             policy=str(policy), split="train", episodes=episodes, domain=DomainConfig(preset=target),
             output_dir=str(run / "eval"), videos_per_task=1), False))
-        out[method] = {"success_rate": res["success_rate"], "ci95": res["ci95"], "successes": _k(res),
-                       "episodes": res["episodes"]}
+        out[method] = brief(res)
     return out
-
-
-def _k(res: dict) -> int:
-    return sum(v["successes"] for v in res["per_task"].values())
 
 
 def cross_simulator(policy: Path, source: dict, out: Path, episodes: int) -> dict:
     """The policy in the PyBullet build of its tasks, with the gap to its MuJoCo source result."""
     res = cached(out / "results.json", lambda: evaluate(EvalConfig(
         policy=str(policy), split="train", episodes=episodes, suite=CROSS_SIM, output_dir=str(out)), False))
-    k0 = round(source["success_rate"] * source["episodes"])
-    return {"success_rate": res["success_rate"], "ci95": res["ci95"], "episodes": res["episodes"],
-            "per_task": {t: v["success_rate"] for t, v in res["per_task"].items()},
-            "gap": source["success_rate"] - res["success_rate"],
-            "gap_ci95": list(difference_interval(k0, source["episodes"], _k(res), res["episodes"]))}
+    row = brief(res)
+    k0 = source.get("successes", round(source["success_rate"] * source["episodes"]))  # older transfer.json lack it
+    return row | {"gap": source["success_rate"] - row["success_rate"],
+                  "gap_ci95": list(difference_interval(k0, source["episodes"], row["successes"], row["episodes"]))}
 
 
 def plot_transfer(table: dict, out: Path) -> None:

@@ -18,7 +18,7 @@ def test_cli_end_to_end(tmp_path, capsys):
                  "--max_steps=12", "--videos_per_task=1"]) == 0
     out = run / "eval/unseen"
     results = json.loads((out / "results.json").read_text())
-    for key in ("suite", "split", "episodes", "success_rate", "ci95", "per_task", "mean_episode_length",
+    for key in ("suite", "split", "episodes", "successes", "success_rate", "ci95", "per_task", "mean_episode_length",
                 "wall_seconds", "policy", "seed"):
         assert key in results
     assert results["episodes"] == 4 and set(results["per_task"]) == {"reach", "press_button"}

@@ -32,7 +32,7 @@ def _torch_predict(model: torch.nn.Module, bf16: bool = False) -> Callable:
     return predict
 
 
-def runtime(base: Policy, name: str, policy_dir: Path, workdir: Path, threads: int) -> Policy:
+def runtime(base: Policy, name: str, workdir: Path, threads: int) -> Policy:
     """``base`` on the runtime ``name``."""
     if name == "eager":
         return RuntimePolicy(base, _torch_predict(base.model))
@@ -106,7 +106,7 @@ def _bench(policy_dir: str, runtimes: list[str], calls: int, warmup: int, thread
     with tempfile.TemporaryDirectory() as work:
         for name in runtimes:
             t = time.perf_counter()
-            policy = runtime(base, name, Path(policy_dir), Path(work), threads)
+            policy = runtime(base, name, Path(work), threads)
             setup = time.perf_counter() - t
             times = time_act(policy, calls, warmup)
             policy.reset()

@@ -118,7 +118,13 @@ def project_points(model, data, camera: str, points: np.ndarray) -> np.ndarray:
     """World points (..., 3) -> image coordinates (..., 2) in a MuJoCo camera: u right, v down,
     both in [-1, 1] from edge to edge (from the camera's pose and vertical field of view)."""
     cam = model.camera(camera).id
-    local = (np.asarray(points) - data.cam_xpos[cam]) @ data.cam_xmat[cam].reshape(3, 3)
-    focal = 1.0 / math.tan(math.radians(model.cam_fovy[cam]) / 2)  # in half-image units
+    return pinhole_project(points, data.cam_xpos[cam], data.cam_xmat[cam].reshape(3, 3), model.cam_fovy[cam])
+
+
+def pinhole_project(points: np.ndarray, position: np.ndarray, rotation: np.ndarray, fovy: float) -> np.ndarray:
+    """``project_points`` for a camera given by its position, rotation (columns: the camera's x,
+    y, z axes in the world; it looks along -z) and vertical field of view in degrees."""
+    local = (np.asarray(points) - np.asarray(position)) @ np.asarray(rotation)
+    focal = 1.0 / math.tan(math.radians(fovy) / 2)  # in half-image units
     depth = -local[..., 2]
     return np.stack([focal * local[..., 0] / depth, -focal * local[..., 1] / depth], -1)

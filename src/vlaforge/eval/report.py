@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
+import os
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -12,6 +14,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` as JSON atomically (temporary file + rename): a crash leaves the old file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
 
 
 def png(fig) -> bytes:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
-import os
 from pathlib import Path
 
 from vlaforge.config import EvalConfig, save_yaml
-from vlaforge.eval.report import embed, page, plt, png
-from vlaforge.eval.rollout import evaluate
+from vlaforge.eval.report import embed, page, plt, png, write_json
+from vlaforge.eval.rollout import brief, evaluate
 
 
 def sweep(cfg: EvalConfig, show_progress: bool = True) -> dict:
@@ -42,15 +41,11 @@ def sweep(cfg: EvalConfig, show_progress: bool = True) -> dict:
                 where = out / ("nominal" if s == 0 else f"{factor}_{s:.2f}")
                 run = dataclasses.replace(cfg, perturb=[], domain=domain, output_dir=str(where))
                 done[key] = evaluate(run, show_progress)
-            r = done[key]
-            points.append({"severity": s, "success_rate": r["success_rate"], "ci95": r["ci95"], "episodes": r["episodes"],
-                           "per_task": {t: v["success_rate"] for t, v in r["per_task"].items()}})
+            points.append({"severity": s, **brief(done[key])})
         curves[factor] = points
     results = {"policy": cfg.policy, "split": cfg.split, "episodes_per_task": cfg.episodes, "seed": cfg.seed,
                "curves": curves}
-    tmp = out / "robustness.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out / "robustness.json")
+    write_json(out / "robustness.json", results)
     write_robustness_report(results, out)
     return results
 

@@ -7,7 +7,6 @@ first ``action_horizon`` of them are executed before it is queried again (recedi
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -82,7 +81,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     """Roll the policy out and write results.json and report.html; returns the results dict."""
     from vlaforge.envs import get_suite
     from vlaforge.envs.randomization import job_domain
-    from vlaforge.eval.report import write_report
+    from vlaforge.eval.report import write_json, write_report
     from vlaforge.models.policy import load_policy
 
     if not cfg.policy:
@@ -133,10 +132,17 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     results["domain"] = {"name": cfg.domain.preset or ("source" if domain is None else "custom"), "ranges": domain}
     results["trained_in"] = meta["suite"]
     write_report(results, records, out)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out / "results.json")
+    write_json(out / "results.json", results)
     return results
+
+
+def brief(results: dict) -> dict:
+    """The figures a comparison across evaluations keeps of one results.json (files written
+    before ``successes`` was recorded get it from their per-task counts)."""
+    per_task = results["per_task"]
+    return {key: results[key] for key in ("success_rate", "ci95", "episodes")} | {
+        "successes": results.get("successes", sum(v["successes"] for v in per_task.values())),
+        "per_task": {t: v["success_rate"] for t, v in per_task.items()}}
 
 
 def summarize(records: list[dict], tasks: list[str], suite: str, split: str, policy: str, seed: int, wall: float) -> dict:
@@ -157,6 +163,7 @@ def summarize(records: list[dict], tasks: list[str], suite: str, split: str, pol
         "suite": suite,
         "split": split,
         "episodes": len(records),
+        "successes": k,
         "success_rate": k / len(records),
         "ci95": list(wilson_interval(k, len(records))),
         "per_task": per_task,

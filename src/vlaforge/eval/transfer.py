@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
-import os
 from pathlib import Path
 
 from vlaforge.config import DomainConfig, EvalConfig, TransferConfig, save_yaml
-from vlaforge.eval.report import embed, interval_bars, page
-from vlaforge.eval.rollout import evaluate
+from vlaforge.eval.report import embed, interval_bars, page, write_json
+from vlaforge.eval.rollout import brief, evaluate
 from vlaforge.eval.stats import difference_interval
 
 
@@ -49,20 +47,16 @@ def transfer(cfg: TransferConfig, show_progress: bool = True) -> dict:
             run = dataclasses.replace(base, domain=domain, output_dir=str(out / name))
         results[name] = evaluate(run, show_progress)
     src = results["source"]
-    k0, n0 = sum(v["successes"] for v in src["per_task"].values()), src["episodes"]
     rows = {}
     for name, r in results.items():
-        k, n = sum(v["successes"] for v in r["per_task"].values()), r["episodes"]
-        rows[name] = {"success_rate": r["success_rate"], "ci95": r["ci95"], "episodes": n,
-                      "per_task": {t: v["success_rate"] for t, v in r["per_task"].items()}}
+        rows[name] = brief(r)
         if name != "source":
             rows[name]["gap"] = src["success_rate"] - r["success_rate"]
-            rows[name]["gap_ci95"] = list(difference_interval(k0, n0, k, n))
+            rows[name]["gap_ci95"] = list(difference_interval(src["successes"], src["episodes"], r["successes"],
+                                                              r["episodes"]))
     summary = {"policy": cfg.policy, "split": cfg.split, "seed": cfg.seed, "episodes_per_task": cfg.episodes,
                "domains": rows}
-    tmp = out / "transfer.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "transfer.json")
+    write_json(out / "transfer.json", summary)
     write_transfer_report(summary, out)
     return summary
 

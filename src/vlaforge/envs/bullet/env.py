@@ -14,7 +14,7 @@ import math
 import gymnasium as gym
 import numpy as np
 
-from vlaforge.envs.base import check_action, check_env_args, observation_space
+from vlaforge.envs.base import check_action, check_env_args, observation_space, pinhole_project
 from vlaforge.envs.tabletop import scene
 from vlaforge.envs.tabletop.env import CONTROL_DT, HOME, IMAGE_SIZES, MAX_DELTA
 from vlaforge.envs.tabletop.tasks import FAMILIES, SPLITS, Episode, sample_episode, success, target_and_goal
@@ -222,11 +222,7 @@ class BulletTabletopEnv(gym.Env):
         pos, axes, fovy = scene.CAMERA_POSES[camera]
         x, y = np.array(axes[:3], float), np.array(axes[3:], float)
         x, y = x / np.linalg.norm(x), y / np.linalg.norm(y)
-        z = np.cross(x, y)
-        local = (np.asarray(points) - np.array(pos)) @ np.stack([x, y, z], 1)
-        focal = 1.0 / math.tan(math.radians(fovy) / 2)
-        depth = -local[..., 2]
-        return np.stack([focal * local[..., 0] / depth, -focal * local[..., 1] / depth], -1)
+        return pinhole_project(points, pos, np.stack([x, y, np.cross(x, y)], 1), fovy)
 
     def _camera_matrices(self, name: str) -> tuple:
         pos, axes, fovy = scene.CAMERA_POSES[name]
@@ -254,7 +250,7 @@ class BulletTabletopEnv(gym.Env):
         self._command(self.ee_pos() + a[:3] * MAX_DELTA, (1.0 - a[3]) / 2.0)
         c = self.client
         for _ in range(SUBSTEPS):
-            q, qd = c.getJointState(self._button, 0)[:2]
+            q = c.getJointState(self._button, 0)[0]  # the spring; its damping is the joint's
             c.setJointMotorControl2(self._button, 0, self.pb.TORQUE_CONTROL, force=-BUTTON_STIFFNESS * q)
             c.stepSimulation()
         self.steps += 1
