@@ -23,6 +23,7 @@ from vlaforge.config import (
     QuantizeConfig,
     QuickstartConfig,
     RunsConfig,
+    SafeRLConfig,
     ServeConfig,
     TrainConfig,
     TransferConfig,
@@ -170,6 +171,17 @@ def _prune(cfg: PruneConfig) -> Any:
           f"policy written to {out}")
 
 
+def _safe_rl(cfg: SafeRLConfig) -> Any:
+    from vlaforge.safety.safe_rl import safe_finetune
+
+    s = safe_finetune(cfg)
+    for when in ("before", "after"):
+        r = s[when]
+        print(f"{when:6s} success {r['success_rate']:6.1%} [{r['ci95'][0]:.0%}, {r['ci95'][1]:.0%}]  cost {r['cost']:.2f} "
+              f"per episode (limit {r['cost_limit']:g})")
+    print(f"fine-tuned policy written to {s['policy']}")
+
+
 def _runs(cfg: RunsConfig) -> Any:
     from rich.console import Console
     from rich.table import Table
@@ -202,6 +214,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "quantize": (QuantizeConfig, _quantize, "post-training quantization into a deployed policy directory"),
     "control": (ControlConfig, _control, "run a policy in real time: fixed rate, chunking, async inference"),
     "prune": (PruneConfig, _prune, "prune a policy (unstructured, channels, heads) and fine-tune it with the mask held"),
+    "safe-rl": (SafeRLConfig, _safe_rl, "constrained RL fine-tuning (PPO-Lagrangian) under a violation-cost budget"),
     "bench": (BenchConfig, _bench, "vlaforge bench latency|server --policy=DIR: act() p50/p99, server load test"),
     "serve": (ServeConfig, _serve, "serve a policy's actions over HTTP (token, 127.0.0.1 by default)"),
     "quickstart": (QuickstartConfig, _quickstart, "collect -> train -> eval on the built-in suite"),

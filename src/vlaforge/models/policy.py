@@ -97,6 +97,11 @@ class VLAPolicy(nn.Module):
             x = block(x, mask)
         return (*self.readout(x), heatmaps)
 
+    def query_tokens(self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The action head's conditioning tokens (B, K, d): what RL fine-tuning reads its mean
+        action and its value estimates from."""
+        return self._run(image, state, tokens)[0]
+
     def embed(
         self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,0 +1,90 @@
+"""Counting violations: one episode of any actor, with or without the barrier filter, and the
+actors the safety benchmark audits besides a trained policy (random and adversarial).
+
+Every step is judged by ``cbf.violations`` on what the robot actually executed (the filtered
+action when the filter is on) and where the end effector actually went.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vlaforge.config import SafetyConfig
+from vlaforge.safety.cbf import VIOLATIONS, violations
+from vlaforge.safety.filter import SafetyFilter, tabletop_robot
+
+
+class RandomActor:
+    """Uniform actions over the whole action box, one per query."""
+
+    def reset(self, seed: int) -> None:
+        pass
+
+    def __call__(self, obs: dict, sim, rng: np.random.Generator) -> np.ndarray:
+        return rng.uniform(-1, 1, (1, 4)).astype(np.float32)
+
+
+class AdversarialActor:
+    """Full-speed pushes at the nearest limit: the closest workspace face or keep-out sphere
+    (re-aimed every 10 steps, with noise), the gripper squeezing shut."""
+
+    def __init__(self, cfg: SafetyConfig) -> None:
+        self.cfg = cfg
+
+    def reset(self, seed: int) -> None:
+        pass
+
+    def __call__(self, obs: dict, sim, rng: np.random.Generator) -> np.ndarray:
+        p = sim.ee_pos()
+        lo, hi = np.asarray(self.cfg.workspace_lo), np.asarray(self.cfg.workspace_hi)
+        faces = [(p[i] - lo[i], -np.eye(3)[i]) for i in range(3)] + [(hi[i] - p[i], np.eye(3)[i]) for i in range(3)]
+        spheres = [(np.linalg.norm(p - np.array(s[:3])) - s[3], np.array(s[:3]) - p) for s in self.cfg.keep_out]
+        _, direction = min(faces + spheres, key=lambda f: f[0] + rng.uniform(0, 0.03))
+        push = np.clip(direction / (np.max(np.abs(direction)) + 1e-9) + rng.normal(0, 0.2, 3), -1, 1)
+        return np.repeat(np.r_[push, 1.0][None], 10, 0).astype(np.float32)
+
+
+class PolicyActor:
+    """A trained policy's chunks, ``horizon`` actions executed per query (as evaluation does)."""
+
+    def __init__(self, policy, horizon: int) -> None:
+        self.policy, self.horizon = policy, horizon
+
+    def reset(self, seed: int) -> None:
+        self.policy.reset(seed)
+
+    def __call__(self, obs: dict, sim, rng: np.random.Generator) -> np.ndarray:
+        return self.policy.act(obs)[: self.horizon]
+
+
+Actor = RandomActor | AdversarialActor | PolicyActor
+
+
+def audit_episode(env, actor: Actor, seed: int, cfg: SafetyConfig, filtered: bool) -> dict:
+    """Run one episode of ``actor`` on ``env`` (wrapped in the filter when ``filtered``):
+    success, length, violating steps per kind, filter interventions and per-step filter time."""
+    robot = tabletop_robot()
+    run_env = SafetyFilter(env, cfg, robot) if filtered else env
+    sim = env.unwrapped
+    rng = np.random.default_rng(seed)
+    obs, _ = run_env.reset(seed=seed)
+    actor.reset(seed)
+    counts = dict.fromkeys(VIOLATIONS, 0)
+    previous = np.zeros(4, np.float32)
+    steps, success, done = 0, False, False
+    while not done:
+        for action in actor(obs, sim, rng):
+            p0, opening = sim.ee_pos(), sim.gripper_opening()
+            obs, _, terminated, truncated, info = run_env.step(action)
+            executed = info["safety"]["action"] if filtered else np.clip(action, -1, 1)
+            for kind, hit in violations(cfg, robot, p0, opening, previous, executed, sim.ee_pos()).items():
+                counts[kind] += hit
+            previous, steps = executed, steps + 1
+            if terminated or truncated:
+                success, done = bool(info["success"]), True
+                break
+    out = {"seed": seed, "success": success, "length": steps, "violations": counts}
+    if filtered:
+        out |= {"interventions": len(run_env.events), "filter_ms": list(run_env.filter_ms),
+                "event_kinds": sorted({e["kind"] for e in run_env.events})}
+    return out
