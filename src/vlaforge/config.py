@@ -119,8 +119,8 @@ class SafeRLConfig:
         default=True,
         metadata={"help": "speed and accel cost their excess over the limit (fraction of it) instead of 1 per violating step"},
     )
-    cost_limit: float = field(default=2.0, metadata={"help": "allowed expected cost per episode"})
-    iterations: int = field(default=30, metadata={"help": "rollout + update rounds"})
+    cost_limit: float = field(default=5.0, metadata={"help": "allowed expected cost per episode"})
+    iterations: int = field(default=60, metadata={"help": "rollout + update rounds"})
     episodes_per_iteration: int = field(default=16, metadata={"help": "episodes collected per round"})
     action_horizon: int = field(default=1, metadata={"help": "actions executed per decision; 0 = chunk_size/2"})
     trainable: str = field(default="head", metadata={"help": "head (the action head learns) | all (the whole network)"})
@@ -133,7 +133,7 @@ class SafeRLConfig:
     discount: float = field(default=0.99, metadata={"help": "discount per decision"})
     gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda"})
     init_std: float = field(default=0.3, metadata={"help": "initial exploration std (normalised action units)"})
-    lagrange_lr: float = field(default=0.05, metadata={"help": "step size of the multiplier's ascent on J_c - cost_limit"})
+    lagrange_lr: float = field(default=0.1, metadata={"help": "step size of the multiplier's ascent on J_c - cost_limit"})
     lagrange_init: float = field(default=0.0, metadata={"help": "initial Lagrange multiplier"})
     eval_episodes: int = field(default=20, metadata={"help": "deterministic episodes before and after, on held-out seeds"})
     seed: int = field(default=0, metadata={"help": "seed of scenes (training) and exploration noise"})
