@@ -2,6 +2,8 @@
 act through load_policy, latency bench, and clear errors."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -65,6 +67,12 @@ def test_static_int8_calibrates_on_the_dataset(trained, tmp_path):
     base, quant = load_policy(trained), load_static_int8(out, "model.pt2", compile=False)
     obs = observation(base)
     assert np.abs(quant.act(obs) - base.act(obs)).max() < 0.25
+    # A fresh process, as an evaluation worker is, must load it too (its graph's int8 ops are
+    # registered by an import the quantizing process had made).
+    code = ("import sys; from pathlib import Path; from vlaforge.deploy.static_int8 import load_static_int8; "
+            "load_static_int8(Path(sys.argv[1]), 'model.pt2', compile=False)")
+    done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.slow

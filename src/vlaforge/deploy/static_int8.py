@@ -85,5 +85,9 @@ def write_static_int8(policy_dir: Path, tmp: Path, dataset: str, samples: int) -
 def load_static_int8(d: Path, model_file: str, compile: bool = True) -> RuntimePolicy:
     if not (d / model_file).is_file():
         raise FileNotFoundError(f"deployed policy {d} lacks {model_file}")
+    # The archive's graph calls torch.ops.quantized_decomposed.*, which only exist once this
+    # module is imported; a fresh process (an evaluation worker) has not done so.
+    import torch.ao.quantization.fx._decomposed  # noqa: F401
+
     module = torch.export.load(str(d / model_file)).module()
     return RuntimePolicy(load_torch_policy(d), _predict(torch.compile(module) if compile else module))
