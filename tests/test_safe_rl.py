@@ -38,7 +38,7 @@ def small(policy, out, **kw) -> SafeRLConfig:
 def test_each_violation_kind_is_caught():
     cfg, robot = SafetyConfig(keep_out=[[0.0, 0.0, 0.1, 0.03]]), tabletop_robot()
     mid, calm = np.array([0.1, 0.1, 0.15]), np.array([0.1, 0.0, 0.0, -1.0])
-    assert not any(violations(cfg, robot, mid, 1.0, np.zeros(4), calm, mid).values())
+    assert not any(violations(cfg, robot, 1.0, np.zeros(4), calm, mid).values())
     cases = {
         "workspace": dict(p_after=np.array([0.1, 0.1, 0.005])),
         "keep_out": dict(p_after=np.array([0.01, 0.0, 0.1])),
@@ -47,7 +47,7 @@ def test_each_violation_kind_is_caught():
         "grip_force": dict(action=np.array([0.1, 0.0, 0.0, 1.0])),
     }
     for kind, change in cases.items():
-        args = dict(p_before=mid, opening=1.0, previous=np.zeros(4), action=calm, p_after=mid) | change
+        args = dict(opening=1.0, previous=np.zeros(4), action=calm, p_after=mid) | change
         hit = violations(cfg, robot, **args)
         assert [k for k, v in hit.items() if v] == [kind], (kind, hit)
 
@@ -59,7 +59,7 @@ def test_graded_speed_cost_falls_with_every_slower_command():
         costs = []
         for x in (1.0, 0.8, 0.6):
             a, prev = np.array([x, 0.0, 0.0, -1.0]), np.array([x, 0.0, 0.0, -1.0])
-            costs.append(step_cost(cfg, violations(cfg.safety, robot, p, 1.0, prev, a, p), excess(cfg.safety, robot, prev, a)))
+            costs.append(step_cost(cfg, violations(cfg.safety, robot, 1.0, prev, a, p), excess(cfg.safety, robot, prev, a)))
         if expected is None:
             assert costs[0] == pytest.approx(1.0 / 0.625 - 1) and costs[0] > costs[1] > costs[2] == 0
         else:

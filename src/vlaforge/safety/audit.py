@@ -74,10 +74,10 @@ def audit_episode(env, actor: Actor, seed: int, cfg: SafetyConfig, filtered: boo
     steps, success, done = 0, False, False
     while not done:
         for action in actor(obs, sim, rng):
-            p0, opening = sim.ee_pos(), sim.gripper_opening()
+            opening = sim.gripper_opening()
             obs, _, terminated, truncated, info = run_env.step(action)
             executed = info["safety"]["action"] if filtered else np.clip(action, -1, 1)
-            for kind, hit in violations(cfg, robot, p0, opening, previous, executed, sim.ee_pos()).items():
+            for kind, hit in violations(cfg, robot, opening, previous, executed, sim.ee_pos()).items():
                 counts[kind] += hit
             previous, steps = executed, steps + 1
             if terminated or truncated:

@@ -80,33 +80,34 @@ def constraints(cfg: SafetyConfig, robot: RobotModel, p: np.ndarray, opening: fl
 VIOLATIONS = ("workspace", "keep_out", "speed", "accel", "grip_force")
 
 
-def violations(cfg: SafetyConfig, robot: RobotModel, p_before: np.ndarray, opening: float, previous: np.ndarray,
-               action: np.ndarray, p_after: np.ndarray) -> dict[str, bool]:
+def excess(cfg: SafetyConfig, robot: RobotModel, previous: np.ndarray, action: np.ndarray) -> dict[str, float]:
+    """How far the executed command is over the speed and acceleration limits, as a fraction of
+    each limit (0 within it): the graded form of those two violations."""
+    a = np.asarray(action, float)
+    speed = np.max(np.abs(a[:3])) * robot.max_delta / robot.dt
+    accel = np.max(np.abs(a[:3] - previous[:3])) * robot.max_delta / robot.dt ** 2
+    return {"speed": max(0.0, speed / cfg.max_speed - 1.0), "accel": max(0.0, accel / cfg.max_accel - 1.0)}
+
+
+def violations(cfg: SafetyConfig, robot: RobotModel, opening: float, previous: np.ndarray, action: np.ndarray,
+               p_after: np.ndarray) -> dict[str, bool]:
     """Which limits one executed step broke: the end effector's measured position after the step
     outside the box or inside a keep-out sphere (no margin), and the executed command over the
-    speed, acceleration or squeeze-force limit (what the filter bounds; 1e-6 of slack).
+    speed, acceleration or squeeze-force limit (what the filter bounds; 1e-6 of slack), given
+    the gripper opening and the command before it.
 
     The one definition of a violation: the safety benchmark counts these and safe RL's cost is
     built from them."""
-    m, a = robot.max_delta, np.asarray(action, float)
+    a, over = np.asarray(action, float), excess(cfg, robot, previous, action)
     lo, hi = np.asarray(cfg.workspace_lo), np.asarray(cfg.workspace_hi)
     squeeze = cfg.max_grip_force / robot.finger_gain / robot.finger_open
     return {
         "workspace": bool(np.any(p_after < lo) or np.any(p_after > hi)),
         "keep_out": any(np.linalg.norm(p_after - np.array(s[:3])) < s[3] for s in cfg.keep_out),
-        "speed": bool(np.max(np.abs(a[:3])) * m / robot.dt > cfg.max_speed * (1 + 1e-6)),
-        "accel": bool(np.max(np.abs(a[:3] - previous[:3])) * m / robot.dt ** 2 > cfg.max_accel * (1 + 1e-6)),
+        "speed": over["speed"] > 1e-6,
+        "accel": over["accel"] > 1e-6,
         "grip_force": bool(a[3] > 1.0 - 2.0 * max(0.0, opening - squeeze) + 1e-6),
     }
-
-
-def excess(cfg: SafetyConfig, robot: RobotModel, previous: np.ndarray, action: np.ndarray) -> dict[str, float]:
-    """How far the executed command is over the speed and acceleration limits, as a fraction of
-    each limit (0 within it): a graded version of those two violations."""
-    a = np.asarray(action, float)
-    speed = np.max(np.abs(a[:3])) * robot.max_delta / robot.dt
-    accel = np.max(np.abs(a[:3] - previous[:3])) * robot.max_delta / robot.dt ** 2
-    return {"speed": max(0.0, speed / cfg.max_speed - 1.0), "accel": max(0.0, accel / cfg.max_accel - 1.0)}
 
 
 class BarrierQP:

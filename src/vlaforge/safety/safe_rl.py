@@ -153,9 +153,9 @@ def run_episode(agent: ActorCritic, policy: Policy, env, seed: int, cfg: SafeRLC
         chunk = policy.normalizer.unnorm_action(sample.view(horizon, -1).numpy())
         reward = cost = 0.0
         for action in np.clip(chunk, -1.0, 1.0).astype(np.float32):
-            p0, opening = sim.ee_pos(), sim.gripper_opening()
+            opening = sim.gripper_opening()
             obs, r, terminated, truncated, info = env.step(action)
-            broke = violations(cfg.safety, robot, p0, opening, previous, action, sim.ee_pos())
+            broke = violations(cfg.safety, robot, opening, previous, action, sim.ee_pos())
             for kind, hit in broke.items():
                 counts[kind] += hit
             cost += step_cost(cfg, broke, excess(cfg.safety, robot, previous, action))
