@@ -43,3 +43,12 @@ def test_cli_parse(tmp_path):
     p.write_text("steps: 5\npolicy:\n  n_heads: 2\n")
     cfg = parse("train", ["--config", str(p), "--policy.n_heads=8", "--resume"])
     assert cfg.steps == 5 and cfg.policy.n_heads == 8 and cfg.resume is True
+
+
+def test_help_shows_the_defaults_a_parent_sets_for_its_sections():
+    from vlaforge.config import QuickstartConfig, SafeRLConfig, describe_fields
+
+    quick = {key: default for key, _, default, _ in describe_fields(QuickstartConfig)}
+    assert quick["collect.episodes_per_task"] == QuickstartConfig().collect.episodes_per_task == 150
+    rl = {key: default for key, _, default, _ in describe_fields(SafeRLConfig)}
+    assert rl["safety.max_speed"] == 0.25 and rl["cost_limit"] == 5.0

@@ -496,16 +496,17 @@ def save_yaml(cfg: Any, path: str | os.PathLike) -> None:
     os.replace(tmp, p)
 
 
-def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
-    """(key, type, default, help) for every leaf of a config tree; drives ``--help``."""
+def describe_fields(cls: type, prefix: str = "", default: Any = None) -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, help) for every leaf of a config tree; drives ``--help``. Nested
+    defaults are the parent's (a parent may set its own, e.g. the quickstart's episode count)."""
     rows = []
     hints = _hints(cls)
-    default = cls()
+    default = cls() if default is None else default
     for f in dataclasses.fields(cls):
-        hint = hints[f.name]
+        hint, value = hints[f.name], getattr(default, f.name)
         if dataclasses.is_dataclass(hint):
-            rows += describe_fields(hint, f"{prefix}{f.name}.")
+            rows += describe_fields(hint, f"{prefix}{f.name}.", value)
         else:
             name = getattr(hint, "__name__", str(hint)).replace("typing.", "")
-            rows.append((prefix + f.name, name, getattr(default, f.name), f.metadata.get("help", "")))
+            rows.append((prefix + f.name, name, value, f.metadata.get("help", "")))
     return rows
