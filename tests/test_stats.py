@@ -24,3 +24,27 @@ def test_wilson_contains_the_rate_exactly(n):
     for k in range(n + 1):
         lo, hi = wilson_interval(k, n)
         assert 0.0 <= lo <= k / n <= hi <= 1.0
+
+
+def test_exact_and_posterior_intervals_against_known_values():
+    from vlaforge.eval.stats import beta_posterior_interval, clopper_pearson_interval
+
+    assert clopper_pearson_interval(5, 10) == pytest.approx((0.18709, 0.81291), abs=1e-5)
+    assert clopper_pearson_interval(0, 10) == pytest.approx((0.0, 1 - 0.025 ** (1 / 10)))  # closed form at 0/n
+    assert clopper_pearson_interval(10, 10) == pytest.approx((0.025 ** (1 / 10), 1.0))
+    # Uniform prior, 0/10: posterior Beta(1, 11), whose quantiles are 1 - (1 - q)^(1/11).
+    assert beta_posterior_interval(0, 10) == pytest.approx((1 - 0.975 ** (1 / 11), 1 - 0.025 ** (1 / 11)))
+    lo, hi = clopper_pearson_interval(7, 20)
+    wlo, whi = wilson_interval(7, 20)
+    assert lo < wlo and hi > whi  # exact is the wider
+    with pytest.raises(ValueError, match="successes"):
+        clopper_pearson_interval(11, 10)
+
+
+def test_episodes_needed_for_a_difference_matches_the_textbook_case():
+    from vlaforge.eval.stats import episodes_for_difference
+
+    assert episodes_for_difference(0.5, 0.7) == 93  # alpha 0.05 two-sided, power 0.8, no continuity correction
+    assert episodes_for_difference(0.5, 0.7, power=0.9) > 93 > episodes_for_difference(0.3, 0.7)
+    with pytest.raises(ValueError, match="different rates"):
+        episodes_for_difference(0.5, 0.5)

@@ -31,3 +31,47 @@ def difference_interval(k1: int, n1: int, k2: int, n2: int) -> tuple[float, floa
     l2, u2 = wilson_interval(k2, n2)
     d = p1 - p2
     return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def _check_counts(successes: int, n: int) -> None:
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes}/{n}")
+
+
+def clopper_pearson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval: never below its nominal coverage, so wider than Wilson;
+    the conservative choice for a claim such as "at least 90% success"."""
+    from scipy.stats import beta
+
+    _check_counts(successes, n)
+    a = 1 - level
+    lo = 0.0 if successes == 0 else float(beta.ppf(a / 2, successes, n - successes + 1))
+    hi = 1.0 if successes == n else float(beta.ppf(1 - a / 2, successes + 1, n - successes))
+    return lo, hi
+
+
+def beta_posterior_interval(successes: int, n: int, level: float = 0.95, prior: tuple[float, float] = (1.0, 1.0)
+                            ) -> tuple[float, float]:
+    """Equal-tailed credible interval of the success rate under a Beta prior (uniform by
+    default; (0.5, 0.5) is Jeffreys'): what the rate plausibly is, given these episodes."""
+    from scipy.stats import beta
+
+    _check_counts(successes, n)
+    a, b = prior[0] + successes, prior[1] + n - successes
+    return float(beta.ppf((1 - level) / 2, a, b)), float(beta.ppf((1 + level) / 2, a, b))
+
+
+def episodes_for_difference(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Episodes per policy for a two-sided test of p1 vs p2 to detect their difference with
+    ``power`` (normal approximation with the pooled variance under the null): how many
+    evaluation episodes an A/B comparison needs before it is run."""
+    from scipy.stats import norm
+
+    if not (0 <= p1 <= 1 and 0 <= p2 <= 1) or p1 == p2:
+        raise ValueError(f"need two different rates in [0, 1], got {p1} and {p2}")
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValueError(f"alpha and power must be in (0, 1), got {alpha} and {power}")
+    mean = (p1 + p2) / 2
+    za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
+    n = (za * math.sqrt(2 * mean * (1 - mean)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))) ** 2 / (p1 - p2) ** 2
+    return math.ceil(n)
