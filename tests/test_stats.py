@@ -48,3 +48,20 @@ def test_episodes_needed_for_a_difference_matches_the_textbook_case():
     assert episodes_for_difference(0.5, 0.7, power=0.9) > 93 > episodes_for_difference(0.3, 0.7)
     with pytest.raises(ValueError, match="different rates"):
         episodes_for_difference(0.5, 0.5)
+
+
+def test_sequential_test_keeps_its_false_positive_rate_and_finds_a_real_gap():
+    import numpy as np
+
+    from vlaforge.eval.stats import sequential_paired_test
+
+    rng = np.random.default_rng(0)
+    # Equal policies checked after every one of 300 paired episodes: rejections stay under alpha.
+    false = sum(sequential_paired_test(rng.random(300) < 0.6, rng.random(300) < 0.6, 0.05)["reject"] for _ in range(400))
+    assert false / 400 <= 0.05
+    gap = [sequential_paired_test(rng.random(300) < 0.8, rng.random(300) < 0.4, 0.05) for _ in range(50)]
+    assert all(g["reject"] for g in gap) and np.median([g["stopped_at"] for g in gap]) < 60
+    r = sequential_paired_test([True, False, True], [False, False, True])
+    assert (r["a_only"], r["b_only"], r["e_value"]) == (1, 0, pytest.approx(1.0))  # B(2, 1) * 2 = 1
+    with pytest.raises(ValueError, match="equal lengths"):
+        sequential_paired_test([True], [])

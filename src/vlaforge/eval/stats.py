@@ -75,3 +75,27 @@ def episodes_for_difference(p1: float, p2: float, alpha: float = 0.05, power: fl
     za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
     n = (za * math.sqrt(2 * mean * (1 - mean)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))) ** 2 / (p1 - p2) ** 2
     return math.ceil(n)
+
+
+def sequential_paired_test(a: list[bool], b: list[bool], alpha: float = 0.05) -> dict:
+    """Anytime-valid test of "A and B succeed equally often" on episodes paired by seed, read
+    in order, that may stop as soon as it rejects.
+
+    Only discordant pairs (one succeeds, the other fails) carry information; under the null
+    each is A's win with probability 1/2. The e-value is the likelihood ratio of a uniform
+    mixture over A's win probability against 1/2, E = B(w + 1, l + 1) 2^(w + l), a martingale
+    under the null, so by Ville's inequality P(E ever >= 1/alpha) <= alpha: checking after
+    every episode and stopping at the first rejection keeps the false-positive rate under alpha."""
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need equal lengths, got {len(a)} and {len(b)}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    wins = losses = 0
+    log_e, stopped = 0.0, None
+    for i, (x, y) in enumerate(zip(a, b)):
+        wins, losses = wins + (bool(x) and not y), losses + (bool(y) and not x)
+        log_e = math.lgamma(wins + 1) + math.lgamma(losses + 1) - math.lgamma(wins + losses + 2) + (wins + losses) * math.log(2)
+        if stopped is None and log_e >= -math.log(alpha):
+            stopped = i + 1
+    return {"e_value": math.exp(log_e), "reject": stopped is not None, "stopped_at": stopped,
+            "a_only": wins, "b_only": losses, "alpha": alpha}
