@@ -5,16 +5,18 @@ from __future__ import annotations
 import math
 
 
+def _check_counts(successes: int, n: int) -> None:
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes}/{n}")
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (95% by default).
 
     Unlike the normal approximation it stays inside [0, 1] and is honest at 0/n and n/n,
     which is where small robot evaluations usually live.
     """
-    if n <= 0:
-        raise ValueError("wilson_interval needs n >= 1 trials")
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes must lie in [0, {n}], got {successes}")
+    _check_counts(successes, n)
     p = successes / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
@@ -32,10 +34,6 @@ def difference_interval(k1: int, n1: int, k2: int, n2: int) -> tuple[float, floa
     d = p1 - p2
     return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
-
-def _check_counts(successes: int, n: int) -> None:
-    if n <= 0 or not 0 <= successes <= n:
-        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes}/{n}")
 
 
 def clopper_pearson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
