@@ -27,12 +27,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from vlaforge.config import EVAL_SEEDS, SafeRLConfig, SafetyConfig  # noqa: E402
+from vlaforge.envs import policy_env  # noqa: E402
 from vlaforge.eval.report import embed, interval_bars, page, png  # noqa: E402
 from vlaforge.eval.stats import difference_interval, wilson_interval  # noqa: E402
 from vlaforge.models.policy import load_policy  # noqa: E402
 from vlaforge.safety.audit import AdversarialActor, PolicyActor, RandomActor, audit_episode  # noqa: E402
 from vlaforge.safety.cbf import VIOLATIONS  # noqa: E402
-from vlaforge.safety.safe_rl import make_env, safe_finetune  # noqa: E402
+from vlaforge.safety.safe_rl import safe_finetune  # noqa: E402
 
 ROOT = Path("runs/bench_safety")
 # The filter's default limits plus one keep-out sphere over the middle of the table (an overhead
@@ -55,7 +56,7 @@ def audit(policy_dir: Path, episodes: int) -> dict:
         for filtered in (False, True):
             eps = []
             for task in policy.meta["tasks"]:
-                env = make_env(policy, task, "train")
+                env = policy_env(policy.meta, task, "train")
                 eps += [dict(audit_episode(env, actor, EVAL_SEEDS + i, LIMITS, filtered), task=task) for i in range(episodes)]
                 env.close()
             key = f"{name}/{'filter' if filtered else 'none'}"

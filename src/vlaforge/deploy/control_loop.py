@@ -152,8 +152,7 @@ class DelayedPolicy:
 
 def run_control(cfg) -> dict:
     """``cfg.episodes`` real-time episodes per task in the policy's suite; a ControlConfig."""
-    from vlaforge.config import EnvConfig, from_dict
-    from vlaforge.envs import get_suite
+    from vlaforge.envs import get_suite, policy_env
     from vlaforge.models.policy import load_policy
 
     if not cfg.policy:
@@ -167,7 +166,7 @@ def run_control(cfg) -> dict:
     ctl = RealTimeController(agent, cfg.rate_hz, cfg.horizon, cfg.asynchronous, cfg.ensemble if cfg.ensemble >= 0 else None)
     episodes = []
     for task in tasks:
-        env = suite.make_env(task, cfg.split, from_dict(EnvConfig, policy.meta["env"]))
+        env = policy_env(policy.meta, task, cfg.split)
         for i in range(cfg.episodes):
             episodes.append({"task": task, "seed": cfg.seed + i, **ctl.run_episode(env, cfg.seed + i).summary()})
         env.close()

@@ -7,3 +7,11 @@ from vlaforge.registry import SUITES
 def get_suite(name: str):
     """The registered suite called ``name``."""
     return SUITES.get(name)
+
+
+def policy_env(meta: dict, task: str, split: str):
+    """``task``'s env in the suite and with the settings a policy was trained with (its
+    ``meta``: the suite name and env config it records)."""
+    from vlaforge.config import EnvConfig, from_dict
+
+    return get_suite(meta["suite"]).make_env(task, split, from_dict(EnvConfig, meta["env"]))

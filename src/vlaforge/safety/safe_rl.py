@@ -108,15 +108,6 @@ def check_config(cfg: SafeRLConfig, policy: Policy) -> int:
     return horizon
 
 
-def make_env(policy: Policy, task: str, split: str):
-    """The policy's own env (suite and settings it was trained with) for ``task``."""
-    from vlaforge.config import EnvConfig, from_dict
-    from vlaforge.envs import get_suite
-
-    suite = get_suite(policy.meta["suite"])
-    return suite.make_env(task, split, from_dict(EnvConfig, policy.meta["env"]))
-
-
 def step_cost(cfg: SafeRLConfig, broke: dict[str, bool], over: dict[str, float]) -> float:
     """One step's cost: 1 for any violated position or grip limit among ``cost_terms``; for
     speed and acceleration, 1 per violation or, ``graded``, the excess over the limit as a
@@ -313,7 +304,9 @@ def safe_finetune(cfg: SafeRLConfig, show_progress: bool = True) -> dict:
     agent = ActorCritic(policy.model, horizon, cfg.init_std)
     agent.eval()  # no dropout or batch statistics: sampling and updates see the same network
     optimizer = _optimizer(agent, cfg)
-    env = make_env(policy, cfg.task, cfg.split)
+    from vlaforge.envs import policy_env
+
+    env = policy_env(policy.meta, cfg.task, cfg.split)
     state = {"iteration": 0, "lagrange": cfg.lagrange_init if cfg.algorithm == "ppo-lagrangian" else 0.0}
     metrics_path = root / "metrics.jsonl"
     if cfg.resume and (root / "checkpoint").exists():
