@@ -38,3 +38,16 @@ def write_dataset(root, episodes=4, seed=0, size=64, length=12, tasks=TASKS, ima
     for ep in eps:
         writer.add_episode(ep)
     return writer, eps
+
+
+def train_tiny_policy(root, episodes_per_task: int, steps: int):
+    """Expert demos of reach and press_button and a tiny policy trained on them, under ``root``
+    (``data/``, ``run/policy``); returns the policy directory."""
+    from vlaforge.cli import main
+
+    assert main(["collect", "--env.tasks=[reach,press_button]", f"--episodes_per_task={episodes_per_task}",
+                 "--workers=1", f"--output={root / 'data'}"]) == 0
+    assert main(["train", f"--dataset={root / 'data'}", f"--output_dir={root / 'run'}", f"--steps={steps}",
+                 "--batch_size=8", "--tracking=none", "--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2",
+                 "--policy.vision_channels=[8,8]"]) == 0
+    return root / "run" / "policy"

@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 import pytest
+from helpers import train_tiny_policy
 
-from vlaforge.cli import main
 from vlaforge.envs.tabletop.env import TabletopEnv
 from vlaforge.models.policy import load_policy
 from vlaforge.safety.ood import OODDetector
@@ -16,12 +16,7 @@ from vlaforge.safety.supervisor import HOLD, RETREAT, Supervisor
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("ood")
-    assert main(["collect", "--env.tasks=[reach,press_button]", "--episodes_per_task=6", "--workers=1",
-                 f"--output={root / 'data'}"]) == 0
-    assert main(["train", f"--dataset={root / 'data'}", f"--output_dir={root / 'run'}", "--steps=30", "--batch_size=8",
-                 "--tracking=none", "--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2",
-                 "--policy.vision_channels=[8,8]"]) == 0
-    policy = load_policy(root / "run/policy")
+    policy = load_policy(train_tiny_policy(root, episodes_per_task=6, steps=30))
     return policy, OODDetector.fit(policy, str(root / "data"), samples=400), root
 
 

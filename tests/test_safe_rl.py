@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import train_tiny_policy
 from safetensors.torch import load_file
 
 from vlaforge.cli import main
@@ -20,13 +21,7 @@ from vlaforge.safety.safe_rl import ActorCritic, gae, safe_finetune, step_cost, 
 
 @pytest.fixture(scope="module")
 def tiny_policy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("saferl")
-    assert main(["collect", "--env.tasks=[reach,press_button]", "--episodes_per_task=4", "--workers=1",
-                 f"--output={root / 'data'}"]) == 0
-    assert main(["train", f"--dataset={root / 'data'}", f"--output_dir={root / 'run'}", "--steps=20", "--batch_size=8",
-                 "--tracking=none", "--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2",
-                 "--policy.vision_channels=[8,8]"]) == 0
-    return root / "run" / "policy"
+    return train_tiny_policy(tmp_path_factory.mktemp("saferl"), episodes_per_task=4, steps=20)
 
 
 def small(policy, out, **kw) -> SafeRLConfig:
