@@ -19,8 +19,10 @@ def test_cli_end_to_end(tmp_path, capsys):
     out = run / "eval/unseen"
     results = json.loads((out / "results.json").read_text())
     for key in ("suite", "split", "episodes", "successes", "success_rate", "ci95", "per_task", "mean_episode_length",
-                "wall_seconds", "policy", "seed"):
+                "wall_seconds", "policy", "seed", "efficiency"):
         assert key in results
+    detail = results["episodes_detail"][0]
+    assert detail["path_length"] > 0 and detail["energy"] > 0 and detail["sim_seconds"] == detail["length"] / 20
     assert results["episodes"] == 4 and set(results["per_task"]) == {"reach", "press_button"}
     assert all(d["length"] <= 12 for d in results["episodes_detail"])
     assert "<img" in (out / "report.html").read_text()

@@ -6,6 +6,7 @@ Flags are the dotted keys of the verb's config; values are parsed as YAML (lists
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from typing import Any, Callable
 from vlaforge.config import (
     BenchConfig,
     CollectConfig,
+    CompareConfig,
     ConfigError,
     ControlConfig,
     EvalConfig,
@@ -71,6 +73,15 @@ def _transfer(cfg: TransferConfig) -> Any:
     for name, r in s["domains"].items():
         gap = f"  gap {r['gap']:+.1%} [{r['gap_ci95'][0]:+.1%}, {r['gap_ci95'][1]:+.1%}]" if "gap" in r else ""
         print(f"{name:14s} {r['success_rate']:6.1%}  [{r['ci95'][0]:.0%}, {r['ci95'][1]:.0%}]{gap}")
+
+
+def _compare(cfg: CompareConfig) -> Any:
+    from vlaforge.eval.compare import compare
+
+    r = compare(cfg)
+    for name, v in r["runs"].items():
+        print(f"{name}: {v['success_rate']:6.1%} [{v['ci95'][0]:.0%}, {v['ci95'][1]:.0%}]  {v['policy']}")
+    print(r["verdict"])
 
 
 def _distill(cfg: TrainConfig) -> Any:
@@ -208,6 +219,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "collect": (CollectConfig, _collect, "roll scripted experts and write a LeRobot v3.0 dataset"),
     "train": (TrainConfig, _train, "train a policy on a dataset"),
     "eval": (EvalConfig, _eval, "evaluate a policy in closed loop; writes results.json and report.html"),
+    "compare": (CompareConfig, _compare, "A/B test of two evaluations: vlaforge compare RUN_A RUN_B (paired by scene)"),
     "distill": (TrainConfig, _distill, "train a student (--policy.*) on a teacher's chunks: --teacher=DIR"),
     "transfer": (TransferConfig, _transfer, "evaluate in the source simulation and held-out target domains"),
     "export": (ExportConfig, _export, "export a policy for deployment: vlaforge export onnx --policy=DIR --output=DIR"),
@@ -293,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     positional = {"export": "format", "bench": "what"}.get(verb)
     if positional and rest and not rest[0].startswith("-"):
         rest = [f"--{positional}={rest[0]}", *rest[1:]]
+    if verb == "compare":  # the leading bare arguments are the evaluations (JSON is YAML: paths stay whole)
+        bare = list(itertools.takewhile(lambda x: not x.startswith("-"), rest))
+        if bare:
+            rest = [f"--runs={json.dumps(bare)}", *rest[len(bare):]]
     if "-h" in rest or "--help" in rest:
         print(_help(verb, VERBS[verb][0]))
         return 0

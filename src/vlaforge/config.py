@@ -291,6 +291,19 @@ class TransferConfig:
 
 
 @dataclass
+class CompareConfig:
+    runs: list[str] = field(
+        default_factory=list, metadata={"help": "two evaluations (results.json or its directory), A then B; also bare arguments"}
+    )
+    output_dir: str = field(default="", metadata={"help": "where compare.json and report.html go; empty = beside A"})
+    alpha: float = field(default=0.05, metadata={"help": "significance level of the tests"})
+    bootstrap: int = field(default=10000, metadata={"help": "bootstrap resamples of the success difference"})
+    seed: int = field(default=0, metadata={"help": "bootstrap random seed"})
+    power: float = field(default=0.8, metadata={"help": "power the episode calculator plans for"})
+    detect: float = field(default=0.1, metadata={"help": "success difference the episode calculator plans to detect"})
+
+
+@dataclass
 class ExportConfig:
     format: str = field(default="onnx", metadata={"help": "export format: onnx (also the first bare argument)"})
     policy: str = field(default="", metadata={"help": "policy directory to export"})

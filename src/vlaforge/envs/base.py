@@ -114,6 +114,12 @@ def check_action(action: np.ndarray, dim: int = 4) -> np.ndarray:
     return np.clip(a, -1.0, 1.0)
 
 
+def actuator_power(model, data) -> float:
+    """Mechanical power the actuators deliver now (W): sum |force * velocity| over actuators,
+    both signs counted (braking costs a motor energy too)."""
+    return float(np.abs(data.actuator_force * data.actuator_velocity).sum())
+
+
 def project_points(model, data, camera: str, points: np.ndarray) -> np.ndarray:
     """World points (..., 3) -> image coordinates (..., 2) in a MuJoCo camera: u right, v down,
     both in [-1, 1] from edge to edge (from the camera's pose and vertical field of view)."""

@@ -68,6 +68,13 @@ def embed(png_bytes: bytes) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(png_bytes).decode()}">'
 
 
+def _efficiency_cells(v: dict) -> str:
+    """The per-task efficiency figures as table cells (blank where no episode succeeded)."""
+    e = v.get("efficiency", {})
+    keys = ("steps_to_success", "sim_seconds_to_success", "path_length_to_success", "energy_to_success")
+    return "".join("<td></td>" if e.get(k) is None else f"<td>{e[k]:.2f}</td>" for k in keys)
+
+
 def write_report(results: dict, records: list[dict], out: Path) -> Path:
     videos = out / "videos"
     videos.mkdir(parents=True, exist_ok=True)
@@ -86,7 +93,7 @@ def write_report(results: dict, records: list[dict], out: Path) -> Path:
         )
     rows = "".join(
         f"<tr><td>{html.escape(t)}</td><td>{v['successes']}/{v['episodes']}</td><td>{v['success_rate']:.1%}</td>"
-        f"<td>[{v['ci95'][0]:.1%}, {v['ci95'][1]:.1%}]</td><td>{v['mean_episode_length']:.1f}</td></tr>"
+        f"<td>[{v['ci95'][0]:.1%}, {v['ci95'][1]:.1%}]</td><td>{v['mean_episode_length']:.1f}</td>{_efficiency_cells(v)}</tr>"
         for t, v in results["per_task"].items()
     )
     domain = results.get("domain", {}).get("name", "source")
@@ -94,7 +101,8 @@ def write_report(results: dict, records: list[dict], out: Path) -> Path:
 {results['episodes']} episodes, 95% CI [{results['ci95'][0]:.1%}, {results['ci95'][1]:.1%}],
 mean length {results['mean_episode_length']:.1f} steps, {results['wall_seconds']:.1f} s wall; domain {html.escape(domain)}.</p>
 {embed(plot)}
-<table><tr><th>task</th><th>successes</th><th>rate</th><th>95% CI</th><th>mean length</th></tr>{rows}</table>
+<table><tr><th>task</th><th>successes</th><th>rate</th><th>95% CI</th><th>mean length</th><th>steps to success</th>
+<th>seconds to success (sim)</th><th>path to success (m)</th><th>work to success (J)</th></tr>{rows}</table>
 <h2>Rollouts</h2>{''.join(cards)}"""
     text = page(f"{results['suite']} \u2014 split {results['split']}", body)
     path = out / "report.html"

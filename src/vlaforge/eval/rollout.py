@@ -36,6 +36,7 @@ def run_episode(job: tuple) -> dict:
 
     Videos show the simulator's camera at 128 px (visual randomization included, sensor
     corruption not: that is applied to the policy's 64 px input only)."""
+    from vlaforge.envs import get_suite
     from vlaforge.envs.randomization.wrapper import worker_domain_env
 
     suite_name, env_cfg, split, task, seed, horizon, record, domain = job
@@ -48,10 +49,16 @@ def run_episode(job: tuple) -> dict:
     frames = [sim.render_views(128)[0]] if record else []
     success, steps = False, 0
     done = False
+    path, energy = 0.0, 0.0
+    ee = np.asarray(obs["state"][:3], dtype=np.float64)
+    t0 = time.perf_counter()
     while not done:
         for action in policy.act(obs)[:horizon]:
             obs, _, terminated, truncated, info = env.step(action)
             steps += 1
+            moved = np.asarray(obs["state"][:3], dtype=np.float64)
+            path, ee = path + float(np.linalg.norm(moved - ee)), moved
+            energy += float(info.get("energy", np.nan))
             if record:
                 frames.append(sim.render_views(128)[0])
             if terminated or truncated:
@@ -63,6 +70,13 @@ def run_episode(job: tuple) -> dict:
         "instruction": info["instruction"],
         "success": success,
         "length": steps,
+        # Efficiency: simulated seconds at the suite's control rate, wall seconds of this
+        # episode (policy + simulation), measured end-effector path (m), actuator work (J; NaN
+        # where the simulator reports none).
+        "sim_seconds": steps / get_suite(suite_name).fps,
+        "wall_seconds": time.perf_counter() - t0,
+        "path_length": path,
+        "energy": energy,
         "frames": np.stack(frames) if record else None,
         **({"domain": drawn} if drawn else {}),
     }
@@ -145,6 +159,21 @@ def brief(results: dict) -> dict:
         "per_task": {t: v["success_rate"] for t, v in per_task.items()}}
 
 
+EFFICIENCY = ("sim_seconds", "wall_seconds", "path_length", "energy")
+
+
+def efficiency(records: list[dict]) -> dict:
+    """How economically the successes were reached: mean steps, simulated and wall seconds to
+    success, end-effector path (m) and actuator work (J) over the successful episodes (None
+    when there are none), and the same path and work over all episodes."""
+    wins = [r for r in records if r["success"]]
+    mean = lambda rs, k: float(np.mean([r[k] for r in rs])) if rs and k in rs[0] else None  # noqa: E731
+    out = {"successful_episodes": len(wins), "steps_to_success": mean(wins, "length")}
+    for key in EFFICIENCY:
+        out[f"{key}_to_success"] = mean(wins, key)
+    return out | {"path_length_all": mean(records, "path_length"), "energy_all": mean(records, "energy")}
+
+
 def summarize(records: list[dict], tasks: list[str], suite: str, split: str, policy: str, seed: int, wall: float) -> dict:
     """The results.json schema of DESIGN.md, with Wilson 95% intervals."""
     per_task = {}
@@ -157,6 +186,7 @@ def summarize(records: list[dict], tasks: list[str], suite: str, split: str, pol
             "success_rate": k / len(rs),
             "ci95": list(wilson_interval(k, len(rs))),
             "mean_episode_length": float(np.mean([r["length"] for r in rs])),
+            "efficiency": efficiency(rs),
         }
     k = sum(r["success"] for r in records)
     return {
@@ -168,11 +198,13 @@ def summarize(records: list[dict], tasks: list[str], suite: str, split: str, pol
         "ci95": list(wilson_interval(k, len(records))),
         "per_task": per_task,
         "mean_episode_length": float(np.mean([r["length"] for r in records])),
+        "efficiency": efficiency(records),
         "wall_seconds": wall,
         "policy": str(policy),
         "seed": seed,
         "episodes_detail": [
-            {key: r[key] for key in ("task", "seed", "instruction", "success", "length", "domain") if key in r}
+            {key: r[key] for key in ("task", "seed", "instruction", "success", "length", *EFFICIENCY, "domain")
+             if key in r}
             for r in records
         ],
     }

@@ -21,7 +21,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import gymnasium as gym
 import numpy as np
 
-from vlaforge.envs.base import check_action, check_env_args, observation_space, project_points
+from vlaforge.envs.base import actuator_power, check_action, check_env_args, observation_space, project_points
 from vlaforge.envs.metaworld.tasks import INSTRUCTIONS, TASKS, env_name
 from vlaforge.envs.render import CameraRenderer
 
@@ -94,7 +94,10 @@ class MetaWorldEnv(gym.Env):
         self.steps += 1
         done = bool(raw_info["success"])
         truncated = self.steps >= self.max_steps and not done
-        info = {"success": done, "task": self.task, "instruction": self.instruction}
+        # Meta-World steps its physics itself (frame_skip substeps): the actuators' power is read
+        # once per control step and held over it, an estimate at the control rate.
+        energy = actuator_power(self.model, self.data) * self.model.opt.timestep * self._env.frame_skip
+        info = {"success": done, "task": self.task, "instruction": self.instruction, "energy": energy}
         return self._obs(), float(done), done, truncated, info
 
     def _obs(self) -> dict:

@@ -9,6 +9,7 @@ Observation (dict):
     state        float32 (4,): end-effector x, y, z (m, table frame), gripper opening in [0, 1]
     instruction  str
 The episode terminates on success and is truncated after ``max_steps`` steps (20 Hz control).
+``info["energy"]`` is the work the actuators did during the step (J, sum |force * velocity| dt).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from vlaforge.envs.base import check_action, check_env_args, observation_space, project_points
+from vlaforge.envs.base import actuator_power, check_action, check_env_args, observation_space, project_points
 from vlaforge.envs.render import CameraRenderer
 from vlaforge.envs.tabletop import scene
 from vlaforge.envs.tabletop.tasks import FAMILIES, SPLITS, Episode, sample_episode, success, target_and_goal
@@ -164,11 +165,14 @@ class TabletopEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         a = check_action(action)
         self._set_ee_target(self.ee_pos() + a[:3] * MAX_DELTA, (1.0 - a[3]) / 2.0)
-        mujoco.mj_step(self.model, self.data, nstep=self._substeps)
+        energy = 0.0
+        for _ in range(self._substeps):  # one physics step at a time, to integrate the actuators' work
+            mujoco.mj_step(self.model, self.data)
+            energy += actuator_power(self.model, self.data) * self.model.opt.timestep
         self.steps += 1
         done = success(self.episode, self.state())
         truncated = self.steps >= self.max_steps and not done
-        info = {"success": bool(done), "task": self.task, "instruction": self.episode.instruction}
+        info = {"success": bool(done), "task": self.task, "instruction": self.episode.instruction, "energy": energy}
         return self._obs(), float(done), bool(done), bool(truncated), info
 
     def _obs(self) -> dict:
