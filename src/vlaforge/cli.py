@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vlaforge.config import (
+    AblateConfig,
     BenchConfig,
     CollectConfig,
     CompareConfig,
@@ -82,6 +83,17 @@ def _compare(cfg: CompareConfig) -> Any:
     for name, v in r["runs"].items():
         print(f"{name}: {v['success_rate']:6.1%} [{v['ci95'][0]:.0%}, {v['ci95'][1]:.0%}]  {v['policy']}")
     print(r["verdict"])
+
+
+def _ablate(cfg: AblateConfig) -> Any:
+    from vlaforge.eval.ablate import ablate
+
+    s = ablate(cfg)
+    for name, e in s["effects"].items():
+        lo, hi = e["contribution_ci95"]
+        levels = "  ".join(f"{lv['value']}: {lv['success_rate']:.1%}" for lv in e["levels"])
+        print(f"{name:14s} {levels}  contribution {e['contribution']:+.1%} [{lo:+.1%}, {hi:+.1%}]")
+    print(f"written to {Path(cfg.output_dir) / 'ablate.json'}")
 
 
 def _distill(cfg: TrainConfig) -> Any:
@@ -219,6 +231,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "collect": (CollectConfig, _collect, "roll scripted experts and write a LeRobot v3.0 dataset"),
     "train": (TrainConfig, _train, "train a policy on a dataset"),
     "eval": (EvalConfig, _eval, "evaluate a policy in closed loop; writes results.json and report.html"),
+    "ablate": (AblateConfig, _ablate, "run a grid of component toggles / data sizes: vlaforge ablate --grid grid.yaml"),
     "compare": (CompareConfig, _compare, "A/B test of two evaluations: vlaforge compare RUN_A RUN_B (paired by scene)"),
     "distill": (TrainConfig, _distill, "train a student (--policy.*) on a teacher's chunks: --teacher=DIR"),
     "transfer": (TransferConfig, _transfer, "evaluate in the source simulation and held-out target domains"),

@@ -304,6 +304,13 @@ class CompareConfig:
 
 
 @dataclass
+class AblateConfig:
+    grid: str = field(default="", metadata={"help": "grid YAML: base (a quickstart config) and axes (key: [values])"})
+    output_dir: str = field(default="runs/ablate", metadata={"help": "one directory per grid cell under here"})
+    split: str = field(default="", metadata={"help": "split whose success is compared; empty = the base's first split"})
+
+
+@dataclass
 class ExportConfig:
     format: str = field(default="onnx", metadata={"help": "export format: onnx (also the first bare argument)"})
     policy: str = field(default="", metadata={"help": "policy directory to export"})
