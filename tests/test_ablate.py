@@ -34,7 +34,7 @@ def test_grid_runs_every_cell_shares_data_and_resumes(tmp_path):
         cfg = (out / "cells" / c["cell"] / "config.yaml").read_text()
         assert f"ema_decay: {c['values']['ema']}" in cfg
     assert set(s["effects"]) == {"ema", "demos"} and all(e["levels"][0]["episodes"] == 4 for e in s["effects"].values())
-    assert "<img" in (out / "report.html").read_text()  # the demos axis is numeric: a scaling curve
+    assert "<img" in (out / "report.html").read_text() and (out / "scaling_demos.png").is_file()  # numeric: a curve
     policies = sorted(out.glob("cells/*/train/policy/model.safetensors"))
     stamps = [p.stat().st_mtime_ns for p in policies]
     assert main(["ablate", f"--grid={grid}", f"--output_dir={out}"]) == 0  # a rerun trains nothing again

@@ -255,4 +255,17 @@ def test_robustness_sweep(tmp_path):
     nominal_runs = [p for p in out.iterdir() if p.is_dir()]
     assert len(nominal_runs) == 1 + 4 + 4  # severity 0 is evaluated once for both factors
     assert (out / "robustness.png").is_file() and "severity" in (out / "report.html").read_text()
+    assert set(res["summary"]) == {"lighting", "latency"} and "worst drop" in (out / "report.html").read_text()
     assert dataclasses.asdict(perturbation("latency", 0.5))["sensor"]["latency"] == [2, 2]
+
+
+def test_robustness_summary_of_a_known_curve():
+    from vlaforge.eval.robustness import summarize_curve
+
+    pts = [{"severity": s, "success_rate": r} for s, r in ((0.0, 0.8), (0.5, 0.6), (1.0, 0.2))]
+    s = summarize_curve(pts)
+    assert s["mean_success"] == pytest.approx((0.5 * 0.7 + 0.5 * 0.4) / 1.0)
+    assert s["worst_drop"] == pytest.approx(0.6)
+    assert s["severity_at_half"] == pytest.approx(0.5 + (0.6 - 0.4) / 0.4 * 0.5)  # 0.4 reached at 0.75
+    flat = summarize_curve([{"severity": 0.0, "success_rate": 0.5}, {"severity": 1.0, "success_rate": 0.5}])
+    assert flat["severity_at_half"] is None and flat["worst_drop"] == 0

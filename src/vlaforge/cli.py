@@ -22,6 +22,7 @@ from vlaforge.config import (
     ControlConfig,
     EvalConfig,
     ExportConfig,
+    GeneralizeConfig,
     PruneConfig,
     QuantizeConfig,
     QuickstartConfig,
@@ -74,6 +75,15 @@ def _transfer(cfg: TransferConfig) -> Any:
     for name, r in s["domains"].items():
         gap = f"  gap {r['gap']:+.1%} [{r['gap_ci95'][0]:+.1%}, {r['gap_ci95'][1]:+.1%}]" if "gap" in r else ""
         print(f"{name:14s} {r['success_rate']:6.1%}  [{r['ci95'][0]:.0%}, {r['ci95'][1]:.0%}]{gap}")
+
+
+def _generalize(cfg: GeneralizeConfig) -> Any:
+    from vlaforge.eval.generalization import generalize
+
+    s = generalize(cfg)
+    for name, r in s["splits"].items():
+        gap = f"  gap {r['gap']:+.1%} [{r['gap_ci95'][0]:+.1%}, {r['gap_ci95'][1]:+.1%}]" if "gap" in r else ""
+        print(f"{name:18s} {r['success_rate']:6.1%}  [{r['ci95'][0]:.0%}, {r['ci95'][1]:.0%}]{gap}")
 
 
 def _compare(cfg: CompareConfig) -> Any:
@@ -232,6 +242,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "train": (TrainConfig, _train, "train a policy on a dataset"),
     "eval": (EvalConfig, _eval, "evaluate a policy in closed loop; writes results.json and report.html"),
     "ablate": (AblateConfig, _ablate, "run a grid of component toggles / data sizes: vlaforge ablate --grid grid.yaml"),
+    "generalize": (GeneralizeConfig, _generalize, "evaluate on every split; gaps to the train split with intervals"),
     "compare": (CompareConfig, _compare, "A/B test of two evaluations: vlaforge compare RUN_A RUN_B (paired by scene)"),
     "distill": (TrainConfig, _distill, "train a student (--policy.*) on a teacher's chunks: --teacher=DIR"),
     "transfer": (TransferConfig, _transfer, "evaluate in the source simulation and held-out target domains"),

@@ -291,6 +291,18 @@ class TransferConfig:
 
 
 @dataclass
+class GeneralizeConfig:
+    policy: str = field(default="", metadata={"help": "policy directory"})
+    splits: list[str] = field(
+        default_factory=list, metadata={"help": "splits to evaluate, the first the reference; empty = all of the suite's"}
+    )
+    episodes: int = field(default=20, metadata={"help": "episodes per task in each split"})
+    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
+    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed of every split"})
+    output_dir: str = field(default="", metadata={"help": "where generalization/ goes; empty = beside the policy"})
+
+
+@dataclass
 class CompareConfig:
     runs: list[str] = field(
         default_factory=list, metadata={"help": "two evaluations (results.json or its directory), A then B; also bare arguments"}

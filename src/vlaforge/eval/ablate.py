@@ -169,7 +169,12 @@ def write_ablate_report(summary: dict, out: Path) -> Path:
         lo, hi = e["contribution_ci95"]
         parts.append(f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(e['key'])}</code></td><td>{levels}</td>"
                      f"<td>{e['contribution']:+.1%} [{lo:+.1%}, {hi:+.1%}]</td></tr>")
-    plots = [p for p in (scaling_plot(n, e) for n, e in summary["effects"].items()) if p is not None]
+    plots = []
+    for name, e in summary["effects"].items():
+        plot = scaling_plot(name, e)
+        if plot is not None:
+            (out / f"scaling_{name}.png").write_bytes(plot)
+            plots.append(plot)
     cells_rows = "".join(f"<tr><td>{html.escape(r['cell'])}</td><td>{r['successes']}/{r['episodes']}</td>"
                          f"<td>{r['success_rate']:.1%} [{r['ci95'][0]:.0%}, {r['ci95'][1]:.0%}]</td></tr>" for r in summary["cells"])
     body = (f"<p>Split {html.escape(summary['split'])}; contribution = pooled success at the axis's last value minus its "

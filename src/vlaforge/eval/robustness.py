@@ -44,10 +44,28 @@ def sweep(cfg: EvalConfig, show_progress: bool = True) -> dict:
             points.append({"severity": s, **brief(done[key])})
         curves[factor] = points
     results = {"policy": cfg.policy, "split": cfg.split, "episodes_per_task": cfg.episodes, "seed": cfg.seed,
-               "curves": curves}
+               "curves": curves, "summary": {factor: summarize_curve(points) for factor, points in curves.items()}}
     write_json(out / "robustness.json", results)
     write_robustness_report(results, out)
     return results
+
+
+def summarize_curve(points: list[dict]) -> dict:
+    """One factor's robustness in three numbers: the mean success over its severity range (area
+    under the curve / range, trapezoids), the largest drop below the lowest severity's success,
+    and the first severity at which success falls to half of that (linearly interpolated; None
+    if it never does)."""
+    pts = sorted(points, key=lambda p: p["severity"])
+    xs, ys = [p["severity"] for p in pts], [p["success_rate"] for p in pts]
+    span = xs[-1] - xs[0]
+    area = sum((x1 - x0) * (y0 + y1) / 2 for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:]))
+    half, at_half = ys[0] / 2, None
+    for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:]):
+        if ys[0] > 0 and y1 <= half:
+            at_half = x1 if y0 == y1 else x0 + (y0 - half) / (y0 - y1) * (x1 - x0)
+            break
+    return {"mean_success": area / span if span > 0 else ys[0], "worst_drop": ys[0] - min(ys),
+            "severity_at_half": at_half}
 
 
 def severity_plot(curves: dict) -> bytes:
@@ -74,9 +92,16 @@ def write_robustness_report(results: dict, out: Path) -> Path:
         ) + "</tr>"
         for f, pts in results["curves"].items()
     )
+    summary = "".join(
+        f"<tr><td>{html.escape(f)}</td><td>{v['mean_success']:.1%}</td><td>{v['worst_drop']:+.1%}</td>"
+        f"<td>{'-' if v['severity_at_half'] is None else format(v['severity_at_half'], '.2f')}</td></tr>"
+        for f, v in results.get("summary", {}).items()
+    )
     body = (f"<p>Policy <code>{html.escape(results['policy'])}</code>, split {html.escape(results['split'])}, "
             f"{results['episodes_per_task']} episodes per task and severity; every severity replays the same scenes.</p>"
             f"{embed(plot)}<table><tr><th>factor</th><th colspan=9>severity: success [95% CI]</th></tr>{rows}</table>"
+            "<h2>Summary</h2><table><tr><th>factor</th><th>mean success over the range</th><th>worst drop</th>"
+            f"<th>severity at half the nominal success</th></tr>{summary}</table>"
             "<p>Each severity's own report (videos included) is in its directory beside this page.</p>")
     path = out / "report.html"
     path.write_text(page("robustness sweep", body))
