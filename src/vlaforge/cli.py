@@ -16,6 +16,7 @@ from typing import Any, Callable
 from vlaforge.config import (
     AblateConfig,
     BenchConfig,
+    ChainConfig,
     CollectConfig,
     CompareConfig,
     ConfigError,
@@ -84,6 +85,15 @@ def _generalize(cfg: GeneralizeConfig) -> Any:
     for name, r in s["splits"].items():
         gap = f"  gap {r['gap']:+.1%} [{r['gap_ci95'][0]:+.1%}, {r['gap_ci95'][1]:+.1%}]" if "gap" in r else ""
         print(f"{name:18s} {r['success_rate']:6.1%}  [{r['ci95'][0]:.0%}, {r['ci95'][1]:.0%}]{gap}")
+
+
+def _chains(cfg: ChainConfig) -> Any:
+    from vlaforge.eval.chains import evaluate_chains
+
+    s = evaluate_chains(cfg)
+    print("  ".join(f"{p['position']}: {p['rate']:.0%}" for p in s["positions"]))
+    lo, hi = s["average_length_ci95"]
+    print(f"average completed length {s['average_length']:.2f} [{lo:.2f}, {hi:.2f}] over {s['chains']} chains")
 
 
 def _compare(cfg: CompareConfig) -> Any:
@@ -243,6 +253,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "eval": (EvalConfig, _eval, "evaluate a policy in closed loop; writes results.json and report.html"),
     "ablate": (AblateConfig, _ablate, "run a grid of component toggles / data sizes: vlaforge ablate --grid grid.yaml"),
     "generalize": (GeneralizeConfig, _generalize, "evaluate on every split; gaps to the train split with intervals"),
+    "chains": (ChainConfig, _chains, "long-horizon chains (CALVIN protocol): instructions in a row in one scene"),
     "compare": (CompareConfig, _compare, "A/B test of two evaluations: vlaforge compare RUN_A RUN_B (paired by scene)"),
     "distill": (TrainConfig, _distill, "train a student (--policy.*) on a teacher's chunks: --teacher=DIR"),
     "transfer": (TransferConfig, _transfer, "evaluate in the source simulation and held-out target domains"),

@@ -303,6 +303,22 @@ class GeneralizeConfig:
 
 
 @dataclass
+class ChainConfig:
+    policy: str = field(default="", metadata={"help": "policy directory (trained on tabletop tasks)"})
+    chains: int = field(default=50, metadata={"help": "chains to run, one scene each"})
+    length: int = field(default=5, metadata={"help": "instructions per chain"})
+    tasks: list[str] = field(
+        default_factory=list, metadata={"help": "families a chain draws from; empty = the policy's chainable tasks"}
+    )
+    steps_per_instruction: int = field(default=0, metadata={"help": "step budget of each instruction; 0 = the env's max_steps"})
+    split: str = field(default="train", metadata={"help": "scene/instruction split"})
+    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
+    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first chain seed (scene and instruction order)"})
+    action_horizon: int = field(default=0, metadata={"help": "actions executed per chunk; 0 = chunk_size/2"})
+    output_dir: str = field(default="", metadata={"help": "where chains/ goes; empty = beside the policy"})
+
+
+@dataclass
 class CompareConfig:
     runs: list[str] = field(
         default_factory=list, metadata={"help": "two evaluations (results.json or its directory), A then B; also bare arguments"}

@@ -175,6 +175,12 @@ class TabletopEnv(gym.Env):
         info = {"success": bool(done), "task": self.task, "instruction": self.episode.instruction, "energy": energy}
         return self._obs(), float(done), bool(done), bool(truncated), info
 
+    def set_subtask(self, episode: Episode) -> dict:
+        """Switch to another instruction in the scene as it is now (long-horizon chains): the
+        physics is untouched, the step count restarts; returns the new observation."""
+        self.episode, self.steps = episode, 0
+        return self._obs()
+
     def _obs(self) -> dict:
         pos = self.ee_pos()
         state = np.array([pos[0], pos[1], pos[2], self.gripper_opening()], dtype=np.float32)

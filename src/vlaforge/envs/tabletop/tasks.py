@@ -7,6 +7,7 @@ never appear in ``train``. ``unseen_object`` and ``unseen_paraphrase`` isolate t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -274,3 +275,23 @@ def success(episode: Episode, s: dict) -> bool:
     if f == "press_button":
         return s["button"] > 0.007
     raise KeyError(f)
+
+
+# Families a long-horizon chain may use: each is defined on any scene layout. Push needs a clear
+# path that a layout drawn for another task may not give, stack a non-ball base: neither chains.
+CHAIN_FAMILIES = ("reach", "pick_place", "put_in_bowl", "open_drawer", "press_button")
+
+
+def chain_subtask(base: Episode, family: str, split: str, rng: np.random.Generator) -> Episode:
+    """The next instruction of a long-horizon chain (CALVIN-style) on ``base``'s scene: the same
+    layout, a new family, target object, zone and wording. Scenes keep their held-out
+    colour-shape pair at object 0 (unseen splits), so every object may be a target."""
+    if family not in CHAIN_FAMILIES:
+        raise KeyError(f"task {family!r} cannot be chained; chainable: {', '.join(CHAIN_FAMILIES)}")
+    target = int(rng.integers(len(base.objects)))
+    goal = int(rng.integers(len(base.zones))) if family == "pick_place" else -1
+    _, color, shape = base.objects[target]
+    templates = _templates(family, split)
+    instruction = templates[rng.integers(len(templates))].format(
+        obj=describe(color, shape), zone=base.zones[goal] if goal >= 0 else "", base="")
+    return dataclasses.replace(base, family=family, instruction=instruction, target=target, goal=goal, meta={})
