@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow test-browser bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# The human-eval app in a real headless browser: Debian's chromium driven by Playwright.
+test-browser: $(STAMP)
+	command -v chromium >/dev/null || apt-get install -y -q chromium
+	$(BIN)/python -m pip install -q -e '.[browser]'
+	$(BIN)/python -m pytest -q tests/test_human_eval.py -k browser -rs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/render_fps.py

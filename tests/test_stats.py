@@ -65,3 +65,26 @@ def test_sequential_test_keeps_its_false_positive_rate_and_finds_a_real_gap():
     assert (r["a_only"], r["b_only"], r["e_value"]) == (1, 0, pytest.approx(1.0))  # B(2, 1) * 2 = 1
     with pytest.raises(ValueError, match="equal lengths"):
         sequential_paired_test([True], [])
+
+
+def test_cohen_kappa_textbook_case():
+    from vlaforge.eval.stats import cohen_kappa
+
+    # 50 items: 20 both yes, 15 both no, 5 + 10 disagreements: po 0.7, pe 0.5 -> 0.4.
+    a = ["y"] * 20 + ["y"] * 5 + ["n"] * 10 + ["n"] * 15
+    b = ["y"] * 20 + ["n"] * 5 + ["y"] * 10 + ["n"] * 15
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+    assert cohen_kappa(a, a) == 1.0
+    with pytest.raises(ValueError):
+        cohen_kappa(a, b[:-1])
+
+
+def test_fleiss_kappa_textbook_case():
+    from vlaforge.eval.stats import fleiss_kappa
+
+    # Fleiss (1971) as worked on Wikipedia: 10 items, 14 raters, 5 categories -> 0.210.
+    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+             [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    assert fleiss_kappa(table) == pytest.approx(0.2099, abs=1e-3)
+    with pytest.raises(ValueError, match="same number"):
+        fleiss_kappa([[1, 1], [2, 1]])

@@ -24,6 +24,7 @@ from vlaforge.config import (
     EvalConfig,
     ExportConfig,
     GeneralizeConfig,
+    HumanEvalConfig,
     PruneConfig,
     QuantizeConfig,
     QuickstartConfig,
@@ -94,6 +95,31 @@ def _chains(cfg: ChainConfig) -> Any:
     print("  ".join(f"{p['position']}: {p['rate']:.0%}" for p in s["positions"]))
     lo, hi = s["average_length_ci95"]
     print(f"average completed length {s['average_length']:.2f} [{lo:.2f}, {hi:.2f}] over {s['chains']} chains")
+
+
+def _human_eval(cfg: HumanEvalConfig) -> Any:
+    from vlaforge.eval.human_study import build_items, connect, summarize_study
+
+    if cfg.action not in ("serve", "export"):
+        raise ValueError(f"unknown human-eval action {cfg.action!r}; known: serve, export")
+    db = connect(cfg.study)
+    if cfg.action == "export":
+        out = Path(cfg.study) / "human_eval.json"
+        out.write_text(json.dumps(summarize_study(db), indent=2))
+        print(f"{out}: the study's ratings, aggregated")
+        return
+    from werkzeug.serving import make_server
+
+    from vlaforge.eval.human_app import create_app
+
+    n = build_items(db, cfg.runs, cfg.reference)
+    server = make_server(cfg.host, cfg.port, create_app(db), threaded=True)
+    print(f"human evaluation of {n} items at http://{cfg.host}:{server.server_port}/ (ratings in {cfg.study}/study.db)",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.server_close()
 
 
 def _compare(cfg: CompareConfig) -> Any:
@@ -254,6 +280,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "ablate": (AblateConfig, _ablate, "run a grid of component toggles / data sizes: vlaforge ablate --grid grid.yaml"),
     "generalize": (GeneralizeConfig, _generalize, "evaluate on every split; gaps to the train split with intervals"),
     "chains": (ChainConfig, _chains, "long-horizon chains (CALVIN protocol): instructions in a row in one scene"),
+    "human-eval": (HumanEvalConfig, _human_eval, "human evaluation web app: vlaforge human-eval serve|export --study=DIR"),
     "compare": (CompareConfig, _compare, "A/B test of two evaluations: vlaforge compare RUN_A RUN_B (paired by scene)"),
     "distill": (TrainConfig, _distill, "train a student (--policy.*) on a teacher's chunks: --teacher=DIR"),
     "transfer": (TransferConfig, _transfer, "evaluate in the source simulation and held-out target domains"),
@@ -337,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"error: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    positional = {"export": "format", "bench": "what"}.get(verb)
+    positional = {"export": "format", "bench": "what", "human-eval": "action"}.get(verb)
     if positional and rest and not rest[0].startswith("-"):
         rest = [f"--{positional}={rest[0]}", *rest[1:]]
     if verb == "compare":  # the leading bare arguments are the evaluations (JSON is YAML: paths stay whole)

@@ -319,6 +319,20 @@ class ChainConfig:
 
 
 @dataclass
+class HumanEvalConfig:
+    action: str = field(default="serve", metadata={"help": "serve | export (also the first bare argument)"})
+    study: str = field(default="runs/human_eval", metadata={"help": "study directory (its SQLite database: study.db)"})
+    runs: list[str] = field(
+        default_factory=list, metadata={"help": "evaluations whose videos are rated; two or more also give pairwise items"}
+    )
+    reference: str = field(
+        default="", metadata={"help": "evaluation of human (teleoperated) rollouts: the other side of the Turing test"}
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "address the app listens on"})
+    port: int = field(default=8000, metadata={"help": "port; 0 = any free one"})
+
+
+@dataclass
 class CompareConfig:
     runs: list[str] = field(
         default_factory=list, metadata={"help": "two evaluations (results.json or its directory), A then B; also bare arguments"}

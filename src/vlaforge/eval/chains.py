@@ -45,7 +45,7 @@ def run_chain(job: tuple) -> dict:
     rng = np.random.default_rng(seed)
     sequence = draw_chain(families, length, rng)
     policy.reset(seed)
-    done, steps = [], []
+    done = []
     for family in sequence:
         sub = chain_subtask(env.episode, family, split, rng)
         obs = env.set_subtask(sub)

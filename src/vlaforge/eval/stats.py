@@ -97,3 +97,31 @@ def sequential_paired_test(a: list[bool], b: list[bool], alpha: float = 0.05) ->
             stopped = i + 1
     return {"e_value": math.exp(log_e), "reject": stopped is not None, "stopped_at": stopped,
             "a_only": wins, "b_only": losses, "alpha": alpha}
+
+
+def cohen_kappa(a: list, b: list) -> float:
+    """Cohen's kappa of two raters' labels on the same items: agreement beyond what their own
+    label frequencies would give by chance (1 = perfect, 0 = chance)."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"need two equally long, non-empty label lists, got {len(a)} and {len(b)}")
+    labels = sorted(set(a) | set(b), key=str)
+    n = len(a)
+    po = sum(x == y for x, y in zip(a, b)) / n
+    pe = sum((a.count(c) / n) * (b.count(c) / n) for c in labels)
+    return 1.0 if pe == 1 else (po - pe) / (1 - pe)
+
+
+def fleiss_kappa(counts: list[list[int]]) -> float:
+    """Fleiss' kappa from an items x categories table of how many raters chose each category
+    (every item rated by the same number of raters, at least two)."""
+    if not counts:
+        raise ValueError("need at least one rated item")
+    m = sum(counts[0])
+    if m < 2 or any(sum(row) != m for row in counts):
+        raise ValueError("every item needs the same number (>= 2) of ratings")
+    n = len(counts)
+    p_cat = [sum(row[j] for row in counts) / (n * m) for j in range(len(counts[0]))]
+    p_item = [(sum(c * c for c in row) - m) / (m * (m - 1)) for row in counts]
+    pe = sum(p * p for p in p_cat)
+    pbar = sum(p_item) / n
+    return 1.0 if pe == 1 else (pbar - pe) / (1 - pe)
