@@ -116,3 +116,18 @@ def test_tabletop_energy_is_actuator_work():
     still = env.step(np.zeros(4))[4]["energy"]
     moving = env.step(np.array([1.0, 0, 0, 0]))[4]["energy"]
     assert moving > 10 * max(still, 1e-6) and 0.01 < moving < 5  # J per 50 ms step, force range 40 N
+
+
+def test_reports_rebuild_from_json_alone(tmp_path, capsys):
+    a = fake_eval(tmp_path / "a", [1] * 15 + [0] * 5)
+    b = fake_eval(tmp_path / "b", [1] * 5 + [0] * 15)
+    compare(CompareConfig(runs=[str(a), str(b)], output_dir=str(tmp_path / "cmp"), bootstrap=500))
+    (tmp_path / "cmp" / "report.html").unlink()
+    (a / "videos").mkdir()
+    (a / "videos" / "reach_1000000000.gif").write_bytes(b"GIF89a")
+    for d in (a, tmp_path / "cmp"):
+        assert main(["report", str(d)]) == 0
+    html = (a / "report.html").read_text()
+    assert "videos/reach_1000000000.gif" in html and "exact [" in html and "Beta posterior" in html
+    assert "A/B comparison" in (tmp_path / "cmp" / "report.html").read_text()
+    assert main(["report", str(tmp_path)]) == 2 and "no results JSON" in capsys.readouterr().err

@@ -28,6 +28,7 @@ from vlaforge.config import (
     PruneConfig,
     QuantizeConfig,
     QuickstartConfig,
+    ReportConfig,
     RunsConfig,
     SafeRLConfig,
     ServeConfig,
@@ -120,6 +121,12 @@ def _human_eval(cfg: HumanEvalConfig) -> Any:
         server.serve_forever()
     except KeyboardInterrupt:
         server.server_close()
+
+
+def _report(cfg: ReportConfig) -> Any:
+    from vlaforge.eval.rebuild import rebuild_report
+
+    print(f"report written to {rebuild_report(cfg.path)}")
 
 
 def _compare(cfg: CompareConfig) -> Any:
@@ -281,6 +288,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "generalize": (GeneralizeConfig, _generalize, "evaluate on every split; gaps to the train split with intervals"),
     "chains": (ChainConfig, _chains, "long-horizon chains (CALVIN protocol): instructions in a row in one scene"),
     "human-eval": (HumanEvalConfig, _human_eval, "human evaluation web app: vlaforge human-eval serve|export --study=DIR"),
+    "report": (ReportConfig, _report, "rebuild a report.html from its results JSON: vlaforge report DIR"),
     "compare": (CompareConfig, _compare, "A/B test of two evaluations: vlaforge compare RUN_A RUN_B (paired by scene)"),
     "distill": (TrainConfig, _distill, "train a student (--policy.*) on a teacher's chunks: --teacher=DIR"),
     "transfer": (TransferConfig, _transfer, "evaluate in the source simulation and held-out target domains"),
@@ -364,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"error: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    positional = {"export": "format", "bench": "what", "human-eval": "action"}.get(verb)
+    positional = {"export": "format", "bench": "what", "human-eval": "action", "report": "path"}.get(verb)
     if positional and rest and not rest[0].startswith("-"):
         rest = [f"--{positional}={rest[0]}", *rest[1:]]
     if verb == "compare":  # the leading bare arguments are the evaluations (JSON is YAML: paths stay whole)

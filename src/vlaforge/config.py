@@ -333,6 +333,11 @@ class HumanEvalConfig:
 
 
 @dataclass
+class ReportConfig:
+    path: str = field(default="", metadata={"help": "directory of a results JSON (also the first bare argument)"})
+
+
+@dataclass
 class CompareConfig:
     runs: list[str] = field(
         default_factory=list, metadata={"help": "two evaluations (results.json or its directory), A then B; also bare arguments"}

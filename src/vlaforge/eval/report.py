@@ -76,16 +76,31 @@ def _efficiency_cells(v: dict) -> str:
 
 
 def write_report(results: dict, records: list[dict], out: Path) -> Path:
+    """Write the rollouts' GIFs under ``out/videos``, then the report from the results alone."""
     videos = out / "videos"
     videos.mkdir(parents=True, exist_ok=True)
+    for r in records:
+        if r.get("frames") is not None:
+            imageio.mimsave(videos / f"{r['task']}_{r['seed']}.gif", list(r["frames"]), duration=0.05, loop=0)
+    return render_eval_report(results, out)
+
+
+def _more_intervals(results: dict) -> str:
+    parts = [f"{label} [{results[k][0]:.1%}, {results[k][1]:.1%}]" for k, label in
+             (("ci95_exact", "exact"), ("posterior95", "Beta posterior")) if k in results]
+    return "".join(", " + p for p in parts)
+
+
+def render_eval_report(results: dict, out: Path) -> Path:
+    """report.html of one evaluation from its results.json and the GIFs beside it (re-runnable:
+    ``vlaforge report DIR``)."""
     plot = success_plot(results)
     (out / "success.png").write_bytes(plot)
     cards = []
-    for r in records:
-        if r.get("frames") is None:
-            continue
+    for r in results["episodes_detail"]:
         name = f"{r['task']}_{r['seed']}.gif"
-        imageio.mimsave(videos / name, list(r["frames"]), duration=0.05, loop=0)
+        if not (out / "videos" / name).is_file():
+            continue
         verdict = "success" if r["success"] else "failure"
         cards.append(
             f'<figure><img src="videos/{name}" width="192"><figcaption><b>{html.escape(r["task"])}</b> '
@@ -98,7 +113,7 @@ def write_report(results: dict, records: list[dict], out: Path) -> Path:
     )
     domain = results.get("domain", {}).get("name", "source")
     body = f"""<p>Policy <code>{html.escape(results['policy'])}</code>: <b>{results['success_rate']:.1%}</b> success over
-{results['episodes']} episodes, 95% CI [{results['ci95'][0]:.1%}, {results['ci95'][1]:.1%}],
+{results['episodes']} episodes, 95% CI [{results['ci95'][0]:.1%}, {results['ci95'][1]:.1%}] (Wilson){_more_intervals(results)},
 mean length {results['mean_episode_length']:.1f} steps, {results['wall_seconds']:.1f} s wall; domain {html.escape(domain)}.</p>
 {embed(plot)}
 <table><tr><th>task</th><th>successes</th><th>rate</th><th>95% CI</th><th>mean length</th><th>steps to success</th>

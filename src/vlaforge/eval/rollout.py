@@ -16,7 +16,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vlaforge.config import EVAL_SEEDS, EvalConfig, save_yaml
-from vlaforge.eval.stats import wilson_interval
+from vlaforge.eval.stats import beta_posterior_interval, clopper_pearson_interval, wilson_interval
 from vlaforge.pool import map_in_workers
 
 _STATE: dict = {}
@@ -175,7 +175,8 @@ def efficiency(records: list[dict]) -> dict:
 
 
 def summarize(records: list[dict], tasks: list[str], suite: str, split: str, policy: str, seed: int, wall: float) -> dict:
-    """The results.json schema of DESIGN.md, with Wilson 95% intervals."""
+    """The results.json schema of DESIGN.md: Wilson 95% intervals, and overall also the exact
+    (Clopper-Pearson) interval and the Beta-posterior credible interval."""
     per_task = {}
     for task in tasks:
         rs = [r for r in records if r["task"] == task]
@@ -196,6 +197,8 @@ def summarize(records: list[dict], tasks: list[str], suite: str, split: str, pol
         "successes": k,
         "success_rate": k / len(records),
         "ci95": list(wilson_interval(k, len(records))),
+        "ci95_exact": list(clopper_pearson_interval(k, len(records))),  # Clopper-Pearson: never under 95% coverage
+        "posterior95": list(beta_posterior_interval(k, len(records))),  # uniform Beta prior
         "per_task": per_task,
         "mean_episode_length": float(np.mean([r["length"] for r in records])),
         "efficiency": efficiency(records),
