@@ -1,12 +1,13 @@
 """Evaluation science on the tabletop suite: a data-scaling x augmentation ablation grid run by
 ``vlaforge ablate``, then an A/B test (``vlaforge compare``) of the two largest-data cells
-(random-shift augmentation on vs off), paired by scene.
+(random-shift augmentation on vs off), paired by scene; then the augmented largest-data policy on
+every split (``vlaforge generalize``) and in five-instruction chains (``vlaforge chains``).
 
     python benchmarks/evaluation.py                       # the CPU run of the results (~15 min, 2 cores)
     python benchmarks/evaluation.py --steps=3000 --demos=[10,30,100] --episodes=50   # larger
 
 Re-running resumes (finished cells are reused). Writes benchmarks/results/evaluation.{json,md},
-the grid's and the comparison's reports (evaluation_ablation.html, evaluation_compare.html) and the
+the grid's and the comparison's reports (evaluation_{ablation,compare,generalization,chains}.html) and the
 data-scaling curve evaluation_scaling.png.
 """
 
@@ -21,9 +22,11 @@ from pathlib import Path
 import yaml
 from common import RESULTS, write
 
-from vlaforge.config import AblateConfig, CompareConfig, apply_overrides  # noqa: E402
+from vlaforge.config import AblateConfig, ChainConfig, CompareConfig, GeneralizeConfig, apply_overrides  # noqa: E402
 from vlaforge.eval.ablate import ablate  # noqa: E402
+from vlaforge.eval.chains import evaluate_chains  # noqa: E402
 from vlaforge.eval.compare import compare  # noqa: E402
+from vlaforge.eval.generalization import generalize  # noqa: E402
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Settings:
     demos: list[int] = field(default_factory=lambda: [5, 15, 45])
     steps: int = 1000
     episodes: int = 25
+    chains: int = 50
     output_dir: str = "runs/bench_evaluation"
 
 
@@ -50,7 +54,13 @@ def main(argv: list[str]) -> None:
     top = max(s.demos)
     pick = {c["values"]["augmentation"]: c["results"] for c in summary["cells"] if c["values"]["demos"] == top}
     ab = compare(CompareConfig(runs=[pick[4], pick[0]], output_dir=str(root / "compare")))
+    # The best-fed augmented cell's policy: every split, and five-instruction chains.
+    policy = str(Path(pick[4]).parents[2] / "train" / "policy")
+    gen = generalize(GeneralizeConfig(policy=policy, episodes=s.episodes, output_dir=str(root / "generalization")))
+    chains = evaluate_chains(ChainConfig(policy=policy, chains=s.chains, output_dir=str(root / "chains")))
     RESULTS.mkdir(exist_ok=True)
+    shutil.copy(root / "generalization" / "report.html", RESULTS / "evaluation_generalization.html")
+    shutil.copy(root / "chains" / "report.html", RESULTS / "evaluation_chains.html")
     shutil.copy(root / "report.html", RESULTS / "evaluation_ablation.html")
     shutil.copy(root / "compare" / "report.html", RESULTS / "evaluation_compare.html")
     shutil.copy(root / "scaling_demos.png", RESULTS / "evaluation_scaling.png")
@@ -59,6 +69,9 @@ def main(argv: list[str]) -> None:
              "episodes": c["episodes"]} for c in summary["cells"]]
     figures = {"effects": summary["effects"], "compare": {k: ab[k] for k in ("runs", "difference", "difference_ci95_newcombe",
                                                                              "unpaired", "paired", "power", "verdict")},
+               "generalization": gen["splits"],
+               "chains": {k: chains[k] for k in ("families", "positions", "average_length", "average_length_ci95", "per_task")},
+               "efficiency": {c["cell"]: json.loads(Path(c["results"]).read_text())["efficiency"] for c in summary["cells"]},
                "settings": vars(s)}
     write("evaluation", figures, rows, "Ablation grid (demos x augmentation) and A/B test, tabletop train split")
     print(json.dumps({n: (e["contribution"], e["contribution_ci95"]) for n, e in summary["effects"].items()}))
