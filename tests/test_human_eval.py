@@ -143,3 +143,4 @@ def test_cli_export_and_bad_study(study, tmp_path, capsys):
     assert main(["human-eval", "serve", f"--study={tmp_path / 'new'}", f"--runs=[{tmp_path / 'nowhere'}]"]) == 2
     assert "no evaluation results" in capsys.readouterr().err
     assert main(["human-eval", "dance", f"--study={tmp_path / 'new'}"]) == 2
+    assert main(["human-eval", "export", f"--study={tmp_path / 'none'}"]) == 2 and not (tmp_path / "none").exists()

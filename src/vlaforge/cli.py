@@ -103,6 +103,8 @@ def _human_eval(cfg: HumanEvalConfig) -> Any:
 
     if cfg.action not in ("serve", "export"):
         raise ValueError(f"unknown human-eval action {cfg.action!r}; known: serve, export")
+    if cfg.action == "export" and not (Path(cfg.study) / "study.db").is_file():
+        raise FileNotFoundError(f"no study at {cfg.study} (expected {Path(cfg.study) / 'study.db'})")
     db = connect(cfg.study)
     if cfg.action == "export":
         out = Path(cfg.study) / "human_eval.json"
