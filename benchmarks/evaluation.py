@@ -3,7 +3,7 @@
 (random-shift augmentation on vs off), paired by scene; then the augmented largest-data policy on
 every split (``vlaforge generalize``) and in five-instruction chains (``vlaforge chains``).
 
-    python benchmarks/evaluation.py                       # the CPU run of the results (~15 min, 2 cores)
+    python benchmarks/evaluation.py                       # the CPU run of the results (~35 min, 2 cores)
     python benchmarks/evaluation.py --steps=3000 --demos=[10,30,100] --episodes=50   # larger
 
 Re-running resumes (finished cells are reused). Writes benchmarks/results/evaluation.{json,md},
