@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from vlaforge.config import AblateConfig, ConfigError, QuickstartConfig, apply_overrides, from_dict, save_yaml, to_dict
-from vlaforge.eval.report import embed, page, plt, png, write_json
+from vlaforge.eval.report import embed, page, rate_curve, write_json
 from vlaforge.eval.stats import difference_interval, wilson_interval
 
 # Keys the ablation sets for every cell itself (where data, runs and evaluations go).
@@ -147,18 +147,9 @@ def scaling_plot(name: str, e: dict) -> bytes | None:
     xs = [lv["value"] for lv in e["levels"]]
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
         return None
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
-    ys = [lv["success_rate"] for lv in e["levels"]]
-    ax.errorbar(xs, ys, yerr=[[y - lv["ci95"][0] for y, lv in zip(ys, e["levels"])],
-                              [lv["ci95"][1] - y for y, lv in zip(ys, e["levels"])]], marker="o", capsize=4)
-    if all(x > 0 for x in xs):
-        ax.set_xscale("log")
-    ax.set_xlabel(e["key"])
-    ax.set_ylabel("success (95% Wilson CI)")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(name)
-    fig.tight_layout()
-    return png(fig)
+    levels = e["levels"]
+    return rate_curve(xs, [lv["success_rate"] for lv in levels], [lv["ci95"] for lv in levels], e["key"],
+                      "success (95% Wilson CI)", name, log_x=all(x > 0 for x in xs))
 
 
 def write_ablate_report(summary: dict, out: Path) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from vlaforge.config import EVAL_SEEDS, ChainConfig, save_yaml
-from vlaforge.eval.report import embed, page, plt, png, write_json
+from vlaforge.eval.report import embed, page, rate_curve, write_json
 from vlaforge.eval.stats import wilson_interval
 from vlaforge.pool import map_in_workers
 
@@ -123,17 +123,9 @@ def summarize_chains(records: list[dict], length: int, samples: int = 10000) -> 
 
 
 def write_chains_report(s: dict, out: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
-    xs = [p["position"] for p in s["positions"]]
-    ys = [p["rate"] for p in s["positions"]]
-    ax.errorbar(xs, ys, yerr=[[y - p["ci95"][0] for y, p in zip(ys, s["positions"])],
-                              [p["ci95"][1] - y for y, p in zip(ys, s["positions"])]], marker="o", capsize=4)
-    ax.set_xticks(xs)
-    ax.set_xlabel("instructions completed in a row (at least)")
-    ax.set_ylabel("share of chains (95% CI)")
-    ax.set_ylim(0, 1.05)
-    fig.tight_layout()
-    plot = png(fig)
+    positions = s["positions"]
+    plot = rate_curve([p["position"] for p in positions], [p["rate"] for p in positions], [p["ci95"] for p in positions],
+                      "instructions completed in a row (at least)", "share of chains (95% CI)", ticks_at_x=True)
     (out / "chains.png").write_bytes(plot)
     rows = "".join(f"<tr><td>{p['position']}</td><td>{p['successes']}/{s['chains']}</td><td>{p['rate']:.1%} "
                    f"[{p['ci95'][0]:.1%}, {p['ci95'][1]:.1%}]</td></tr>" for p in s["positions"])

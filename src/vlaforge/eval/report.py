@@ -48,6 +48,25 @@ def interval_bars(labels: list[str], rates: list[float], cis: list[list[float]],
     return png(fig)
 
 
+def rate_curve(xs: list, rates: list[float], cis: list[list[float]], xlabel: str, ylabel: str, title: str = "",
+               log_x: bool = False, ticks_at_x: bool = False) -> bytes:
+    """Rates against a numeric x with their 95% intervals as error bars (scaling curves, chain positions)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
+    ax.errorbar(xs, rates, yerr=[[r - c[0] for r, c in zip(rates, cis)], [c[1] - r for r, c in zip(rates, cis)]],
+                marker="o", capsize=4)
+    if log_x:
+        ax.set_xscale("log")
+    if ticks_at_x:
+        ax.set_xticks(xs)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.05)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return png(fig)
+
+
 def success_plot(results: dict) -> bytes:
     tasks = list(results["per_task"])
     return interval_bars(
