@@ -1,10 +1,15 @@
-import numpy as np
-import torch
-from helpers import write_dataset
+import json
 
-from vlaforge.data.dataset import LeRobotDataset
+import numpy as np
+import pytest
+import torch
+from helpers import synthetic_episode, write_dataset
+
+from vlaforge.data.augment import random_shift
+from vlaforge.data.collect import ACTION_NAMES, STATE_NAMES
+from vlaforge.data.dataset import DatasetWriter, LeRobotDataset, make_features
 from vlaforge.data.normalize import Normalizer
-from vlaforge.data.sampler import ChunkSampler, random_shift
+from vlaforge.data.sampler import ChunkSampler
 from vlaforge.data.tokenizer import WordTokenizer
 
 
@@ -87,3 +92,37 @@ def test_shifted_keypoint_labels_follow_the_content(tmp_path):
         ys, xs = torch.nonzero(img[0, 0, :, :, 0], as_tuple=True)
         u, v = ((kp[0, 0, 0] + 1) / 2 * 64 - 0.5).tolist()
         assert (round(u), round(v)) == (int(xs[0]), int(ys[0]))
+
+
+def test_balanced_sampling_draws_every_task_equally(tmp_path):
+    tasks = ["reach the red cube", "press the button"]
+    rng = np.random.default_rng(0)
+    w = DatasetWriter(tmp_path / "ds", make_features(["front"], 64, STATE_NAMES, ACTION_NAMES), fps=20)
+    for i in range(8):  # 6 reach episodes to 2 press episodes, and longer ones for reach
+        w.add_episode(synthetic_episode(rng, length=20 if i < 6 else 10, task=tasks[i >= 6]))
+    ds = LeRobotDataset(tmp_path / "ds")
+    data = ds.load()
+    tok = WordTokenizer.from_texts(data.tasks)
+    draws = {}
+    for balance in ("none", "instruction", "task"):
+        s = ChunkSampler(data, Normalizer.from_stats(ds.stats), tok, 1, 4, 8, balance=balance)
+        i = torch.multinomial(s.weights, 20000, True, generator=torch.Generator().manual_seed(0)) if s.weights is not None \
+            else torch.randint(0, s.n, (20000,))
+        draws[balance] = float((torch.from_numpy(data.task_index)[i] == 0).float().mean())
+        s.sample(4, s.generator(0, 0))  # the weighted draw runs
+    assert abs(draws["none"] - 120 / 140) < 0.02
+    assert abs(draws["instruction"] - 0.5) < 0.02 and abs(draws["task"] - 0.5) < 0.02
+    with pytest.raises(ValueError, match="unknown balance 'scene'"):
+        ChunkSampler(data, Normalizer.from_stats(ds.stats), tok, 1, 4, 8, balance="scene")
+
+
+def test_paraphrases_are_drawn_as_instructions(tmp_path):
+    write_dataset(tmp_path / "ds", episodes=3, tasks=["press the button"])
+    (tmp_path / "ds" / "meta" / "paraphrases.json").write_text(json.dumps({"press the button": ["hit the button"]}))
+    ds = LeRobotDataset(tmp_path / "ds")
+    data = ds.load()
+    tok = WordTokenizer.from_texts(data.tasks + ["hit the button"])
+    s = ChunkSampler(data, Normalizer.from_stats(ds.stats), tok, 1, 4, 8)
+    tokens = s.sample(64, s.generator(0, 0))["tokens"]
+    seen = {tuple(t.tolist()) for t in tokens}
+    assert seen == {tuple(tok.encode("press the button", 8)), tuple(tok.encode("hit the button", 8))}

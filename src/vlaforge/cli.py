@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from vlaforge.config import (
     AblateConfig,
+    ActiveConfig,
     BenchConfig,
     ChainConfig,
     CollectConfig,
@@ -25,6 +26,7 @@ from vlaforge.config import (
     ExportConfig,
     GeneralizeConfig,
     HumanEvalConfig,
+    PretrainConfig,
     PruneConfig,
     QuantizeConfig,
     QuickstartConfig,
@@ -149,6 +151,24 @@ def _ablate(cfg: AblateConfig) -> Any:
         levels = "  ".join(f"{lv['value']}: {lv['success_rate']:.1%}" for lv in e["levels"])
         print(f"{name:14s} {levels}  contribution {e['contribution']:+.1%} [{lo:+.1%}, {hi:+.1%}]")
     print(f"written to {Path(cfg.output_dir) / 'ablate.json'}")
+
+
+def _pretrain(cfg: PretrainConfig) -> Any:
+    from vlaforge.train.pretrain import pretrain
+
+    run = pretrain(cfg)
+    s = json.loads((run / "pretrain.json").read_text())
+    print(f"{s['method']} on {s['frames']} frames: loss {s['loss_first']:.4f} -> {s['loss_last']:.4f}; "
+          f"encoder written to {run / 'encoder.safetensors'} (train --init_encoder={run})")
+
+
+def _active(cfg: ActiveConfig) -> Any:
+    from vlaforge.data.active import select
+
+    r = select(cfg)
+    per_task = ", ".join(f"{t} {n}" for t, n in r["selected_per_task"].items())
+    print(f"{cfg.strategy} ({cfg.uncertainty}) chose {len(r['scenes'])} of {r['pool']} scenes ({per_task}); written to "
+          f"{cfg.output}: vlaforge collect --scenes={cfg.output} --output=DATASET --resume")
 
 
 def _distill(cfg: TrainConfig) -> Any:
@@ -285,6 +305,8 @@ def _quickstart(cfg: QuickstartConfig) -> Any:
 VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "collect": (CollectConfig, _collect, "roll scripted experts and write a LeRobot v3.0 dataset"),
     "train": (TrainConfig, _train, "train a policy on a dataset"),
+    "pretrain": (PretrainConfig, _pretrain, "self-supervised pretraining of the vision encoder: --method=mae|simclr|moco|predictive"),
+    "active": (ActiveConfig, _active, "active learning: choose the next scenes to demonstrate by uncertainty and diversity"),
     "eval": (EvalConfig, _eval, "evaluate a policy in closed loop; writes results.json and report.html"),
     "ablate": (AblateConfig, _ablate, "run a grid of component toggles / data sizes: vlaforge ablate --grid grid.yaml"),
     "generalize": (GeneralizeConfig, _generalize, "evaluate on every split; gaps to the train split with intervals"),

@@ -151,6 +151,9 @@ class CollectConfig:
     noise: float = field(default=0.3, metadata={"help": "std of action noise executed (not recorded), DART-style"})
     post_success_steps: int = field(default=5, metadata={"help": "expert steps recorded after the success step"})
     output: str = field(default="data/tabletop", metadata={"help": "dataset directory"})
+    scenes: str = field(
+        default="", metadata={"help": "selection JSON (vlaforge active) naming the (task, seed) scenes to collect instead"}
+    )
     resume: bool = field(default=False, metadata={"help": "continue an interrupted collection in `output`"})
     domain: DomainConfig = field(default_factory=DomainConfig)
 
@@ -220,6 +223,11 @@ class TrainConfig:
     precision: str = field(default="auto", metadata={"help": "auto | bf16 | fp16 | fp32 (fp16 only on CUDA)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     image_shift: int = field(default=0, metadata={"help": "random-shift augmentation in pixels; 0 = off"})
+    color_jitter: float = field(default=0.0, metadata={"help": "colour-jitter strength (0.2 = +-20% brightness, contrast, gains); 0 = off"})
+    balance: str = field(default="none", metadata={"help": "none | task | instruction: draw every task (instruction) equally often"})
+    init_encoder: str = field(
+        default="", metadata={"help": "vision encoder from `vlaforge pretrain` (its output directory) to start from"}
+    )
     clip_grad: float = field(default=1.0, metadata={"help": "max gradient norm; 0 = off"})
     ema_decay: float = field(default=0.995, metadata={"help": "EMA of weights; 0 = off"})
     ckpt_every: int = field(default=500, metadata={"help": "checkpoint period in steps"})
@@ -253,6 +261,46 @@ class TrainConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+
+
+@dataclass
+class PretrainConfig:
+    datasets: list[str] = field(
+        default_factory=lambda: ["data/tabletop"], metadata={"help": "datasets whose frames (only) are learned from"}
+    )
+    method: str = field(default="simclr", metadata={"help": "mae | simclr | moco | predictive"})
+    output_dir: str = field(default="runs/pretrain", metadata={"help": "run directory; the encoder is written here"})
+    steps: int = field(default=1000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=64, metadata={"help": "frames per step"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (cosine decay after 50 warmup steps)"})
+    horizon: int = field(default=4, metadata={"help": "predictive: how many steps ahead the predicted frame lies"})
+    image_size: int = field(default=64, metadata={"help": "frame size the encoder is built for (must match the data)"})
+    vision_channels: list[int] = field(default_factory=lambda: [32, 64, 64], metadata={"help": "CNN stage widths (as policy.vision_channels)"})
+    d_model: int = field(default=128, metadata={"help": "policy width the FiLM layers condition on (as policy.d_model)"})
+    precision: str = field(default="auto", metadata={"help": "auto | bf16 | fp16 | fp32"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    ckpt_every: int = field(default=500, metadata={"help": "checkpoint period in steps"})
+    seed: int = field(default=0, metadata={"help": "seed for init and batches"})
+    resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in output_dir"})
+
+
+@dataclass
+class ActiveConfig:
+    policy: str = field(default="", metadata={"help": "the current policy directory"})
+    ensemble: list[str] = field(default_factory=list, metadata={"help": "ensemble: the other members' policy directories"})
+    dataset: str = field(default="", metadata={"help": "its training dataset: episodes there count as covered (k-center)"})
+    uncertainty: str = field(default="mc_dropout", metadata={"help": "ensemble | mc_dropout | head"})
+    strategy: str = field(default="both", metadata={"help": "uncertainty | diversity | both | random"})
+    select: int = field(default=8, metadata={"help": "scenes to choose"})
+    tasks: list[str] = field(default_factory=list, metadata={"help": "candidate tasks; empty = the policy's"})
+    split: str = field(default="train", metadata={"help": "scene/instruction split of the pool"})
+    pool_per_task: int = field(default=25, metadata={"help": "candidate scenes per task"})
+    pool_seed: int = field(default=50_000, metadata={"help": "first candidate scene seed (kept apart from collect's)"})
+    samples: int = field(default=8, metadata={"help": "mc_dropout / head: predictions per state"})
+    horizon: int = field(default=10, metadata={"help": "policy steps per candidate scene over which uncertainty is averaged"})
+    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
+    seed: int = field(default=0, metadata={"help": "seed of the random strategy"})
+    output: str = field(default="active/selection.json", metadata={"help": "selection file (collect --scenes reads it)"})
 
 
 @dataclass

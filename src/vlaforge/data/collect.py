@@ -32,6 +32,21 @@ def scene_seed(first: int, task_index: int, episode: int) -> int:
     return first + task_index * TASK_STRIDE + episode
 
 
+def read_scenes(path: str, tasks: list[str]) -> list[tuple[str, int]]:
+    """The (task, seed) scenes of a selection file written by ``vlaforge active``."""
+    try:
+        scenes = [(str(s["task"]), int(s["seed"])) for s in json.loads(Path(path).read_text())["scenes"]]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"scene selection {path} does not exist") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"scene selection {path} is unreadable (need {{'scenes': [{{'task', 'seed'}}]}}): {e}") from None
+    unknown = sorted({t for t, _ in scenes} - set(tasks))
+    if unknown or not scenes:
+        raise ValueError(f"scene selection {path} names tasks {unknown} outside --env.tasks {tasks}" if unknown
+                         else f"scene selection {path} holds no scenes")
+    return scenes
+
+
 def _worker_init() -> None:
     import torch
 
@@ -107,9 +122,13 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     tasks = suite.check(cfg.env.tasks, cfg.split)
     if not 1 <= cfg.episodes_per_task <= TASK_STRIDE:
         raise ValueError(f"episodes_per_task must be in [1, {TASK_STRIDE}]")
-    last = scene_seed(cfg.seed, len(tasks) - 1, cfg.episodes_per_task - 1) + (RETRIES - 1) * RETRY_STRIDE
-    if cfg.seed < 0 or last >= EVAL_SEEDS:
-        raise ValueError(f"collection seeds {cfg.seed}..{last} must lie in [0, {EVAL_SEEDS}), below the evaluation seeds")
+    if cfg.scenes:
+        scenes = read_scenes(cfg.scenes, tasks)
+    else:
+        scenes = [(task, scene_seed(cfg.seed, t, j)) for t, task in enumerate(tasks) for j in range(cfg.episodes_per_task)]
+    first, last = min(s for _, s in scenes), max(s for _, s in scenes) + (RETRIES - 1) * RETRY_STRIDE
+    if first < 0 or last >= EVAL_SEEDS:
+        raise ValueError(f"collection seeds {first}..{last} must lie in [0, {EVAL_SEEDS}), below the evaluation seeds")
     domain = job_domain(cfg.domain)
     out = Path(cfg.output)
     features = make_features(cfg.env.cameras, cfg.env.image_size, STATE_NAMES, ACTION_NAMES, suite.env_state_columns(cfg.env.cameras))
@@ -118,12 +137,8 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     writer = DatasetWriter(out, features, suite.fps, resume=cfg.resume, extra_info=extra)
     save_yaml(cfg, out / "collect_config.yaml")
     done_seeds = {(e.get("vlaforge/task"), e.get("vlaforge/seed")) for e in writer.episodes}
-    jobs = []
-    for t_index, task in enumerate(tasks):
-        for j in range(cfg.episodes_per_task):
-            seed = scene_seed(cfg.seed, t_index, j)
-            if (task, seed) not in done_seeds:
-                jobs.append((suite.name, asdict(cfg.env), cfg.split, task, seed, cfg.noise, cfg.post_success_steps, domain))
+    jobs = [(suite.name, asdict(cfg.env), cfg.split, task, seed, cfg.noise, cfg.post_success_steps, domain)
+            for task, seed in scenes if (task, seed) not in done_seeds]
     workers = cfg.workers or os.cpu_count() or 1
     failed = 0
     progress = Progress(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.par
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 IMAGE_PREFIX = "observation.images."
 ENV_STATE = "observation.environment_state"
+PARAPHRASES_PATH = "meta/paraphrases.json"  # vlaforge's addition: instruction -> other wordings
 
 
 class DatasetError(ValueError):
@@ -323,6 +324,11 @@ class LeRobotDataset:
         if not self.image_keys:
             raise DatasetError(f"{info_path}: dataset has no image features")
         self.tasks = self._read_tasks()
+        para_path = self.root / PARAPHRASES_PATH
+        try:
+            self.paraphrases: dict[str, list[str]] = json.loads(para_path.read_text()) if para_path.is_file() else {}
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"corrupt dataset file {para_path}: {e}") from None
         stats_path = self.root / "meta/stats.json"
         self.stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
         ep_files = sorted((self.root / "meta/episodes").glob("chunk-*/file-*.parquet"))
@@ -346,8 +352,9 @@ class LeRobotDataset:
     def num_episodes(self) -> int:
         return len(self.episodes)
 
-    def load(self) -> "EpisodeArrays":
-        """Decode every frame: the in-memory arrays the sampler trains from."""
+    def load(self, check_finite: bool = True) -> "EpisodeArrays":
+        """Decode every frame: the in-memory arrays the sampler trains from. Quality control
+        loads with ``check_finite=False`` to report NaN episodes instead of refusing them."""
         for key in ("observation.state", "action"):
             if key not in self.features:
                 raise DatasetError(f"{self.root}: feature {key!r} is missing from meta/info.json")
@@ -356,7 +363,7 @@ class LeRobotDataset:
             by_file.setdefault((e["data/chunk_index"], e["data/file_index"]), []).append(e)
         images, states, actions, env_states, ep_idx, task_idx = [], [], [], [], [], []
         has_env_state = ENV_STATE in self.features
-        lengths = []
+        lengths, ep_tasks = [], []
         for (chunk, file), eps in sorted(by_file.items()):
             path = self.root / DATA_PATH.format(chunk_index=chunk, file_index=file)
             table = _read_table(path)
@@ -381,7 +388,7 @@ class LeRobotDataset:
                 images.append(np.stack(views, axis=1))
                 st = np.asarray(sub["observation.state"].to_pylist(), dtype=np.float32)
                 ac = np.asarray(sub["action"].to_pylist(), dtype=np.float32)
-                for name, arr in (("observation.state", st), ("action", ac)):
+                for name, arr in (("observation.state", st), ("action", ac)) if check_finite else ():
                     if not np.all(np.isfinite(arr)):
                         raise DatasetError(f"dataset file {path}: {name} of episode {e['episode_index']} has NaN/inf")
                 states.append(st)
@@ -391,6 +398,7 @@ class LeRobotDataset:
                 ep_idx.append(np.full(len(rows), len(lengths), dtype=np.int64))
                 task_idx.append(sub["task_index"].to_numpy().astype(np.int64))
                 lengths.append(len(rows))
+                ep_tasks.append(e.get("vlaforge/task") or e["tasks"][0])
         expected = tuple(self.features[self.image_keys[0]]["shape"])
         imgs = np.concatenate(images)
         if imgs.shape[2:] != expected:
@@ -405,6 +413,8 @@ class LeRobotDataset:
             lengths=np.asarray(lengths),
             tasks=self.tasks,
             cameras=[k[len(IMAGE_PREFIX):] if k.startswith(IMAGE_PREFIX) else k for k in self.image_keys],
+            episode_tasks=ep_tasks,
+            paraphrases=self.paraphrases,
         )
 
 
@@ -453,3 +463,5 @@ class EpisodeArrays:
     tasks: list[str]
     cameras: list[str]
     env_state: np.ndarray | None = None  # (N, E) privileged task points, if recorded
+    episode_tasks: list[str] = field(default_factory=list)  # (E,) the suite task of each episode, if recorded
+    paraphrases: dict[str, list[str]] = field(default_factory=dict)  # instruction -> other wordings

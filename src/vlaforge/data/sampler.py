@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vlaforge.data.augment import apply_jitter, jitter_factors, random_shift
 from vlaforge.data.dataset import EpisodeArrays
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.tokenizer import WordTokenizer
@@ -25,8 +26,10 @@ class ChunkSampler:
         chunk_size: int,
         max_text_tokens: int,
         pixel_index: list[list[list[int]]] | None = None,
+        balance: str = "none",
     ) -> None:
         self.n = len(data.action)
+        self.weights = frame_weights(data, balance)
         starts = np.concatenate([[0], np.cumsum(data.lengths)[:-1]])
         ends = starts + data.lengths
         ep_start, ep_end = starts[data.episode], ends[data.episode]
@@ -41,7 +44,17 @@ class ChunkSampler:
         self.state = torch.from_numpy(normalizer.norm_state(data.state).astype(np.float32))
         self.action = torch.from_numpy(normalizer.norm_action(data.action).astype(np.float32))
         tokens = torch.tensor([tokenizer.encode(t, max_text_tokens) for t in data.tasks], dtype=torch.long)
-        self.tokens = tokens[torch.from_numpy(data.task_index)]
+        self.task_index = torch.from_numpy(data.task_index)
+        self.tokens = tokens[self.task_index]
+        # Paraphrases (meta/paraphrases.json): each draw of a frame reads one of its task's
+        # wordings, the original included, uniformly.
+        self.wordings = None
+        if data.paraphrases:
+            options = [[t, *data.paraphrases.get(t, [])] for t in data.tasks]
+            width = max(len(o) for o in options)
+            self.wordings = torch.tensor([[tokenizer.encode(o[j % len(o)], max_text_tokens) for j in range(width)]
+                                          for o in options], dtype=torch.long)  # (tasks, width, L)
+            self.wording_count = torch.tensor([len(o) for o in options])
         self.env_state = None
         if data.env_state is not None:  # auxiliary target, standardised over the dataset
             es = data.env_state
@@ -54,9 +67,10 @@ class ChunkSampler:
         return torch.Generator().manual_seed(hash((seed, step, micro)) & 0x7FFF_FFFF_FFFF)
 
     def sample(
-        self, batch_size: int, gen: torch.Generator, shift: int = 0, part: tuple[int, int] = (0, 1)
+        self, batch_size: int, gen: torch.Generator, shift: int = 0, part: tuple[int, int] = (0, 1), jitter: float = 0.0
     ) -> dict[str, torch.Tensor]:
-        """A random batch; ``shift`` > 0 applies random-shift augmentation of up to that many pixels.
+        """A random batch; ``shift`` > 0 applies random-shift augmentation of up to that many
+        pixels, ``jitter`` > 0 colour jitter of that strength.
 
         ``part`` = (rank, ranks) draws the batch of ``batch_size * ranks`` samples and returns the
         rank's slice, so data-parallel ranks together see what one process with the whole batch
@@ -64,12 +78,25 @@ class ChunkSampler:
         """
         rank, ranks = part
         total = batch_size * ranks
-        i = torch.randint(0, self.n, (total,), generator=gen)
+        if self.weights is None:
+            i = torch.randint(0, self.n, (total,), generator=gen)
+        else:
+            i = torch.multinomial(self.weights, total, replacement=True, generator=gen)
+        mine = slice(rank * batch_size, (rank + 1) * batch_size)
+        if self.wordings is not None:
+            pick = (torch.rand(total, generator=gen) * self.wording_count[self.task_index[i]]).long()
+            words = self.wordings[self.task_index[i], pick][mine]
+        if jitter > 0:
+            factors = [f[mine] for f in jitter_factors(total, jitter, gen)]
         if shift > 0:
             dy = torch.randint(-shift, shift + 1, (total,), generator=gen)
             dx = torch.randint(-shift, shift + 1, (total,), generator=gen)
-            offset = torch.stack([dx, dy], -1)[rank * batch_size : (rank + 1) * batch_size]
-        batch = self.gather(i[rank * batch_size : (rank + 1) * batch_size])
+            offset = torch.stack([dx, dy], -1)[mine]
+        batch = self.gather(i[mine])
+        if self.wordings is not None:
+            batch["tokens"] = words
+        if jitter > 0:
+            batch["image"] = apply_jitter(batch["image"], *factors)
         if shift > 0:
             batch["image"] = random_shift(batch["image"], offset)
             if "keypoints" in batch:  # content moved by -offset pixels; labels follow it
@@ -92,22 +119,23 @@ class ChunkSampler:
         }
 
 
-def random_shift(images: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """Translate each sample's frames by its integer ``offset`` (B, 2) = (dx, dy), replicating
-    the border (DrQ): output pixel (x, y) shows input pixel (x + dx, y + dy).
+BALANCE = ("none", "task", "instruction")
 
-    The same offset is used for every frame and camera of a sample, so motion between history
-    frames is preserved. Works on uint8 (B, ..., H, W, 3) without a float copy.
-    """
-    b = images.shape[0]
-    h, w = images.shape[-3:-1]
-    dx, dy = offset[:, 0], offset[:, 1]
-    rows = (torch.arange(h)[None] + dy[:, None]).clamp(0, h - 1)  # (B, H)
-    cols = (torch.arange(w)[None] + dx[:, None]).clamp(0, w - 1)  # (B, W)
-    flat = images.reshape(b, -1, h, w, 3)
-    out = flat[torch.arange(b)[:, None, None, None], torch.arange(flat.shape[1])[None, :, None, None],
-               rows[:, None, :, None], cols[:, None, None, :]]
-    return out.reshape(images.shape)
+
+def frame_weights(data: EpisodeArrays, balance: str) -> torch.Tensor | None:
+    """Sampling weights under which every task (or every instruction) is drawn equally often,
+    and within one, every frame; None for uniform frames (``balance="none"``)."""
+    if balance not in BALANCE:
+        raise ValueError(f"unknown balance {balance!r}; known: {', '.join(BALANCE)}")
+    if balance == "none":
+        return None
+    if balance == "task":
+        names = data.episode_tasks or [data.tasks[data.task_index[s]] for s in np.cumsum(data.lengths) - data.lengths]
+        group = np.unique(np.asarray(names), return_inverse=True)[1][data.episode]
+    else:
+        group = data.task_index
+    counts = np.bincount(group)
+    return torch.from_numpy(1.0 / counts[group])
 
 
 def pixel_columns(names: list[str], cameras: list[str]) -> list[list[list[int]]] | None:

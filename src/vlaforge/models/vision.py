@@ -68,7 +68,11 @@ class ConvEncoder(nn.Module):
         """The last FiLM-conv stage's output (B*N, C, H', W') for uint8 images (B*N, H, W, 3)."""
         n = images.shape[0] // text.shape[0]
         pooled = (text * text_mask[..., None]).sum(1) / text_mask.sum(1, keepdim=True).clamp(min=1)
-        cond = pooled.repeat_interleave(n, dim=0)
+        return self.conv_features(images, pooled.repeat_interleave(n, dim=0))
+
+    def conv_features(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The FiLM-conv stages on uint8 images (B, H, W, 3) under conditioning ``cond`` (B, d);
+        self-supervised pretraining passes zeros, which makes every FiLM layer its bias."""
         x = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
         x = torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1)
         for stage in self.stages:

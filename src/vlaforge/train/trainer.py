@@ -40,6 +40,7 @@ from vlaforge.train.distill import check_teacher, distillation_loss, with_teache
 from vlaforge.train.ema import EMA
 from vlaforge.train.optim import build_optimizer, lr_at, scaled_lr
 from vlaforge.train.pipeline import Pipeline
+from vlaforge.train.pretrain import load_encoder
 from vlaforge.train.qat import QAT_METHODS, prepare_qat
 from vlaforge.train.tracking import Tracker, flatten, run_info
 
@@ -181,16 +182,17 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
         normalizer, tokenizer = teacher.normalizer, teacher.tokenizer
     elif base is None:
         normalizer = Normalizer.from_stats(dataset.stats)
-        tokenizer = WordTokenizer.from_texts(data.tasks)
+        tokenizer = WordTokenizer.from_texts(data.tasks + [w for ws in data.paraphrases.values() for w in ws])
     else:
         # The base's statistics are kept: its weights are calibrated to them, and a few
         # demonstrations would give noisy ones. New words are appended to its vocabulary.
         cfg = dataclasses.replace(cfg, policy=base.cfg)
-        normalizer, tokenizer = base.normalizer, base.tokenizer.extended(data.tasks)
+        normalizer = base.normalizer
+        tokenizer = base.tokenizer.extended(data.tasks + [w for ws in data.paraphrases.values() for w in ws])
     p = cfg.policy
     env_state_names = dataset.features.get(ENV_STATE, {}).get("names") or []
     pixels = pixel_columns(env_state_names, data.cameras) if data.env_state is not None else None
-    sampler = ChunkSampler(data, normalizer, tokenizer, p.n_obs_steps, p.chunk_size, p.max_text_tokens, pixels)
+    sampler = ChunkSampler(data, normalizer, tokenizer, p.n_obs_steps, p.chunk_size, p.max_text_tokens, pixels, cfg.balance)
     align = _align_sampler(cfg, data, normalizer, tokenizer) if cfg.align_dataset else None
     spec = {
         "image_size": int(data.images.shape[2]),
@@ -210,7 +212,12 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
     if teacher is not None:
         check_teacher(teacher, spec, cfg.distill_weight, p)
     torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
-    model = (build_policy(p, spec) if base is None else _finetune_model(base, spec)).to(device)
+    model = build_policy(p, spec) if base is None else _finetune_model(base, spec)
+    if cfg.init_encoder:
+        if base is not None:
+            raise ValueError("--init_encoder and --init_from exclude each other: a fine-tuned policy keeps its encoder")
+        pretrained = load_encoder(model.vision, cfg.init_encoder)
+    model = model.to(device)
     n_params = sum(t.numel() for t in model.parameters())
     _warn_batch_norm(model, cfg)
     if cfg.qat:
@@ -242,6 +249,8 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
             "env": info.get("env"), "tasks": info.get("tasks"), "fps": dataset.fps}
     if base is not None:
         meta["init_from"] = str(cfg.init_from)
+    if cfg.init_encoder:
+        meta["init_encoder"] = {"path": str(cfg.init_encoder), "method": pretrained["method"]}
     if cfg.qat:
         meta["qat"] = cfg.qat
     if teacher is not None:
@@ -283,7 +292,8 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
                 group["lr"] = lr
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout noise depends on the step only
             micro = (
-                sampler.sample(cfg.batch_size, sampler.generator(cfg.seed, step, m), cfg.image_shift, (d.dp_rank, d.dp_size))
+                sampler.sample(cfg.batch_size, sampler.generator(cfg.seed, step, m), cfg.image_shift, (d.dp_rank, d.dp_size),
+                               cfg.color_jitter)
                 | (_align_batch(align, cfg, step, m, d) if align is not None else {})
                 for m in range(cfg.accumulate)
             )

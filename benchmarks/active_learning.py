@@ -1,0 +1,129 @@
+"""Active learning against random selection at equal demonstration budgets (tabletop suite).
+
+Every strategy starts from the same seed set (``initial`` demonstrations per task) and the same
+policy; each round it chooses ``per_round`` new scenes from a candidate pool with
+``vlaforge active``, the expert demonstrates them (``vlaforge collect --scenes``), and the policy is
+retrained from scratch on everything so far with the same settings. All policies are trained
+with dropout 0.1, so MC dropout is available to every strategy and the random baseline is the
+same architecture.
+
+    python benchmarks/active_learning.py                                  # the CPU run of the results (~40 min, 2 cores)
+    python benchmarks/active_learning.py --rounds=3 --strategies=[random,uncertainty,diversity,both]
+
+Re-running resumes. Writes benchmarks/results/active_learning.{json,md} and active_learning.png
+(success against demonstrations, 95% intervals).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from common import RESULTS, write  # noqa: E402
+
+from vlaforge.config import (  # noqa: E402
+    ActiveConfig,
+    CollectConfig,
+    EnvConfig,
+    EvalConfig,
+    PolicyConfig,
+    TrainConfig,
+    apply_overrides,
+)
+from vlaforge.data.active import select  # noqa: E402
+from vlaforge.data.collect import collect  # noqa: E402
+from vlaforge.eval.rollout import evaluate  # noqa: E402
+from vlaforge.eval.stats import difference_interval  # noqa: E402
+from vlaforge.train.trainer import train  # noqa: E402
+
+
+@dataclass
+class Settings:
+    tasks: list[str] = field(default_factory=lambda: ["reach", "push", "press_button", "open_drawer"])
+    strategies: list[str] = field(default_factory=lambda: ["random", "uncertainty", "both"])
+    initial: int = 3  # demonstrations per task in the seed set
+    per_round: int = 12  # scenes chosen per round (3 per task on average)
+    rounds: int = 2
+    pool_per_task: int = 25
+    steps: int = 1000
+    episodes: int = 25
+    output_dir: str = "runs/bench_active"
+
+
+def train_and_eval(s: Settings, data: Path, run: Path) -> dict:
+    if not (run / "policy").exists():
+        train(TrainConfig(dataset=str(data), output_dir=str(run), steps=s.steps, batch_size=32, tracking="none",
+                          ckpt_every=500, resume=(run / "checkpoints").exists(), policy=PolicyConfig(dropout=0.1)))
+    out = run / "eval"
+    if (out / "results.json").is_file():
+        return json.loads((out / "results.json").read_text())
+    return evaluate(EvalConfig(policy=str(run / "policy"), episodes=s.episodes, videos_per_task=0, output_dir=str(out)))
+
+
+def main(argv: list[str]) -> None:
+    s = apply_overrides(Settings(), [a[2:] for a in argv])
+    root = Path(s.output_dir)
+    env = EnvConfig(tasks=s.tasks)
+    seed_data = root / "seed" / "data"
+    if not (seed_data / "done").is_file():
+        collect(CollectConfig(env=env, episodes_per_task=s.initial, output=str(seed_data), resume=(seed_data / "meta").exists()))
+        (seed_data / "done").write_text("")
+    start = train_and_eval(s, seed_data, root / "seed" / "run")
+    curves = {name: [(len(s.tasks) * s.initial, start)] for name in s.strategies}
+    for name in s.strategies:
+        data, policy = seed_data, root / "seed" / "run" / "policy"
+        for r in range(1, s.rounds + 1):
+            step = root / name / f"round{r}"
+            grown = step / "data"
+            if not (grown / "done").is_file():
+                selection = select(ActiveConfig(policy=str(policy), dataset=str(data), strategy=name, select=s.per_round,
+                                                pool_per_task=s.pool_per_task, seed=r, output=str(step / "selection.json")))
+                shutil.rmtree(grown, ignore_errors=True)
+                shutil.copytree(data, grown, ignore=shutil.ignore_patterns("done"))
+                collect(CollectConfig(env=env, scenes=str(step / "selection.json"), output=str(grown), resume=True))
+                (grown / "done").write_text(json.dumps(selection["selected_per_task"]))
+            result = train_and_eval(s, grown, step / "run")
+            demos = len(s.tasks) * s.initial + r * s.per_round
+            curves[name].append((demos, result))
+            data, policy = grown, step / "run" / "policy"
+    rows, figures = [], {"vs_random": {}, "selected_per_task": {}}
+    for name, points in curves.items():
+        for r, (demos, res) in enumerate(points):
+            row = {"strategy": name, "round": r, "demos": demos, "success": res["success_rate"],
+                   "ci95": f"[{res['ci95'][0]:.2f}, {res['ci95'][1]:.2f}]", "episodes": res["episodes"], "vs_random": ""}
+            base = curves["random"][r][1] if "random" in curves else None
+            if base is not None and name != "random" and r > 0:
+                lo, hi = difference_interval(res["successes"], res["episodes"], base["successes"], base["episodes"])
+                diff = res["success_rate"] - base["success_rate"]
+                figures["vs_random"][f"{name}@{demos}"] = {"difference": diff, "ci95": [lo, hi]}
+                row["vs_random"] = f"{diff:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+            if r > 0:
+                figures["selected_per_task"][f"{name}@round{r}"] = json.loads(
+                    (root / name / f"round{r}" / "data" / "done").read_text())
+            rows.append(row)
+    fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=110)
+    for name, points in curves.items():
+        xs = [d for d, _ in points]
+        ys = [p["success_rate"] for _, p in points]
+        err = [[y - p["ci95"][0] for y, (_, p) in zip(ys, points)], [p["ci95"][1] - y for y, (_, p) in zip(ys, points)]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+    ax.set_xlabel("demonstrations (all tasks)")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(0, 1.05)
+    ax.legend()
+    fig.tight_layout()
+    RESULTS.mkdir(exist_ok=True)
+    fig.savefig(RESULTS / "active_learning.png")
+    figures["settings"] = vars(s)
+    write("active_learning", figures, rows, "Active learning vs random selection at equal demonstration budgets (tabletop)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
