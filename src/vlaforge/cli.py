@@ -22,6 +22,7 @@ from vlaforge.config import (
     CompareConfig,
     ConfigError,
     ControlConfig,
+    DataConfig,
     EvalConfig,
     ExportConfig,
     GeneralizeConfig,
@@ -171,6 +172,56 @@ def _active(cfg: ActiveConfig) -> Any:
           f"{cfg.output}: vlaforge collect --scenes={cfg.output} --output=DATASET --resume")
 
 
+def _data(cfg: DataConfig) -> Any:
+    actions = ("check", "clean", "relabel", "paraphrase", "manifest", "diff")
+    if cfg.action not in actions:
+        raise ValueError(f"unknown data action {cfg.action!r}; known: {', '.join(actions)}")
+    if cfg.action == "check":
+        from vlaforge.data.quality import check_dataset, write_check_report
+
+        report, eps, _ = check_dataset(cfg)
+        path = write_check_report(report, eps, Path(cfg.output or Path(cfg.dataset) / "qc"))
+        for name, r in report["rules"].items():
+            print(f"{name:10s} {r['episodes']:4d} episodes flagged")
+        print(f"{len(report['flagged_episodes'])} of {report['episodes']} episodes flagged; report {path}")
+    elif cfg.action == "clean":
+        from vlaforge.data.quality import clean_dataset
+
+        s = clean_dataset(cfg)
+        print(f"kept {s['kept']}, dropped {s['dropped']} {s['dropped_by_rule']}, trimmed {s['frames_trimmed']} idle frames; "
+              f"clean dataset written to {cfg.output}")
+    elif cfg.action == "relabel":
+        from vlaforge.data.annotate import relabel_dataset
+
+        s = relabel_dataset(cfg)
+        print(f"{s['relabelled']} failed episodes relabelled with what they achieved, {s['dropped_nothing_achieved']} "
+              f"achieved nothing and were left out; written to {cfg.output}")
+    elif cfg.action == "paraphrase":
+        from vlaforge.data.annotate import paraphrase_dataset
+
+        table = paraphrase_dataset(cfg)
+        print(f"{sum(map(len, table.values()))} wordings for {len(table)} instructions in {Path(cfg.dataset) / 'meta/paraphrases.json'}")
+    elif cfg.action == "manifest":
+        from vlaforge.data.manifest import write_manifest
+
+        m = write_manifest(cfg.dataset)
+        print(f"{Path(cfg.dataset) / 'manifest.json'}: {m['total_episodes']} episodes, hash {m['hash']}")
+    else:
+        from vlaforge.data.manifest import diff_manifests, read_manifest
+
+        if not cfg.other:
+            raise ValueError("data diff needs two versions: vlaforge data diff OLD NEW (directories or manifest files)")
+        d = diff_manifests(read_manifest(cfg.dataset), read_manifest(cfg.other))
+        if d["same"]:
+            print(f"same content (hash {d['hash'][0][:12]})")
+            return
+        print(f"{d['hash'][0][:12]} -> {d['hash'][1][:12]}: {d['episodes'][0]} -> {d['episodes'][1]} episodes; "
+              f"{len(d['added'])} added, {len(d['removed'])} removed, {d['kept']} kept")
+        for task, (a, b) in d["tasks"].items():
+            print(f"  {task}: {a} -> {b}")
+        print(f"  files changed: {len(d['files_changed'])}")
+
+
 def _distill(cfg: TrainConfig) -> Any:
     if not cfg.teacher:
         raise ValueError("distill needs --teacher=DIR (the policy to distill) and the student's --policy.* settings")
@@ -307,6 +358,7 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "train": (TrainConfig, _train, "train a policy on a dataset"),
     "pretrain": (PretrainConfig, _pretrain, "self-supervised pretraining of the vision encoder: --method=mae|simclr|moco|predictive"),
     "active": (ActiveConfig, _active, "active learning: choose the next scenes to demonstrate by uncertainty and diversity"),
+    "data": (DataConfig, _data, "vlaforge data check|clean|relabel|paraphrase|manifest|diff: curation and versions"),
     "eval": (EvalConfig, _eval, "evaluate a policy in closed loop; writes results.json and report.html"),
     "ablate": (AblateConfig, _ablate, "run a grid of component toggles / data sizes: vlaforge ablate --grid grid.yaml"),
     "generalize": (GeneralizeConfig, _generalize, "evaluate on every split; gaps to the train split with intervals"),
@@ -399,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     positional = {"export": "format", "bench": "what", "human-eval": "action", "report": "path"}.get(verb)
     if positional and rest and not rest[0].startswith("-"):
         rest = [f"--{positional}={rest[0]}", *rest[1:]]
+    if verb == "data":  # vlaforge data ACTION [DATASET [OTHER]]
+        bare = list(itertools.takewhile(lambda x: not x.startswith("-"), rest))[:3]
+        keys = ("action", "dataset", "other")
+        rest = [f"--{k}={v}" for k, v in zip(keys, bare)] + rest[len(bare):]
     if verb == "compare":  # the leading bare arguments are the evaluations (JSON is YAML: paths stay whole)
         bare = list(itertools.takewhile(lambda x: not x.startswith("-"), rest))
         if bare:

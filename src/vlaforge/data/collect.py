@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vlaforge.config import EVAL_SEEDS, CollectConfig, save_yaml
 from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, encode_png, make_features
+from vlaforge.data.manifest import write_manifest
 from vlaforge.envs.randomization.wrapper import job_domain, worker_domain_env
 from vlaforge.pool import map_in_workers
 
@@ -55,7 +56,7 @@ def _worker_init() -> None:
 
 def run_expert_episode(
     suite_name: str, env_cfg: dict, split: str, task: str, seed: int, noise: float, post_success_steps: int = 0,
-    domain: dict | None = None,
+    domain: dict | None = None, keep_failures: bool = False,
 ) -> dict | None:
     """One expert episode (retrying new scenes if the expert fails); PNG frames included.
 
@@ -65,6 +66,9 @@ def run_expert_episode(
     The expert keeps acting, without noise, for ``post_success_steps`` steps after the success
     step: a success that completes on a release (stacking) otherwise leaves a single frame of
     the opening gripper in the data, too few for a policy to learn when to let go.
+
+    With ``keep_failures`` the first attempt is returned whatever its outcome, with what it
+    achieved instead (tabletop: ``tasks.achieved``) for hindsight relabelling.
     """
     from vlaforge.envs import get_suite
 
@@ -73,11 +77,12 @@ def run_expert_episode(
     sim = env.unwrapped
     expert = suite.make_expert(sim)
     record_points = bool(suite.env_state_columns(env_cfg["cameras"]))
-    for attempt in range(RETRIES):
+    for attempt in range(1 if keep_failures else RETRIES):
         s = seed + attempt * RETRY_STRIDE
         rng = np.random.default_rng(s)
         obs, reset_info = env.reset(seed=s)
         expert.reset()
+        held_at_start = _achieved(sim)
         images, states, actions, env_states = [], [], [], []
         success, after = False, 0
         for _ in range(sim.max_steps + post_success_steps):
@@ -95,9 +100,11 @@ def run_expert_episode(
             after += success
             if (truncated and not success) or after > post_success_steps:
                 break
-        if success:
+        if success or keep_failures:
             imgs = np.stack(images)
             return {
+                "success": success,
+                "achieved": [t for t in _achieved(sim) if t not in held_at_start],
                 "instruction": info["instruction"],
                 "images": imgs,
                 "pngs": [[encode_png(f) for f in imgs[:, v]] for v in range(imgs.shape[1])],
@@ -107,6 +114,15 @@ def run_expert_episode(
                 "domain": reset_info.get("domain"),
             }
     return None
+
+
+def _achieved(sim) -> list[str]:
+    """The instructions that hold in the simulator's current state (tabletop), else none."""
+    if not hasattr(sim, "episode") or not hasattr(sim, "state"):
+        return []
+    from vlaforge.envs.tabletop.tasks import achieved
+
+    return achieved(sim.episode, sim.state())
 
 
 def _job(args: tuple) -> dict | None:
@@ -137,7 +153,8 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     writer = DatasetWriter(out, features, suite.fps, resume=cfg.resume, extra_info=extra)
     save_yaml(cfg, out / "collect_config.yaml")
     done_seeds = {(e.get("vlaforge/task"), e.get("vlaforge/seed")) for e in writer.episodes}
-    jobs = [(suite.name, asdict(cfg.env), cfg.split, task, seed, cfg.noise, cfg.post_success_steps, domain)
+    jobs = [(suite.name, asdict(cfg.env), cfg.split, task, seed, cfg.noise, cfg.post_success_steps, domain,
+             cfg.keep_failures)
             for task, seed in scenes if (task, seed) not in done_seeds]
     workers = cfg.workers or os.cpu_count() or 1
     failed = 0
@@ -155,10 +172,12 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
                     EpisodeFrames(result["images"], result["state"], result["action"], result["instruction"],
                                   result["env_state"]),
                     encoded_images=result["pngs"],
-                    extra={"vlaforge/task": task, "vlaforge/seed": seed}
+                    extra={"vlaforge/task": task, "vlaforge/seed": seed, "vlaforge/success": result["success"],
+                           "vlaforge/achieved": json.dumps(result["achieved"])}
                     | ({"vlaforge/domain": json.dumps(result["domain"])} if domain else {}),
                 )
             progress.advance(bar)
+    write_manifest(out)
     if failed:
         print(f"warning: the expert failed {RETRIES} scenes in a row for {failed} jobs; those were skipped")
     return out

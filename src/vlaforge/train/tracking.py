@@ -8,12 +8,11 @@
 | ``none`` | only metrics.jsonl |
 
 Every backend also receives the run's description: the flattened config, the dataset's content
-hash, the git commit of the code and the machine (``run_info``).
+hash (``vlaforge.data.manifest``), the git commit of the code and the machine (``run_info``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,20 +25,9 @@ from pathlib import Path
 
 import torch
 
+from vlaforge.data.manifest import dataset_hash
+
 BACKENDS = ("mlflow", "wandb", "console", "none")
-
-
-def dataset_hash(root: str | Path) -> str:
-    """sha256 over the dataset's files (relative path and content), so any change to an episode,
-    its metadata or statistics changes the hash."""
-    root = Path(root)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".tmp")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def git_commit() -> dict:

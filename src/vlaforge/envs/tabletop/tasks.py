@@ -295,3 +295,24 @@ def chain_subtask(base: Episode, family: str, split: str, rng: np.random.Generat
     instruction = templates[rng.integers(len(templates))].format(
         obj=describe(color, shape), zone=base.zones[goal] if goal >= 0 else "", base="")
     return dataclasses.replace(base, family=family, instruction=instruction, target=target, goal=goal, meta={})
+
+
+def achieved(episode: Episode, s: dict) -> list[str]:
+    """Instructions (first training wording) of every task that holds in state ``s`` of this
+    scene, manipulation before reaching: what an episode actually did, for hindsight relabelling."""
+    found = []
+    for family in ("open_drawer", "press_button", "put_in_bowl", "pick_place", "stack", "reach"):
+        for target, (_, color, shape) in enumerate(episode.objects):
+            goals = {"pick_place": range(len(episode.zones)), "stack": [g for g in range(len(episode.objects)) if g != target]}
+            for goal in goals.get(family, [-1]):
+                if family == "stack" and episode.objects[goal][2] == "ball":
+                    continue
+                base = describe(*episode.objects[goal][1:]) if family == "stack" else ""
+                zone = episode.zones[goal] if family == "pick_place" else ""
+                text = TEMPLATES[family][0][0].format(obj=describe(color, shape), zone=zone, base=base)
+                candidate = dataclasses.replace(episode, family=family, target=target, goal=goal, instruction=text)
+                if text not in found and success(candidate, s):
+                    found.append(text)
+            if family in ("open_drawer", "press_button"):
+                break  # one drawer, one button: the target object does not matter
+    return found
