@@ -7,7 +7,7 @@ retrained from scratch on everything so far with the same settings. All policies
 with dropout 0.1, so MC dropout is available to every strategy and the random baseline is the
 same architecture.
 
-    python benchmarks/active_learning.py                                  # the CPU run of the results (~40 min, 2 cores)
+    python benchmarks/active_learning.py --strategies=[random,both] --rounds=1 --steps=600   # the CPU run of the results (~20 min)
     python benchmarks/active_learning.py --rounds=3 --strategies=[random,uncertainty,diversity,both]
 
 Re-running resumes. Writes benchmarks/results/active_learning.{json,md} and active_learning.png

@@ -2,10 +2,10 @@
 
 An unlabelled pool of frames (expert episodes in the plain and in the visually randomized
 simulator, actions discarded) pretrains the encoder with each method; behaviour cloning then
-starts from it on 5, 10 and 25 demonstrations per task, against the same cloning from scratch.
+starts from it on 5, 10 (and by default 25) demonstrations per task, against the same cloning from scratch.
 The grid runs through ``vlaforge ablate`` (cells share datasets, re-running resumes).
 
-    python benchmarks/ssl.py                                     # the CPU run of the results (~50 min, 2 cores)
+    python benchmarks/ssl.py --demos=[5,10]                      # the CPU run of the results (~45 min, 2 cores)
     python benchmarks/ssl.py --methods=[mae,simclr,moco,predictive] --pretrain_steps=3000
 
 Writes benchmarks/results/ssl.{json,md} and ssl.html (the grid's report).
