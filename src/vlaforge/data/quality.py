@@ -89,9 +89,12 @@ def nan_rule(eps: list[Episode], cfg: DataConfig, ctx: dict) -> list[dict]:
 
 @RULES.register("failed")
 def failed_rule(eps: list[Episode], cfg: DataConfig, ctx: dict) -> list[dict]:
-    return [_finding("failed", ep, "recorded as unsuccessful" + (f"; it achieved: {ep.row['vlaforge/achieved']}"
-                                                                  if ep.row.get("vlaforge/achieved") else ""))
-            for ep in eps if ep.row.get("vlaforge/success", ep.row.get("success", True)) is False]
+    out = []
+    for ep in eps:
+        if ep.row.get("vlaforge/success", ep.row.get("success", True)) is False:
+            done = json.loads(ep.row.get("vlaforge/achieved") or "[]")
+            out.append(_finding("failed", ep, "recorded as unsuccessful" + (f"; it achieved {done}" if done else "")))
+    return out
 
 
 @RULES.register("truncated")
