@@ -218,7 +218,7 @@ def write_check_report(report: dict, eps: list[Episode], out: Path) -> Path:
     """qc.json and qc.html (a table per rule, with the first, middle and last frame of each flagged episode)."""
     from PIL import Image
 
-    from vlaforge.eval.report import embed, page, write_json
+    from vlaforge.eval.report import embed, write_json, write_page
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "qc.json", report)
@@ -240,9 +240,7 @@ def write_check_report(report: dict, eps: list[Episode], out: Path) -> Path:
             body += [f"<tr><td>{f['episode']}</td><td>{f['task']}</td><td>{f['frames'] or ''}</td><td>{f['detail']}</td>"
                      f"<td>{strips[f['episode']]}</td></tr>" for f in r["findings"]]
             body.append("</table>")
-    path = out / "qc.html"
-    path.write_text(page(f"Quality control: {report['dataset']}", "\n".join(body)))
-    return path
+    return write_page(out, f"Quality control: {report['dataset']}", "\n".join(body), "qc.html")
 
 
 def episode_pngs(ds: LeRobotDataset, row: dict) -> list[list[bytes]]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from vlaforge.config import AblateConfig, ConfigError, QuickstartConfig, apply_overrides, from_dict, save_yaml, to_dict
-from vlaforge.eval.report import embed, page, rate_curve, write_json
+from vlaforge.eval.report import embed, rate_curve, write_json, write_page
 from vlaforge.eval.stats import difference_interval, wilson_interval
 
 # Keys the ablation sets for every cell itself (where data, runs and evaluations go).
@@ -172,6 +172,4 @@ def write_ablate_report(summary: dict, out: Path) -> Path:
             f"first (Newcombe 95%), averaged over the other axes.</p><table><tr><th>axis</th><th>key</th><th>success by value</th>"
             f"<th>contribution</th></tr>{''.join(parts)}</table>{''.join(embed(p) for p in plots)}"
             f"<h2>Cells</h2><table><tr><th>cell</th><th>successes</th><th>success [95% CI]</th></tr>{cells_rows}</table>")
-    path = out / "report.html"
-    path.write_text(page("ablation grid", body))
-    return path
+    return write_page(out, "ablation grid", body)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from vlaforge.config import EVAL_SEEDS, ChainConfig, save_yaml
-from vlaforge.eval.report import embed, page, rate_curve, write_json
+from vlaforge.eval.report import embed, rate_curve, write_json, write_page
 from vlaforge.eval.stats import wilson_interval
 from vlaforge.pool import map_in_workers
 
@@ -137,6 +137,4 @@ def write_chains_report(s: dict, out: Path) -> Path:
             f"{s['average_length']:.2f}</b> [{lo:.2f}, {hi:.2f}].</p>{embed(plot)}<table><tr><th>position</th>"
             f"<th>chains</th><th>rate [95% CI]</th></tr>{rows}</table><h2>Per instruction family</h2><table><tr>"
             f"<th>task</th><th>attempts</th><th>success</th></tr>{tasks}</table>")
-    path = out / "report.html"
-    path.write_text(page("long-horizon chains", body))
-    return path
+    return write_page(out, "long-horizon chains", body)

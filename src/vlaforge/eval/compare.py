@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vlaforge.config import CompareConfig, save_yaml
-from vlaforge.eval.report import embed, interval_bars, page, write_json
+from vlaforge.eval.report import embed, interval_bars, write_json, write_page
 from vlaforge.eval.stats import difference_interval, episodes_for_difference, sequential_paired_test, wilson_interval
 
 
@@ -182,6 +182,4 @@ def write_compare_report(r: dict, out: Path) -> Path:
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in tests)
     body = (f"<p><b>{html.escape(r['verdict'])}</b></p><table><tr><th>run</th><th>policy</th><th>successes</th>"
             f"<th>success [95% CI]</th></tr>{runs}</table>{embed(plot)}<h2>Tests</h2><table>{rows}</table>")
-    path = out / "report.html"
-    path.write_text(page("A/B comparison", body))
-    return path
+    return write_page(out, "A/B comparison", body)

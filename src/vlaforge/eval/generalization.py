@@ -12,7 +12,7 @@ import html
 from pathlib import Path
 
 from vlaforge.config import EvalConfig, GeneralizeConfig, save_yaml
-from vlaforge.eval.report import embed, interval_bars, page, write_json
+from vlaforge.eval.report import embed, interval_bars, write_json, write_page
 from vlaforge.eval.rollout import brief, evaluate
 from vlaforge.eval.stats import difference_interval
 
@@ -62,6 +62,4 @@ def write_generalization_report(summary: dict, out: Path) -> Path:
             f"{summary['episodes_per_task']} episodes per task each.</p>{embed(plot)}<table><tr><th>split</th><th>successes</th>"
             f"<th>success [95% CI]</th><th>gap ({html.escape(ref)} - split) [95% CI]</th></tr>{table}</table>"
             "<p>Per-split reports with videos: the directories beside this page.</p>")
-    path = out / "report.html"
-    path.write_text(page("generalization by split", body))
-    return path
+    return write_page(out, "generalization by split", body)

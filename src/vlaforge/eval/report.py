@@ -83,6 +83,13 @@ figure{{display:inline-block;margin:6px;width:200px;font-size:12px;vertical-alig
 <h1>{html.escape(title)}</h1>{body}</body></html>"""
 
 
+def write_page(out: Path, title: str, body: str, name: str = "report.html") -> Path:
+    """Write ``page(title, body)`` to ``out/name``; returns its path."""
+    path = out / name
+    path.write_text(page(title, body))
+    return path
+
+
 def embed(png_bytes: bytes) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(png_bytes).decode()}">'
 
@@ -138,7 +145,4 @@ mean length {results['mean_episode_length']:.1f} steps, {results['wall_seconds']
 <table><tr><th>task</th><th>successes</th><th>rate</th><th>95% CI</th><th>mean length</th><th>steps to success</th>
 <th>seconds to success (sim)</th><th>path to success (m)</th><th>work to success (J)</th></tr>{rows}</table>
 <h2>Rollouts</h2>{''.join(cards)}"""
-    text = page(f"{results['suite']} \u2014 split {results['split']}", body)
-    path = out / "report.html"
-    path.write_text(text)
-    return path
+    return write_page(out, f"{results['suite']} \u2014 split {results['split']}", body)

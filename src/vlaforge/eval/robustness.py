@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from vlaforge.config import EvalConfig, save_yaml
-from vlaforge.eval.report import embed, page, plt, png, write_json
+from vlaforge.eval.report import embed, plt, png, write_json, write_page
 from vlaforge.eval.rollout import brief, evaluate
 
 
@@ -103,6 +103,4 @@ def write_robustness_report(results: dict, out: Path) -> Path:
             "<h2>Summary</h2><table><tr><th>factor</th><th>mean success over the range</th><th>worst drop</th>"
             f"<th>severity at half the nominal success</th></tr>{summary}</table>"
             "<p>Each severity's own report (videos included) is in its directory beside this page.</p>")
-    path = out / "report.html"
-    path.write_text(page("robustness sweep", body))
-    return path
+    return write_page(out, "robustness sweep", body)

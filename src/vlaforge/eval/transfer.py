@@ -12,7 +12,7 @@ import html
 from pathlib import Path
 
 from vlaforge.config import DomainConfig, EvalConfig, TransferConfig, save_yaml
-from vlaforge.eval.report import embed, interval_bars, page, write_json
+from vlaforge.eval.report import embed, interval_bars, write_json, write_page
 from vlaforge.eval.rollout import brief, evaluate
 from vlaforge.eval.stats import difference_interval
 
@@ -77,6 +77,4 @@ def write_transfer_report(summary: dict, out: Path) -> Path:
             f"per task in each domain. Sim-to-sim proxy: the targets are simulations outside the training ranges.</p>"
             f"{embed(plot)}<table><tr><th>domain</th><th>success [95% CI]</th><th>gap (source - target) [95% CI]</th></tr>"
             f"{table}</table><p>Per-domain reports with videos: the directories beside this page.</p>")
-    path = out / "report.html"
-    path.write_text(page("sim-to-real transfer (sim-to-sim proxy)", body))
-    return path
+    return write_page(out, "sim-to-real transfer (sim-to-sim proxy)", body)
