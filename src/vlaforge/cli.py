@@ -168,7 +168,8 @@ def _active(cfg: ActiveConfig) -> Any:
 
     r = select(cfg)
     per_task = ", ".join(f"{t} {n}" for t, n in r["selected_per_task"].items())
-    print(f"{cfg.strategy} ({cfg.uncertainty}) chose {len(r['scenes'])} of {r['pool']} scenes ({per_task}); written to "
+    how = cfg.strategy if cfg.strategy in ("random", "diversity") else f"{cfg.strategy} ({cfg.uncertainty})"
+    print(f"{how} chose {len(r['scenes'])} of {r['pool']} scenes ({per_task}); written to "
           f"{cfg.output}: vlaforge collect --scenes={cfg.output} --output=DATASET --resume")
 
 

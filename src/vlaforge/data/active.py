@@ -164,7 +164,7 @@ def select(cfg: ActiveConfig, show_progress: bool = True) -> dict:
     if not 1 <= k <= len(pool):
         raise ValueError(f"select must be in [1, {len(pool)}] (the pool size), got {k}")
     if cfg.strategy == "random":  # the baseline needs no rollouts
-        scores = [{"task": t, "seed": s, "uncertainty": float("nan")} for t, s in pool]
+        scores = [{"task": t, "seed": s, "uncertainty": None} for t, s in pool]
     else:
         jobs = [(suite.name, policy.meta["env"], cfg.split, t, s, cfg.uncertainty, cfg.samples, cfg.horizon) for t, s in pool]
         scores = list(map_in_workers(score_scene, jobs, cfg.workers or os.cpu_count() or 1, _worker_init, (members,)))
@@ -177,7 +177,8 @@ def select(cfg: ActiveConfig, show_progress: bool = True) -> dict:
         "policy": cfg.policy, "uncertainty": cfg.uncertainty, "strategy": cfg.strategy, "pool": len(pool),
         "scenes": [{"task": scores[i]["task"], "seed": scores[i]["seed"], "uncertainty": scores[i]["uncertainty"]}
                    for i in picked],
-        "pool_uncertainty": {t: float(np.mean([s["uncertainty"] for s in scores if s["task"] == t])) for t in tasks},
+        "pool_uncertainty": None if cfg.strategy == "random" else
+        {t: float(np.mean([s["uncertainty"] for s in scores if s["task"] == t])) for t in tasks},
         "selected_per_task": {t: sum(scores[i]["task"] == t for i in picked) for t in tasks},
     }
     tmp = out.with_name(out.name + ".tmp")
