@@ -7,8 +7,8 @@ retrained from scratch on everything so far with the same settings. All policies
 with dropout 0.1, so MC dropout is available to every strategy and the random baseline is the
 same architecture.
 
-    python benchmarks/active_learning.py --strategies=[random,both] --rounds=1 --steps=600   # the CPU run of the results (~20 min)
-    python benchmarks/active_learning.py --rounds=3 --strategies=[random,uncertainty,diversity,both]
+    python benchmarks/active_learning.py --strategies=[random,uncertainty,both,diversity,both-cap4]   # the results (~70 min)
+    python benchmarks/active_learning.py --strategies=[random,uncertainty,both,diversity,both-cap4]
 
 Re-running resumes. Writes benchmarks/results/active_learning.{json,md} and active_learning.png
 (success against demonstrations, 95% intervals).
@@ -83,8 +83,10 @@ def main(argv: list[str]) -> None:
             step = root / name / f"round{r}"
             grown = step / "data"
             if not (grown / "done").is_file():
-                selection = select(ActiveConfig(policy=str(policy), dataset=str(data), strategy=name, select=s.per_round,
-                                                pool_per_task=s.pool_per_task, seed=r, output=str(step / "selection.json")))
+                strategy, _, cap = name.partition("-cap")  # e.g. both-cap4: at most 4 scenes per task and round
+                selection = select(ActiveConfig(policy=str(policy), dataset=str(data), strategy=strategy, select=s.per_round,
+                                                max_per_task=int(cap or 0), pool_per_task=s.pool_per_task, seed=r,
+                                                output=str(step / "selection.json")))
                 shutil.rmtree(grown, ignore_errors=True)
                 shutil.copytree(data, grown, ignore=shutil.ignore_patterns("done"))
                 collect(CollectConfig(env=env, scenes=str(step / "selection.json"), output=str(grown), resume=True))

@@ -44,6 +44,15 @@ def test_strategies():
     # Among the 4 most uncertain (2 is not), the two farthest apart; a covered end is skipped.
     assert sorted(choose(scores, "both", 2, None, 0)) == [0, 4]
     assert choose(scores, "both", 1, np.array([[0.0, 0.0]]), 0) == [1]  # top-2 pool {0, 1}; 0 is covered
+    # A per-task cap spreads the budget: tasks a (scenes 0, 1, 2) and b (3, 4).
+    for sc, t in zip(scores, "aaabb"):
+        sc["task"] = t
+    assert choose(scores, "uncertainty", 3, None, 0, max_per_task=2) == [0, 1, 3]
+    capped = choose(scores, "both", 2, None, 0, max_per_task=1)
+    assert sorted(scores[i]["task"] for i in capped) == ["a", "b"]
+    assert sorted(scores[i]["task"] for i in choose(scores, "random", 4, None, 0, max_per_task=2)) == ["a", "a", "b", "b"]
+    with pytest.raises(ValueError, match="fewer than the 3 scenes"):
+        choose(scores, "uncertainty", 3, None, 0, max_per_task=1)
     r = choose(scores, "random", 3, None, 0)
     assert len(set(r)) == 3 and r == choose(scores, "random", 3, None, 0)
     assert chunk_variance(torch.ones(4, 3, 2) * torch.arange(4.0)[:, None, None]) == pytest.approx(1.25)

@@ -295,6 +295,7 @@ class ActiveConfig:
     uncertainty: str = field(default="mc_dropout", metadata={"help": "ensemble | mc_dropout | head"})
     strategy: str = field(default="both", metadata={"help": "uncertainty | diversity | both | random"})
     select: int = field(default=8, metadata={"help": "scenes to choose"})
+    max_per_task: int = field(default=0, metadata={"help": "at most this many scenes per task; 0 = no cap"})
     tasks: list[str] = field(default_factory=list, metadata={"help": "candidate tasks; empty = the policy's"})
     split: str = field(default="train", metadata={"help": "scene/instruction split of the pool"})
     pool_per_task: int = field(default=25, metadata={"help": "candidate scenes per task"})

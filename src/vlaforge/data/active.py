@@ -124,16 +124,44 @@ def _dataset_embeddings(policy, dataset: str) -> np.ndarray:
     return np.stack(out)
 
 
-def choose(scores: list[dict], strategy: str, k: int, centres: np.ndarray | None, seed: int) -> list[int]:
-    """Indices into ``scores`` of the ``k`` scenes a strategy picks."""
+def choose(scores: list[dict], strategy: str, k: int, centres: np.ndarray | None, seed: int,
+           max_per_task: int = 0) -> list[int]:
+    """Indices into ``scores`` of the ``k`` scenes a strategy picks; with ``max_per_task`` > 0
+    no task gets more than that many (uncertainty alone otherwise piles the budget onto the
+    task the policy is worst at, whether or not more demonstrations of it help yet)."""
+    tasks = [s.get("task") for s in scores]
+    if max_per_task and max_per_task * len(set(tasks)) < k:
+        raise ValueError(f"max_per_task {max_per_task} x {len(set(tasks))} tasks is fewer than the {k} scenes to select")
+
+    def open_(i: int, chosen: list[int]) -> bool:
+        return not max_per_task or sum(tasks[j] == tasks[i] for j in chosen) < max_per_task
+
+    def walk(order) -> list[int]:
+        chosen: list[int] = []
+        for i in order:
+            if len(chosen) < k and open_(int(i), chosen):
+                chosen.append(int(i))
+        return chosen
+
     if strategy == "random":
-        return sorted(np.random.default_rng(seed).choice(len(scores), k, replace=False).tolist())
+        return sorted(walk(np.random.default_rng(seed).permutation(len(scores))))
     order = np.argsort([-s["uncertainty"] for s in scores], kind="stable")
     if strategy == "uncertainty":
-        return order[:k].tolist()
-    pool = order[: min(len(scores), 2 * k)] if strategy == "both" else np.arange(len(scores))
-    emb = np.stack([scores[i]["embedding"] for i in pool])
-    return [int(pool[i]) for i in k_center_greedy(emb, k, centres)]
+        return walk(order)
+    pool = list(order[: min(len(scores), 2 * k)]) if strategy == "both" else list(range(len(scores)))
+    emb = np.stack([s["embedding"] for s in scores])
+    if not max_per_task:
+        return [int(pool[i]) for i in k_center_greedy(emb[pool], k, centres)]
+    chosen: list[int] = []
+    covered = centres if centres is not None else np.zeros((0, emb.shape[1]))
+    for _ in range(k):
+        allowed = [i for i in pool if i not in chosen and open_(i, chosen)]
+        if not allowed:  # the uncertain pool ran out for the open tasks: take from all of their scenes
+            allowed = [i for i in range(len(scores)) if i not in chosen and open_(i, chosen)]
+        i = allowed[k_center_greedy(emb[allowed], 1, covered if len(covered) else None)[0]]
+        chosen.append(i)
+        covered = np.concatenate([covered, emb[i : i + 1]])
+    return chosen
 
 
 def select(cfg: ActiveConfig, show_progress: bool = True) -> dict:
@@ -169,7 +197,7 @@ def select(cfg: ActiveConfig, show_progress: bool = True) -> dict:
         jobs = [(suite.name, policy.meta["env"], cfg.split, t, s, cfg.uncertainty, cfg.samples, cfg.horizon) for t, s in pool]
         scores = list(map_in_workers(score_scene, jobs, cfg.workers or os.cpu_count() or 1, _worker_init, (members,)))
     centres = _dataset_embeddings(policy, cfg.dataset) if cfg.dataset and cfg.strategy != "uncertainty" else None
-    picked = choose(scores, cfg.strategy, k, centres, cfg.seed)
+    picked = choose(scores, cfg.strategy, k, centres, cfg.seed, cfg.max_per_task)
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out.with_suffix(".yaml"))
