@@ -61,10 +61,11 @@ def train_and_eval(s: Settings, data: Path, run: Path) -> dict:
     if not (run / "policy").exists():
         train(TrainConfig(dataset=str(data), output_dir=str(run), steps=s.steps, batch_size=32, tracking="none",
                           ckpt_every=500, resume=(run / "checkpoints").exists(), policy=PolicyConfig(dropout=0.1)))
-    out = run / "eval"
+    out = run / "eval" / "train"
     if (out / "results.json").is_file():
         return json.loads((out / "results.json").read_text())
-    return evaluate(EvalConfig(policy=str(run / "policy"), episodes=s.episodes, videos_per_task=0, output_dir=str(out)))
+    return evaluate(EvalConfig(policy=str(run / "policy"), split="train", episodes=s.episodes, videos_per_task=0,
+                               output_dir=str(out)))
 
 
 def main(argv: list[str]) -> None:

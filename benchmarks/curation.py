@@ -60,10 +60,10 @@ def main(argv: list[str]) -> None:
         if not (run / "policy").exists():
             train(TrainConfig(dataset=str(root / name), output_dir=str(run), steps=s.steps, batch_size=32, tracking="none",
                               ckpt_every=500, resume=(run / "checkpoints").exists()))
-        out = run / "eval"
+        out = run / "eval" / "train"
         results[name] = (json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else
-                         evaluate(EvalConfig(policy=str(run / "policy"), episodes=s.episodes, videos_per_task=0,
-                                             output_dir=str(out))))
+                         evaluate(EvalConfig(policy=str(run / "policy"), split="train", episodes=s.episodes,
+                                             videos_per_task=0, output_dir=str(out))))
     sizes = {name: json.loads((root / name / "meta" / "info.json").read_text())["total_episodes"] for name in results}
     rows, diffs = [], {}
     base = results["raw"]
