@@ -36,10 +36,10 @@ def run_chain(job: tuple) -> dict:
     """(meta, families, length, split, seed, budget, horizon) -> one chain's outcome."""
     from vlaforge.envs import policy_env
     from vlaforge.envs.tabletop.tasks import chain_subtask
-    from vlaforge.eval.rollout import _STATE
+    from vlaforge.eval.rollout import worker_policy
 
     meta, families, length, split, seed, budget, horizon = job
-    policy = _STATE["policy"]
+    policy = worker_policy()
     env = policy_env(meta, families[0], split)
     obs, _ = env.reset(seed=seed)
     rng = np.random.default_rng(seed)
@@ -67,7 +67,7 @@ def run_chain(job: tuple) -> dict:
 def evaluate_chains(cfg: ChainConfig, show_progress: bool = True) -> dict:
     """Run ``cfg.chains`` chains; write chains.json and report.html."""
     from vlaforge.envs.tabletop.tasks import CHAIN_FAMILIES
-    from vlaforge.eval.rollout import _worker_init
+    from vlaforge.eval.rollout import load_worker_policy
     from vlaforge.models.policy import load_policy
 
     if not cfg.policy:
@@ -94,7 +94,7 @@ def evaluate_chains(cfg: ChainConfig, show_progress: bool = True) -> dict:
     save_yaml(cfg, out / "config.yaml")
     jobs = [(meta, families, cfg.length, cfg.split, cfg.seed + i, budget, horizon) for i in range(cfg.chains)]
     workers = cfg.workers or os.cpu_count() or 1
-    records = sorted(map_in_workers(run_chain, jobs, workers, _worker_init, (cfg.policy,), ordered=False),
+    records = sorted(map_in_workers(run_chain, jobs, workers, load_worker_policy, (cfg.policy,), ordered=False),
                      key=lambda r: r["seed"])
     summary = summarize_chains(records, cfg.length) | {"policy": cfg.policy, "split": cfg.split, "families": families,
                                                        "steps_per_instruction": budget, "chains_detail": records}

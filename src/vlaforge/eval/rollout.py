@@ -22,13 +22,19 @@ from vlaforge.pool import map_in_workers
 _STATE: dict = {}
 
 
-def _worker_init(policy_dir: str) -> None:
+def load_worker_policy(policy_dir: str) -> None:
+    """Worker initializer: one torch thread and the policy, loaded once per worker process."""
     import torch
 
     from vlaforge.models.policy import load_policy
 
     torch.set_num_threads(1)
     _STATE["policy"] = load_policy(policy_dir)
+
+
+def worker_policy():
+    """The policy ``load_worker_policy`` loaded into this worker."""
+    return _STATE["policy"]
 
 
 def run_episode(job: tuple) -> dict:
@@ -40,7 +46,7 @@ def run_episode(job: tuple) -> dict:
     from vlaforge.envs.randomization.wrapper import worker_domain_env
 
     suite_name, env_cfg, split, task, seed, horizon, record, domain = job
-    policy = _STATE["policy"]
+    policy = worker_policy()
     env = worker_domain_env(suite_name, task, split, env_cfg, domain)
     sim = env.unwrapped
     obs, info = env.reset(seed=seed)
@@ -136,7 +142,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     )
     with progress:
         bar = progress.add_task("eval", total=len(jobs), status="")
-        for rec in map_in_workers(run_episode, jobs, workers, _worker_init, (cfg.policy,), ordered=False):
+        for rec in map_in_workers(run_episode, jobs, workers, load_worker_policy, (cfg.policy,), ordered=False):
             records.append(rec)
             rate = sum(r["success"] for r in records) / len(records)
             progress.update(bar, advance=1, status=f"success {rate:.0%}")
