@@ -100,3 +100,21 @@ def test_bad_input(policy, tmp_path, capsys):
     bad.write_text("{not json")
     assert main(["collect", "--env.tasks=[reach]", f"--scenes={bad}", f"--output={tmp_path / 'd'}"]) == 2
     assert "unreadable" in capsys.readouterr().err
+
+
+def test_ensemble_and_head_uncertainty(policy, tmp_path):
+    data = policy / "data"
+    for name, extra in (("seed1", ["--seed=1"]), ("flow", ["--policy.head=flow", "--policy.sample_steps=2",
+                                                          "--policy.head_layers=1"])):
+        assert main(["train", f"--dataset={data}", f"--output_dir={tmp_path / name}", "--steps=10", "--batch_size=8",
+                     "--tracking=none", *TINY, *extra]) == 0
+    common = ["--select=2", "--pool_per_task=2", "--horizon=2", "--samples=3", "--workers=1", "--strategy=uncertainty"]
+    ens = tmp_path / "ens.json"
+    assert main(["active", f"--policy={policy / 'run' / 'policy'}", f"--ensemble=[{tmp_path / 'seed1' / 'policy'}]",
+                 "--uncertainty=ensemble", f"--output={ens}", *common]) == 0
+    head = tmp_path / "head.json"
+    assert main(["active", f"--policy={tmp_path / 'flow' / 'policy'}", "--uncertainty=head", f"--output={head}", *common]) == 0
+    for path in (ens, head):
+        scenes = json.loads(path.read_text())["scenes"]
+        assert len(scenes) == 2 and all(s["uncertainty"] > 0 for s in scenes)
+        assert scenes[0]["uncertainty"] >= scenes[1]["uncertainty"]  # most uncertain first
