@@ -2,11 +2,11 @@
 
 An unlabelled pool of frames (expert episodes in the plain and in the visually randomized
 simulator, actions discarded) pretrains the encoder with each method; behaviour cloning then
-starts from it on 5, 10 (and by default 25) demonstrations per task, against the same cloning from scratch.
+starts from it on 5, 10 and 25 demonstrations per task, against the same cloning from scratch.
 The grid runs through ``vlaforge ablate`` (cells share datasets, re-running resumes).
 
-    python benchmarks/ssl.py --demos=[5,10]                      # the CPU run of the results (~45 min, 2 cores)
-    python benchmarks/ssl.py --methods=[mae,simclr,moco,predictive] --pretrain_steps=3000
+    python benchmarks/ssl.py                                     # the CPU run of the results (~70 min, 2 cores)
+    python benchmarks/ssl.py --methods=[mae,moco] --pretrain_steps=3000 --demos=[5,25]
 
 Writes benchmarks/results/ssl.{json,md} and ssl.html (the grid's report).
 """
@@ -33,7 +33,7 @@ from vlaforge.train.pretrain import pretrain
 class Settings:
     tasks: list[str] = field(default_factory=lambda: ["reach", "push", "press_button", "open_drawer"])
     demos: list[int] = field(default_factory=lambda: [5, 10, 25])
-    methods: list[str] = field(default_factory=lambda: ["mae", "simclr"])
+    methods: list[str] = field(default_factory=lambda: ["mae", "simclr", "moco", "predictive"])
     pool_per_task: int = 20  # unlabelled episodes per task and domain (plain, dr-visual)
     pretrain_steps: int = 1500
     steps: int = 1000
