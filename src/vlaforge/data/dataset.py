@@ -18,11 +18,13 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -294,11 +296,11 @@ def _tasks_table(tasks: dict[str, int]) -> pa.Table:
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
-def _read_table(path: Path) -> pa.Table:
+def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
     if not path.is_file():
         raise DatasetError(f"dataset file is missing: {path}")
     try:
-        return pq.read_table(path)
+        return pq.read_table(path, columns=columns)
     except Exception as e:  # pyarrow raises several types for truncated/garbled files
         raise DatasetError(f"corrupt or truncated dataset file {path}: {e}") from None
 
@@ -351,6 +353,18 @@ class LeRobotDataset:
     @property
     def num_episodes(self) -> int:
         return len(self.episodes)
+
+    def episode_tables(self, columns: list[str] | None = None) -> Iterator[tuple[dict, pa.Table]]:
+        """(meta/episodes row, that episode's frame rows) for every episode, reading each data
+        file once: stored bytes as written, for content hashes and exact rewrites."""
+        tables: dict[Path, pa.Table] = {}
+        for e in self.episodes:
+            path = self.root / DATA_PATH.format(chunk_index=e["data/chunk_index"], file_index=e["data/file_index"])
+            if path not in tables:
+                tables.clear()  # episodes are ordered by file: one table held at a time
+                tables[path] = _read_table(path, columns)
+            table = tables[path]
+            yield e, table.filter(pc.equal(table["episode_index"], e["episode_index"]))
 
     def load(self, check_finite: bool = True) -> "EpisodeArrays":
         """Decode every frame: the in-memory arrays the sampler trains from. Quality control

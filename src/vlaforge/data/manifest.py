@@ -18,10 +18,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
-from vlaforge.data.dataset import DATA_PATH, DatasetError, LeRobotDataset
+from vlaforge.data.dataset import DatasetError, LeRobotDataset
 
 MANIFEST = "manifest.json"
 CONTENT_DIRS = ("meta", "data", "videos")
@@ -64,13 +61,8 @@ def dataset_hash(root: str | os.PathLike) -> str:
 
 def episode_hashes(ds: LeRobotDataset) -> list[dict]:
     """Per episode: index, task, length and the sha256 of its content."""
-    out, tables = [], {}
-    for e in ds.episodes:
-        path = ds.root / DATA_PATH.format(chunk_index=e["data/chunk_index"], file_index=e["data/file_index"])
-        if path not in tables:
-            tables[path] = pq.read_table(path)
-        table = tables[path]
-        rows = table.filter(pc.equal(table["episode_index"], e["episode_index"]))
+    out = []
+    for e, rows in ds.episode_tables():
         digest = hashlib.sha256(json.dumps(e["tasks"]).encode())
         for name in sorted(c for c in rows.column_names if c not in EPISODE_COLUMNS_SKIPPED):
             for value in rows[name].to_pylist():

@@ -25,11 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from vlaforge.config import DataConfig
-from vlaforge.data.dataset import DATA_PATH, PARAPHRASES_PATH, DatasetWriter, EpisodeFrames, LeRobotDataset
+from vlaforge.data.dataset import PARAPHRASES_PATH, DatasetWriter, EpisodeFrames, LeRobotDataset
 from vlaforge.data.manifest import episode_hashes, write_manifest
 from vlaforge.registry import Registry
 
@@ -243,14 +241,6 @@ def write_check_report(report: dict, eps: list[Episode], out: Path) -> Path:
     return write_page(out, f"Quality control: {report['dataset']}", "\n".join(body), "qc.html")
 
 
-def episode_pngs(ds: LeRobotDataset, row: dict) -> list[list[bytes]]:
-    """The stored PNG bytes of an episode, per camera, so a rewritten episode keeps its exact bytes."""
-    path = ds.root / DATA_PATH.format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])
-    table = pq.read_table(path, columns=[*ds.image_keys, "episode_index"])
-    rows = table.filter(pc.equal(table["episode_index"], row["episode_index"]))
-    return [[v["bytes"] for v in rows[key].to_pylist()] for key in ds.image_keys]
-
-
 def rewrite(ds: LeRobotDataset, eps: list[Episode], output: str, keep: dict[int, dict]) -> Path:
     """Write the episodes in ``keep`` (index -> {frames: kept frame indices or None, task,
     extra}) to a new dataset at ``output``, with exact image bytes, then its manifest."""
@@ -264,10 +254,14 @@ def rewrite(ds: LeRobotDataset, eps: list[Episode], output: str, keep: dict[int,
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         writer = DatasetWriter(tmp, ds.features, ds.fps, robot_type=ds.info.get("robot_type", "unknown"), extra_info=extra_info)
-        for i, spec in keep.items():
-            ep = eps[i]
+        # The stored PNG bytes, so a rewritten episode keeps its exact bytes (and content hash).
+        stored = ds.episode_tables([*ds.image_keys, "episode_index"])
+        for ep, (_, rows) in zip(eps, stored):
+            if ep.index not in keep:
+                continue
+            spec = keep[ep.index]
             frames = np.arange(len(ep.action)) if spec.get("frames") is None else np.asarray(spec["frames"])
-            pngs = [[cam[f] for f in frames] for cam in episode_pngs(ds, ep.row)]
+            pngs = [[rows[key][int(f)].as_py()["bytes"] for f in frames] for key in ds.image_keys]
             extra = {k: v for k, v in ep.row.items() if k.startswith("vlaforge/")} | spec.get("extra", {})
             writer.add_episode(EpisodeFrames(ep.images[frames], ep.state[frames], ep.action[frames], spec.get("task", ep.task),
                                              None if ep.env_state is None else ep.env_state[frames]),
