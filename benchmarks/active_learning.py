@@ -26,22 +26,20 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from common import RESULTS, write  # noqa: E402
+from common import RESULTS, train_and_eval, write  # noqa: E402
 
 from vlaforge.config import (  # noqa: E402
     ActiveConfig,
     CollectConfig,
     EnvConfig,
-    EvalConfig,
     PolicyConfig,
-    TrainConfig,
     apply_overrides,
 )
 from vlaforge.data.active import select  # noqa: E402
 from vlaforge.data.collect import collect  # noqa: E402
-from vlaforge.eval.rollout import evaluate  # noqa: E402
 from vlaforge.eval.stats import difference_interval  # noqa: E402
-from vlaforge.train.trainer import train  # noqa: E402
+
+DROPOUT = PolicyConfig(dropout=0.1)  # every strategy's policy, so MC dropout is available to all
 
 
 @dataclass
@@ -57,17 +55,6 @@ class Settings:
     output_dir: str = "runs/bench_active"
 
 
-def train_and_eval(s: Settings, data: Path, run: Path) -> dict:
-    if not (run / "policy").exists():
-        train(TrainConfig(dataset=str(data), output_dir=str(run), steps=s.steps, batch_size=32, tracking="none",
-                          ckpt_every=500, resume=(run / "checkpoints").exists(), policy=PolicyConfig(dropout=0.1)))
-    out = run / "eval" / "train"
-    if (out / "results.json").is_file():
-        return json.loads((out / "results.json").read_text())
-    return evaluate(EvalConfig(policy=str(run / "policy"), split="train", episodes=s.episodes, videos_per_task=0,
-                               output_dir=str(out)))
-
-
 def main(argv: list[str]) -> None:
     s = apply_overrides(Settings(), [a[2:] for a in argv])
     root = Path(s.output_dir)
@@ -76,7 +63,7 @@ def main(argv: list[str]) -> None:
     if not (seed_data / "done").is_file():
         collect(CollectConfig(env=env, episodes_per_task=s.initial, output=str(seed_data), resume=(seed_data / "meta").exists()))
         (seed_data / "done").write_text("")
-    start = train_and_eval(s, seed_data, root / "seed" / "run")
+    start = train_and_eval(seed_data, root / "seed" / "run", s.steps, s.episodes, policy=DROPOUT)
     curves = {name: [(len(s.tasks) * s.initial, start)] for name in s.strategies}
     for name in s.strategies:
         data, policy = seed_data, root / "seed" / "run" / "policy"
@@ -92,7 +79,7 @@ def main(argv: list[str]) -> None:
                 shutil.copytree(data, grown, ignore=shutil.ignore_patterns("done"))
                 collect(CollectConfig(env=env, scenes=str(step / "selection.json"), output=str(grown), resume=True))
                 (grown / "done").write_text(json.dumps(selection["selected_per_task"]))
-            result = train_and_eval(s, grown, step / "run")
+            result = train_and_eval(grown, step / "run", s.steps, s.episodes, policy=DROPOUT)
             demos = len(s.tasks) * s.initial + r * s.per_round
             curves[name].append((demos, result))
             data, policy = grown, step / "run" / "policy"

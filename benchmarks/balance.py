@@ -16,13 +16,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import write
+from common import train_and_eval, write
 
-from vlaforge.config import CollectConfig, EnvConfig, EvalConfig, TrainConfig, apply_overrides
+from vlaforge.config import CollectConfig, EnvConfig, apply_overrides
 from vlaforge.data.collect import collect, scene_seed
-from vlaforge.eval.rollout import evaluate
 from vlaforge.eval.stats import difference_interval
-from vlaforge.train.trainer import train
 
 
 @dataclass
@@ -49,14 +47,7 @@ def main(argv: list[str]) -> None:
         (data / "done").write_text("")
     results = {}
     for balance in ("none", "task"):
-        run = root / balance
-        if not (run / "policy").exists():
-            train(TrainConfig(dataset=str(data), output_dir=str(run), steps=s.steps, batch_size=32, tracking="none",
-                              ckpt_every=500, balance=balance, resume=(run / "checkpoints").exists()))
-        out = run / "eval" / "train"
-        results[balance] = (json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else
-                            evaluate(EvalConfig(policy=str(run / "policy"), split="train", episodes=s.episodes,
-                                                videos_per_task=0, output_dir=str(out))))
+        results[balance] = train_and_eval(data, root / balance, s.steps, s.episodes, balance=balance)
     rows = []
     for task in s.tasks:
         a, b = results["none"]["per_task"][task], results["task"]["per_task"][task]

@@ -45,5 +45,22 @@ def write(name: str, figures: dict, rows: list[dict], title: str) -> Path:
     return RESULTS / f"{name}.json"
 
 
+def train_and_eval(data: Path, run: Path, steps: int, episodes: int, **train: object) -> dict:
+    """Train on ``data`` into ``run`` (32-sample batches, no tracking; other TrainConfig fields
+    from ``train``) and evaluate on the train split; finished stages are reused, so a re-run resumes."""
+    from vlaforge.config import EvalConfig, TrainConfig
+    from vlaforge.eval.rollout import evaluate
+    from vlaforge.train.trainer import train as train_policy
+
+    if not (run / "policy").exists():
+        train_policy(TrainConfig(dataset=str(data), output_dir=str(run), steps=steps, batch_size=32, tracking="none",
+                                 ckpt_every=500, resume=(run / "checkpoints").exists(), **train))
+    out = run / "eval" / "train"
+    if (out / "results.json").is_file():
+        return json.loads((out / "results.json").read_text())
+    return evaluate(EvalConfig(policy=str(run / "policy"), split="train", episodes=episodes, videos_per_task=0,
+                               output_dir=str(out)))
+
+
 def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)

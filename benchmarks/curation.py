@@ -19,15 +19,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import RESULTS, write
+from common import RESULTS, train_and_eval, write
 
-from vlaforge.config import CollectConfig, DataConfig, EnvConfig, EvalConfig, TrainConfig, apply_overrides
+from vlaforge.config import CollectConfig, DataConfig, EnvConfig, apply_overrides
 from vlaforge.data.annotate import relabel_dataset
 from vlaforge.data.collect import collect
 from vlaforge.data.quality import check_dataset, clean_dataset, write_check_report
-from vlaforge.eval.rollout import evaluate
 from vlaforge.eval.stats import difference_interval
-from vlaforge.train.trainer import train
 
 
 @dataclass
@@ -56,14 +54,7 @@ def main(argv: list[str]) -> None:
         relabel_dataset(DataConfig(dataset=str(raw), output=str(root / "relabelled")))
     results = {}
     for name in ("raw", "clean", "relabelled"):
-        run = root / "runs" / name
-        if not (run / "policy").exists():
-            train(TrainConfig(dataset=str(root / name), output_dir=str(run), steps=s.steps, batch_size=32, tracking="none",
-                              ckpt_every=500, resume=(run / "checkpoints").exists()))
-        out = run / "eval" / "train"
-        results[name] = (json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else
-                         evaluate(EvalConfig(policy=str(run / "policy"), split="train", episodes=s.episodes,
-                                             videos_per_task=0, output_dir=str(out))))
+        results[name] = train_and_eval(root / name, root / "runs" / name, s.steps, s.episodes)
     sizes = {name: json.loads((root / name / "meta" / "info.json").read_text())["total_episodes"] for name in results}
     rows, diffs = [], {}
     base = results["raw"]
