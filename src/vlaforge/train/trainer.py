@@ -177,18 +177,18 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
         raise ValueError("--init_from and --teacher exclude each other: a distilled student starts from scratch")
     base = _load_base(cfg) if cfg.init_from else None
     teacher = load_policy(cfg.teacher, str(device)) if cfg.teacher else None
+    texts = data.tasks + [w for wordings in data.paraphrases.values() for w in wordings]  # every instruction wording
     if teacher is not None:
         # The student reads the teacher's normalised actions and tokens, so it shares both maps.
         normalizer, tokenizer = teacher.normalizer, teacher.tokenizer
     elif base is None:
         normalizer = Normalizer.from_stats(dataset.stats)
-        tokenizer = WordTokenizer.from_texts(data.tasks + [w for ws in data.paraphrases.values() for w in ws])
+        tokenizer = WordTokenizer.from_texts(texts)
     else:
         # The base's statistics are kept: its weights are calibrated to them, and a few
         # demonstrations would give noisy ones. New words are appended to its vocabulary.
         cfg = dataclasses.replace(cfg, policy=base.cfg)
-        normalizer = base.normalizer
-        tokenizer = base.tokenizer.extended(data.tasks + [w for ws in data.paraphrases.values() for w in ws])
+        normalizer, tokenizer = base.normalizer, base.tokenizer.extended(texts)
     p = cfg.policy
     env_state_names = dataset.features.get(ENV_STATE, {}).get("names") or []
     pixels = pixel_columns(env_state_names, data.cameras) if data.env_state is not None else None
