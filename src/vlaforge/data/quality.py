@@ -148,8 +148,9 @@ def embedding(ep: Episode) -> np.ndarray:
 def duplicate_rule(eps: list[Episode], cfg: DataConfig, ctx: dict) -> list[dict]:
     out, seen = [], {}
     emb = np.stack([embedding(ep) for ep in eps])
+    hashes = [e["sha256"] for e in episode_hashes(ctx["dataset"])]  # read only when this rule runs
     for i, ep in enumerate(eps):
-        h = ctx["hashes"][i]
+        h = hashes[i]
         if h in seen:
             out.append(_finding("duplicate", ep, f"same content as episode {seen[h]}"))
             continue
@@ -187,7 +188,7 @@ def _context(ds: LeRobotDataset, eps: list[Episode]) -> dict:
         # A bimodal dimension (gripper open/close) has MAD 0: its standard deviation stands in.
         "action_scale": np.maximum(np.maximum(mad, actions.std(axis=0)), 1e-6),
         "translation_dims": [i for i, n in enumerate(names) if "grip" not in n] or list(range(actions.shape[1])),
-        "hashes": [e["sha256"] for e in episode_hashes(ds)],
+        "dataset": ds,
     }
 
 
