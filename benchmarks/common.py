@@ -1,21 +1,102 @@
-"""Shared by the benchmark scripts: machine description and JSON + markdown output."""
+"""Shared by the benchmark scripts: provenance, cache directories keyed on what made them, and
+JSON + markdown output.
+
+Every results file is written by ``write`` alone, from this invocation: the git commit (and
+whether the tree had uncommitted changes), date, machine, exact command, seeds and the wall
+time of every stage timed with ``stage``. A stage whose output came from a cache is recorded as
+reused, with the commit and arguments of the run that made it; caches live in ``cache_root``,
+a directory keyed on a hash of the script's arguments and of the source code, so a re-run with
+other arguments or other code can never pick up another run's artefacts.
+"""
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import os
 import platform
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+ROOT_DIR = Path(__file__).resolve().parent.parent
+_STARTED = time.perf_counter()
+_STARTED_AT = datetime.datetime.now(datetime.timezone.utc)
+_STAGES: dict[str, dict] = {}
+_CACHE: dict = {}
 
 # benchmarks/metaworld.py would shadow the metaworld package for every script run from here, and
 # spawned workers inherit sys.path: keep this directory last on it.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+
+
+def source_hash() -> str:
+    """sha256 over the library and benchmark sources (path + bytes of every .py file, sorted)."""
+    h = hashlib.sha256()
+    files = sorted([*(ROOT_DIR / "src" / "vlaforge").rglob("*.py"), *_HERE.glob("*.py")])
+    for f in files:
+        h.update(str(f.relative_to(ROOT_DIR)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def git_state() -> dict:
+    from vlaforge.train.tracking import git_commit
+
+    return git_commit()
+
+
+def cache_root(base: str | Path, args: list[str] | None = None) -> Path:
+    """``base/<key>``: the directory for this invocation's reusable artefacts.
+
+    The key hashes the arguments (``sys.argv[1:]`` by default, order-insensitive) and the source
+    code, so artefacts are reused only by a run of the same code with the same arguments;
+    ``stamp.json`` inside records the commit, arguments and date of the run that created it.
+    """
+    args = sorted(sys.argv[1:] if args is None else args)
+    src = source_hash()
+    key = hashlib.sha256(json.dumps({"args": args, "source": src}).encode()).hexdigest()[:12]
+    root = Path(base) / key
+    stamp = root / "stamp.json"
+    if stamp.is_file():
+        made = json.loads(stamp.read_text())
+        _CACHE.update({"root": str(root), "fresh": False, "made_by": made})
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        made = {**git_state(), "args": args, "source_hash": src, "date": _STARTED_AT.isoformat(timespec="seconds")}
+        _atomic_write(stamp, json.dumps(made, indent=2))
+        _CACHE.update({"root": str(root), "fresh": True, "made_by": made})
+    return root
+
+
+@contextmanager
+def stage(name: str, reused: bool = False):
+    """Time one stage of the benchmark. ``reused=True`` marks a stage whose output came from the
+    cache root (recorded with the run that made it) instead of being computed now."""
+    t = time.perf_counter()
+    yield
+    record_stage(name, time.perf_counter() - t, reused)
+
+
+def record_stage(name: str, seconds: float, reused: bool = False) -> None:
+    """Record a stage timed elsewhere in this invocation (e.g. by the library's own timers)."""
+    entry = {"seconds": round(seconds, 2), "reused": reused}
+    if reused:
+        entry["made_by"] = {k: _CACHE.get("made_by", {}).get(k) for k in ("commit", "dirty", "args", "date")}
+    _STAGES[name] = entry
+
+
+def provenance(seeds: dict) -> dict:
+    """Everything needed to tell where this invocation's figures came from."""
+    return {**git_state(), "date": _STARTED_AT.isoformat(timespec="seconds"), "machine": machine(),
+            "command": " ".join(["python", *sys.argv]), "argv": sys.argv[1:], "seeds": seeds,
+            "stages": dict(_STAGES), "total_seconds": round(time.perf_counter() - _STARTED, 2),
+            "cache": dict(_CACHE) or None}
 
 
 def machine() -> dict:
@@ -31,18 +112,29 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__, "python": sys.version.split()[0]}
 
 
-def write(name: str, figures: dict, rows: list[dict], title: str) -> Path:
-    """Write results/<name>.json (machine, command, figures, rows) and a markdown table of rows."""
+def write(name: str, figures: dict, rows: list[dict], title: str, *, seeds: dict) -> Path:
+    """Write results/<name>.json (provenance, figures, rows) and a markdown table of rows.
+
+    ``seeds`` names every seed the figures depend on (training, scenes, bootstrap...)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": machine(), "command": " ".join(["python", *sys.argv]), "figures": figures, "rows": rows}
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    prov = provenance(seeds)
+    payload = {"provenance": prov, "figures": figures, "rows": rows}
+    _atomic_write(RESULTS / f"{name}.json", json.dumps(payload, indent=2))
     cols = list(rows[0]) if rows else []
-    md = [f"# {title}", "", f"Machine: {payload['machine']}", "", f"Command: `{payload['command']}`", ""]
+    commit = (prov["commit"] or "unknown")[:10] + ("+dirty" if prov["dirty"] else "")
+    md = [f"# {title}", "", f"Commit {commit}, {prov['date']}, {prov['total_seconds'] / 60:.1f} min", "",
+          f"Machine: {prov['machine']}", "", f"Command: `{prov['command']}`", ""]
     md += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
-    (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
+    _atomic_write(RESULTS / f"{name}.md", "\n".join(md) + "\n")
     print("\n".join(md))
     return RESULTS / f"{name}.json"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def train_and_eval(data: Path, run: Path, steps: int, episodes: int, **train: object) -> dict:
