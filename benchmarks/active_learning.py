@@ -26,9 +26,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from common import RESULTS, train_and_eval, write  # noqa: E402
+from common import RESULTS, cache_root, stage, train_and_eval, write  # noqa: E402
 
 from vlaforge.config import (  # noqa: E402
+    EVAL_SEEDS,
     ActiveConfig,
     CollectConfig,
     EnvConfig,
@@ -55,14 +56,30 @@ class Settings:
     output_dir: str = "runs/bench_active"
 
 
+def _grow(s: Settings, env: EnvConfig, name: str, r: int, data: Path, policy: Path, step: Path, grown: Path) -> None:
+    """Round ``r`` of strategy ``name``: select scenes with the current policy, copy the data so
+    far and let the expert demonstrate the selection into ``grown``."""
+    strategy, _, cap = name.partition("-cap")  # e.g. both-cap4: at most 4 scenes per task and round
+    selection = select(ActiveConfig(policy=str(policy), dataset=str(data), strategy=strategy, select=s.per_round,
+                                    max_per_task=int(cap or 0), pool_per_task=s.pool_per_task, seed=r,
+                                    output=str(step / "selection.json")))
+    shutil.rmtree(grown, ignore_errors=True)
+    shutil.copytree(data, grown, ignore=shutil.ignore_patterns("done"))
+    collect(CollectConfig(env=env, scenes=str(step / "selection.json"), output=str(grown), resume=True))
+    (grown / "done").write_text(json.dumps(selection["selected_per_task"]))
+
+
 def main(argv: list[str]) -> None:
     s = apply_overrides(Settings(), [a[2:] for a in argv])
-    root = Path(s.output_dir)
+    root = cache_root(s.output_dir)
     env = EnvConfig(tasks=s.tasks)
     seed_data = root / "seed" / "data"
-    if not (seed_data / "done").is_file():
-        collect(CollectConfig(env=env, episodes_per_task=s.initial, output=str(seed_data), resume=(seed_data / "meta").exists()))
-        (seed_data / "done").write_text("")
+    done = (seed_data / "done").is_file()
+    with stage("collect seed set", reused=done):
+        if not done:
+            collect(CollectConfig(env=env, episodes_per_task=s.initial, output=str(seed_data),
+                                  resume=(seed_data / "meta").exists()))
+            (seed_data / "done").write_text("")
     start = train_and_eval(seed_data, root / "seed" / "run", s.steps, s.episodes, policy=DROPOUT)
     curves = {name: [(len(s.tasks) * s.initial, start)] for name in s.strategies}
     for name in s.strategies:
@@ -70,15 +87,10 @@ def main(argv: list[str]) -> None:
         for r in range(1, s.rounds + 1):
             step = root / name / f"round{r}"
             grown = step / "data"
-            if not (grown / "done").is_file():
-                strategy, _, cap = name.partition("-cap")  # e.g. both-cap4: at most 4 scenes per task and round
-                selection = select(ActiveConfig(policy=str(policy), dataset=str(data), strategy=strategy, select=s.per_round,
-                                                max_per_task=int(cap or 0), pool_per_task=s.pool_per_task, seed=r,
-                                                output=str(step / "selection.json")))
-                shutil.rmtree(grown, ignore_errors=True)
-                shutil.copytree(data, grown, ignore=shutil.ignore_patterns("done"))
-                collect(CollectConfig(env=env, scenes=str(step / "selection.json"), output=str(grown), resume=True))
-                (grown / "done").write_text(json.dumps(selection["selected_per_task"]))
+            done = (grown / "done").is_file()
+            with stage(f"select and collect {name} round {r}", reused=done):
+                if not done:
+                    _grow(s, env, name, r, data, policy, step, grown)
             result = train_and_eval(grown, step / "run", s.steps, s.episodes, policy=DROPOUT)
             demos = len(s.tasks) * s.initial + r * s.per_round
             curves[name].append((demos, result))
@@ -112,7 +124,9 @@ def main(argv: list[str]) -> None:
     RESULTS.mkdir(exist_ok=True)
     fig.savefig(RESULTS / "active_learning.png")
     figures["settings"] = vars(s)
-    write("active_learning", figures, rows, "Active learning vs random selection at equal demonstration budgets (tabletop)")
+    write("active_learning", figures, rows, "Active learning vs random selection at equal demonstration budgets (tabletop)",
+          seeds={"collect_scenes_from": 0, "pool_scenes_from": ActiveConfig.pool_seed, "selection": "round number",
+                 "train": 0, "eval_scenes_from": EVAL_SEEDS})
 
 
 if __name__ == "__main__":

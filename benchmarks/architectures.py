@@ -33,9 +33,9 @@ from pathlib import Path
 
 import matplotlib
 import torch
-from common import RESULTS, write
+from common import RESULTS, cache_root, stage, write
 
-from vlaforge.config import CollectConfig, EvalConfig, PolicyConfig, TrainConfig
+from vlaforge.config import EVAL_SEEDS, CollectConfig, EvalConfig, PolicyConfig, TrainConfig
 from vlaforge.data.collect import collect
 from vlaforge.eval.rollout import evaluate
 from vlaforge.models.policy import load_policy
@@ -46,7 +46,6 @@ from vlaforge.train.trainer import train
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-ROOT = Path("runs/bench_architectures")
 GRID = [(h, b, f) for f in ("mlp", "moe") for h in ("regression", "tokenized", "dit", "flow")
         for b in ("transformer", "mamba")]
 TOKENS_FIXED, TOKENS_PER_FRAME = 25, 34  # text 16 + chunk 8 + aux 1; 33 keypoint tokens + 1 proprio per frame
@@ -76,9 +75,9 @@ def latency_ms(policy_dir: Path, calls: int = 100) -> tuple[float, float]:
     return times[len(times) // 2] * 1000, times[int(0.99 * (len(times) - 1))] * 1000
 
 
-def run_config(head: str, backbone: str, ffn: str, data: Path, steps: int, episodes: int) -> dict:
+def run_config(root: Path, head: str, backbone: str, ffn: str, data: Path, steps: int, episodes: int) -> dict:
     name = f"{head}-{backbone}-{ffn}"
-    out = ROOT / name
+    out = root / name
     done = out / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -150,7 +149,7 @@ def scaling() -> list[dict]:
     rows = []
     for backbone in ("transformer", "mamba"):
         for frames in HISTORY:
-            with mp.get_context("spawn").Pool(1) as pool:
+            with stage(f"{backbone} {frames} frames"), mp.get_context("spawn").Pool(1) as pool:
                 r = pool.apply(backbone_cost, (backbone, frames))
             rows.append({"backbone": backbone, "history frames": frames, **{k: round(v, 2) for k, v in r.items()}})
             print(rows[-1], flush=True)
@@ -176,7 +175,8 @@ def main() -> None:
     if part in ("all", "scaling"):
         rows = scaling()
         write("architectures_scaling", {"rows": rows}, rows,
-              "Fusion backbone cost vs observation history (4 layers, d_model 128, bf16 autocast), 2 CPU cores")
+              "Fusion backbone cost vs observation history (4 layers, d_model 128, bf16 autocast), 2 CPU cores",
+              seeds={"inputs": 0})
     if part in ("all", "ablation"):
         ablation()
 
@@ -186,10 +186,15 @@ def ablation() -> None:
     only = [tuple(n.split("-")) for n in _arg("only", "").split(",") if n]
     for h, b, f in only:
         HEADS.get(h), BACKBONES.get(b), FFNS.get(f)  # unknown names fail before any work
-    data = ROOT / "data"
-    collect(dataclasses.replace(CollectConfig(episodes_per_task=150), output=str(data),
-                                resume=(data / "meta").exists()), show_progress=True)
-    results = [run_config(h, b, f, data, steps, episodes) for h, b, f in only or GRID]
+    root = cache_root("runs/bench_architectures")
+    data = root / "data"
+    with stage("collect", reused=(data / "meta").exists()):
+        collect(dataclasses.replace(CollectConfig(episodes_per_task=150), output=str(data),
+                                    resume=(data / "meta").exists()), show_progress=True)
+    results = []
+    for h, b, f in only or GRID:
+        with stage(f"{h}-{b}-{f}", reused=(root / f"{h}-{b}-{f}" / "result.json").is_file()):
+            results.append(run_config(root, h, b, f, data, steps, episodes))
     rows = [{"head": r["head"], "backbone": r["backbone"], "ffn": r["ffn"],
              "success": f"{r['success']:.1%} [{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}]",
              "params (M)": round(r["params"] / 1e6, 2), "train samples/s": round(r["samples_per_s"], 1),
@@ -198,7 +203,8 @@ def ablation() -> None:
     protocol = {"steps": steps, "batch_size": 64, "precision": "bf16", "eval_split": "train",
                 "episodes_per_task": episodes, "dataset": "quickstart collect, 150 demos x 7 tasks"}
     write("architectures", {"protocol": protocol, "results": results}, rows,
-          f"Architecture ablation: {steps} steps each, {episodes} episodes per task, 2 CPU cores")
+          f"Architecture ablation: {steps} steps each, {episodes} episodes per task, 2 CPU cores",
+          seeds={"collect_scenes_from": 0, "train": 0, "eval_scenes_from": EVAL_SEEDS})
 
 
 if __name__ == "__main__":

@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from common import train_and_eval, write
+from common import cache_root, stage, train_and_eval, write
 
-from vlaforge.config import CollectConfig, EnvConfig, apply_overrides
+from vlaforge.config import EVAL_SEEDS, CollectConfig, EnvConfig, apply_overrides
 from vlaforge.data.collect import collect, scene_seed
 from vlaforge.eval.stats import difference_interval
 
@@ -35,16 +34,18 @@ class Settings:
 
 def main(argv: list[str]) -> None:
     s = apply_overrides(Settings(), [a[2:] for a in argv])
-    root = Path(s.output_dir)
+    root = cache_root(s.output_dir)
     data = root / "data"
-    if not (data / "done").is_file():
-        counts = [s.many, s.many] + [s.few] * (len(s.tasks) - 2)
-        scenes = [{"task": t, "seed": scene_seed(0, i, j)} for i, (t, n) in enumerate(zip(s.tasks, counts)) for j in range(n)]
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "scenes.json").write_text(json.dumps({"scenes": scenes}))
-        collect(CollectConfig(env=EnvConfig(tasks=s.tasks), scenes=str(root / "scenes.json"), output=str(data),
-                              resume=(data / "meta").exists()))
-        (data / "done").write_text("")
+    done = (data / "done").is_file()
+    with stage("collect", reused=done):
+        if not done:
+            counts = [s.many, s.many] + [s.few] * (len(s.tasks) - 2)
+            scenes = [{"task": t, "seed": scene_seed(0, i, j)}
+                      for i, (t, n) in enumerate(zip(s.tasks, counts)) for j in range(n)]
+            (root / "scenes.json").write_text(json.dumps({"scenes": scenes}))
+            collect(CollectConfig(env=EnvConfig(tasks=s.tasks), scenes=str(root / "scenes.json"), output=str(data),
+                                  resume=(data / "meta").exists()))
+            (data / "done").write_text("")
     results = {}
     for balance in ("none", "task"):
         results[balance] = train_and_eval(data, root / balance, s.steps, s.episodes, balance=balance)
@@ -59,7 +60,8 @@ def main(argv: list[str]) -> None:
     rows.append({"task": "all", "demos": 2 * s.many + (len(s.tasks) - 2) * s.few, "uniform": a["success_rate"],
                  "balanced": b["success_rate"], "difference": f"{b['success_rate'] - a['success_rate']:+.2f} [{lo:+.2f}, {hi:+.2f}]"})
     write("balance", {"settings": vars(s), "ci95": {k: r["ci95"] for k, r in results.items()}}, rows,
-          f"Uniform vs task-balanced sampling, {s.many} demos of two tasks and {s.few} of the others")
+          f"Uniform vs task-balanced sampling, {s.many} demos of two tasks and {s.few} of the others",
+          seeds={"collect_scenes": "scene_seed(0, task, i)", "train": 0, "eval_scenes_from": EVAL_SEEDS})
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +30,7 @@ _STARTED = time.perf_counter()
 _STARTED_AT = datetime.datetime.now(datetime.timezone.utc)
 _STAGES: dict[str, dict] = {}
 _CACHE: dict = {}
+_GIT: dict = {}
 
 # benchmarks/metaworld.py would shadow the metaworld package for every script run from here, and
 # spawned workers inherit sys.path: keep this directory last on it.
@@ -46,9 +48,13 @@ def source_hash() -> str:
 
 
 def git_state() -> dict:
-    from vlaforge.train.tracking import git_commit
+    """The commit and dirty flag of the tree as this invocation started (edits made while a long
+    benchmark runs do not change what it ran)."""
+    if not _GIT:
+        from vlaforge.train.tracking import git_commit
 
-    return git_commit()
+        _GIT.update(git_commit())
+    return dict(_GIT)
 
 
 def cache_root(base: str | Path, args: list[str] | None = None) -> Path:
@@ -91,6 +97,15 @@ def record_stage(name: str, seconds: float, reused: bool = False) -> None:
     _STAGES[name] = entry
 
 
+def cached_json(path: Path, make: Callable[[], dict | None], name: str | None = None) -> dict:
+    """``path``'s JSON when the cache root already holds it (a reused stage), else ``make()``,
+    timed as a stage; ``make`` returns the dict or writes it to ``path``."""
+    done = path.is_file()
+    with stage(name or _label(path.parent), reused=done):
+        result = None if done else make()
+    return result if isinstance(result, dict) else json.loads(path.read_text())
+
+
 def provenance(seeds: dict) -> dict:
     """Everything needed to tell where this invocation's figures came from."""
     return {**git_state(), "date": _STARTED_AT.isoformat(timespec="seconds"), "machine": machine(),
@@ -118,7 +133,7 @@ def write(name: str, figures: dict, rows: list[dict], title: str, *, seeds: dict
     ``seeds`` names every seed the figures depend on (training, scenes, bootstrap...)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     prov = provenance(seeds)
-    payload = {"provenance": prov, "figures": figures, "rows": rows}
+    payload = {"title": title, "provenance": prov, "figures": figures, "rows": rows}
     _atomic_write(RESULTS / f"{name}.json", json.dumps(payload, indent=2))
     cols = list(rows[0]) if rows else []
     commit = (prov["commit"] or "unknown")[:10] + ("+dirty" if prov["dirty"] else "")
@@ -139,20 +154,38 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def train_and_eval(data: Path, run: Path, steps: int, episodes: int, **train: object) -> dict:
     """Train on ``data`` into ``run`` (32-sample batches, no tracking; other TrainConfig fields
-    from ``train``) and evaluate on the train split; finished stages are reused, so a re-run resumes."""
+    from ``train``) and evaluate on the train split; finished stages are reused (and recorded as
+    such), so a re-run in the same cache root resumes."""
     from vlaforge.config import EvalConfig, TrainConfig
     from vlaforge.eval.rollout import evaluate
     from vlaforge.train.trainer import train as train_policy
 
-    if not (run / "policy").exists():
-        train_policy(TrainConfig(dataset=str(data), output_dir=str(run), steps=steps, batch_size=32, tracking="none",
-                                 ckpt_every=500, resume=(run / "checkpoints").exists(), **train))
+    label = _label(run)
+    done = (run / "policy").exists()
+    with stage(f"train {label}", reused=done):
+        if not done:
+            train_policy(TrainConfig(dataset=str(data), output_dir=str(run), steps=steps, batch_size=32,
+                                     tracking="none", ckpt_every=500, resume=(run / "checkpoints").exists(), **train))
     out = run / "eval" / "train"
-    if (out / "results.json").is_file():
-        return json.loads((out / "results.json").read_text())
-    return evaluate(EvalConfig(policy=str(run / "policy"), split="train", episodes=episodes, videos_per_task=0,
-                               output_dir=str(out)))
+    done = (out / "results.json").is_file()
+    with stage(f"eval {label}", reused=done):
+        if done:
+            return json.loads((out / "results.json").read_text())
+        return evaluate(EvalConfig(policy=str(run / "policy"), split="train", episodes=episodes, videos_per_task=0,
+                                   output_dir=str(out)))
+
+
+def _label(path: Path) -> str:
+    """``path`` relative to the cache root, for stage names."""
+    root = _CACHE.get("root")
+    try:
+        return str(Path(path).relative_to(root)) if root else str(path)
+    except ValueError:
+        return str(path)
 
 
 def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+git_state()  # recorded as the invocation starts

@@ -17,11 +17,10 @@ import json
 import shutil
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from common import RESULTS, train_and_eval, write
+from common import RESULTS, cache_root, stage, train_and_eval, write
 
-from vlaforge.config import CollectConfig, DataConfig, EnvConfig, apply_overrides
+from vlaforge.config import EVAL_SEEDS, CollectConfig, DataConfig, EnvConfig, apply_overrides
 from vlaforge.data.annotate import relabel_dataset
 from vlaforge.data.collect import collect
 from vlaforge.data.quality import check_dataset, clean_dataset, write_check_report
@@ -40,18 +39,22 @@ class Settings:
 
 def main(argv: list[str]) -> None:
     s = apply_overrides(Settings(), [a[2:] for a in argv])
-    root = Path(s.output_dir)
+    root = cache_root(s.output_dir)
     raw = root / "raw"
-    if not (raw / "done").is_file():
-        collect(CollectConfig(env=EnvConfig(tasks=s.tasks), episodes_per_task=s.episodes_per_task, noise=s.noise,
-                              keep_failures=True, output=str(raw), resume=(raw / "meta").exists()))
-        (raw / "done").write_text("")
-    report, eps, _ = check_dataset(DataConfig(dataset=str(raw)))
-    write_check_report(report, eps, root / "qc")
-    if not (root / "clean").exists():
-        clean_dataset(DataConfig(dataset=str(raw), output=str(root / "clean")))
-    if not (root / "relabelled").exists():
-        relabel_dataset(DataConfig(dataset=str(raw), output=str(root / "relabelled")))
+    done = (raw / "done").is_file()
+    with stage("collect", reused=done):
+        if not done:
+            collect(CollectConfig(env=EnvConfig(tasks=s.tasks), episodes_per_task=s.episodes_per_task, noise=s.noise,
+                                  keep_failures=True, output=str(raw), resume=(raw / "meta").exists()))
+            (raw / "done").write_text("")
+    with stage("check"):
+        report, eps, _ = check_dataset(DataConfig(dataset=str(raw)))
+        write_check_report(report, eps, root / "qc")
+    for name, make in (("clean", clean_dataset), ("relabelled", relabel_dataset)):
+        done = (root / name).exists()
+        with stage(name, reused=done):
+            if not done:
+                make(DataConfig(dataset=str(raw), output=str(root / name)))
     results = {}
     for name in ("raw", "clean", "relabelled"):
         results[name] = train_and_eval(root / name, root / "runs" / name, s.steps, s.episodes)
@@ -70,7 +73,8 @@ def main(argv: list[str]) -> None:
     shutil.copy(root / "qc" / "qc.html", RESULTS / "curation_qc.html")
     qc = {n: v["episodes"] for n, v in report["rules"].items()}
     write("curation", {"qc_flagged_by_rule": qc, "vs_raw": diffs, "per_task": {n: r["per_task"] for n, r in results.items()},
-                       "settings": vars(s)}, rows, f"Raw vs cleaned vs relabelled data (DART noise {s.noise}, failures kept)")
+                       "settings": vars(s)}, rows, f"Raw vs cleaned vs relabelled data (DART noise {s.noise}, failures kept)",
+          seeds={"collect_scenes_from": 0, "dart_noise": 0, "train": 0, "eval_scenes_from": EVAL_SEEDS})
 
 
 if __name__ == "__main__":

@@ -10,9 +10,12 @@ int4 weight-only, PT2E static int8 (calibrated on the dataset), ONNX Runtime fp3
 unstructured / channel / head pruning at several sparsities with 300 fine-tuning steps each
 (a sparsity-against-success curve), int4 QAT (300 steps from the
 policy, then int4-weight), a distilled student (d_model 64, 2 layers, learning the fp32
-policy's chunks for 2000 steps). Latency: 1 thread and all threads, after warm-up. Success: the train
-split's tasks on new scene seeds, the same seeds for every method; the change against fp32 with
-Newcombe's 95% interval. Writes benchmarks/results/deploy.{json,md} and deploy_pruning.png.
+policy's chunks for 2000 steps). Every row's latency is measured on that row's own policy
+directory (1 thread and all threads, after warm-up) and every row's success is evaluated, bf16
+and compile included. Success: the train split's tasks on new scene seeds, the same seeds for
+every method; the change against fp32 with Newcombe's 95% interval. A loopback load test of the
+policy server (4 clients x 50 requests) on fp32 and ONNX Runtime. Writes
+benchmarks/results/deploy.{json,md} and deploy_pruning.png.
 """
 
 from __future__ import annotations
@@ -22,81 +25,96 @@ import os
 import sys
 from pathlib import Path
 
-from common import RESULTS, write
+from common import RESULTS, cache_root, cached_json, stage, write
 
-from vlaforge.config import CollectConfig, EnvConfig, EvalConfig, OptimConfig, PolicyConfig, PruneConfig, TrainConfig
+from vlaforge.config import (
+    EVAL_SEEDS,
+    CollectConfig,
+    EnvConfig,
+    EvalConfig,
+    OptimConfig,
+    PolicyConfig,
+    PruneConfig,
+    TrainConfig,
+)
 from vlaforge.data.collect import collect
 from vlaforge.deploy.latency import bench_latency
 from vlaforge.deploy.prune import prune
 from vlaforge.deploy.quantize import quantize
+from vlaforge.deploy.server import load_test
 from vlaforge.eval.rollout import brief, evaluate
 from vlaforge.eval.stats import difference_interval
+from vlaforge.models.policy import load_policy
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 
-ROOT = Path("runs/bench_deploy")
 TASKS = ["pick_place", "open_drawer", "press_button"]
-RUNTIME_ONLY = ("bf16", "compile")
+# Method -> the latency runtime that runs it on its own directory's fp32 weights.
+RUNTIME = {"fp32": "eager", "bf16": "bf16", "compile": "compile", "dynamic-int8": "dynamic-int8",
+           "int8-weight": "int8-weight", "int4-weight": "int4-weight", "static-int8": "static-int8",
+           "onnx-fp32": "onnx-fp32", "onnx-int8": "onnx-int8", "qat-int4": "int4-weight", "distill-small": "eager"}
+MULTI_THREAD = ("fp32", "onnx-fp32", "onnx-int8", "static-int8", "distill-small")
 # Sparsity against success, each point fine-tuned for 300 steps with its mask held.
 SPARSITY_SWEEP = [("unstructured", 0.25), ("unstructured", 0.5), ("unstructured", 0.75), ("unstructured", 0.9),
-                  ("channels", 0.25), ("channels", 0.5), ("channels", 0.75), ("heads", 0.25), ("heads", 0.5)]  # numerics of eager within bf16 rounding / exactly: latency only
+                  ("channels", 0.25), ("channels", 0.5), ("channels", 0.75), ("heads", 0.25), ("heads", 0.5)]
 
 
 def _arg(name: str, default: str) -> str:
     return next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith(f"--{name}=")), default)
 
 
-def base_policy() -> tuple[Path, Path]:
+def base_policy(root: Path) -> tuple[Path, Path]:
+    """``--policy``/``--dataset`` when given, else the benchmark's own 3-task policy made in ``root``."""
     policy, dataset = _arg("policy", ""), _arg("dataset", "")
     if policy:
         if not dataset:
             raise SystemExit("--policy needs --dataset (calibration and fine-tuning data)")
         return Path(policy), Path(dataset)
-    data = ROOT / "data"
-    collect(CollectConfig(env=EnvConfig(tasks=TASKS), episodes_per_task=80, output=str(data),
-                          resume=(data / "meta").exists()), show_progress=False)
-    run = ROOT / "train"
-    if not (run / "policy").exists():
-        train(TrainConfig(dataset=str(data), output_dir=str(run), steps=2000, tracking="none",
-                          resume=latest_checkpoint(run / "checkpoints") is not None), show_progress=False)
+    data = root / "data"
+    with stage("collect", reused=(data / "meta").exists()):
+        collect(CollectConfig(env=EnvConfig(tasks=TASKS), episodes_per_task=80, output=str(data),
+                              resume=(data / "meta").exists()), show_progress=False)
+    run = root / "train"
+    done = (run / "policy").exists()
+    with stage("train", reused=done):
+        if not done:
+            train(TrainConfig(dataset=str(data), output_dir=str(run), steps=2000, tracking="none",
+                              resume=latest_checkpoint(run / "checkpoints") is not None), show_progress=False)
     return run / "policy", data
 
 
-def deployed(policy: Path, dataset: Path) -> dict[str, Path]:
-    """Every method's policy directory (made once, reused on re-runs)."""
-    out = {"fp32": policy}
-    for method in ("dynamic-int8", "int8-weight", "int4-weight", "static-int8", "onnx-int8"):
-        d = ROOT / method
-        if not d.exists():
-            quantize(str(policy), str(d), method, dataset=str(dataset))
-        out[method] = d
-    onnx = ROOT / "onnx-fp32"
-    if not onnx.exists():
-        from vlaforge.deploy.artifact import write_deployed
-        from vlaforge.deploy.onnx import write_onnx
+def deployed(root: Path, policy: Path, dataset: Path) -> dict[str, Path]:
+    """Every method's policy directory (made once per cache root, reused on re-runs)."""
+    from vlaforge.deploy.artifact import write_deployed
+    from vlaforge.deploy.onnx import write_onnx
 
-        write_deployed(policy, onnx, lambda tmp: write_onnx(policy, tmp, int8=False))
-    out["onnx-fp32"] = onnx
+    makers = {m: (lambda d, m=m: quantize(str(policy), str(d), m, dataset=str(dataset)))
+              for m in ("bf16", "compile", "dynamic-int8", "int8-weight", "int4-weight", "static-int8", "onnx-int8")}
+    makers["onnx-fp32"] = lambda d: write_deployed(policy, d, lambda tmp: write_onnx(policy, tmp, int8=False))
     for method, sparsity in SPARSITY_SWEEP:
-        run = ROOT / f"prune-{method}-{sparsity:g}"
-        if not (run / "policy").exists():
-            prune(PruneConfig(policy=str(policy), dataset=str(dataset), method=method, sparsity=sparsity, steps=300,
-                              output_dir=str(run)))
-        out[f"prune-{method}-{sparsity:g}"] = run / "policy"
-    student = ROOT / "distill-small"
-    if not (student / "policy").exists():  # a quarter-width, two-layer student of the fp32 policy
-        train(TrainConfig(dataset=str(dataset), output_dir=str(student), steps=2000, teacher=str(policy),
-                          policy=PolicyConfig(d_model=64, n_layers=2, n_heads=2, vision_channels=[16, 32, 32]),
-                          tracking="none", resume=latest_checkpoint(student / "checkpoints") is not None),
-              show_progress=False)
-    out["distill-small"] = student / "policy"
-    qat = ROOT / "qat-int4"
-    if not (qat / "policy").exists():
-        train(TrainConfig(dataset=str(dataset), output_dir=str(qat), steps=300, init_from=str(policy), qat="int4-weight",
-                          optim=OptimConfig(lr=3e-4, warmup_steps=30), tracking="none"), show_progress=False)
-    if not (ROOT / "qat-int4-deployed").exists():
-        quantize(str(qat / "policy"), str(ROOT / "qat-int4-deployed"), "int4-weight")
-    out["qat-int4"] = ROOT / "qat-int4-deployed"
+        makers[f"prune-{method}-{sparsity:g}"] = lambda d, m=method, sp=sparsity: prune(PruneConfig(
+            policy=str(policy), dataset=str(dataset), method=m, sparsity=sp, steps=300, output_dir=str(d)))
+    # A quarter-width, two-layer student of the fp32 policy.
+    makers["distill-small"] = lambda d: train(TrainConfig(
+        dataset=str(dataset), output_dir=str(d), steps=2000, teacher=str(policy),
+        policy=PolicyConfig(d_model=64, n_layers=2, n_heads=2, vision_channels=[16, 32, 32]),
+        tracking="none", resume=latest_checkpoint(d / "checkpoints") is not None), show_progress=False)
+    makers["qat-int4"] = lambda d: train(TrainConfig(
+        dataset=str(dataset), output_dir=str(d), steps=300, init_from=str(policy), qat="int4-weight",
+        optim=OptimConfig(lr=3e-4, warmup_steps=30), tracking="none"), show_progress=False)
+    trained = {"distill-small", "qat-int4", *(f"prune-{m}-{sp:g}" for m, sp in SPARSITY_SWEEP)}
+    out = {"fp32": policy}
+    for name, make in makers.items():
+        d = root / name
+        made = d / "policy" if name in trained else d
+        with stage(f"make {name}", reused=made.exists()):
+            if not made.exists():
+                make(d)
+        out[name] = made
+    with stage("make qat-int4 deployed", reused=(root / "qat-int4-deployed").exists()):
+        if not (root / "qat-int4-deployed").exists():
+            quantize(str(out["qat-int4"]), str(root / "qat-int4-deployed"), "int4-weight")
+    out["qat-int4"] = root / "qat-int4-deployed"
     return out
 
 
@@ -107,50 +125,46 @@ def size_bytes(d: Path) -> int:
 
 def main() -> None:
     episodes = int(_arg("episodes", "30"))
-    ROOT.mkdir(parents=True, exist_ok=True)
-    policy, dataset = base_policy()
-    methods = deployed(policy, dataset)
-    runtimes = ["eager", *RUNTIME_ONLY, "dynamic-int8", "int8-weight", "int4-weight", "static-int8", "onnx-fp32",
-                "onnx-int8"]
-    lat1 = {r["runtime"]: r for r in bench_latency(str(policy), runtimes, calls=300, warmup=30, threads=1)}
-    latn = {r["runtime"]: r for r in bench_latency(str(policy), ["eager", "onnx-fp32", "onnx-int8", "static-int8"],
-                                                    calls=300, warmup=30, threads=os.cpu_count() or 1)}
-    # The student is another network: its own eager latency (its action difference is to itself).
-    small1, smalln = (bench_latency(str(methods["distill-small"]), ["eager"], calls=300, warmup=30, threads=t)[0]
-                      for t in (1, os.cpu_count() or 1))
+    root = cache_root("runs/bench_deploy")
+    policy, dataset = base_policy(root)
+    methods = deployed(root, policy, dataset)
+    threads = os.cpu_count() or 1
+    lat1, latn = {}, {}
+    with stage("latency"):
+        for name, d in methods.items():
+            runtime = RUNTIME.get(name, "eager")  # pruned policies run eager on their own (masked) weights
+            lat1[name] = bench_latency(str(d), [runtime], calls=300, warmup=30, threads=1)[0]
+            if name in MULTI_THREAD:
+                latn[name] = bench_latency(str(d), [runtime], calls=300, warmup=30, threads=threads)[0]
+    with stage("server load test"):  # loopback HTTP: 4 clients x 50 /act requests on each runtime
+        server = {name: load_test(load_policy(methods[name]), clients=4, requests=50) for name in ("fp32", "onnx-fp32")}
     results = {}
     for name, d in methods.items():
-        out = ROOT / "eval" / name
-        f = out / "results.json"
-        results[name] = json.loads(f.read_text()) if f.is_file() else evaluate(EvalConfig(
-            policy=str(d), split="train", tasks=TASKS, episodes=episodes, output_dir=str(out), videos_per_task=0), False)
+        out = root / "eval" / name
+        results[name] = cached_json(out / "results.json", name=f"eval {name}", make=lambda d=d, out=out: evaluate(
+            EvalConfig(policy=str(d), split="train", tasks=TASKS, episodes=episodes, output_dir=str(out),
+                       videos_per_task=0), False))
     base = results["fp32"]
     k0 = brief(base)["successes"]
     rows = []
-    for name in ["fp32", *RUNTIME_ONLY, *[m for m in methods if m != "fp32"]]:
-        runtime = {"fp32": "eager", "qat-int4": "int4-weight"}.get(name, name)
-        l1 = lat1.get(runtime) if not name.startswith("prune") else lat1["eager"]
-        if name == "distill-small":
-            l1, latn[name] = small1, smalln
-        row = {"method": name, "size MB": f"{size_bytes(methods.get(name, policy)) / 1e6:.2f}",
-               "p50 ms (1 thread)": f"{l1['p50_ms']:.2f}" if l1 else "",
-               "p99 ms (1 thread)": f"{l1['p99_ms']:.2f}" if l1 else "",
-               "speed-up (1 thread)": f"{lat1['eager']['p50_ms'] / l1['p50_ms']:.2f}x" if l1 else "",
-               "p50 ms (all threads)": f"{latn[runtime]['p50_ms']:.2f}" if runtime in latn else ""}
-        if name in results:
-            r = results[name]
-            k = brief(r)["successes"]
-            lo, hi = difference_interval(k, r["episodes"], k0, base["episodes"])
-            row["success"] = f"{100 * r['success_rate']:.1f}%"
-            row["change vs fp32"] = f"{100 * (r['success_rate'] - base['success_rate']):+.1f} [{100 * lo:+.0f}, {100 * hi:+.0f}]"
-        else:
-            row["success"], row["change vs fp32"] = "as fp32 (same numerics)", ""
-        rows.append(row)
+    for name in methods:
+        l1, r = lat1[name], results[name]
+        k = brief(r)["successes"]
+        lo, hi = difference_interval(k, r["episodes"], k0, base["episodes"])
+        rows.append({"method": name, "size MB": f"{size_bytes(methods[name]) / 1e6:.2f}",
+                     "p50 ms (1 thread)": f"{l1['p50_ms']:.2f}", "p99 ms (1 thread)": f"{l1['p99_ms']:.2f}",
+                     "speed-up (1 thread)": f"{lat1['fp32']['p50_ms'] / l1['p50_ms']:.2f}x",
+                     f"p50 ms ({threads} threads)": f"{latn[name]['p50_ms']:.2f}" if name in latn else "",
+                     "success": f"{100 * r['success_rate']:.1f}%",
+                     "change vs fp32": f"{100 * (r['success_rate'] - base['success_rate']):+.1f} "
+                                       f"[{100 * lo:+.0f}, {100 * hi:+.0f}]"})
     figures = {"policy": str(policy), "dataset": str(dataset), "tasks": TASKS, "episodes_per_task": episodes,
-               "latency_1_thread": lat1, "latency_all_threads": latn, "latency_distill_small_1_thread": small1,
-               "success": {n: {"success_rate": r["success_rate"], "ci95": r["ci95"]} for n, r in results.items()}}
+               "latency_1_thread": lat1, "latency_all_threads": latn, "server_load_test": server,
+               "success": {n: {"success_rate": r["success_rate"], "successes": brief(r)["successes"],
+                               "episodes": r["episodes"], "ci95": r["ci95"]} for n, r in results.items()}}
     figures["pruning_curve"] = pruning_curve(results, RESULTS / "deploy_pruning.png")
-    write("deploy", figures, rows, "Deployment methods: size, batch-1 act() latency, success change")
+    write("deploy", figures, rows, "Deployment methods: size, batch-1 act() latency, success change",
+          seeds={"collect_scenes_from": 0, "train": 0, "eval_scenes_from": EVAL_SEEDS, "latency_observation": 0})
 
 
 def pruning_curve(results: dict, out: Path) -> dict:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from common import RESULTS, write
+from common import RESULTS, cache_root, stage, write
 
-from vlaforge.config import AblateConfig, ChainConfig, CompareConfig, GeneralizeConfig, apply_overrides  # noqa: E402
+from vlaforge.config import EVAL_SEEDS, AblateConfig, ChainConfig, CompareConfig, GeneralizeConfig, apply_overrides  # noqa: E402
 from vlaforge.eval.ablate import ablate  # noqa: E402
 from vlaforge.eval.chains import evaluate_chains  # noqa: E402
 from vlaforge.eval.compare import compare  # noqa: E402
@@ -47,17 +47,20 @@ def main(argv: list[str]) -> None:
                  "eval": {"episodes": s.episodes, "videos_per_task": 1}},
         "axes": {"demos": {"collect.episodes_per_task": s.demos}, "augmentation": {"train.image_shift": [0, 4]}},
     }
-    root = Path(s.output_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = cache_root(s.output_dir)
     (root / "grid.in.yaml").write_text(yaml.safe_dump(grid))
-    summary = ablate(AblateConfig(grid=str(root / "grid.in.yaml"), output_dir=str(root)))
+    with stage("ablate (collect, train and evaluate every cell; finished cells are reused)"):
+        summary = ablate(AblateConfig(grid=str(root / "grid.in.yaml"), output_dir=str(root)))
     top = max(s.demos)
     pick = {c["values"]["augmentation"]: c["results"] for c in summary["cells"] if c["values"]["demos"] == top}
-    ab = compare(CompareConfig(runs=[pick[4], pick[0]], output_dir=str(root / "compare")))
+    with stage("compare"):
+        ab = compare(CompareConfig(runs=[pick[4], pick[0]], output_dir=str(root / "compare")))
     # The best-fed augmented cell's policy: every split, and five-instruction chains.
     policy = str(Path(pick[4]).parents[2] / "train" / "policy")
-    gen = generalize(GeneralizeConfig(policy=policy, episodes=s.episodes, output_dir=str(root / "generalization")))
-    chains = evaluate_chains(ChainConfig(policy=policy, chains=s.chains, output_dir=str(root / "chains")))
+    with stage("generalize"):
+        gen = generalize(GeneralizeConfig(policy=policy, episodes=s.episodes, output_dir=str(root / "generalization")))
+    with stage("chains"):
+        chains = evaluate_chains(ChainConfig(policy=policy, chains=s.chains, output_dir=str(root / "chains")))
     RESULTS.mkdir(exist_ok=True)
     shutil.copy(root / "generalization" / "report.html", RESULTS / "evaluation_generalization.html")
     shutil.copy(root / "chains" / "report.html", RESULTS / "evaluation_chains.html")
@@ -73,7 +76,9 @@ def main(argv: list[str]) -> None:
                "chains": {k: chains[k] for k in ("families", "positions", "average_length", "average_length_ci95", "per_task")},
                "efficiency": {c["cell"]: json.loads(Path(c["results"]).read_text())["efficiency"] for c in summary["cells"]},
                "settings": vars(s)}
-    write("evaluation", figures, rows, "Ablation grid (demos x augmentation) and A/B test, tabletop train split")
+    write("evaluation", figures, rows, "Ablation grid (demos x augmentation) and A/B test, tabletop train split",
+          seeds={"collect_scenes_from": 0, "train": 0, "eval_scenes_from": EVAL_SEEDS, "chains_from": ChainConfig.seed,
+                 "bootstrap": CompareConfig.seed})
     print(json.dumps({n: (e["contribution"], e["contribution_ci95"]) for n, e in summary["effects"].items()}))
     print(ab["verdict"])
 

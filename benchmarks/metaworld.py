@@ -25,7 +25,7 @@ from pathlib import Path
 
 import matplotlib
 import torch
-from common import RESULTS, write
+from common import RESULTS, cache_root, record_stage, write
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -133,7 +133,9 @@ def few_shot(cfg: QuickstartConfig, policy_dir: Path | None, k: int) -> tuple[di
     data_root = Path(cfg.output_dir) / f"few_shot_k{k}"
     root = data_root if policy_dir is not None else Path(cfg.output_dir) / f"scratch_k{k}"
     if (root / "eval" / "results.json").is_file() and (root / "seconds").is_file():  # finished before
-        return json.loads((root / "eval" / "results.json").read_text()), float((root / "seconds").read_text())
+        seconds = float((root / "seconds").read_text())
+        record_stage(root.name, seconds, reused=True)
+        return json.loads((root / "eval" / "results.json").read_text()), seconds
     t = time.perf_counter()
     data = collect(dataclasses.replace(cfg.collect, split="test", episodes_per_task=k, seed=FEW_SHOT_SEED,
                                        output=str(data_root / "data"), resume=(data_root / "data" / "meta").exists()), False)
@@ -151,6 +153,7 @@ def few_shot(cfg: QuickstartConfig, policy_dir: Path | None, k: int) -> tuple[di
     results = evaluate(dataclasses.replace(cfg.eval, policy=str(tuned), split="test", output_dir=str(root / "eval")), False)
     seconds = time.perf_counter() - t
     (root / "seconds").write_text(str(seconds))
+    record_stage(root.name, seconds)
     return results, seconds
 
 
@@ -166,12 +169,13 @@ def main() -> None:
     cfg = parse("quickstart", [*defaults, *args])
     name = f"metaworld_{suite}" + ("_cpu" if cpu else "")
     if cfg.output_dir == "runs/quickstart":
-        cfg.output_dir = f"runs/bench_{name}"
+        cfg.output_dir = str(cache_root(f"runs/bench_{name}"))
     done = Path(cfg.output_dir) / "summary.json"
-    if done.is_file() and all((Path(cfg.output_dir) / "eval" / s / "results.json").is_file() for s in cfg.splits):
-        summary = json.loads(done.read_text())  # collected, trained and evaluated before: reuse it all
-    else:
-        summary = quickstart(cfg, show_progress=False)
+    reused = done.is_file() and all((Path(cfg.output_dir) / "eval" / s / "results.json").is_file() for s in cfg.splits)
+    # Collected, trained and evaluated before (same code and arguments): reuse it all.
+    summary = json.loads(done.read_text()) if reused else quickstart(cfg, show_progress=False)
+    for stage_name, seconds in summary["stage_seconds"].items():
+        record_stage(stage_name, seconds, reused=reused or stage_name in summary["reused_stages"])
     stage_seconds = dict(summary["stage_seconds"])
     results = json.loads((Path(cfg.output_dir) / "eval" / "train" / "results.json").read_text())
     trained, per_task = summarize(results)
@@ -225,7 +229,9 @@ def main() -> None:
         "reused_stages": summary["reused_stages"],
     }
     write(name, figures, rows, f"Meta-World {cfg.collect.env.suite}: multi-task success"
-          + (", zero-shot and few-shot on held-out tasks" if held_out else " beside published MT50 results"))
+          + (", zero-shot and few-shot on held-out tasks" if held_out else " beside published MT50 results"),
+          seeds={"collect_scenes_from": cfg.collect.seed, "few_shot_demos_from": FEW_SHOT_SEED, "train": cfg.train.seed,
+                 "eval_scenes_from": cfg.eval.seed})
 
 
 if __name__ == "__main__":

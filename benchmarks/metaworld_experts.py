@@ -12,7 +12,7 @@ import argparse
 import os
 import time
 
-from common import write
+from common import stage, write
 
 import vlaforge  # noqa: F401  (sets MUJOCO_GL)
 from vlaforge.config import EnvConfig
@@ -52,7 +52,8 @@ if __name__ == "__main__":
     ap.add_argument("--max_steps", type=int, default=500)
     args = ap.parse_args()
     jobs = [(t, 1000 + s, args.max_steps) for t in TASKS for s in range(args.seeds)]
-    results = list(map_in_workers(run, jobs, os.cpu_count() or 1, _init))
+    with stage("rollouts"):
+        results = list(map_in_workers(run, jobs, os.cpu_count() or 1, _init))
     group = {t: g for g, members in DIFFICULTY.items() for t in members}
     rows = []
     for task in TASKS:
@@ -65,4 +66,6 @@ if __name__ == "__main__":
     figures = {"episodes": len(results), "successes": total, "success_rate": total / len(results),
                "max_steps": args.max_steps, "seeds_per_task": args.seeds,
                "mean_steps_per_s_one_core": sum(r[3] for r in results) / len(results)}
-    write("metaworld_experts", figures, rows, f"Meta-World scripted policies through the adapter ({args.seeds} seeds/task, {args.max_steps} steps)")
+    write("metaworld_experts", figures, rows,
+          f"Meta-World scripted policies through the adapter ({args.seeds} seeds/task, {args.max_steps} steps)",
+          seeds={"scenes": f"1000..{999 + args.seeds} per task"})

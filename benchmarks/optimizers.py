@@ -11,38 +11,40 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from common import RESULTS, write  # noqa: E402
+from common import RESULTS, cache_root, stage, write  # noqa: E402
 
 from vlaforge.config import CollectConfig, EnvConfig, OptimConfig, TrainConfig  # noqa: E402
 from vlaforge.data.collect import collect  # noqa: E402
 from vlaforge.registry import OPTIMIZERS  # noqa: E402
 from vlaforge.train.trainer import train  # noqa: E402
 
-ROOT = Path("runs/bench_optimizers")
 # Peak learning rates: AdamW's default, the rules of thumb of each method's paper for the others.
 LR = {"adamw": 1e-3, "radam": 1e-3, "lion": 1e-4, "sophia": 1e-3, "kfac": 0.05, "lbfgs": 0.5}
 
 
 def main() -> None:
     steps = next((int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--steps=")), 400)
-    data = ROOT / "data"
-    collect(CollectConfig(env=EnvConfig(tasks=["reach", "push", "pick_place"]), episodes_per_task=30,
-                          output=str(data), resume=(data / "meta").exists()), show_progress=False)
+    root = cache_root("runs/bench_optimizers")
+    data = root / "data"
+    with stage("collect", reused=(data / "meta").exists()):
+        collect(CollectConfig(env=EnvConfig(tasks=["reach", "push", "pick_place"]), episodes_per_task=30,
+                              output=str(data), resume=(data / "meta").exists()), show_progress=False)
     curves, rows = {}, []
     for name in OPTIMIZERS.names():
         n = steps if name != "lbfgs" else steps // 8  # each L-BFGS step runs up to 20 evaluations
-        run = ROOT / name
-        if not (run / "policy").exists():
-            shutil.rmtree(run, ignore_errors=True)
-            train(TrainConfig(dataset=str(data), output_dir=str(run), steps=n, batch_size=32, log_every=10,
-                              ckpt_every=n, tracking="none", threads=2,
-                              optim=OptimConfig(name=name, lr=LR[name], warmup_steps=min(50, n // 10))), False)
+        run = root / name
+        done = (run / "policy").exists()
+        with stage(f"train {name}", reused=done):
+            if not done:
+                shutil.rmtree(run, ignore_errors=True)
+                train(TrainConfig(dataset=str(data), output_dir=str(run), steps=n, batch_size=32, log_every=10,
+                                  ckpt_every=n, tracking="none", threads=2,
+                                  optim=OptimConfig(name=name, lr=LR[name], warmup_steps=min(50, n // 10))), False)
         log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         wall, elapsed = [], 0.0
         for prev, cur in zip([{"step": 0}] + log, log):
@@ -66,7 +68,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     fig.savefig(RESULTS / "optimizers.png", dpi=110)
     write("optimizers", {"curves": curves, "batch_size": 32, "data": "tabletop reach/push/pick_place, 30 demos each"},
-          rows, "Optimizers on the same tabletop data (default policy, batch 32, bf16)")
+          rows, "Optimizers on the same tabletop data (default policy, batch 32, bf16)",
+          seeds={"collect_scenes_from": 0, "train": 0})
 
 
 if __name__ == "__main__":

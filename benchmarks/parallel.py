@@ -19,12 +19,11 @@ import sys
 from pathlib import Path
 
 import torch
-from common import write
+from common import cache_root, stage, write
 
 from vlaforge.config import CollectConfig, EnvConfig
 from vlaforge.data.collect import collect
 
-ROOT = Path("runs/bench_parallel")
 PEAK_OF_CHILDREN = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
                     "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
 GLOBAL_BATCH = 64
@@ -32,20 +31,21 @@ MODES = {"1 process": [], "dp=2 (DDP)": ["--parallel.dp=2"], "fsdp=2 (FSDP2)": [
          "tp=2 (tensor)": ["--parallel.tp=2"], "pp=2 (pipeline, 1F1B, 4 micro-batches)": ["--parallel.pp=2"]}
 
 
-def dataset() -> Path:
+def dataset(root: Path) -> Path:
     """Two tabletop tasks, 20 demonstrations each (collected once)."""
-    data = ROOT / "data"
-    collect(CollectConfig(env=EnvConfig(tasks=["reach", "push"]), episodes_per_task=20, output=str(data),
-                          resume=(data / "meta").exists()), show_progress=False)
+    data = root / "data"
+    with stage("collect", reused=(data / "meta").exists()):
+        collect(CollectConfig(env=EnvConfig(tasks=["reach", "push"]), episodes_per_task=20, output=str(data),
+                              resume=(data / "meta").exists()), show_progress=False)
     return data
 
 
-def run_mode(label: str, args: list[str], steps: int, data: Path) -> dict:
+def run_mode(root: Path, label: str, args: list[str], steps: int, data: Path) -> dict:
     """Train ``steps`` steps of global batch 64 with ``args`` (2 processes when a parallelism is given)."""
     cores = os.cpu_count() or 1
     nproc = 2 if any(a.startswith("--parallel.") for a in args) else 1
     data_ranks = 2 if any(a.startswith(("--parallel.dp", "--parallel.fsdp")) for a in args) else 1
-    out = ROOT / re.sub(r"\W+", "_", label).strip("_")
+    out = root / re.sub(r"\W+", "_", label).strip("_")
     shutil.rmtree(out, ignore_errors=True)
     train = ["-m", "vlaforge", "train", f"--dataset={data}", f"--output_dir={out}", f"--steps={steps}",
              f"--batch_size={GLOBAL_BATCH // data_ranks}", "--tracking=none", f"--log_every={steps // 3}",
@@ -67,11 +67,16 @@ def run_mode(label: str, args: list[str], steps: int, data: Path) -> dict:
 
 def main() -> None:
     steps = next((int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--steps=")), 60)
-    data = dataset()
-    rows = [run_mode(label, args, steps, data) for label, args in MODES.items()]
+    root = cache_root("runs/bench_parallel")
+    data = dataset(root)
+    rows = []
+    for label, args in MODES.items():
+        with stage(label):
+            rows.append(run_mode(root, label, args, steps, data))
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     write(f"parallel_{'cuda' if torch.cuda.is_available() else 'cpu'}", {"device": device, "global_batch": GLOBAL_BATCH,
-          "steps": steps}, rows, f"vlaforge train parallelisms, 2 processes vs 1, global batch {GLOBAL_BATCH} ({device})")
+          "steps": steps}, rows, f"vlaforge train parallelisms, 2 processes vs 1, global batch {GLOBAL_BATCH} ({device})",
+          seeds={"collect_scenes_from": 0, "train": 0})
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from common import RESULTS, write
+from common import RESULTS, cache_root, stage, write
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,7 +35,6 @@ from vlaforge.safety.audit import AdversarialActor, PolicyActor, RandomActor, au
 from vlaforge.safety.cbf import VIOLATIONS  # noqa: E402
 from vlaforge.safety.safe_rl import safe_finetune  # noqa: E402
 
-ROOT = Path("runs/bench_safety")
 # The filter's default limits plus one keep-out sphere over the middle of the table (an overhead
 # fixture): the trained policy's paths pass below it, the adversarial actor aims at it.
 LIMITS = SafetyConfig(keep_out=[[0.0, 0.0, 0.22, 0.03]])
@@ -78,14 +77,15 @@ def summarize(eps: list[dict]) -> dict:
     return row
 
 
-def safe_rl(policy_dir: Path, task: str, iterations: int) -> dict:
+def safe_rl(root: Path, policy_dir: Path, task: str, iterations: int) -> dict:
     """PPO-Lagrangian and unconstrained PPO from the same policy, settings and seeds."""
     runs = {}
     for algorithm in ("ppo-lagrangian", "ppo"):
-        out = ROOT / f"rl_{algorithm}"
+        out = root / f"rl_{algorithm}"
         cfg = SafeRLConfig(policy=str(policy_dir), task=task, algorithm=algorithm, iterations=iterations,
                            output_dir=str(out), resume=(out / "checkpoint").exists())
-        runs[algorithm] = safe_finetune(cfg, show_progress=False)
+        with stage(f"safe-rl {algorithm}"):
+            runs[algorithm] = safe_finetune(cfg, show_progress=False)
     return runs
 
 
@@ -108,15 +108,17 @@ def plot_rl(runs: dict, out: Path) -> bytes:
 
 
 def main() -> None:
+    root = cache_root("runs/bench_safety")
     policy_dir = Path(_arg("policy", ""))
     if not str(_arg("policy", "")):
         from deploy import base_policy
 
-        policy_dir = base_policy()[0]
+        policy_dir = base_policy(root)[0]
     episodes, iterations = int(_arg("episodes", "10")), int(_arg("iterations", "60"))
     task = _arg("rl_task", "press_button")
-    table = audit(policy_dir, episodes)
-    runs = safe_rl(policy_dir, task, iterations)
+    with stage("audit"):
+        table = audit(policy_dir, episodes)
+    runs = safe_rl(root, policy_dir, task, iterations)
 
     base, filt = table["trained/none"], table["trained/filter"]
     change = filt["success_rate"] - base["success_rate"]
@@ -144,7 +146,8 @@ def main() -> None:
                "audit": table, "filter_success_change": change, "filter_success_change_ci95": list(ci),
                "safe_rl": {a: {k: run[k] for k in ("before", "after", "curve")} | {"config": run["config"]}
                            for a, run in runs.items()}}
-    write("safety", figures, rows, "Safety: violations with and without the barrier filter; PPO-Lagrangian fine-tuning")
+    write("safety", figures, rows, "Safety: violations with and without the barrier filter; PPO-Lagrangian fine-tuning",
+          seeds={"audit_scenes_from": EVAL_SEEDS, "safe_rl": SafeRLConfig.seed, "policy": "--policy or deploy's base"})
     rl_md = [f"## Safe RL on {task}: deterministic evaluation before and after ({iterations} rounds)", "",
              "| algorithm | when | success % | cost per episode | limit | speeding steps | workspace steps | length |",
              "|---|---|---|---|---|---|---|---|", *rl_rows]

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from common import RESULTS, write
+from common import RESULTS, cache_root, cached_json, stage, write
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from vlaforge.config import (  # noqa: E402
+    EVAL_SEEDS,
     CollectConfig,
     DomainConfig,
     EnvConfig,
@@ -46,7 +47,7 @@ from vlaforge.eval.transfer import transfer  # noqa: E402
 from vlaforge.train.checkpoint import latest_checkpoint  # noqa: E402
 from vlaforge.train.trainer import train  # noqa: E402
 
-ROOT = Path("runs/bench_sim2real")
+ROOT = Path("runs/bench_sim2real")  # main() moves it to this invocation's cache root
 TASKS = ["pick_place", "open_drawer", "press_button"]
 VARIANTS = {"none": "", "visual": "dr-visual", "physics": "dr-physics", "sensor": "dr-sensor", "all": "dr-all"}
 SWEEP = ["lighting=0..1", "camera=0..1", "background=0..1", "friction=0..1", "actuator_gain=0..1", "image_noise=0..1",
@@ -59,27 +60,22 @@ def _arg(name: str, default: str) -> str:
     return next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith(f"--{name}=")), default)
 
 
-def cached(path: Path, make) -> dict:
-    """``path``'s JSON if a previous run wrote it, else ``make()`` (which writes it)."""
-    if path.is_file():
-        return json.loads(path.read_text())
-    result = make()
-    return result if isinstance(result, dict) else json.loads(path.read_text())
-
-
 def dataset(name: str, domain: DomainConfig, episodes: int, seed: int = 0) -> Path:
     out = ROOT / f"data_{name}"
     cfg = CollectConfig(env=EnvConfig(tasks=TASKS), episodes_per_task=episodes, output=str(out), seed=seed,
                         domain=domain, resume=(out / "meta").exists())
-    return collect(cfg, show_progress=False)
+    with stage(f"collect {name}", reused=(out / "meta").exists()):
+        return collect(cfg, show_progress=False)
 
 
 def train_policy(run: Path, data: Path, steps: int, **kw) -> Path:
-    if (run / "policy").exists():
-        return run / "policy"
-    cfg = TrainConfig(dataset=str(data), output_dir=str(run), steps=steps, tracking="none",
-                      resume=latest_checkpoint(run / "checkpoints") is not None, **kw)
-    return train(cfg, show_progress=False)
+    done = (run / "policy").exists()
+    with stage(run.name, reused=done):
+        if done:
+            return run / "policy"
+        cfg = TrainConfig(dataset=str(data), output_dir=str(run), steps=steps, tracking="none",
+                          resume=latest_checkpoint(run / "checkpoints") is not None, **kw)
+        return train(cfg, show_progress=False)
 
 
 def expert_success(target: str, episodes: int) -> dict:
@@ -120,7 +116,7 @@ def adaptation(target: str, base: Path, source_data: Path, k: int, steps: int, e
         run = ROOT / f"adapt_{target}_{method}"
         data = kw.pop("data")
         policy = train_policy(run, data, steps, init_from=str(base), optim=optim, **kw)
-        res = cached(run / "eval" / "results.json", lambda: evaluate(EvalConfig(
+        res = cached_json(run / "eval" / "results.json", lambda: evaluate(EvalConfig(
             policy=str(policy), split="train", episodes=episodes, domain=DomainConfig(preset=target),
             output_dir=str(run / "eval"), videos_per_task=1), False))
         out[method] = brief(res)
@@ -129,7 +125,7 @@ def adaptation(target: str, base: Path, source_data: Path, k: int, steps: int, e
 
 def cross_simulator(policy: Path, source: dict, out: Path, episodes: int) -> dict:
     """The policy in the PyBullet build of its tasks, with the gap to its MuJoCo source result."""
-    res = cached(out / "results.json", lambda: evaluate(EvalConfig(
+    res = cached_json(out / "results.json", lambda: evaluate(EvalConfig(
         policy=str(policy), split="train", episodes=episodes, suite=CROSS_SIM, output_dir=str(out)), False))
     row = brief(res)
     k0 = source.get("successes", round(source["success_rate"] * source["episodes"]))  # older transfer.json lack it
@@ -182,20 +178,21 @@ def main() -> None:
     steps, demos = int(_arg("steps", "1500")), int(_arg("demos", "60"))
     episodes, k = int(_arg("episodes", "20")), int(_arg("k", "10"))
     sweep_episodes, adapt_steps = int(_arg("sweep_episodes", "10")), int(_arg("adapt_steps", "300"))
-    ROOT.mkdir(parents=True, exist_ok=True)
+    global ROOT
+    ROOT = cache_root(ROOT)
     t0 = time.perf_counter()
     table, policies, data = {}, {}, {}
     for variant, preset in VARIANTS.items():
         data[variant] = dataset(variant, DomainConfig(preset=preset), demos)
         policies[variant] = train_policy(ROOT / f"train_{variant}", data[variant], steps)
         out = ROOT / f"transfer_{variant}"
-        summary = cached(out / "transfer.json", lambda: transfer(TransferConfig(
+        summary = cached_json(out / "transfer.json", lambda: transfer(TransferConfig(
             policy=str(policies[variant]), targets=list(TARGETS), episodes=episodes, output_dir=str(out)), False))
         table[variant] = summary["domains"]
         table[variant][CROSS_SIM] = cross_simulator(policies[variant], table[variant]["source"],
                                                     ROOT / f"bullet_{variant}", episodes)
         print(variant, {d: round(r["success_rate"], 3) for d, r in table[variant].items()}, flush=True)
-    experts = cached(ROOT / "expert_success.json", lambda: _write(ROOT / "expert_success.json",
+    experts = cached_json(ROOT / "expert_success.json", name="expert success in the targets", make=lambda: _write(ROOT / "expert_success.json",
                                                                  {t: expert_success(t, 10) for t in [*TARGETS, CROSS_SIM]}))
     adapt = {}
     for target in TARGETS:
@@ -204,7 +201,7 @@ def main() -> None:
     curves = {}
     for variant in ("none", "all"):
         out = ROOT / f"robustness_{variant}"
-        res = cached(out / "robustness.json", lambda: sweep(EvalConfig(
+        res = cached_json(out / "robustness.json", lambda: sweep(EvalConfig(
             policy=str(policies[variant]), split="train", episodes=sweep_episodes, perturb=SWEEP,
             output_dir=str(out), videos_per_task=0), False))
         curves[variant] = res["curves"]
@@ -236,7 +233,9 @@ def main() -> None:
         "transfer": table, "adaptation": adapt, "expert_success_in_targets": experts, "robustness": curves,
         "wall_minutes": (time.perf_counter() - t0) / 60,
     }
-    write("sim2real", figures, rows, "Sim-to-real transfer (sim-to-sim proxy): success % [95% CI] by training domain")
+    write("sim2real", figures, rows, "Sim-to-real transfer (sim-to-sim proxy): success % [95% CI] by training domain",
+          seeds={"collect_scenes_from": 0, "target_demos_from": TARGET_DEMO_SEED, "train": 0,
+                 "eval_scenes_from": EVAL_SEEDS, "expert_check_scenes_from": 2 * 10**9})
 
 
 def _write(path: Path, payload: dict) -> dict:

@@ -20,13 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from common import RESULTS, write
+from common import RESULTS, cache_root, stage, write
 
-from vlaforge.config import AblateConfig, CollectConfig, DomainConfig, EnvConfig, PretrainConfig, apply_overrides
+from vlaforge.config import (
+    EVAL_SEEDS,
+    AblateConfig,
+    CollectConfig,
+    DomainConfig,
+    EnvConfig,
+    PretrainConfig,
+    apply_overrides,
+)
 from vlaforge.data.collect import collect
 from vlaforge.eval.ablate import ablate
 from vlaforge.eval.stats import difference_interval
 from vlaforge.train.pretrain import pretrain
+
+POOL_SEED = 50_000  # unlabelled pool scenes, apart from the demonstrations' seeds
 
 
 @dataclass
@@ -43,21 +53,25 @@ class Settings:
 
 def main(argv: list[str]) -> None:
     s = apply_overrides(Settings(), [a[2:] for a in argv])
-    root = Path(s.output_dir)
+    root = cache_root(s.output_dir)
     pools = []
     for preset in ("", "dr-visual"):
         out = root / "pool" / (preset or "plain")
-        if not (out / "done").is_file():
-            collect(CollectConfig(env=EnvConfig(tasks=s.tasks), episodes_per_task=s.pool_per_task, seed=50_000,
-                                  output=str(out), resume=(out / "meta").exists(), domain=DomainConfig(preset=preset)))
-            (out / "done").write_text("")
+        done = (out / "done").is_file()
+        with stage(f"collect pool {preset or 'plain'}", reused=done):
+            if not done:
+                collect(CollectConfig(env=EnvConfig(tasks=s.tasks), episodes_per_task=s.pool_per_task, seed=POOL_SEED,
+                                      output=str(out), resume=(out / "meta").exists(), domain=DomainConfig(preset=preset)))
+                (out / "done").write_text("")
         pools.append(str(out))
     encoders = {}
     for method in s.methods:
         run = root / "pretrain" / method
-        if not (run / "pretrain.json").is_file():
-            pretrain(PretrainConfig(datasets=pools, method=method, output_dir=str(run), steps=s.pretrain_steps,
-                                    resume=(run / "checkpoints").exists()))
+        done = (run / "pretrain.json").is_file()
+        with stage(f"pretrain {method}", reused=done):
+            if not done:
+                pretrain(PretrainConfig(datasets=pools, method=method, output_dir=str(run), steps=s.pretrain_steps,
+                                        resume=(run / "checkpoints").exists()))
         encoders[method] = str(run)
     grid = {
         "base": {"collect": {"env": {"tasks": s.tasks}}, "splits": ["train"],
@@ -66,7 +80,8 @@ def main(argv: list[str]) -> None:
         "axes": {"demos": {"collect.episodes_per_task": s.demos}, "encoder": {"train.init_encoder": ["", *encoders.values()]}},
     }
     (root / "grid.in.yaml").write_text(yaml.safe_dump(grid))
-    summary = ablate(AblateConfig(grid=str(root / "grid.in.yaml"), output_dir=str(root)))
+    with stage("ablate (collect, train and evaluate every cell; finished cells are reused)"):
+        summary = ablate(AblateConfig(grid=str(root / "grid.in.yaml"), output_dir=str(root)))
     name = {"": "scratch"} | {path: method for method, path in encoders.items()}
     cell = {(c["values"]["demos"], name[c["values"]["encoder"]]): c for c in summary["cells"]}
     rows, gains = [], {}
@@ -87,7 +102,9 @@ def main(argv: list[str]) -> None:
     RESULTS.mkdir(exist_ok=True)
     shutil.copy(root / "report.html", RESULTS / "ssl.html")
     write("ssl", {"gains": gains, "pretraining": pre, "settings": vars(s)}, rows,
-          "Self-supervised encoder pretraining, then behaviour cloning (tabletop, train split)")
+          "Self-supervised encoder pretraining, then behaviour cloning (tabletop, train split)",
+          seeds={"pool_scenes_from": POOL_SEED, "pretrain": 0, "collect_scenes_from": 0, "train": 0,
+                 "eval_scenes_from": EVAL_SEEDS})
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ from __future__ import annotations
 import shutil
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import yaml
-from common import RESULTS, write
+from common import RESULTS, cache_root, stage, write
 
-from vlaforge.config import AblateConfig, apply_overrides
+from vlaforge.config import EVAL_SEEDS, AblateConfig, apply_overrides
 from vlaforge.eval.ablate import ablate
 
 
@@ -42,17 +41,18 @@ def main(argv: list[str]) -> None:
                  "eval": {"episodes": s.episodes, "videos_per_task": 1}},
         "axes": {"dart_noise": {"collect.noise": [0.0, 0.3]}, "color_jitter": {"train.color_jitter": [0.0, 0.3]}},
     }
-    root = Path(s.output_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = cache_root(s.output_dir)
     (root / "grid.in.yaml").write_text(yaml.safe_dump(grid))
-    summary = ablate(AblateConfig(grid=str(root / "grid.in.yaml"), output_dir=str(root)))
+    with stage("ablate (collect, train and evaluate every cell; finished cells are reused)"):
+        summary = ablate(AblateConfig(grid=str(root / "grid.in.yaml"), output_dir=str(root)))
     rows = [{"dart_noise": c["values"]["dart_noise"], "color_jitter": c["values"]["color_jitter"],
              "success": c["success_rate"], "ci95": f"[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]", "episodes": c["episodes"]}
             for c in summary["cells"]]
     RESULTS.mkdir(exist_ok=True)
     shutil.copy(root / "report.html", RESULTS / "synthetic.html")
     write("synthetic", {"effects": summary["effects"], "settings": vars(s)}, rows,
-          f"DART noise x colour jitter, {s.demos} demos per task, {s.steps} steps (tabletop, train split)")
+          f"DART noise x colour jitter, {s.demos} demos per task, {s.steps} steps (tabletop, train split)",
+          seeds={"collect_scenes_from": 0, "train": 0, "eval_scenes_from": EVAL_SEEDS})
 
 
 if __name__ == "__main__":

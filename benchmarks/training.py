@@ -23,7 +23,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import write
+from common import cache_root, record_stage, stage, write
 from parallel import dataset, run_mode
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
@@ -170,6 +170,7 @@ def main() -> None:
         rows.append(r)
         return r
 
+    started = time.perf_counter()
     for device in devices:
         precisions = ("fp32", "bf16") + (("fp16",) if device == "cuda" else ())
         peaks = {p: _fresh(gemm_peak, p, device) for p in precisions}
@@ -195,6 +196,8 @@ def main() -> None:
             r = row(f"accumulate={k} (micro-batch {BATCH // k}, effective {BATCH})", device, "bf16", s, peaks["bf16"])
             figures[f"{device}_accumulate{k}_overhead"] = round(s["ms"] / one["ms"] - 1, 3)
             r["what"] += f": {s['ms'] / one['ms'] - 1:+.0%} time per step"
+    record_stage("step timings, matmul peaks, accumulation", time.perf_counter() - started)
+    started = time.perf_counter()
     shares = {p: _fresh(time_shares, p) for p in ("fp32", "bf16")}
     figures["cpu_step_time_shares"] = {p: {k: round(v, 3) for k, v in sh.items()} for p, sh in shares.items()}
     gemm_ratio = figures["cpu_gemm_peak_gflops"]["bf16"] / figures["cpu_gemm_peak_gflops"]["fp32"]
@@ -210,12 +213,15 @@ def main() -> None:
             rows.append({"what": f"attention fwd+bwd ({backend.name} kernel), ms/call", "device": "cpu",
                          "precision": p, "ms/step": round(attention_ms(backend, DTYPES[p]), 2), "samples/s": "",
                          "model TFLOP/s": "", "MFU": "", "peak MB": ""})
-    data = dataset()
+    record_stage("time shares, attention kernels", time.perf_counter() - started)
+    root = cache_root("runs/bench_training")
+    data = dataset(root)
     modes = [("1 process, fp32", ["--precision=fp32"]), ("1 process", [])]
     if torch.cuda.device_count() != 1:  # DDP needs a GPU per process under NCCL
         modes.append(("dp=2 (DDP)", ["--parallel.dp=2"]))
     for label, args in modes:
-        r = run_mode(label, args, ddp_steps, data)
+        with stage(f"vlaforge train {label}"):
+            r = run_mode(root, label, args, ddp_steps, data)
         precision = "fp32" if args[:1] == ["--precision=fp32"] else "bf16"
         rows.append({"what": f"vlaforge train, {label.split(',')[0]}, tabletop data (peak MB: whole process)",
                      "device": devices[-1], "precision": precision, "ms/step": round(1000 * BATCH / r["samples/s"], 1),
@@ -223,7 +229,8 @@ def main() -> None:
         figures[f"train_cli_{re.sub(r'[^a-z0-9]+', '_', label.lower()).strip('_')}_samples_per_s"] = r["samples/s"]
     figures["train_cli_bf16_speedup"] = round(figures["train_cli_1_process_samples_per_s"]
                                               / figures["train_cli_1_process_fp32_samples_per_s"], 2)
-    write("training", figures, rows, "Training engine: precision, MFU, accumulation, DDP (global batch 64)")
+    write("training", figures, rows, "Training engine: precision, MFU, accumulation, DDP (global batch 64)",
+          seeds={"synthetic_batches": 0, "init": 0, "collect_scenes_from": 0, "train": 0})
 
 
 if __name__ == "__main__":

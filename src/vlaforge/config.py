@@ -442,7 +442,7 @@ class ExportConfig:
 class QuantizeConfig:
     method: str = field(
         default="dynamic-int8",
-        metadata={"help": "dynamic-int8 | int8-weight | int4-weight | static-int8 (torch) | onnx-int8 (ONNX Runtime)"},
+        metadata={"help": "dynamic-int8 | int8-weight | int4-weight | static-int8 (torch) | onnx-int8 (ONNX Runtime) | bf16 | compile (fp32 weights on that runtime)"},
     )
     dataset: str = field(default="", metadata={"help": "static-int8: dataset whose frames calibrate the activations"})
     calibration_samples: int = field(default=64, metadata={"help": "static-int8: calibration frames"})

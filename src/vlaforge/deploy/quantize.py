@@ -9,6 +9,11 @@ Only plain nn.Linear layers are quantized: the action head (a Linear subclass) s
     static-int8   PT2E: exported graph calibrated on dataset frames, int8 weights and activations,
                   compiled with Inductor at load (``static_int8.py``)
     onnx-int8     the ONNX graph quantized by ONNX Runtime (int8 weights, dynamic activations)
+    bf16          no quantization: fp32 weights run under bf16 autocast
+    compile       no quantization: fp32 weights run through torch.compile (Inductor)
+The last two are runtimes rather than storage formats; as deployed directories they can be
+evaluated like any other method (``vlaforge eval --policy=DIR``), so their success is measured,
+not assumed.
 
 The other torch methods are deterministic functions of the fp32 weights, so the deployed directory
 stores those (safetensors) and the method is applied when it is loaded.
@@ -71,8 +76,26 @@ def int4_quantizable(module: nn.Module, _fqn: str = "") -> bool:
     return type(module) is nn.Linear and module.in_features % INT4_GROUP == 0
 
 
+class Autocast(nn.Module):
+    """``model`` run under bf16 autocast, its output returned in fp32."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.float().eval()
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", torch.bfloat16):
+            return self.model(*args).float()
+
+
+def compiled(model: nn.Module) -> nn.Module:
+    """``model`` compiled by torch.compile (compilation happens on the first call)."""
+    return torch.compile(model.float().eval())
+
+
 TORCH_METHODS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "dynamic-int8": dynamic_int8, "int8-weight": int8_weight, "int4-weight": int4_weight,
+    "bf16": Autocast, "compile": compiled,
 }
 METHODS = (*TORCH_METHODS, "static-int8", "onnx-int8")
 
