@@ -17,10 +17,10 @@ demo: $(STAMP)
 	$(BIN)/vlaforge quickstart --output_dir=runs/quickstart
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -rs -m slow
 
 # The human-eval app in a real headless browser: Debian's chromium driven by Playwright.
 test-browser: $(STAMP)

@@ -64,11 +64,12 @@ def ci(lo_hi: list[float], digits: int = 1) -> str:
     return f"[{100 * lo_hi[0]:.{digits}f}, {100 * lo_hi[1]:.{digits}f}]"
 
 
-def diff(d: float, lo_hi: list[float] | tuple[float, float]) -> str:
-    """A difference in points with its 95% interval, and the verdict the interval allows."""
+def diff(d: float, lo_hi: list[float] | tuple[float, float], verdict: bool = True) -> str:
+    """A difference in points with its 95% interval, and the verdict the interval allows
+    (``verdict=False`` for table cells whose caption states it)."""
     lo, hi = lo_hi
     text = f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-    return text + (" (no effect detected at this size)" if lo <= 0 <= hi else "")
+    return text + (" (no effect detected at this size)" if verdict and lo <= 0 <= hi else "")
 
 
 _INTERVAL = re.compile(r"([+-]?\d+(?:\.\d+)?) \[([+-]?\d+(?:\.\d+)?), ([+-]?\d+(?:\.\d+)?)\]")
@@ -267,8 +268,9 @@ def data() -> str:
         for k in demos:
             r = cell[(k, enc)]
             g = gains.get(f"{enc}@{k}")
-            row.append(pct(r["success"], 0) + (f" ({diff(g['gain'], g['gain_ci95'])})" if g else ""))
+            row.append(pct(r["success"], 0) + (f" ({diff(g['gain'], g['gain_ci95'], verdict=False)})" if g else ""))
         ssl_rows.append(row)
+    spans = sum(g["gain_ci95"][0] <= 0 <= g["gain_ci95"][1] for g in gains.values())
     al = load("active_learning")
     al_rows = [[r["strategy"], r["demos"], pct(r["success"], 0),
                 diff(*parse_diff(r["vs_random"])) if r["vs_random"] else ""] for r in al["rows"] if r["round"] > 0]
@@ -281,7 +283,9 @@ def data() -> str:
     return "\n".join([
         "Self-supervised encoders, then behaviour cloning; success (gain over scratch, points) by demos per task, "
         "one training seed per cell:", "",
-        *table(["encoder", *(f"{k} demos" for k in demos)], ssl_rows), "", source("ssl"), "",
+        *table(["encoder", *(f"{k} demos" for k in demos)], ssl_rows), "",
+        f"{spans} of {len(gains)} gain intervals span zero: no effect detected at this size for those.", "",
+        source("ssl"), "",
         "Active learning against random selection at equal budgets (one training seed per cell):", "",
         *table(["strategy", "demos", "success", "vs random (points)"], al_rows), "", source("active_learning"), "",
         "Curation of a noisy collection (one training seed per cell):", "",
@@ -379,7 +383,7 @@ def _numbers(obj) -> set[str]:
     out: set[str] = set()
 
     def add(x: float) -> None:
-        for v in (x, 100 * x):
+        for v in (abs(x), 100 * abs(x)):
             for d in (0, 1, 2):
                 out.add(f"{v:.{d}f}")
 
@@ -411,6 +415,9 @@ def prose_mismatches() -> list[str]:
         if path.name == "results.md":
             continue
         text = MARKER.sub("", path.read_text())
+        for name in re.findall(r"results/([\w-]+)\.(?:md|json)\b", text):
+            if not (RESULTS / f"{name}.json").is_file():
+                problems.append(f"{path.relative_to(ROOT)}: cites benchmarks/results/{name}, which does not exist")
         for section in re.split(r"\n(?=#+ )", text):
             names = cited(section)
             if not names:

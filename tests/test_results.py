@@ -1,0 +1,120 @@
+"""Published figures: provenance in every results file, caches keyed on what made them, and the
+README/docs regenerated from the committed JSON (benchmarks/common.py, benchmarks/report.py)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402
+import report  # noqa: E402
+
+
+def test_readme_and_docs_match_the_committed_results():
+    """What `python benchmarks/report.py` would write is what is committed, byte for byte."""
+    stale = [str(p.relative_to(report.ROOT)) for p, text in report.targets().items()
+             if not p.is_file() or p.read_text() != text]
+    assert not stale, f"run python benchmarks/report.py: stale {stale}"
+
+
+def test_no_typed_figure_contradicts_its_results_file():
+    assert report.prose_mismatches() == []
+
+
+def test_every_results_file_has_provenance_or_says_it_has_none():
+    for path in sorted(report.RESULTS.glob("*.json")):
+        d = json.loads(path.read_text())
+        line = report.source(path.stem)
+        if "provenance" in d:
+            p = d["provenance"]
+            assert {"commit", "dirty", "date", "machine", "command", "argv", "seeds", "stages", "total_seconds"} <= set(p)
+            assert p["stages"] and all(s["seconds"] >= 0 for s in p["stages"].values()), path.name
+            assert p["commit"][:10] in line
+        else:
+            assert "no provenance" in line
+
+
+def test_report_check_mode_fails_on_a_stale_block(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    (tmp_path / "docs").mkdir()
+    readme.write_text("x\n<!-- figures:render_fps -->\n| render | 9999 |\n<!-- /figures:render_fps -->\n")
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    assert report.main(["--check"]) == 1
+    assert "9999" in readme.read_text()  # --check writes nothing
+    assert report.main([]) == 0 and "9999" not in readme.read_text()
+    assert report.main(["--check"]) == 0
+    readme.write_text("<!-- figures:nonsense -->\n<!-- /figures:nonsense -->\n")
+    with pytest.raises(SystemExit, match="unknown figures block 'nonsense'"):
+        report.main([])
+
+
+def test_typed_figures_are_checked_against_the_file_they_name(tmp_path, monkeypatch):
+    (tmp_path / "docs").mkdir()
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "toy.json").write_text(json.dumps({"figures": {"success": 0.689, "gain": 0.077}}))
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    monkeypatch.setattr(report, "RESULTS", results)
+    (tmp_path / "README.md").write_text("# toy\n")
+    doc = tmp_path / "docs" / "toy.md"
+    doc.write_text("## Measured (`results/toy.md`)\n\nsuccess 68.9%, gain +7.7 points, 95% CI\n")
+    assert report.prose_mismatches() == []
+    doc.write_text("## Measured (`results/toy.md`)\n\nsuccess 72.0%, gain +9 points\n")
+    found = report.prose_mismatches()
+    assert len(found) == 2 and "'72.0%'" in found[0] and "toy.json" in found[0]
+    doc.write_text("## Elsewhere\n\nsuccess 72.0% (no results file named here)\n")
+    assert report.prose_mismatches() == []
+
+
+def test_differences_state_the_verdict_their_interval_allows():
+    assert report.diff(0.08, (-0.01, 0.17)).endswith("(no effect detected at this size)")
+    assert report.diff(0.28, (0.18, 0.37)) == "+28.0 [+18.0, +37.0]"
+    assert report.parse_diff("+0.08 [-0.01, +0.17]") == (0.08, (-0.01, 0.17))
+
+
+@pytest.fixture
+def fresh_common(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(common, "_STAGES", {})
+    monkeypatch.setattr(common, "_CACHE", {})
+    monkeypatch.setattr(sys, "argv", ["benchmarks/toy.py", "--steps=3"])
+    return tmp_path
+
+
+def test_write_records_provenance_seeds_and_stages(fresh_common):
+    with common.stage("collect"):
+        pass
+    common.record_stage("train", 12.5, reused=True)
+    common.write("toy", {"rate": 0.5}, [{"a": 1}], "Toy", seeds={"train": 0})
+    d = json.loads((fresh_common / "results" / "toy.json").read_text())
+    p = d["provenance"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCH, capture_output=True, text=True).stdout.strip()
+    assert p["commit"] == head and isinstance(p["dirty"], bool)
+    assert p["argv"] == ["--steps=3"] and p["command"] == "python benchmarks/toy.py --steps=3"
+    assert p["seeds"] == {"train": 0} and p["machine"]["cores"] >= 1
+    assert p["stages"]["collect"]["reused"] is False and p["stages"]["train"] == {
+        "seconds": 12.5, "reused": True, "made_by": {"commit": None, "dirty": None, "args": None, "date": None}}
+    assert d["title"] == "Toy" and d["figures"] == {"rate": 0.5}
+    assert "Commit " in (fresh_common / "results" / "toy.md").read_text()
+    with pytest.raises(TypeError):
+        common.write("toy", {}, [], "no seeds")  # seeds are required
+
+
+def test_cache_root_is_keyed_on_arguments_and_source(fresh_common, monkeypatch):
+    base = fresh_common / "runs" / "bench_toy"
+    a = common.cache_root(base, ["--steps=3", "--tasks=[reach]"])
+    assert json.loads((a / "stamp.json").read_text())["args"] == ["--steps=3", "--tasks=[reach]"]
+    assert common._CACHE["fresh"] is True
+    assert common.cache_root(base, ["--tasks=[reach]", "--steps=3"]) == a  # order does not matter
+    assert common._CACHE["fresh"] is False and common._CACHE["made_by"]["args"] == ["--steps=3", "--tasks=[reach]"]
+    assert common.cache_root(base, ["--steps=4", "--tasks=[reach]"]) != a  # other arguments: other artefacts
+    monkeypatch.setattr(common, "source_hash", lambda: "edited")
+    assert common.cache_root(base, ["--steps=3", "--tasks=[reach]"]) != a  # other code: other artefacts
+    with common.stage("train", reused=True):
+        pass
+    assert common._STAGES["train"]["made_by"]["args"] == ["--steps=3", "--tasks=[reach]"]
