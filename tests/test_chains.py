@@ -58,3 +58,37 @@ def test_chains_cli_writes_positions(tmp_path, capsys):
     assert "average completed length" in capsys.readouterr().out
     assert main(["chains", f"--policy={policy}", "--tasks=[push]"]) == 2
     assert "cannot be chained" in capsys.readouterr().err
+
+
+class _PlantedPolicy:
+    """Follows the scripted expert for the first ``good`` instructions of a chain, then sends
+    zero actions: a policy whose chain outcome is known in advance."""
+
+    def __init__(self, envs: list, good: int) -> None:
+        self.envs, self.good, self.seen, self.expert = envs, good, [], None
+
+    def reset(self, seed=None) -> None:
+        self.seen, self.expert = [], None
+
+    def act(self, obs):
+        env = self.envs[-1]
+        if not self.seen or self.seen[-1] != obs["instruction"]:
+            self.seen.append(obs["instruction"])
+            self.expert = Expert(env) if len(self.seen) <= self.good else None
+        return np.array([self.expert.act() if self.expert else np.zeros(4)], np.float32)
+
+
+@pytest.mark.parametrize("good", [0, 2, 3])
+def test_a_chain_stops_at_its_first_failed_instruction(good, monkeypatch):
+    import vlaforge.envs
+    import vlaforge.eval.rollout
+    from vlaforge.config import EnvConfig, to_dict
+    from vlaforge.eval.chains import run_chain
+
+    envs, make = [], vlaforge.envs.policy_env
+    monkeypatch.setattr(vlaforge.envs, "policy_env", lambda *a: envs.append(make(*a)) or envs[-1])
+    monkeypatch.setattr(vlaforge.eval.rollout, "worker_policy", lambda: _PlantedPolicy(envs, good))
+    meta = {"suite": "tabletop", "env": to_dict(EnvConfig())}
+    r = run_chain((meta, ["reach", "press_button", "open_drawer"], 3, "train", 3, 200, 1))
+    assert r["completed"] == good
+    assert [d["success"] for d in r["instructions"]] == [True] * good + ([False] if good < 3 else [])

@@ -78,7 +78,19 @@ def test_bad_requests_are_refused_with_the_reason(server, policy):
     assert code == 413
 
 
-def test_loopback_load_test(policy):
+def test_loopback_load_test_measures_a_planted_service_time(policy, monkeypatch):
+    """A policy that takes 20 ms per call behind the server's single lock: 3 clients x 10 requests
+    cannot exceed 50 requests/s, and with three clients queued a request waits for the others."""
+    import time
+
+    real_act = policy.act
+
+    def slow_act(obs, *a, **kw):
+        time.sleep(0.02)
+        return real_act(obs, *a, **kw)
+
+    monkeypatch.setattr(policy, "act", slow_act)
     r = load_test(policy, clients=3, requests=10)
-    assert r["requests"] == 30 and r["errors"] == 0 and r["requests_per_s"] > 1
-    assert r["latency_ms_p99"] >= r["latency_ms_p50"] > 0
+    assert r["requests"] == 30 and r["errors"] == 0
+    assert r["wall_s"] >= 30 * 0.02 and r["requests_per_s"] <= 50
+    assert r["latency_ms_p99"] >= r["latency_ms_p50"] >= 20 * 1.5  # queued behind at least one other request

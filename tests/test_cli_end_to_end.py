@@ -1,0 +1,83 @@
+"""The user-facing verbs end to end through the CLI: quickstart (what `make demo` runs), serve
+(a real server process answering a client) and bench."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from helpers import train_tiny_policy
+
+from vlaforge.cli import main
+
+TINY = ["--collect.env.tasks=[reach]", "--collect.episodes_per_task=1", "--collect.workers=1", "--train.steps=2",
+        "--train.batch_size=4", "--train.tracking=none", "--train.policy.d_model=32", "--train.policy.n_layers=1",
+        "--train.policy.n_heads=2", "--train.policy.vision_channels=[8,8]", "--eval.episodes=2", "--eval.workers=1",
+        "--eval.max_steps=10", "--eval.videos_per_task=0", "--splits=[train,unseen]"]
+
+
+def test_quickstart_runs_collect_train_eval_and_resumes(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert main(["quickstart", f"--output_dir={out}", *TINY]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["reused_stages"] == [] and set(s["stage_seconds"]) == {"collect", "train", "eval_train", "eval_unseen"}
+    for split in ("train", "unseen"):
+        r = json.loads((out / "eval" / split / "results.json").read_text())
+        assert r["episodes"] == 2 and s["success_rate"][split] == r["success_rate"]
+        assert (out / "eval" / split / "report.html").is_file()
+    assert (out / "train" / "policy" / "model.safetensors").is_file() and (out / "config.yaml").is_file()
+    weights = (out / "train" / "policy" / "model.safetensors").read_bytes()
+    assert main(["quickstart", f"--output_dir={out}", *TINY]) == 0  # a finished policy is reused, not retrained
+    assert json.loads((out / "summary.json").read_text())["reused_stages"] == ["collect", "train"]
+    assert (out / "train" / "policy" / "model.safetensors").read_bytes() == weights
+    capsys.readouterr()
+    assert main(["quickstart", f"--output_dir={out}", "--train.stepz=3"]) == 2
+    assert "stepz" in capsys.readouterr().err
+
+
+def test_serve_answers_a_client_with_the_local_policys_actions(tmp_path):
+    from vlaforge.deploy.latency import observation
+    from vlaforge.deploy.server import PolicyClient
+    from vlaforge.models.policy import load_policy
+
+    policy_dir = train_tiny_policy(tmp_path, episodes_per_task=1, steps=2)
+    proc = subprocess.Popen([sys.executable, "-m", "vlaforge", "serve", f"--policy={policy_dir}", "--port=0",
+                             "--token=secret"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ))
+    try:
+        line = proc.stdout.readline()
+        assert "serving" in line, proc.stderr.read()
+        url = line.split(" at ")[1].split(" ")[0]
+        local = load_policy(policy_dir)
+        obs = observation(local)
+        remote = PolicyClient(url, "secret").act(obs)
+        local.reset()
+        np.testing.assert_allclose(remote, local.act(obs), atol=1e-5)
+        bad = PolicyClient(url, "wrong")
+        try:
+            bad.act(obs)
+            raise AssertionError("a wrong token was accepted")
+        except Exception as e:
+            assert "401" in str(e)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_bench_latency_and_server_through_the_cli(tmp_path, capsys):
+    policy_dir = train_tiny_policy(tmp_path, episodes_per_task=1, steps=2)
+    out = tmp_path / "latency.json"
+    assert main(["bench", "latency", f"--policy={policy_dir}", "--runtimes=[eager,dynamic-int8]", "--calls=5",
+                 "--warmup=1", "--threads=1", f"--output={out}"]) == 0
+    rows = {r["runtime"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["eager"]["max_action_diff"] == 0 and rows["eager"]["calls"] == 5 and rows["eager"]["threads"] == 1
+    assert rows["dynamic-int8"]["p99_ms"] >= rows["dynamic-int8"]["p50_ms"] > 0
+    out = tmp_path / "server.json"
+    assert main(["bench", "server", f"--policy={policy_dir}", "--clients=2", "--requests=3", f"--output={out}"]) == 0
+    r = json.loads(out.read_text())
+    assert r["requests"] == 6 and r["errors"] == 0 and r["latency_ms_p99"] >= r["latency_ms_p50"] > 0
+    assert main(["bench", "throughput", f"--policy={policy_dir}"]) == 2
+    assert "unknown benchmark 'throughput'" in capsys.readouterr().err
+    assert Path(policy_dir).is_dir()
