@@ -21,7 +21,7 @@ import time
 
 import matplotlib
 import torch
-from common import RESULTS, write
+from common import RESULTS, stage, write
 
 from vlaforge.models.transformer import attention, flash_attn_available, naive_attention
 
@@ -81,11 +81,12 @@ def main() -> None:
             for backend in backends:
                 if device == "cuda" and backend == "flash" and dtype == "float32":
                     continue
-                for n in lengths:
-                    r = _fresh(backend, n, dtype, device)
-                    rows.append({"device": device, "dtype": dtype, "backend": backend, "tokens": n,
-                                 "fwd+bwd ms": round(r["ms"], 2), "peak MB": round(r["peak_mb"], 1)})
-                    print(rows[-1], flush=True)
+                with stage(f"{device} {dtype} {backend}"):
+                    for n in lengths:
+                        r = _fresh(backend, n, dtype, device)
+                        rows.append({"device": device, "dtype": dtype, "backend": backend, "tokens": n,
+                                     "fwd+bwd ms": round(r["ms"], 2), "peak MB": round(r["peak_mb"], 1)})
+                        print(rows[-1], flush=True)
     for device in devices:
         for dtype in {r["dtype"] for r in rows if r["device"] == device}:
             sel = [r for r in rows if r["device"] == device and r["dtype"] == dtype]
