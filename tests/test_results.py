@@ -118,3 +118,10 @@ def test_cache_root_is_keyed_on_arguments_and_source(fresh_common, monkeypatch):
     with common.stage("train", reused=True):
         pass
     assert common._STAGES["train"]["made_by"]["args"] == ["--steps=3", "--tasks=[reach]"]
+
+
+def test_no_benchmark_script_shadows_a_module_it_imports():
+    """``python benchmarks/X.py`` puts benchmarks/ first on sys.path, so a script named like a
+    standard-library module (ssl.py broke every script importing torch first) shadows it."""
+    clashes = sorted(p.name for p in BENCH.glob("*.py") if p.stem in sys.stdlib_module_names)
+    assert clashes == []

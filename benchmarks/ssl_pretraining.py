@@ -5,10 +5,12 @@ simulator, actions discarded) pretrains the encoder with each method; behaviour 
 starts from it on 5, 10 and 25 demonstrations per task, against the same cloning from scratch.
 The grid runs through ``vlaforge ablate`` (cells share datasets, re-running resumes).
 
-    python benchmarks/ssl.py                                     # the CPU run of the results (~70 min, 2 cores)
-    python benchmarks/ssl.py --methods=[mae,moco] --pretrain_steps=3000 --demos=[5,25]
+    python benchmarks/ssl_pretraining.py          # the CPU run of the results (~70 min, 2 cores)
+    python benchmarks/ssl_pretraining.py --methods=[mae,moco] --pretrain_steps=3000 --demos=[5,25]
 
-Writes benchmarks/results/ssl.{json,md} and ssl.html (the grid's report).
+Writes benchmarks/results/ssl.{json,md} and ssl.html (the grid's report). The script is not
+called ssl.py: in this directory that name would shadow the standard library's ssl module for
+every benchmark that imports torch before ``common``.
 """
 
 from __future__ import annotations
