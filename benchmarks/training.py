@@ -35,7 +35,7 @@ from vlaforge.train.trainer import BCObjective, train_step
 
 BATCH, STEPS, WARMUP = 64, 12, 4
 SPEC = {"image_size": 64, "cameras": ["front"], "state_dim": 4, "action_dim": 4,
-        "vocab": ["<pad>", "<unk>"] + [str(i) for i in range(40)]}
+        "vocab_size": 42}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

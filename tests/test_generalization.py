@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from helpers import train_tiny_policy
 
 from vlaforge.cli import main

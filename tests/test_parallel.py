@@ -22,7 +22,7 @@ from vlaforge.train.trainer import BCObjective, _warn_batch_norm, train_step
 TINY = ["--policy.d_model=32", "--policy.n_layers=2", "--policy.n_heads=2", "--policy.chunk_size=4",
         "--policy.vision_channels=[8,8]", "--tracking=none", "--precision=fp32", "--log_every=1", "--ckpt_every=3",
         "--optim.warmup_steps=2", "--steps=6", "--threads=1"]
-SPEC = {"image_size": 64, "cameras": ["front"], "state_dim": 4, "action_dim": 4, "vocab": ["<pad>", "<unk>", "a", "b"]}
+SPEC = {"image_size": 64, "cameras": ["front"], "state_dim": 4, "action_dim": 4, "vocab_size": 4}
 
 
 def tiny_model(seed=0):

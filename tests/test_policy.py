@@ -11,11 +11,11 @@ from vlaforge.models.policy import Policy, build_policy
 
 def make_policy(n_obs_steps=1, **kw):
     tok = WordTokenizer.from_texts(["reach the red cube", "press the button"])
-    spec = {"image_size": 64, "cameras": ["front"], "state_dim": 4, "action_dim": 4, "vocab": tok.vocab}
+    spec = {"image_size": 64, "cameras": ["front"], "state_dim": 4, "action_dim": 4, "vocab_size": len(tok)}
     torch.manual_seed(0)
     model = build_policy(PolicyConfig(n_obs_steps=n_obs_steps, **kw), spec)
     norm = Normalizer(np.zeros(4, np.float32), np.ones(4, np.float32), np.zeros(4, np.float32), np.full(4, 0.5, np.float32))
-    meta = {"spec": {k: v for k, v in spec.items() if k != "vocab"}, "suite": "tabletop", "env": {}, "tasks": ["reach"]}
+    meta = {"spec": {k: v for k, v in spec.items() if k != "vocab_size"}, "suite": "tabletop", "env": {}, "tasks": ["reach"]}
     return Policy(model, norm, tok, meta)
 
 

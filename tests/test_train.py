@@ -142,7 +142,7 @@ def test_fine_tuning_extends_the_vocabulary_and_starts_from_the_base(tmp_path, d
     np.testing.assert_array_equal(tuned.normalizer.action_std, base.normalizer.action_std)  # base statistics kept
 
     # Before any fine-tuning step the extended model acts exactly as the base does on the new words.
-    spec = dict(base.meta["spec"], vocab=tuned.tokenizer.vocab)
+    spec = dict(base.meta["spec"], vocab_size=len(tuned.tokenizer))
     start = _finetune_model(base, spec).eval()
     image = torch.randint(0, 255, (2, 2, 1, 64, 64, 3), dtype=torch.uint8)
     state = torch.randn(2, 2, 4)

@@ -171,6 +171,8 @@ class PolicyConfig:
     n_obs_steps: int = field(default=1, metadata={"help": "frames of observation history"})
     vision_channels: list[int] = field(default_factory=lambda: [32, 64, 64], metadata={"help": "CNN stage widths"})
     max_text_tokens: int = field(default=16, metadata={"help": "instruction length in tokens"})
+    text_encoder: str = field(default="words", metadata={"help": "instruction tokens and embeddings: words | wordllama"})
+    text_finetune: bool = field(default=False, metadata={"help": "wordllama: train the pretrained embeddings too"})
     dropout: float = field(default=0.0, metadata={"help": "dropout in the transformer"})
     head: str = field(default="regression", metadata={"help": "action head: regression | tokenized | dit | flow"})
     backbone: str = field(default="transformer", metadata={"help": "fusion token mixer: transformer | mamba"})

@@ -72,7 +72,7 @@ def example_inputs(policy, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor,
     t = policy.cfg.n_obs_steps
     images = torch.randint(0, 256, (batch, t, *policy.image_shape), generator=g, dtype=torch.uint8)
     states = torch.randn(batch, t, policy.state_dim, generator=g)
-    tokens = torch.randint(1, len(policy.tokenizer.vocab), (batch, policy.cfg.max_text_tokens), generator=g)
+    tokens = torch.randint(1, len(policy.tokenizer), (batch, policy.cfg.max_text_tokens), generator=g)
     return images, states, tokens
 
 

@@ -37,13 +37,13 @@ from torch import nn
 
 from vlaforge.config import PolicyConfig, from_dict
 from vlaforge.data.normalize import Normalizer
-from vlaforge.data.tokenizer import WordTokenizer
+from vlaforge.data.tokenizer import SubwordTokenizer, WordTokenizer, load_tokenizer
 from vlaforge.envs.base import check_observation
 from vlaforge.models import heads, mamba, moe  # noqa: F401  (registration)
 from vlaforge.models.language import TextEncoder
 from vlaforge.models.transformer import Block
 from vlaforge.models.vision import ConvEncoder, heatmap_loss
-from vlaforge.registry import BACKBONES, FFNS, HEADS, POLICIES
+from vlaforge.registry import BACKBONES, FFNS, HEADS, POLICIES, TEXT_ENCODERS
 
 DEFAULT_ACTION_RANGE = 3.0  # normalised action bounds (std units) when the data gives none
 
@@ -59,7 +59,9 @@ class VLAPolicy(nn.Module):
         self.cfg = cfg
         self.vision = ConvEncoder(image_size, cfg.vision_channels, d)
         self.frame_embed = nn.Parameter(torch.zeros(1, cfg.n_obs_steps * num_cameras, 1, d))
-        self.text = TextEncoder(vocab_size, cfg.max_text_tokens, d, cfg.n_heads, cfg.dropout)
+        embed_dim = TEXT_ENCODERS.get(cfg.text_encoder).embed_dim
+        self.text = TextEncoder(vocab_size, cfg.max_text_tokens, d, cfg.n_heads, cfg.dropout, embed_dim,
+                                train_embed=embed_dim is None or cfg.text_finetune)
         self.state_proj = nn.Linear(state_dim, d)
         self.state_pos = nn.Parameter(torch.zeros(1, cfg.n_obs_steps, d))
         self.queries = nn.Parameter(torch.randn(1, cfg.chunk_size, d) * 0.02)
@@ -180,7 +182,7 @@ def bc_loss(head: nn.Module, cond: torch.Tensor, aux: torch.Tensor | None, heatm
 def build_policy(cfg: PolicyConfig, spec: dict) -> nn.Module:
     cls = POLICIES.get(cfg.name)
     return cls(
-        cfg, spec["image_size"], len(spec["cameras"]), spec["state_dim"], spec["action_dim"], len(spec["vocab"]),
+        cfg, spec["image_size"], len(spec["cameras"]), spec["state_dim"], spec["action_dim"], spec["vocab_size"],
         spec.get("aux_dim", 0), spec.get("action_range"),
     )
 
@@ -188,13 +190,15 @@ def build_policy(cfg: PolicyConfig, spec: dict) -> nn.Module:
 class Policy:
     """A trained policy with its normaliser and tokenizer: ``act(obs)`` returns an action chunk."""
 
-    def __init__(self, model: nn.Module, normalizer: Normalizer, tokenizer: WordTokenizer, meta: dict) -> None:
+    def __init__(self, model: nn.Module, normalizer: Normalizer, tokenizer: WordTokenizer | SubwordTokenizer,
+                 meta: dict) -> None:
         self.model = model.eval()
         self._setup(model.cfg, normalizer, tokenizer, meta)
         self._noise = torch.Generator(next(model.parameters()).device)
         self.reset()
 
-    def _setup(self, cfg: PolicyConfig, normalizer: Normalizer, tokenizer: WordTokenizer, meta: dict) -> None:
+    def _setup(self, cfg: PolicyConfig, normalizer: Normalizer, tokenizer: WordTokenizer | SubwordTokenizer,
+               meta: dict) -> None:
         """What every runtime of a policy shares: config, normaliser, tokenizer, input shapes."""
         self.cfg = cfg
         self.normalizer, self.tokenizer, self.meta = normalizer, tokenizer, meta
@@ -242,7 +246,7 @@ class Policy:
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        meta = dict(self.meta, policy=dataclasses.asdict(self.cfg), vocab=self.tokenizer.vocab)
+        meta = dict(self.meta, policy=dataclasses.asdict(self.cfg), **self.tokenizer.save(tmp))
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         state = {k: v.detach().float().contiguous().cpu() for k, v in self.model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
@@ -277,8 +281,8 @@ def load_torch_policy(d: Path, device: str = "cpu") -> Policy:
     try:
         meta = json.loads((d / "config.json").read_text())
         cfg = from_dict(PolicyConfig, meta["policy"])
-        tokenizer = WordTokenizer(meta["vocab"])
-        spec = dict(meta["spec"], vocab=meta["vocab"])
+        tokenizer = load_tokenizer(d, meta)
+        spec = dict(meta["spec"], vocab_size=len(tokenizer))
     except (json.JSONDecodeError, KeyError) as e:
         raise ValueError(f"policy config {d / 'config.json'} is unreadable: {e}") from None
     model = build_policy(cfg, spec)
@@ -286,5 +290,5 @@ def load_torch_policy(d: Path, device: str = "cpu") -> Policy:
         model.load_state_dict(load_file(str(d / "model.safetensors")))
     except Exception as e:
         raise ValueError(f"policy weights {d / 'model.safetensors'} do not load: {e}") from None
-    meta.pop("policy"), meta.pop("vocab")
+    meta.pop("policy"), meta.pop("vocab", None), meta.pop("tokenizer", None)
     return Policy(model.to(device), Normalizer.load(d / "normalization.json"), tokenizer, meta)

@@ -30,9 +30,10 @@ from vlaforge.config import PolicyConfig, TrainConfig, save_yaml, to_dict
 from vlaforge.data.dataset import ENV_STATE, LeRobotDataset
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.sampler import ChunkSampler, pixel_columns
-from vlaforge.data.tokenizer import WordTokenizer
+from vlaforge.data.tokenizer import SubwordTokenizer, WordTokenizer
 from vlaforge.deploy.prune import apply_masks, parse_prune, pruning_masks, zero_fraction
 from vlaforge.models.policy import Policy, build_policy, load_policy
+from vlaforge.registry import TEXT_ENCODERS
 from vlaforge.train import amp, parallel
 from vlaforge.train.alignment import coral_loss
 from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -183,7 +184,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
         normalizer, tokenizer = teacher.normalizer, teacher.tokenizer
     elif base is None:
         normalizer = Normalizer.from_stats(dataset.stats)
-        tokenizer = WordTokenizer.from_texts(texts)
+        tokenizer = TEXT_ENCODERS.get(cfg.policy.text_encoder).tokenizer(texts)
     else:
         # The base's statistics are kept: its weights are calibrated to them, and a few
         # demonstrations would give noisy ones. New words are appended to its vocabulary.
@@ -200,7 +201,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
         "state_dim": int(data.state.shape[1]),
         "action_dim": int(data.action.shape[1]),
         "aux_dim": 0 if data.env_state is None else int(data.env_state.shape[1]),
-        "vocab": tokenizer.vocab,
+        "vocab_size": len(tokenizer),
         "action_range": _action_range(dataset.stats, normalizer),
     }
     if base is not None and 0 in (spec["aux_dim"], base.meta["spec"]["aux_dim"]):
@@ -211,8 +212,12 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
         spec["action_range"] = base.meta["spec"].get("action_range")
     if teacher is not None:
         check_teacher(teacher, spec, cfg.distill_weight, p)
+        if p.text_encoder != teacher.cfg.text_encoder:
+            raise ValueError(f"--policy.text_encoder={p.text_encoder} differs from the teacher's "
+                             f"{teacher.cfg.text_encoder}: a student reads the teacher's tokens")
     torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
     model = build_policy(p, spec) if base is None else _finetune_model(base, spec)
+    text_origin = _load_text_embeddings(model, p) if base is None else base.meta.get("text_encoder")
     if cfg.init_encoder:
         if base is not None:
             raise ValueError("--init_encoder and --init_from exclude each other: a fine-tuned policy keeps its encoder")
@@ -245,8 +250,10 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
         start = load_checkpoint(latest_checkpoint(run_dir / "checkpoints"), model, optimizer, scaler,
                                 ema.shadow if ema else None)
     info = dataset.info.get("vlaforge", {})
-    meta = {"spec": {k: v for k, v in spec.items() if k != "vocab"}, "suite": info.get("suite"),
+    meta = {"spec": {k: v for k, v in spec.items() if k != "vocab_size"}, "suite": info.get("suite"),
             "env": info.get("env"), "tasks": info.get("tasks"), "fps": dataset.fps}
+    if text_origin:
+        meta["text_encoder"] = text_origin
     if base is not None:
         meta["init_from"] = str(cfg.init_from)
     if cfg.init_encoder:
@@ -388,13 +395,26 @@ def _finetune_model(base: Policy, spec: dict) -> torch.nn.Module:
     model = build_policy(base.cfg, spec)
     state = base.model.state_dict()
     embed = state["text.embed.weight"]
-    extra = len(spec["vocab"]) - embed.shape[0]
+    extra = spec["vocab_size"] - embed.shape[0]
     state["text.embed.weight"] = torch.cat([embed, embed[1:2].expand(extra, -1)])
     model.load_state_dict(state)
     return model
 
 
-def _align_sampler(cfg: TrainConfig, data, normalizer: Normalizer, tokenizer: WordTokenizer) -> ChunkSampler:
+def _load_text_embeddings(model: nn.Module, cfg: PolicyConfig) -> dict | None:
+    """Copy the text encoder's pretrained table into a new model; -> its origin for config.json
+    (None for embeddings learned from scratch)."""
+    pretrained = TEXT_ENCODERS.get(cfg.text_encoder).pretrained()
+    if pretrained is None:
+        return None
+    table, origin = pretrained
+    with torch.no_grad():
+        model.text.embed.weight.copy_(table)
+    return origin
+
+
+def _align_sampler(cfg: TrainConfig, data, normalizer: Normalizer,
+                   tokenizer: WordTokenizer | SubwordTokenizer) -> ChunkSampler:
     """Frames of the target-domain dataset (its actions are never used) for feature alignment."""
     if cfg.parallel.pp > 1:
         raise ValueError("feature alignment (--align_dataset) is not supported with pipeline parallelism")
