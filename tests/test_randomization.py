@@ -259,6 +259,51 @@ def test_robustness_sweep(tmp_path):
     assert dataclasses.asdict(perturbation("latency", 0.5))["sensor"]["latency"] == [2, 2]
 
 
+class _ProprioSensitivePolicy:
+    """The scripted expert while the proprioception it is given equals the simulator's true state;
+    zero actions otherwise. Its success against severity is known: 1 at severity 0 and under
+    any factor that leaves proprioception alone, 0 wherever proprio noise is added."""
+
+    def __init__(self, envs: list) -> None:
+        from vlaforge.envs.tabletop.experts import Expert
+
+        self.envs, self.make, self.expert = envs, Expert, None
+
+    def reset(self, seed=None) -> None:
+        self.expert = None
+
+    def act(self, obs):
+        sim = self.envs[-1].unwrapped
+        self.expert = self.expert or self.make(sim)
+        true = np.array([*sim.ee_pos(), sim.gripper_opening()], np.float32)
+        exact = np.array_equal(np.asarray(obs["state"], np.float32), true)
+        return np.array([self.expert.act() if exact else np.zeros(4)], np.float32)
+
+
+def test_robustness_sweep_lowers_success_only_for_the_factor_a_planted_policy_is_sensitive_to(tmp_path, monkeypatch):
+    from helpers import train_tiny_policy
+
+    import vlaforge.envs.randomization.wrapper as wrapper
+    import vlaforge.eval.rollout as rollout
+    from vlaforge.config import EvalConfig
+    from vlaforge.eval.robustness import sweep
+
+    policy_dir = train_tiny_policy(tmp_path, episodes_per_task=1, steps=1)  # only its meta is used
+    envs, make = [], wrapper.worker_domain_env
+    monkeypatch.setattr(wrapper, "worker_domain_env", lambda *a: envs.append(make(*a)) or envs[-1])
+    monkeypatch.setattr(rollout, "load_worker_policy", lambda *a: None)
+    monkeypatch.setattr(rollout, "worker_policy", lambda: _ProprioSensitivePolicy(envs))
+    cfg = EvalConfig(policy=str(policy_dir), tasks=["reach"], episodes=3, workers=1, max_steps=150, videos_per_task=0,
+                     perturb=["proprio_noise=0..1", "lighting=0..1"], output_dir=str(tmp_path / "sweep"))
+    res = sweep(cfg, show_progress=False)
+    assert [p["success_rate"] for p in res["curves"]["proprio_noise"]] == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert [p["success_rate"] for p in res["curves"]["lighting"]] == [1.0] * 5
+    sensitive, ignored = res["summary"]["proprio_noise"], res["summary"]["lighting"]
+    assert sensitive["worst_drop"] == 1.0 and sensitive["severity_at_half"] == pytest.approx(0.125)
+    assert sensitive["mean_success"] == pytest.approx(0.125)  # one trapezoid of 0.25 x (1 + 0) / 2
+    assert ignored == {"mean_success": 1.0, "worst_drop": 0.0, "severity_at_half": None}
+
+
 def test_robustness_summary_of_a_known_curve():
     from vlaforge.eval.robustness import summarize_curve
 
