@@ -161,7 +161,8 @@ def brief(results: dict) -> dict:
     before ``successes`` was recorded get it from their per-task counts)."""
     per_task = results["per_task"]
     return {key: results[key] for key in ("success_rate", "ci95", "episodes")} | {
-        "successes": results.get("successes", sum(v["successes"] for v in per_task.values())),
+        "successes": results["successes"] if "successes" in results
+        else sum(v["successes"] for v in per_task.values()),
         "per_task": {t: v["success_rate"] for t, v in per_task.items()}}
 
 
