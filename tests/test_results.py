@@ -105,6 +105,26 @@ def test_write_records_provenance_seeds_and_stages(fresh_common):
         common.write("toy", {}, [], "no seeds")  # seeds are required
 
 
+def test_dirty_means_changed_source_not_rewritten_results(tmp_path):
+    from vlaforge.train.tracking import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "src.py").write_text("a = 1\n")
+    (tmp_path / "benchmarks" / "results" / "toy.json").write_text("{}")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "benchmarks" / "results" / "toy.json").write_text('{"rate": 1}')  # an earlier benchmark's output
+    (tmp_path / "benchmarks" / "results" / "new.md").write_text("new")
+    assert git_commit(tmp_path / "benchmarks")["dirty"] is False
+    (tmp_path / "src.py").write_text("a = 2\n")
+    assert git_commit(tmp_path / "benchmarks")["dirty"] is True
+
+
 def test_cache_root_is_keyed_on_arguments_and_source(fresh_common, monkeypatch):
     base = fresh_common / "runs" / "bench_toy"
     a = common.cache_root(base, ["--steps=3", "--tasks=[reach]"])

@@ -30,12 +30,20 @@ from vlaforge.data.manifest import dataset_hash
 BACKENDS = ("mlflow", "wandb", "console", "none")
 
 
-def git_commit() -> dict:
-    """The commit of the vlaforge source tree and whether it had uncommitted changes."""
-    here = Path(__file__).resolve().parent
+# Benchmark outputs, not source: a chain of benchmarks run from one commit rewrites them, and
+# that must not mark the later benchmarks of the chain as run from modified code.
+OUTPUTS = ("benchmarks/results",)
+
+
+def git_commit(where: Path | None = None) -> dict:
+    """The commit of the git tree holding ``where`` (default: the vlaforge source tree) and
+    whether it had uncommitted changes outside ``OUTPUTS``."""
+    here = Path(where or Path(__file__).resolve().parent)
+    excluded = [f":(top,exclude){p}" for p in OUTPUTS]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--", ":(top)", *excluded], cwd=here,
+                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return {"commit": None, "dirty": None}
     if commit.returncode != 0:
