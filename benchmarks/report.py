@@ -181,6 +181,47 @@ def training() -> str:
         source("parallel_cpu")])
 
 
+def training_precision() -> str:
+    d = load("training")
+    f = d["figures"]
+    cols = ["what", "precision", "ms/step", "samples/s", "model TFLOP/s", "MFU", "peak MB"]
+    rows = [[r.get(c, "") for c in cols] for r in d["rows"]
+            if r["what"].startswith(("dense matmul", "train step", "vlaforge train, 1 process"))]
+    peak = f["cpu_gemm_peak_gflops"]
+    shares = f["cpu_step_time_shares"]["fp32"]
+    attn = {(r["what"].split("(")[1].split(" ")[0], r["precision"]): r["ms/step"] for r in d["rows"]
+            if r["what"].startswith("attention fwd+bwd")}
+    return block("training", [
+        f"Global batch {f['global_batch']}, median of {f['steps_timed']} timed steps:", "",
+        *table(cols, rows), "",
+        f"bf16 against fp32: {f['cpu_bf16_speedup']}x samples/s on the default policy "
+        f"({f['train_cli_bf16_speedup']}x end to end in `vlaforge train`), {f['cpu_bf16_speedup_d256']}x at "
+        f"d_model=256 and {f['cpu_bf16_speedup_d512']}x at d_model=512; peak memory x{f['cpu_bf16_memory_ratio']}. "
+        f"The dense-matmul ceiling is {peak['bf16'] / peak['fp32']:.1f}x ({sig(peak['fp32'])} against "
+        f"{sig(peak['bf16'])} GFLOP/s); the fp32 step is {pct(shares['matmul_conv'], 0)} matmul/convolution, "
+        f"{pct(shares['attention'], 0)} attention, {pct(shares['casts'], 0)} casts and "
+        f"{pct(shares['other'], 0)} other, so Amdahl's law bounds the default policy's bf16 gain at "
+        f"{f['cpu_bf16_speedup_bound']}x. bf16 autocast adds casts: "
+        f"{pct(f['cpu_step_time_shares']['bf16']['casts'], 0)} of its step. One attention call of the policy's "
+        f"shape, forward + backward: flash {attn.get(('FLASH_ATTENTION', 'fp32'))} ms in fp32 and "
+        f"{attn.get(('FLASH_ATTENTION', 'bf16'))} ms in bf16, math {attn.get(('MATH', 'fp32'))} and "
+        f"{attn.get(('MATH', 'bf16'))} ms."])
+
+
+def training_accumulation() -> str:
+    d = load("training")
+    cols = ["what", "ms/step", "samples/s", "peak MB"]
+    rows = [[r[c] for c in cols] for r in d["rows"] if r["what"].startswith(("train step, default", "accumulate"))
+            and r["precision"] == "bf16"]
+    return block("training", ["bf16, effective batch 64:", "", *table(cols, rows)])
+
+
+def parallel() -> str:
+    d = load("parallel_cpu")
+    cols = list(d["rows"][0])
+    return block("parallel_cpu", [*table(cols, [[r[c] for c in cols] for r in d["rows"]])])
+
+
 def architectures() -> str:
     d = load("architectures")
     p = d["figures"]["protocol"]
@@ -328,7 +369,8 @@ def data() -> str:
 
 BLOCKS: dict[str, Callable[[], str]] = {
     "quickstart": quickstart, "quickstart_seeds": quickstart_seeds, "metaworld": metaworld, "render_fps": render_fps,
-    "training": training, "attention": attention, "architectures": architectures, "sim2real": sim2real, "deploy": deploy, "safety": safety,
+    "training": training, "training_precision": training_precision,
+    "training_accumulation": training_accumulation, "parallel": parallel, "attention": attention, "architectures": architectures, "sim2real": sim2real, "deploy": deploy, "safety": safety,
     "evaluation": evaluation, "data": data,
 }
 
