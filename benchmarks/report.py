@@ -93,7 +93,7 @@ def table(header: list[str], rows: list[list]) -> list[str]:
 
 def _cell(v) -> str:
     if isinstance(v, float):
-        return f"{v:.3g}"
+        return sig(v)
     return str(v).replace("|", "/")
 
 
@@ -220,6 +220,17 @@ def parallel() -> str:
     d = load("parallel_cpu")
     cols = list(d["rows"][0])
     return block("parallel_cpu", [*table(cols, [[r[c] for c in cols] for r in d["rows"]])])
+
+
+def optimizers() -> str:
+    d = load("optimizers")
+    cols = list(d["rows"][0])
+    loss = "final loss (mean of last 3 logs)"
+    base = next(r for r in d["rows"] if r["optimizer"] == "adamw")
+    rel = [f"{r['optimizer']} {r[loss] / base[loss] - 1:+.0%} loss, {r['ms/step'] / base['ms/step']:.1f}x time per step"
+           for r in d["rows"] if r is not base]
+    return block("optimizers", [*table(cols, [[r[c] for c in cols] for r in d["rows"]]), "",
+                                "Against AdamW (one training seed each): " + "; ".join(rel) + "."])
 
 
 def architectures() -> str:
@@ -370,7 +381,7 @@ def data() -> str:
 BLOCKS: dict[str, Callable[[], str]] = {
     "quickstart": quickstart, "quickstart_seeds": quickstart_seeds, "metaworld": metaworld, "render_fps": render_fps,
     "training": training, "training_precision": training_precision,
-    "training_accumulation": training_accumulation, "parallel": parallel, "attention": attention, "architectures": architectures, "sim2real": sim2real, "deploy": deploy, "safety": safety,
+    "training_accumulation": training_accumulation, "parallel": parallel, "optimizers": optimizers, "attention": attention, "architectures": architectures, "sim2real": sim2real, "deploy": deploy, "safety": safety,
     "evaluation": evaluation, "data": data,
 }
 
