@@ -53,6 +53,20 @@ def test_report_check_mode_fails_on_a_stale_block(tmp_path, monkeypatch):
         report.main([])
 
 
+def test_a_block_whose_results_file_is_absent_says_how_to_measure_it(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "balance.json").write_text((report.RESULTS / "balance.json").read_text())
+    monkeypatch.setattr(report, "RESULTS", results)
+    data = report.data()  # ssl, active learning, curation and synthetic absent, balance present
+    assert data.count("Not measured at a recorded commit") == 4
+    assert "`python benchmarks/ssl_pretraining.py --methods=[mae,simclr,moco,predictive]`" in data
+    assert "`python benchmarks/curation.py`" in data and "Task-balanced sampling" in data
+    text = report.fill("<!-- figures:sim2real -->\n<!-- /figures:sim2real -->\n", "README.md")
+    assert "Not measured" in text and "python benchmarks/sim2real.py --steps=2000" in text
+    assert "metaworld.py --cpu --suite=mt50" in report.part(report.metaworld)
+
+
 def test_typed_figures_are_checked_against_the_file_they_name(tmp_path, monkeypatch):
     (tmp_path / "docs").mkdir()
     results = tmp_path / "benchmarks" / "results"
