@@ -312,6 +312,19 @@ def attention() -> str:
         *table(["tokens", "dtype", *backends], lines), "", "; ".join(notes) + "."])
 
 
+def architectures_scaling() -> str:
+    rows = load("architectures_scaling")["rows"]
+    cell = {(r["backbone"], r["history frames"]): r for r in rows}
+    backbones = list(dict.fromkeys(r["backbone"] for r in rows))
+    frames = sorted({r["history frames"] for r in rows})
+    cols = [("train_ms", "fwd+bwd ms"), ("peak_mb", "peak MB"), ("new_frame_ms", "new frame ms")]
+    lines = [[t, cell[backbones[0], t]["tokens"], *(sig(cell[b, t][k]) for k, _ in cols for b in backbones)]
+             for t in frames]
+    return block("architectures_scaling", [
+        "The fusion backbone alone against observation history (batch 8 for training, batch 1 for a new frame):", "",
+        *table(["frames", "tokens", *(f"{b} {label}" for _, label in cols for b in backbones)], lines)])
+
+
 def sim2real() -> str:
     d = load("sim2real")
     cols = list(d["rows"][0])
@@ -446,7 +459,8 @@ def data() -> str:
 BLOCKS: dict[str, Callable[[], str]] = {
     make.__name__: make
     for make in (quickstart, quickstart_seeds, metaworld, render_fps, training, training_precision,
-                 training_accumulation, parallel, optimizers, attention, architectures, sim2real, deploy, safety, evaluation, data, *DATA)
+                 training_accumulation, parallel, optimizers, attention, architectures, architectures_scaling,
+                 sim2real, deploy, safety, evaluation, data, *DATA)
 }
 
 
