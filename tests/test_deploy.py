@@ -2,6 +2,7 @@
 act through load_policy, latency bench, and clear errors."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from helpers import write_dataset
 
 from vlaforge.cli import main
 from vlaforge.config import EvalConfig, PolicyConfig, TrainConfig
+from vlaforge.deploy.artifact import example_inputs
 from vlaforge.deploy.latency import bench_latency, observation
 from vlaforge.deploy.quantize import quantize
 from vlaforge.eval.rollout import evaluate
@@ -55,31 +57,75 @@ def test_int8_policies_are_smaller_and_close(trained, tmp_path, method):
 
 
 def test_static_int8_calibrates_on_the_dataset(trained, tmp_path):
-    from vlaforge.deploy.static_int8 import load_static_int8
+    from vlaforge.deploy.static_int8 import CALIBRATION_FILE, load_static_int8
 
     dataset = str(trained.parent.parent / "data")
     with pytest.raises(ValueError, match="--dataset"):
         quantize(str(trained), str(tmp_path / "none"), "static-int8")
     out = quantize(str(trained), str(tmp_path / "s8"), "static-int8", dataset=dataset, calibration_samples=16)
     info = json.loads((out / "deploy.json").read_text())
-    assert info["runtime"] == "torch-export" and info["calibration"]["samples"] == 16
-    assert 0 < info["parity_max_abs"] < 0.5 and (out / "model.pt2").is_file()
-    base, quant = load_policy(trained), load_static_int8(out, "model.pt2", compile=False)
+    assert info["runtime"] == "torch-pt2e" and info["calibration"]["samples"] == 16
+    assert 0 < info["parity_max_abs"] < 0.5 and (out / CALIBRATION_FILE).is_file()
+    assert sorted(p.suffix for p in out.iterdir()) == [".json", ".json", ".json", ".safetensors", ".safetensors"]
+    base, quant = load_policy(trained), load_static_int8(out, compile=False)
     obs = observation(base)
     assert np.abs(quant.act(obs) - base.act(obs)).max() < 0.25
+    # Re-deriving the int8 graph from the stored calibration gives the same network every time.
+    again = load_static_int8(out, compile=False)
+    x = example_inputs(base, seed=3)
+    np.testing.assert_array_equal(quant.predict(*x), again.predict(*x))
     # A fresh process, as an evaluation worker is, must load it too (its graph's int8 ops are
     # registered by an import the quantizing process had made).
     code = ("import sys; from pathlib import Path; from vlaforge.deploy.static_int8 import load_static_int8; "
-            "load_static_int8(Path(sys.argv[1]), 'model.pt2', compile=False)")
+            "load_static_int8(Path(sys.argv[1]), compile=False)")
     done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+class _Payload:
+    """Unpickling this writes a marker file: the proof that a loader ran code from the directory."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_policy_directory_cannot_run_code_or_reach_outside_itself(trained, tmp_path):
+    import pickle
+    import shutil
+    import zipfile
+
+    marker = tmp_path / "code-ran"
+    crafted = tmp_path / "crafted"
+    shutil.copytree(trained, crafted)
+    with zipfile.ZipFile(crafted / "model.pt2", "w") as z:  # a torch.export archive carrying a pickle
+        z.writestr("model/archive_format", "pt2")
+        z.writestr("model/models/model.json", "{}")
+        z.writestr("model/data/constants/model.pkl", pickle.dumps(_Payload(str(marker))))
+    (crafted / "deploy.json").write_text(json.dumps({"runtime": "torch-export", "model": "model.pt2"}))
+    with pytest.raises(ValueError, match="'torch-export' is refused"):
+        load_policy(crafted)
+    assert main(["eval", f"--policy={crafted}", "--episodes=1", "--workers=1"]) == 2
+    assert not marker.exists()
+
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes(b"not a model")
+    (crafted / "link.onnx").symlink_to(outside)
+    for runtime, key, name in [("onnxruntime", "model", "../outside.onnx"), ("onnxruntime", "model", str(outside)),
+                               ("onnxruntime", "model", "link.onnx"), ("torch-pt2e", "calibration_file", "../x"),
+                               ("onnxruntime", "model", ["model.onnx"])]:
+        (crafted / "deploy.json").write_text(json.dumps({"runtime": runtime, key: name}))
+        with pytest.raises(ValueError, match=f"{key} .*(inside the policy directory|leads outside)"):
+            load_policy(crafted)
 
 
 @pytest.mark.slow
 def test_static_int8_loads_compiled_through_load_policy(trained, tmp_path):
     dataset = str(trained.parent.parent / "data")
     out = quantize(str(trained), str(tmp_path / "s8"), "static-int8", dataset=dataset, calibration_samples=8)
-    base, quant = load_policy(trained), load_policy(out)
+    base, quant = load_policy(trained), load_policy(out)  # re-quantized from its calibration, then compiled
     obs = observation(base)
     assert np.abs(quant.act(obs) - base.act(obs)).max() < 0.25
 

@@ -6,7 +6,7 @@ import vlaforge
 from vlaforge.config import PolicyConfig
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.tokenizer import WordTokenizer
-from vlaforge.models.policy import Policy, build_policy
+from vlaforge.models.policy import STATE_LIMIT, Policy, build_policy
 
 
 def make_policy(n_obs_steps=1, **kw):
@@ -95,3 +95,34 @@ def test_policies_saved_before_selectable_backbones_load(tmp_path):
     save_file(old, str(tmp_path / "pol/model.safetensors"))
     q = vlaforge.load_policy(tmp_path / "pol")
     np.testing.assert_array_equal(p.act(obs()), q.act(obs()))
+
+
+def test_act_never_returns_a_non_finite_action():
+    """Fuzz: random unicode and control-character instructions, and extreme finite states. Every
+    call returns finite actions or raises ValueError naming the state; none returns NaN."""
+    policy = make_policy()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
+    alphabet = [chr(c) for c in (*range(1, 32), *range(32, 127), 0x301, 0x202E, 0x4E2D, 0x1F642)]
+    for i in range(60):
+        text = "".join(rng.choice(alphabet, size=rng.integers(1, 12))) if i % 3 else "?"
+        if not text.strip():
+            continue  # empty instructions are refused by check_observation (tested elsewhere)
+        policy.reset()
+        assert np.isfinite(policy.act({"image": image, "state": np.zeros(4, np.float32), "instruction": text})).all()
+    for value in (1e3, -5e3, 1e20, 3e38, -3e38):
+        policy.reset()
+        obs = {"image": image, "state": np.full(4, value, np.float32), "instruction": "reach the red cube"}
+        if abs(value) <= STATE_LIMIT:  # make_policy's state mean is 0 and its std 1
+            assert np.isfinite(policy.act(obs)).all()
+        else:
+            with pytest.raises(ValueError, match=r"state\[0\] .* standard deviations from the training data"):
+                policy.act(obs)
+
+
+def test_a_non_finite_prediction_raises_instead_of_being_returned(monkeypatch):
+    policy = make_policy()
+    monkeypatch.setattr(policy, "predict", lambda *a: np.full((8, 4), np.nan, np.float32))
+    obs = {"image": np.zeros((1, 64, 64, 3), np.uint8), "state": np.zeros(4, np.float32), "instruction": "reach"}
+    with pytest.raises(FloatingPointError, match="non-finite action"):
+        policy.act(obs)

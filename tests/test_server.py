@@ -78,6 +78,18 @@ def test_bad_requests_are_refused_with_the_reason(server, policy):
     assert code == 413
 
 
+def test_odd_instructions_get_finite_actions_and_extreme_states_a_422(server, policy):
+    obs = observation(policy)
+    good = {"image": base64.b64encode(obs["image"].tobytes()).decode(), "image_shape": list(policy.image_shape),
+            "state": obs["state"].tolist(), "instruction": "reach the red cube"}
+    for text in ["?", "...", "\U0001f642", "\x00", "\u202e\u0301"]:
+        code, reply = post(server.url, json.dumps({**good, "instruction": text}).encode())
+        assert code == 200 and np.isfinite(reply["actions"]).all(), text
+    for value in (1e20, -1e38):
+        code, reply = post(server.url, json.dumps({**good, "state": [value] * 4}).encode())
+        assert code == 422 and "standard deviations from the training data" in reply["error"]
+
+
 def test_loopback_load_test_measures_a_planted_service_time(policy, monkeypatch):
     """A policy that takes 20 ms per call behind the server's single lock: 3 clients x 10 requests
     cannot exceed 50 requests/s, and with three clients queued a request waits for the others."""

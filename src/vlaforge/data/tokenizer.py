@@ -48,8 +48,10 @@ class WordTokenizer:
         return len(self.vocab)
 
     def encode(self, text: str, max_len: int) -> list[int]:
-        """Token ids padded with 0 to ``max_len`` (longer instructions are cut)."""
-        ids = [self.index.get(w, 1) for w in words(text)][:max_len]
+        """Token ids padded with 0 to ``max_len`` (longer instructions are cut). An instruction
+        without a single word ("?", an emoji) is one <unk>: an all-padding instruction would
+        leave the text attention nothing to attend to, and its softmax would be NaN."""
+        ids = ([self.index.get(w, 1) for w in words(text)] or [1])[:max_len]
         return ids + [0] * (max_len - len(ids))
 
     def save(self, directory: Path) -> dict:

@@ -1,9 +1,13 @@
 """Deployed policy directories: the policy's config, normaliser and fp32 weights, plus what a
 runtime needs (``model.onnx``, ``model.int8.onnx``), described by ``deploy.json``:
 
-    {"runtime": "onnxruntime" | "torch" | "torch-export", "method": "onnx-fp32" | "onnx-int8" |
-     "dynamic-int8" | "int8-weight" | "int4-weight" | "static-int8",
-     "model": "<file the runtime loads>", "size_bytes": ..., "parity_max_abs": ...}
+    {"runtime": "onnxruntime" | "torch" | "torch-pt2e", "method": "onnx-fp32" | "onnx-int8" |
+     "dynamic-int8" | "int8-weight" | "int4-weight" | "static-int8" | ...,
+     "model" (onnxruntime) | "calibration_file" (torch-pt2e): "<a file in this directory>",
+     "size_bytes": ..., "parity_max_abs": ...}
+
+A deployed directory is data, never code: every file it names is a plain file inside it, and
+no loader unpickles (ONNX is a protobuf graph, the rest safetensors and JSON).
 
 ``load_policy`` reads any of them, so evaluation, benchmarks and the control loop run a deployed
 policy exactly as they run a trained one.
@@ -44,26 +48,46 @@ def write_deployed(policy_dir: str | os.PathLike, out: str | os.PathLike, write:
     return out
 
 
+RUNTIMES = ("onnxruntime", "torch", "torch-pt2e")
+
+
+def confined(d: Path, info: dict, key: str) -> str:
+    """deploy.json's ``key``: the name of a regular file directly inside ``d`` (no path
+    separators, no parent references, no symlink leading out)."""
+    name = info.get(key)
+    where = d / "deploy.json"
+    if not isinstance(name, str) or not name or name != Path(name).name or name in (".", ".."):
+        raise ValueError(f"{where}: {key} must name a file inside the policy directory, got {name!r}")
+    path = d / name
+    if path.is_symlink() or path.resolve().parent != d.resolve():
+        raise ValueError(f"{where}: {key} {name!r} leads outside the policy directory")
+    return name
+
+
 def load_deployed(d: Path):
     """The policy a deployed directory describes, on its runtime."""
     try:
         info = json.loads((d / "deploy.json").read_text())
         runtime = info["runtime"]
-    except (json.JSONDecodeError, KeyError) as e:
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{d / 'deploy.json'} is unreadable: {e}") from None
     if runtime == "onnxruntime":
         from vlaforge.deploy.onnx import load_onnx_policy
 
-        return load_onnx_policy(d, info["model"])
+        return load_onnx_policy(d, confined(d, info, "model"))
     if runtime == "torch":
         from vlaforge.deploy.quantize import load_quantized
 
         return load_quantized(d, info["method"])
-    if runtime == "torch-export":
+    if runtime == "torch-pt2e":
         from vlaforge.deploy.static_int8 import load_static_int8
 
-        return load_static_int8(d, info["model"])
-    raise ValueError(f"{d / 'deploy.json'} names an unknown runtime {runtime!r}; known: onnxruntime, torch, torch-export")
+        return load_static_int8(d, confined(d, info, "calibration_file"))
+    if runtime == "torch-export":
+        raise ValueError(f"{d / 'deploy.json'}: runtime 'torch-export' is refused: loading a torch.export archive "
+                         "unpickles it, so it could run code; quantize the policy again with "
+                         "`vlaforge quantize --method=static-int8` (it now stores calibration data, not a program)")
+    raise ValueError(f"{d / 'deploy.json'} names an unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
 
 
 def example_inputs(policy, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

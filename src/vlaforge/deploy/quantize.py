@@ -6,7 +6,8 @@
     int4-weight   torchao weight-only int4 in groups of 32 input features (Linear layers whose
                   width is not a multiple of 32 stay fp32)
 Only plain nn.Linear layers are quantized: the action head (a Linear subclass) stays fp32.
-    static-int8   PT2E: exported graph calibrated on dataset frames, int8 weights and activations,
+    static-int8   PT2E: exported graph calibrated on dataset frames, int8 weights and activations;
+                  the directory stores the calibration inputs and the graph is re-derived and
                   compiled with Inductor at load (``static_int8.py``)
     onnx-int8     the ONNX graph quantized by ONNX Runtime (int8 weights, dynamic activations)
     bf16          no quantization: fp32 weights run under bf16 autocast

@@ -9,7 +9,9 @@
 Every request but /health must carry ``Authorization: Bearer <token>`` (compared in constant
 time). The server binds 127.0.0.1 unless told otherwise, refuses bodies over ``MAX_BODY`` bytes,
 and answers any malformed request with 400 and a message naming the field; it never reaches the
-policy with unchecked input. One policy, one robot: requests are served one at a time (the
+policy with unchecked input. A well-formed observation the policy refuses (a state far outside its
+training data) gets 422; a non-finite action is never sent (500 instead), and replies are strict
+JSON. One policy, one robot: requests are served one at a time (the
 policy keeps the observation history; ``reset`` starts a new episode).
 """
 
@@ -99,7 +101,7 @@ class PolicyServer:
                 pass
 
             def _reply(self, code: int, payload: dict) -> None:
-                body = json.dumps(payload).encode()
+                body = json.dumps(payload, allow_nan=False).encode()  # strict JSON: never a NaN literal
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -146,7 +148,12 @@ class PolicyServer:
                     if reset:
                         p.reset(seed)
                     t = time.perf_counter()
-                    actions = p.act(obs)
+                    try:
+                        actions = p.act(obs)
+                    except FloatingPointError as e:
+                        return self._reply(500, {"error": str(e)})
+                    except ValueError as e:  # well-formed, but not an observation this policy can act on
+                        return self._reply(422, {"error": str(e)})
                     ms = 1000 * (time.perf_counter() - t)
                 self._reply(200, {"actions": actions.tolist(), "inference_ms": ms})
 

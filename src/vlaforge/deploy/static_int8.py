@@ -1,9 +1,13 @@
 """Static INT8 quantization with PT2E: the network is exported with torch.export, observers
 are inserted by the x86 Inductor quantizer, calibrated on real frames of a dataset, and the
 calibrated graph is converted to int8 (weights per channel, activations per tensor with the
-calibrated ranges) and saved as an ExportedProgram archive (``model.pt2``: graph and tensors,
-no Python code). At load it is compiled with Inductor, which fuses the int8 kernels; the first
+calibrated ranges). At load it is compiled with Inductor, which fuses the int8 kernels; the first
 call pays the compilation.
+
+The deployed directory holds data only: the fp32 weights and the calibration inputs
+(``calibration.safetensors``), from which the load re-derives the same int8 graph (the
+quantizer is deterministic given them). A saved ExportedProgram (``torch.export.save``) is not
+used: ``torch.export.load`` unpickles parts of its archive, so a crafted file would run code.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from vlaforge.deploy.artifact import RuntimePolicy, example_inputs
 from vlaforge.models.policy import Policy, load_torch_policy
+
+INPUTS = ("images", "states", "tokens")  # the model's arguments, one row per calibration sample
 
 
 def calibration_inputs(policy: Policy, dataset: str, samples: int, seed: int = 0) -> list[tuple]:
@@ -69,25 +76,36 @@ def _predict(module: torch.nn.Module):
     return predict
 
 
+CALIBRATION_FILE = "calibration.safetensors"
+
+
 def write_static_int8(policy_dir: Path, tmp: Path, dataset: str, samples: int) -> dict:
     base = load_torch_policy(policy_dir)
-    quant = static_int8(base, calibration_inputs(base, dataset, samples))
-    example = example_inputs(base)
-    torch.export.save(torch.export.export(quant, example), str(tmp / "model.pt2"))
-    loaded = load_static_int8(tmp, "model.pt2", compile=False)
+    calibration = calibration_inputs(base, dataset, samples)
+    save_file({name: torch.cat([x[i] for x in calibration]).contiguous() for i, name in enumerate(INPUTS)},
+              str(tmp / CALIBRATION_FILE))
+    loaded = load_static_int8(tmp, CALIBRATION_FILE, compile=False)
     err = max(float(np.abs(loaded.predict(*x) - base.predict(*x)).max()) for x in
               [example_inputs(base, seed=s) for s in range(8)])
-    return {"runtime": "torch-export", "method": "static-int8", "model": "model.pt2",
-            "size_bytes": (tmp / "model.pt2").stat().st_size, "fp32_size_bytes": (tmp / "model.safetensors").stat().st_size,
-            "parity_max_abs": err, "calibration": {"dataset": dataset, "samples": samples}, "head": base.cfg.head}
+    return {"runtime": "torch-pt2e", "method": "static-int8", "calibration_file": CALIBRATION_FILE,
+            "size_bytes": sum((tmp / f).stat().st_size for f in ("model.safetensors", CALIBRATION_FILE)),
+            "fp32_size_bytes": (tmp / "model.safetensors").stat().st_size, "parity_max_abs": err,
+            "calibration": {"dataset": dataset, "samples": samples}, "head": base.cfg.head}
 
 
-def load_static_int8(d: Path, model_file: str, compile: bool = True) -> RuntimePolicy:
-    if not (d / model_file).is_file():
-        raise FileNotFoundError(f"deployed policy {d} lacks {model_file}")
-    # The archive's graph calls torch.ops.quantized_decomposed.*, which only exist once this
-    # module is imported; a fresh process (an evaluation worker) has not done so.
-    import torch.ao.quantization.fx._decomposed  # noqa: F401
-
-    module = torch.export.load(str(d / model_file)).module()
-    return RuntimePolicy(load_torch_policy(d), _predict(torch.compile(module) if compile else module))
+def load_static_int8(d: Path, calibration_file: str = CALIBRATION_FILE, compile: bool = True) -> RuntimePolicy:
+    """The fp32 policy in ``d`` quantized again from its stored calibration inputs."""
+    path = d / calibration_file
+    if not path.is_file():
+        raise FileNotFoundError(f"deployed policy {d} lacks {calibration_file}")
+    base = load_torch_policy(d)
+    try:
+        tensors = load_file(str(path))
+        stacked = [tensors[name] for name in INPUTS]
+    except Exception as e:
+        raise ValueError(f"{path} does not hold the calibration tensors {', '.join(INPUTS)}: {e}") from None
+    n = stacked[0].shape[0]
+    if n < 1 or any(t.shape[0] != n for t in stacked):
+        raise ValueError(f"{path}: the calibration tensors {', '.join(INPUTS)} must share a non-empty first dimension")
+    module = static_int8(base, [tuple(t[i : i + 1] for t in stacked) for i in range(n)])
+    return RuntimePolicy(base, _predict(torch.compile(module) if compile else module))

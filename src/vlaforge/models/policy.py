@@ -46,6 +46,9 @@ from vlaforge.models.vision import ConvEncoder, heatmap_loss
 from vlaforge.registry import BACKBONES, FFNS, HEADS, POLICIES, TEXT_ENCODERS
 
 DEFAULT_ACTION_RANGE = 3.0  # normalised action bounds (std units) when the data gives none
+# A state this many training standard deviations out is not a state of the task (a unit mix-up, a
+# sensor fault); far enough out, its features overflow and the actions turn NaN.
+STATE_LIMIT = 1e4
 
 
 @POLICIES.register("vla")
@@ -214,8 +217,14 @@ class Policy:
         self._noise.manual_seed(seed)
 
     def act(self, obs: dict) -> np.ndarray:
-        """One observation dict -> (chunk_size, action_dim) float32 actions in env units."""
+        """One observation dict -> (chunk_size, action_dim) float32 actions in env units.
+
+        Raises ValueError for an observation outside the contract (``check_observation``, or a
+        state ``STATE_LIMIT`` standard deviations from the training data) and FloatingPointError
+        rather than return a non-finite action."""
         pred = self.predict(*self.inputs(obs))
+        if not np.all(np.isfinite(pred)):
+            raise FloatingPointError("the policy produced a non-finite action; refusing to return it")
         return np.clip(self.normalizer.unnorm_action(pred), -1.0, 1.0).astype(np.float32)
 
     def inputs(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -223,7 +232,14 @@ class Policy:
         (1, T, V, H, W, 3), normalised states (1, T, S) and instruction tokens (1, L)."""
         check_observation(obs, self.image_shape, self.state_dim)
         image = torch.from_numpy(np.ascontiguousarray(obs["image"]))
-        state = torch.from_numpy(self.normalizer.norm_state(np.asarray(obs["state"], np.float32)))
+        normed = self.normalizer.norm_state(np.asarray(obs["state"], np.float64))
+        far = np.abs(normed)
+        if not np.all(far <= STATE_LIMIT):
+            i = int(np.argmax(np.where(np.isfinite(far), far, np.inf)))
+            value = float(np.asarray(obs["state"])[i])
+            raise ValueError(f"observation state[{i}] = {value:.3g} is {far[i]:.3g} standard deviations from the "
+                             f"training data (limit {STATE_LIMIT:g}): not a state this policy knows")
+        state = torch.from_numpy(normed.astype(np.float32))
         if not self._history:
             self._history.extend([(image, state)] * self.cfg.n_obs_steps)
         else:
