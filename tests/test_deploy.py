@@ -56,6 +56,19 @@ def test_int8_policies_are_smaller_and_close(trained, tmp_path, method):
     assert 0 < diff < 0.25  # int8 rounding moves the actions a little, not a lot
 
 
+@pytest.mark.parametrize("method", ["bf16", "compile"])
+def test_runtime_methods_deploy_load_and_act_like_fp32(trained, tmp_path, method):
+    """bf16 autocast and torch.compile are deployed directories too: written by quantize, loaded by
+    load_policy, acting as the fp32 policy does (bf16 within its rounding)."""
+    out = quantize(str(trained), str(tmp_path / method), method)
+    info = json.loads((out / "deploy.json").read_text())
+    assert info["runtime"] == "torch" and info["method"] == method
+    base, deployed = load_policy(trained), load_policy(out)
+    obs = observation(base)
+    diff = np.abs(deployed.act(obs) - base.act(obs)).max()
+    assert diff < (0.1 if method == "bf16" else 1e-4)
+
+
 def test_static_int8_calibrates_on_the_dataset(trained, tmp_path):
     from vlaforge.deploy.static_int8 import CALIBRATION_FILE, load_static_int8
 

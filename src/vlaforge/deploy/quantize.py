@@ -83,6 +83,7 @@ class Autocast(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model.float().eval()
+        self.cfg = model.cfg  # what Policy reads off its network
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", torch.bfloat16):
