@@ -48,6 +48,46 @@ def test_resume_continues_exactly(tmp_path, dataset):
     np.testing.assert_allclose(resumed[6:], full[6:], rtol=1e-6)
 
 
+def test_resume_refuses_a_change_of_what_defines_the_run(tmp_path, dataset):
+    train(tiny_cfg(tmp_path, dataset, steps=6, ckpt_every=3), show_progress=False)
+    shutil.rmtree(tmp_path / "run/checkpoints/step_0000006")
+    shutil.rmtree(tmp_path / "run/policy")
+    config = (tmp_path / "run/config.yaml").read_text()
+    for change, named in [({"seed": 1}, "seed: 0 -> 1"), ({"optim": OptimConfig(warmup_steps=3, lr=2e-3)}, "optim.lr"),
+                          ({"dataset": str(tmp_path)}, "dataset"),
+                          ({"policy": dataclasses.replace(TINY, d_model=64)}, "policy.d_model: 32 -> 64"),
+                          ({"batch_size": 4}, "effective batch: 8 -> 4")]:
+        with pytest.raises(ValueError, match=f"--resume would change what defines the run .*{named}"):
+            train(tiny_cfg(tmp_path, dataset, steps=6, ckpt_every=3, resume=True, **change), show_progress=False)
+        assert (tmp_path / "run/config.yaml").read_text() == config  # nothing was written
+    # How the work is laid out is not part of the definition: half the micro-batch, twice accumulated.
+    train(tiny_cfg(tmp_path, dataset, steps=6, ckpt_every=3, resume=True, batch_size=4, accumulate=2,
+                   log_every=2, dataset=str(dataset) + "/."), show_progress=False)
+    assert (tmp_path / "run/policy").is_dir()
+    shutil.rmtree(tmp_path / "run/policy")
+    with pytest.warns(UserWarning, match="resuming .* with changed settings: seed: 0 -> 1"):
+        train(tiny_cfg(tmp_path, dataset, steps=6, ckpt_every=3, resume=True, seed=1, resume_allow_changes=True),
+              show_progress=False)
+
+
+def test_metrics_survive_a_torn_last_line_and_a_restart_before_any_checkpoint(tmp_path, dataset):
+    train(tiny_cfg(tmp_path, dataset, steps=6, ckpt_every=3), show_progress=False)
+    shutil.rmtree(tmp_path / "run/checkpoints/step_0000006")
+    shutil.rmtree(tmp_path / "run/policy")
+    log = tmp_path / "run/metrics.jsonl"
+    log.write_text(log.read_text() + '{"step": 7, "lo')  # killed mid-write
+    with pytest.warns(UserWarning, match="metrics.jsonl: dropping a torn last line"):
+        train(tiny_cfg(tmp_path, dataset, steps=6, ckpt_every=3, resume=True), show_progress=False)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+
+    # Killed before its first checkpoint, then started again without --resume: no repeated rows.
+    run = tmp_path / "early"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n')
+    train(tiny_cfg(tmp_path, dataset, steps=3, ckpt_every=3, output_dir=str(run)), show_progress=False)
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
 def test_training_reduces_loss_and_exports_policy(tmp_path, dataset):
     cfg = tiny_cfg(tmp_path, dataset, steps=150, log_every=10, ckpt_every=150, batch_size=16, precision="bf16",
                    optim=OptimConfig(lr=3e-3, warmup_steps=10),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Iterable
@@ -26,7 +27,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from vlaforge.config import PolicyConfig, TrainConfig, save_yaml, to_dict
+from vlaforge.config import PolicyConfig, TrainConfig, load_yaml, save_yaml, to_dict
 from vlaforge.data.dataset import ENV_STATE, LeRobotDataset
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.sampler import ChunkSampler, pixel_columns
@@ -50,17 +51,47 @@ class TrainingError(RuntimeError):
     """Training cannot continue (for example, the loss became NaN)."""
 
 
+# Settings that do not change what a run computes: where it writes, how often it logs, how the
+# work is laid out (micro-batches and parallelism reproduce one large batch exactly; the effective
+# batch is compared instead). Every other setting defines the run.
+NOT_DEFINING = ("output_dir", "device", "ckpt_every", "log_every", "snapshot_every", "resume", "resume_allow_changes",
+                "threads", "tracking", "batch_size", "accumulate", "parallel.")
+PATHS = ("dataset", "init_encoder", "init_from", "align_dataset", "teacher")
+
+
+def run_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """The settings defining a run that differ between ``old`` and ``new``, as 'key: old -> new'."""
+    def defining(cfg: TrainConfig) -> dict:
+        flat = {k: v for k, v in flatten(to_dict(cfg)).items() if not k.startswith(NOT_DEFINING)}
+        for k in PATHS:  # the same directory however it is spelt
+            flat[k] = str(Path(flat[k]).resolve()) if flat[k] else ""
+        return flat | {"effective batch": cfg.batch_size * cfg.accumulate * cfg.parallel.dp * cfg.parallel.fsdp}
+
+    a, b = defining(old), defining(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+
+
 def _prepare_run_dir(cfg: TrainConfig) -> Path:
     run_dir = Path(cfg.output_dir)
     ckpts = run_dir / "checkpoints"
     if cfg.resume:
         if latest_checkpoint(ckpts) is None:
             raise FileNotFoundError(f"--resume given but {ckpts} holds no checkpoint")
+        if (run_dir / "config.yaml").is_file():
+            changes = run_changes(load_yaml(TrainConfig, run_dir / "config.yaml"), cfg)
+            if changes and not cfg.resume_allow_changes:
+                raise ValueError(f"--resume would change what defines the run in {run_dir} ({'; '.join(changes)}); "
+                                 "resume with the run's own settings, or pass --resume_allow_changes=true")
+            if changes:
+                warnings.warn(f"resuming {run_dir} with changed settings: {'; '.join(changes)}", stacklevel=2)
     elif latest_checkpoint(ckpts) is not None or (run_dir / "policy").exists():
         raise FileExistsError(
             f"run directory {run_dir} already holds a trained run; pass --resume to continue it or choose "
             "another --output_dir (nothing was changed)"
         )
+    else:
+        # A run killed before its first checkpoint starts over: its metric rows would repeat.
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -436,8 +467,23 @@ def _align_batch(align: ChunkSampler, cfg: TrainConfig, step: int, micro: int, d
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past the checkpoint being resumed, so the log has no duplicates."""
+    """Drop metric lines past the checkpoint being resumed, so the log has no duplicates. A torn
+    last line (the process was killed while writing it) is dropped with a warning; a broken line
+    before it is an error naming the file and line."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                warnings.warn(f"{path}: dropping a torn last line (the run was killed while writing it)", stacklevel=2)
+                break
+            raise ValueError(f"{path}: line {i + 1} is not JSON; the metrics log is damaged") from None
+        if row.get("step", 0) <= step:
+            keep.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
