@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -73,8 +75,10 @@ def test_load_errors(tmp_path):
         vlaforge.load_policy(tmp_path)
     make_policy().save(tmp_path / "pol")
     (tmp_path / "pol/model.safetensors").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="do not load"):
+    with pytest.raises(ValueError, match="model.safetensors does not match its sha256"):
         vlaforge.load_policy(tmp_path / "pol")
+    with pytest.raises(ValueError, match="do not load"):
+        vlaforge.load_policy(tmp_path / "pol", verify=False)
 
 
 def test_policies_saved_before_selectable_backbones_load(tmp_path):
@@ -93,6 +97,8 @@ def test_policies_saved_before_selectable_backbones_load(tmp_path):
             old[f"{prefix}.qkv.{kind}"] = torch.cat([old.pop(f"{prefix}.{n}.{kind}") for n in "qkv"])
     assert any(".attn.qkv." in k for k in old) and not any(".mixer." in k for k in old)
     save_file(old, str(tmp_path / "pol/model.safetensors"))
+    config = tmp_path / "pol/config.json"  # such files also predate recorded checksums
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "sha256"}))
     q = vlaforge.load_policy(tmp_path / "pol")
     np.testing.assert_array_equal(p.act(obs()), q.act(obs()))
 

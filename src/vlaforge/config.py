@@ -241,6 +241,9 @@ class TrainConfig:
         default=0, metadata={"help": "also export the policy every N steps to snapshots/step_N (learning curves); 0 = off"}
     )
     seed: int = field(default=0, metadata={"help": "seed for init, batches and dropout"})
+    verify_data: bool = field(
+        default=True, metadata={"help": "check the dataset's files against its manifest.json (sha256) before training"}
+    )
     resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in output_dir"})
     resume_allow_changes: bool = field(
         default=False, metadata={"help": "with --resume: accept settings that define the run (seed, data, model, optimizer, "

@@ -15,6 +15,7 @@ recomputes the totals from meta/episodes rather than trusting info.json.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -305,6 +306,14 @@ def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
         raise DatasetError(f"corrupt or truncated dataset file {path}: {e}") from None
 
 
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class LeRobotDataset:
     """Reads a LeRobot v3.0 dataset directory fully into memory."""
 
@@ -366,9 +375,33 @@ class LeRobotDataset:
             table = tables[path]
             yield e, table.filter(pc.equal(table["episode_index"], e["episode_index"]))
 
-    def load(self, check_finite: bool = True) -> "EpisodeArrays":
+    def verify(self) -> int:
+        """Check every file ``manifest.json`` lists against its recorded size and sha256 (a flipped
+        byte in a parquet file can decode to different values without any error); -> the number
+        of files checked, 0 for a dataset without a manifest (written elsewhere)."""
+        path = self.root / "manifest.json"
+        if not path.is_file():
+            return 0
+        try:
+            files = json.loads(path.read_text())["files"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DatasetError(f"corrupt dataset file {path}: {e}") from None
+        for rel, entry in files.items():
+            f = self.root / rel
+            if not f.is_file():
+                raise DatasetError(f"{f} is listed in {path} but missing")
+            if f.stat().st_size != entry.get("bytes") or sha256_file(f) != entry.get("sha256"):
+                raise DatasetError(f"{f} does not match its sha256 in {path}: the file changed after the dataset was "
+                                   "written (corruption, an interrupted collection: `vlaforge collect --resume`, or an "
+                                   "edit: `vlaforge data manifest` records it)")
+        return len(files)
+
+    def load(self, check_finite: bool = True, verify: bool = True) -> "EpisodeArrays":
         """Decode every frame: the in-memory arrays the sampler trains from. Quality control
-        loads with ``check_finite=False`` to report NaN episodes instead of refusing them."""
+        loads with ``check_finite=False`` to report NaN episodes instead of refusing them;
+        ``verify`` first checks the files against the dataset's manifest (``verify()``)."""
+        if verify:
+            self.verify()
         for key in ("observation.state", "action"):
             if key not in self.features:
                 raise DatasetError(f"{self.root}: feature {key!r} is missing from meta/info.json")

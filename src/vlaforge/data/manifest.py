@@ -18,19 +18,11 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from vlaforge.data.dataset import DatasetError, LeRobotDataset
+from vlaforge.data.dataset import DatasetError, LeRobotDataset, sha256_file
 
 MANIFEST = "manifest.json"
 CONTENT_DIRS = ("meta", "data", "videos")
 EPISODE_COLUMNS_SKIPPED = ("index", "episode_index", "frame_index", "timestamp", "task_index")
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_hashes(root: str | os.PathLike) -> dict[str, dict]:
@@ -40,7 +32,7 @@ def file_hashes(root: str | os.PathLike) -> dict[str, dict]:
     for top in CONTENT_DIRS:
         for path in sorted((root / top).rglob("*")):
             if path.is_file() and not path.name.endswith(".tmp"):
-                out[path.relative_to(root).as_posix()] = {"sha256": _sha256_file(path), "bytes": path.stat().st_size}
+                out[path.relative_to(root).as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return out
 
 

@@ -24,7 +24,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from vlaforge.models.policy import Policy
+from vlaforge.data.dataset import sha256_file
+from vlaforge.models.policy import Policy, check_sha256
 
 RUNTIME_FILES = ("config.json", "normalization.json", "model.safetensors")
 
@@ -43,6 +44,9 @@ def write_deployed(policy_dir: str | os.PathLike, out: str | os.PathLike, write:
     for name in RUNTIME_FILES:
         shutil.copy2(src / name, tmp / name)
     info = write(tmp)
+    runtime_file = info.get("model") or info.get("calibration_file")
+    if runtime_file:
+        info["sha256"] = sha256_file(tmp / runtime_file)
     (tmp / "deploy.json").write_text(json.dumps(info | {"source": str(src)}, indent=2))
     os.replace(tmp, out)
     return out
@@ -64,25 +68,32 @@ def confined(d: Path, info: dict, key: str) -> str:
     return name
 
 
-def load_deployed(d: Path):
-    """The policy a deployed directory describes, on its runtime."""
+def load_deployed(d: Path, verify: bool = True):
+    """The policy a deployed directory describes, on its runtime; ``verify`` checks the runtime's
+    file against the sha256 deploy.json records (the weights are checked by ``load_torch_policy``)."""
     try:
         info = json.loads((d / "deploy.json").read_text())
         runtime = info["runtime"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{d / 'deploy.json'} is unreadable: {e}") from None
+    def checked(key: str) -> str:
+        name = confined(d, info, key)
+        if verify and (d / name).is_file():
+            check_sha256(d / name, info.get("sha256"), d / "deploy.json")
+        return name
+
     if runtime == "onnxruntime":
         from vlaforge.deploy.onnx import load_onnx_policy
 
-        return load_onnx_policy(d, confined(d, info, "model"))
+        return load_onnx_policy(d, checked("model"), verify=verify)
     if runtime == "torch":
         from vlaforge.deploy.quantize import load_quantized
 
-        return load_quantized(d, info["method"])
+        return load_quantized(d, info["method"], verify=verify)
     if runtime == "torch-pt2e":
         from vlaforge.deploy.static_int8 import load_static_int8
 
-        return load_static_int8(d, confined(d, info, "calibration_file"))
+        return load_static_int8(d, checked("calibration_file"), verify=verify)
     if runtime == "torch-export":
         raise ValueError(f"{d / 'deploy.json'}: runtime 'torch-export' is refused: loading a torch.export archive "
                          "unpickles it, so it could run code; quantize the policy again with "

@@ -79,10 +79,10 @@ def onnx_predict(sess):
     return predict
 
 
-def load_onnx_policy(d: Path, model_file: str, threads: int = 0) -> RuntimePolicy:
+def load_onnx_policy(d: Path, model_file: str, threads: int = 0, verify: bool = True) -> RuntimePolicy:
     if not (d / model_file).is_file():
         raise FileNotFoundError(f"deployed policy {d} lacks {model_file}")
-    return RuntimePolicy(load_torch_policy(d), onnx_predict(session(d / model_file, threads)))
+    return RuntimePolicy(load_torch_policy(d, verify=verify), onnx_predict(session(d / model_file, threads)))
 
 
 def write_onnx(policy_dir: Path, tmp: Path, int8: bool) -> dict:

@@ -109,12 +109,12 @@ def serialized_bytes(model: nn.Module) -> int:
     return buf.tell()
 
 
-def load_quantized(d: Path, method: str) -> Policy:
+def load_quantized(d: Path, method: str, verify: bool = True) -> Policy:
     """The fp32 policy stored in ``d`` with the torch quantization ``method`` applied."""
     if method not in TORCH_METHODS:
         raise ValueError(f"{d / 'deploy.json'} names an unknown torch quantization {method!r}; "
                          f"known: {', '.join(TORCH_METHODS)}")
-    base = load_torch_policy(d)
+    base = load_torch_policy(d, verify=verify)
     return Policy(TORCH_METHODS[method](base.model), base.normalizer, base.tokenizer, base.meta)
 
 

@@ -93,12 +93,13 @@ def write_static_int8(policy_dir: Path, tmp: Path, dataset: str, samples: int) -
             "calibration": {"dataset": dataset, "samples": samples}, "head": base.cfg.head}
 
 
-def load_static_int8(d: Path, calibration_file: str = CALIBRATION_FILE, compile: bool = True) -> RuntimePolicy:
+def load_static_int8(d: Path, calibration_file: str = CALIBRATION_FILE, compile: bool = True,
+                     verify: bool = True) -> RuntimePolicy:
     """The fp32 policy in ``d`` quantized again from its stored calibration inputs."""
     path = d / calibration_file
     if not path.is_file():
         raise FileNotFoundError(f"deployed policy {d} lacks {calibration_file}")
-    base = load_torch_policy(d)
+    base = load_torch_policy(d, verify=verify)
     try:
         tensors = load_file(str(path))
         stacked = [tensors[name] for name in INPUTS]

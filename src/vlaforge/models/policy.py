@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vlaforge.config import PolicyConfig, from_dict
+from vlaforge.data.dataset import sha256_file
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.tokenizer import SubwordTokenizer, WordTokenizer, load_tokenizer
 from vlaforge.envs.base import check_observation
@@ -49,6 +50,7 @@ DEFAULT_ACTION_RANGE = 3.0  # normalised action bounds (std units) when the data
 # A state this many training standard deviations out is not a state of the task (a unit mix-up, a
 # sensor fault); far enough out, its features overflow and the actions turn NaN.
 STATE_LIMIT = 1e4
+CHECKED = ("model.safetensors", "normalization.json")  # files whose sha256 config.json records
 
 
 @POLICIES.register("vla")
@@ -262,11 +264,12 @@ class Policy:
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        meta = dict(self.meta, policy=dataclasses.asdict(self.cfg), **self.tokenizer.save(tmp))
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         state = {k: v.detach().float().contiguous().cpu() for k, v in self.model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
         self.normalizer.save(tmp / "normalization.json")
+        meta = dict(self.meta, policy=dataclasses.asdict(self.cfg), **self.tokenizer.save(tmp),
+                    sha256={name: sha256_file(tmp / name) for name in CHECKED})
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         if out.exists():
             old = out.with_name(out.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
@@ -278,28 +281,43 @@ class Policy:
         return out
 
 
-def load_policy(directory: str | os.PathLike, device: str = "cpu") -> Policy:
+def load_policy(directory: str | os.PathLike, device: str = "cpu", verify: bool = True) -> Policy:
     """Load a policy directory written by ``Policy.save`` (or the trainer), or a deployed one
-    (``vlaforge export`` / ``vlaforge quantize``: its ``deploy.json`` names the runtime)."""
+    (``vlaforge export`` / ``vlaforge quantize``: its ``deploy.json`` names the runtime).
+    ``verify`` checks every file against the sha256 recorded when it was written."""
     d = Path(directory)
     if (d / "deploy.json").is_file():
         from vlaforge.deploy.artifact import load_deployed
 
-        return load_deployed(d)
-    return load_torch_policy(d, device)
+        return load_deployed(d, verify)
+    return load_torch_policy(d, device, verify)
 
 
-def load_torch_policy(d: Path, device: str = "cpu") -> Policy:
-    """The PyTorch policy stored in ``d`` (weights, config, normaliser), ignoring any deploy.json."""
-    for name in ("config.json", "model.safetensors", "normalization.json"):
+def check_sha256(path: Path, expected: str | None, record: Path) -> None:
+    """Raise ValueError when ``path``'s content differs from the sha256 ``record`` holds for it."""
+    if expected is not None and sha256_file(path) != expected:
+        raise ValueError(f"{path} does not match its sha256 in {record}: the file changed after it was written "
+                         "(corruption or an edit); refusing to act with it")
+
+
+def load_torch_policy(d: Path, device: str = "cpu", verify: bool = True) -> Policy:
+    """The PyTorch policy stored in ``d`` (weights, config, normaliser), ignoring any deploy.json.
+    Directories written before checksums were recorded load unverified."""
+    for name in ("config.json", *CHECKED):
         if not (d / name).is_file():
             raise FileNotFoundError(f"policy directory {d} lacks {name}")
     try:
         meta = json.loads((d / "config.json").read_text())
+        if not isinstance(meta, dict):
+            raise ValueError(f"policy config {d / 'config.json'} must be a JSON object, got {type(meta).__name__}")
+        sums = meta.pop("sha256", {})
+        if verify:
+            for name in CHECKED:
+                check_sha256(d / name, sums.get(name), d / "config.json")
         cfg = from_dict(PolicyConfig, meta["policy"])
         tokenizer = load_tokenizer(d, meta)
         spec = dict(meta["spec"], vocab_size=len(tokenizer))
-    except (json.JSONDecodeError, KeyError) as e:
+    except (json.JSONDecodeError, KeyError, AttributeError) as e:
         raise ValueError(f"policy config {d / 'config.json'} is unreadable: {e}") from None
     model = build_policy(cfg, spec)
     try:

@@ -55,7 +55,7 @@ class TrainingError(RuntimeError):
 # work is laid out (micro-batches and parallelism reproduce one large batch exactly; the effective
 # batch is compared instead). Every other setting defines the run.
 NOT_DEFINING = ("output_dir", "device", "ckpt_every", "log_every", "snapshot_every", "resume", "resume_allow_changes",
-                "threads", "tracking", "batch_size", "accumulate", "parallel.")
+                "threads", "tracking", "batch_size", "accumulate", "parallel.", "verify_data")
 PATHS = ("dataset", "init_encoder", "init_from", "align_dataset", "teacher")
 
 
@@ -204,7 +204,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
         torch.set_num_threads(cfg.threads)
 
     dataset = LeRobotDataset(cfg.dataset)
-    data = dataset.load()
+    data = dataset.load(verify=cfg.verify_data)
     if cfg.init_from and cfg.teacher:
         raise ValueError("--init_from and --teacher exclude each other: a distilled student starts from scratch")
     base = _load_base(cfg) if cfg.init_from else None
