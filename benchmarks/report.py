@@ -341,6 +341,14 @@ def deploy() -> str:
     rows = [[r[c] for c in cols] for r in d["rows"]]
     lines = ["Deployment of one policy, batch-1 `act()` (change vs fp32 with its 95% interval):", "",
              *table(cols, rows)]
+    onnx = next((r for r in d["rows"] if r["method"] == "onnx-fp32"), None)
+    if onnx:
+        speedup = float(onnx["speed-up (1 thread)"].rstrip("x"))
+        change = onnx["change vs fp32"]
+        bounds = [float(v) for v in change[change.index("[") + 1:change.index("]")].split(",")]
+        met = speedup >= 3 and bounds[0] <= 0 <= bounds[1]
+        lines += ["", f"Aim, ONNX Runtime fp32 at least 3x faster than fp32 eager at batch 1 with no success change "
+                      f"beyond its interval: {'met' if met else 'not met'} in this run ({speedup:.2f}x, change {change})."]
     server = d["figures"].get("server_load_test")
     if server:
         lines += ["", "Policy server, loopback, 4 clients x 50 requests:", "",
