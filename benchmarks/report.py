@@ -203,6 +203,18 @@ def metaworld() -> str:
     return "\n".join(lines + [source(n) for n in names])
 
 
+def metaworld_experts() -> str:
+    d = load("metaworld_experts")
+    f = d["figures"]
+    short = [f"{r['task']} {r['success']}" for r in d["rows"]
+             if r["success"].split("/")[0] != r["success"].split("/")[1]]
+    return block("metaworld_experts", [
+        f"The package's scripted policies through the adapter, {f['seeds_per_task']} seeds per task, "
+        f"{f['max_steps']}-step limit: {f['successes']}/{f['episodes']} successes"
+        + (f" (below {f['seeds_per_task']}/{f['seeds_per_task']}: {', '.join(short)})" if short else "")
+        + f"; {f['mean_steps_per_s_one_core']:.0f} adapter steps/s on one core (physics + 64 px render)."])
+
+
 def render_fps() -> str:
     rows = [[r["image_size"], f"{r['render_fps']:.0f}", f"{r['env_steps_per_s']:.0f}", r["physics_substeps_per_step"]]
             for r in load("render_fps")["rows"]]
@@ -348,7 +360,8 @@ def deploy() -> str:
         bounds = [float(v) for v in change[change.index("[") + 1:change.index("]")].split(",")]
         met = speedup >= 3 and bounds[0] <= 0 <= bounds[1]
         lines += ["", f"Aim, ONNX Runtime fp32 at least 3x faster than fp32 eager at batch 1 with no success change "
-                      f"beyond its interval: {'met' if met else 'not met'} in this run ({speedup:.2f}x, change {change})."]
+                      f"beyond its interval: {'met' if met else 'not met'} in this run "
+                      f"({speedup:.2f}x, change {change})."]
     server = d["figures"].get("server_load_test")
     if server:
         lines += ["", "Policy server, loopback, 4 clients x 50 requests:", "",
@@ -466,8 +479,9 @@ def data() -> str:
 
 BLOCKS: dict[str, Callable[[], str]] = {
     make.__name__: make
-    for make in (quickstart, quickstart_seeds, metaworld, render_fps, training, training_precision,
-                 training_accumulation, parallel, optimizers, attention, architectures, architectures_scaling,
+    for make in (quickstart, quickstart_seeds, metaworld, metaworld_experts, render_fps, training,
+                 training_precision, training_accumulation, parallel, optimizers, attention, architectures,
+                 architectures_scaling,
                  sim2real, deploy, safety, evaluation, data, *DATA)
 }
 
