@@ -87,8 +87,7 @@ def test_static_int8_calibrates_on_the_dataset(trained, tmp_path):
     again = load_static_int8(out, compile=False)
     x = example_inputs(base, seed=3)
     np.testing.assert_array_equal(quant.predict(*x), again.predict(*x))
-    # A fresh process, as an evaluation worker is, must load it too (its graph's int8 ops are
-    # registered by an import the quantizing process had made).
+    # A fresh process, as an evaluation worker is, must re-derive it too.
     code = ("import sys; from pathlib import Path; from vlaforge.deploy.static_int8 import load_static_int8; "
             "load_static_int8(Path(sys.argv[1]), compile=False)")
     done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300)

@@ -24,6 +24,7 @@ from vlaforge.deploy.artifact import RuntimePolicy, example_inputs
 from vlaforge.models.policy import Policy, load_torch_policy
 
 INPUTS = ("images", "states", "tokens")  # the model's arguments, one row per calibration sample
+CALIBRATION_FILE = "calibration.safetensors"
 
 
 def calibration_inputs(policy: Policy, dataset: str, samples: int, seed: int = 0) -> list[tuple]:
@@ -74,9 +75,6 @@ def _predict(module: torch.nn.Module):
         return module(images, states.float(), tokens)[0].float().numpy()
 
     return predict
-
-
-CALIBRATION_FILE = "calibration.safetensors"
 
 
 def write_static_int8(policy_dir: Path, tmp: Path, dataset: str, samples: int) -> dict:
