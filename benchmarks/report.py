@@ -389,6 +389,12 @@ def safety() -> str:
         *table(["algorithm", "when", "success", "cost per episode", "limit"], rl)])
 
 
+def cell_name(run: dict) -> str:
+    """The ablation cell a compared policy came from (``.../cells/<name>/train/policy``)."""
+    parts = Path(run["policy"]).parts
+    return parts[parts.index("cells") + 1] if "cells" in parts else run["policy"]
+
+
 def evaluation() -> str:
     f = load("evaluation")["figures"]
     rows = []
@@ -405,9 +411,17 @@ def evaluation() -> str:
         "Ablation grid, one training seed per cell (contribution = mean over the other factor of last level "
         "minus first level, Newcombe 95% interval):", "",
         *table(["factor", "success by level", "contribution (points)"], rows), "",
-        f"A/B test of two 45-demo cells ({pct(a['success_rate'])} vs {pct(b['success_rate'])}, one training seed "
-        f"each): difference {diff(c['difference'], c['difference_ci95_newcombe'])}; unpaired Fisher "
-        f"p = {c['unpaired']['fisher_p']:.3f}; paired by scene McNemar p = {paired['mcnemar_p']:.4f}.", "",
+        f"A/B test of two 45-demo cells, A = `{cell_name(a)}` {pct(a['success_rate'])} against B = `{cell_name(b)}` "
+        f"{pct(b['success_rate'])} on the same {paired['scenes']} scenes (one training seed each): difference A - B {diff(c['difference'], c['difference_ci95_newcombe'])}; unpaired Fisher "
+        f"p = {c['unpaired']['fisher_p']:.3f}; paired by scene ({paired['both']} both succeed, {paired['neither']} "
+        f"both fail, {paired['a_only']} only A, {paired['b_only']} only B) McNemar p = {paired['mcnemar_p']:.4f}, "
+        f"paired bootstrap {ci(paired['bootstrap_ci95'])}"
+        + (f"; the sequential test rejects after {paired['sequential']['stopped_at']} scenes"
+           if paired.get("sequential", {}).get("reject") else "")
+        + (f". Episodes per policy to detect a {100 * c['power']['detect']:.0f}-point difference unpaired at "
+           f"{100 * c['power']['power']:.0f}% power: {c['power']['episodes_per_policy_for_detect']} "
+           f"({c['power']['episodes_per_policy_for_observed']} for the observed one)" if "power" in c else "") + ".",
+        "",
         "Generalization of the augmented 45-demo policy (gap to `train` with its interval):", "",
         *table(["split", "success", "gap to train (points)"], gen), "",
         f"Five-instruction chains: average completed length {ch['average_length']:.2f} "
