@@ -26,17 +26,22 @@ def test_no_typed_figure_contradicts_its_results_file():
     assert report.prose_mismatches() == []
 
 
-def test_every_results_file_has_provenance_or_says_it_has_none():
+def test_every_results_file_has_provenance_from_a_clean_commit_on_this_branch():
+    """Evidence, not hearsay: every results file was written by its script from committed code
+    (dirty = False) at a commit this branch contains."""
+    shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=BENCH, capture_output=True,
+                             text=True).stdout.strip()
     for path in sorted(report.RESULTS.glob("*.json")):
         d = json.loads(path.read_text())
-        line = report.source(path.stem)
-        if "provenance" in d:
-            p = d["provenance"]
-            assert {"commit", "dirty", "date", "machine", "command", "argv", "seeds", "stages", "total_seconds"} <= set(p)
-            assert p["stages"] and all(s["seconds"] >= 0 for s in p["stages"].values()), path.name
-            assert p["commit"][:10] in line
-        else:
-            assert "no provenance" in line
+        assert "provenance" in d, f"{path.name} has no provenance: re-run its benchmark or delete it with its claims"
+        p = d["provenance"]
+        assert {"commit", "dirty", "date", "machine", "command", "argv", "seeds", "stages", "total_seconds"} <= set(p)
+        assert p["stages"] and all(s["seconds"] >= 0 for s in p["stages"].values()), path.name
+        assert p["dirty"] is False, f"{path.name} was written from uncommitted code"
+        assert p["commit"][:10] in report.source(path.stem)
+        if shallow == "false":
+            ancestor = subprocess.run(["git", "merge-base", "--is-ancestor", p["commit"], "HEAD"], cwd=BENCH)
+            assert ancestor.returncode == 0, f"{path.name}: commit {p['commit'][:10]} is not on this branch"
 
 
 def test_report_check_mode_fails_on_a_stale_block(tmp_path, monkeypatch):
