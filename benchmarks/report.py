@@ -351,7 +351,8 @@ def deploy() -> str:
     d = load("deploy")
     cols = [c for c in d["rows"][0] if c != "p99 ms (1 thread)"]
     rows = [[r[c] for c in cols] for r in d["rows"]]
-    lines = ["Deployment of one policy, batch-1 `act()` (change vs fp32 with its 95% interval):", "",
+    lines = ["Deployment of one trained policy (one training seed), batch-1 `act()`; success change vs fp32 with "
+             "its 95% interval on the same episodes:", "",
              *table(cols, rows)]
     onnx = next((r for r in d["rows"] if r["method"] == "onnx-fp32"), None)
     if onnx:
