@@ -41,6 +41,11 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["collect", f"--seed={EVAL_SEEDS - 10}", f"--output={tmp_path / 'd'}"]) == 2
     assert "below the evaluation seeds" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+    for bad, message in [("--workers=-1", "workers must be >= 0"), ("--noise=-0.1", "noise must be a finite number"),
+                         ("--noise=nan", "noise must be a finite number")]:
+        assert main(["collect", bad, f"--output={tmp_path / 'd'}"]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "d").exists()
     assert main(["frobnicate"]) == 2
     assert main(["eval", f"--policy={tmp_path}"]) == 2
     assert "lacks config.json" in capsys.readouterr().err

@@ -117,6 +117,18 @@ def test_snapshots_are_loadable_policies_along_the_run(tmp_path, dataset):
         train(tiny_cfg(tmp_path / "neg", dataset, snapshot_every=-1), show_progress=False)
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"ckpt_every": 0}, "ckpt_every must be >= 1"), ({"log_every": 0}, "log_every must be >= 1"),
+    ({"policy": dataclasses.replace(TINY, d_model=0)}, "policy.d_model must be >= 1, got 0"),
+    ({"policy": dataclasses.replace(TINY, n_heads=3)},
+     r"policy.d_model \(32\) must be a multiple of policy.n_heads \(3\)"),
+])
+def test_bad_training_settings_get_one_line_errors(tmp_path, dataset, change, message):
+    with pytest.raises(ValueError, match=message):
+        train(tiny_cfg(tmp_path, dataset, **change), show_progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
 def test_existing_run_is_protected(tmp_path, dataset):
     train(tiny_cfg(tmp_path, dataset, steps=2, ckpt_every=2), show_progress=False)
     before = (tmp_path / "run/policy/model.safetensors").read_bytes()

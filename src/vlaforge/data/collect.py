@@ -9,6 +9,7 @@ while the expert's clean action is recorded (DART), which teaches the policy to 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -138,6 +139,10 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     tasks = suite.check(cfg.env.tasks, cfg.split)
     if not 1 <= cfg.episodes_per_task <= TASK_STRIDE:
         raise ValueError(f"episodes_per_task must be in [1, {TASK_STRIDE}]")
+    if cfg.workers < 0:
+        raise ValueError(f"workers must be >= 0 (0 = one per core), got {cfg.workers}")
+    if not (math.isfinite(cfg.noise) and cfg.noise >= 0):
+        raise ValueError(f"noise must be a finite number >= 0 (std of the executed-action noise), got {cfg.noise}")
     if cfg.scenes:
         scenes = read_scenes(cfg.scenes, tasks)
     else:

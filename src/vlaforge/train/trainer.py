@@ -184,6 +184,15 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
         raise ValueError("steps, batch_size and accumulate must be >= 1")
     if cfg.snapshot_every < 0:
         raise ValueError(f"snapshot_every must be >= 0 (0 = off), got {cfg.snapshot_every}")
+    for key in ("ckpt_every", "log_every"):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"{key} must be >= 1 (steps between {key.split('_')[0]}s), got {getattr(cfg, key)}")
+    p = cfg.policy
+    for key in ("d_model", "n_layers", "n_heads", "chunk_size", "n_obs_steps", "max_text_tokens"):
+        if getattr(p, key) < 1:
+            raise ValueError(f"policy.{key} must be >= 1, got {getattr(p, key)}")
+    if p.d_model % p.n_heads:
+        raise ValueError(f"policy.d_model ({p.d_model}) must be a multiple of policy.n_heads ({p.n_heads})")
     if cfg.qat and cfg.qat not in QAT_METHODS:
         raise ValueError(f"unknown QAT method {cfg.qat!r}; known: {', '.join(QAT_METHODS)}")
     if cfg.prune:
