@@ -90,6 +90,15 @@ def test_odd_instructions_get_finite_actions_and_extreme_states_a_422(server, po
         assert code == 422 and "standard deviations from the training data" in reply["error"]
 
 
+def test_bad_ports_get_one_line_errors(server, policy):
+    for port in (99999, -1):
+        with pytest.raises(ValueError, match=r"port must be in \[0, 65535\]"):
+            PolicyServer(policy, token="t", port=port)
+    taken = int(server.url.rsplit(":", 1)[1])
+    with pytest.raises(ValueError, match=f"cannot serve on 127.0.0.1:{taken}: .*choose another --port"):
+        PolicyServer(policy, token="t", port=taken)
+
+
 def test_loopback_load_test_measures_a_planted_service_time(policy, monkeypatch):
     """A policy that takes 20 ms per call behind the server's single lock: 3 clients x 10 requests
     cannot exceed 50 requests/s, and with three clients queued a request waits for the others."""

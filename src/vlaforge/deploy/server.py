@@ -83,9 +83,15 @@ class PolicyServer:
     """An HTTP server around a policy; ``start()`` runs it in a thread, ``stop()`` ends it."""
 
     def __init__(self, policy, token: str = "", host: str = "127.0.0.1", port: int = 8765) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be in [0, 65535] (0 = any free port), got {port}")
         self.policy, self.token = policy, token or secrets.token_urlsafe(24)
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer((host, port), self._handler())
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), self._handler())
+        except OSError as e:
+            raise ValueError(f"cannot serve on {host}:{port}: {e.strerror or e} (choose another --port, or 0 for "
+                             "any free one)") from None
         self.thread: threading.Thread | None = None
 
     @property
