@@ -13,10 +13,11 @@ Every tokenizer pads with id 0 (the model masks it) and saves itself into a poli
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from pathlib import Path
+
+from vlaforge.data.dataset import sha256_file
 
 PAD, UNK = "<pad>", "<unk>"
 _WORD = re.compile(r"[a-z]+")
@@ -68,11 +69,12 @@ class SubwordTokenizer:
     kind = "llama2-subword"
     BOS = 1
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, sha256: str | None = None) -> None:
+        """``sha256``: the file's digest when the caller has just checked it (not hashed again)."""
         from tokenizers import Tokenizer
 
         self.path = Path(path)
-        self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        self.sha256 = sha256 or sha256_file(self.path)
         self._tok = Tokenizer.from_file(str(self.path))
         self._size = self._tok.get_vocab_size()
 
@@ -107,6 +109,7 @@ def load_tokenizer(directory: Path, meta: dict) -> WordTokenizer | SubwordTokeni
     path = Path(directory) / SUBWORD_FILE
     if not path.is_file():
         raise FileNotFoundError(f"policy directory {directory} lacks {SUBWORD_FILE}")
-    if hashlib.sha256(path.read_bytes()).hexdigest() != entry.get("sha256"):  # checked before it is parsed
+    digest = sha256_file(path)
+    if digest != entry.get("sha256"):  # checked before it is parsed
         raise ValueError(f"{path} does not match the sha256 recorded in config.json")
-    return SubwordTokenizer(path)
+    return SubwordTokenizer(path, digest)
