@@ -294,10 +294,6 @@ class PretrainConfig:
     ckpt_every: int = field(default=500, metadata={"help": "checkpoint period in steps"})
     seed: int = field(default=0, metadata={"help": "seed for init and batches"})
     resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in output_dir"})
-    resume_allow_changes: bool = field(
-        default=False, metadata={"help": "with --resume: accept settings that define the run (seed, data, model, optimizer, "
-                                         "schedule) differing from the run's config.yaml instead of refusing"}
-    )
 
 
 @dataclass
