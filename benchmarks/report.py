@@ -488,6 +488,24 @@ def balance() -> str:
 DATA = (ssl, active_learning, curation, synthetic, balance)
 
 
+def reliability() -> str:
+    f = load("reliability")["figures"]
+    kills = [[verb, k["runs"], k["killed"], k["resumed_identical"], k["orphaned_workers"]] for verb, k in f["kills"].items()]
+    fl, fz, code = f["flips"], f["fuzz"], f["code_execution"]
+    return block("reliability", [
+        "kill -9 of the parent at a random time, then `--resume`, compared with an uninterrupted run:", "",
+        *table(["command", "runs", "killed before finishing", "resumed identical", "workers left running"], kills), "",
+        f"Byte flips ({fl['runs']}, in data files, stats.json, weights and normaliser): with verification "
+        f"{fl['verified_detected']} detected, {fl['verified_silent']} silent; with verification off "
+        f"{fl['unverified_silent']} would have loaded silently changed values.",
+        f"Crafted policy directories: {code['refused']} of {code['crafted']} refused, code ran {code['code_ran']} times.",
+        f"Fuzzed requests: in process {fz['in_process']['finite']} finite actions, {fz['in_process']['refused']} "
+        f"refused, {fz['in_process']['non_finite']} non-finite, {fz['in_process']['crash']} other errors; over HTTP "
+        f"{fz['http']['ok_finite']} answered with finite actions, {fz['http']['client_error']} refused (4xx), "
+        f"{fz['http']['ok_non_finite']} non-finite, {fz['http']['server_error']} server errors.",
+        f"Silent differences in all: {f['silent_differences']}; non-finite actions: {f['non_finite_actions']}."])
+
+
 def data() -> str:
     return "\n\n".join(part(make) for make in DATA)
 
@@ -497,7 +515,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     for make in (quickstart, quickstart_seeds, metaworld, metaworld_experts, render_fps, training,
                  training_precision, training_accumulation, parallel, optimizers, attention, architectures,
                  architectures_scaling,
-                 sim2real, deploy, safety, evaluation, data, *DATA)
+                 sim2real, deploy, safety, evaluation, data, *DATA, reliability)
 }
 
 

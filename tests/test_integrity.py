@@ -33,7 +33,7 @@ def dataset(tmp_path):
 def test_every_byte_flip_in_a_data_file_is_caught(dataset):
     data_file = next((dataset / "data").rglob("*.parquet"))
     clean = LeRobotDataset(dataset).load()
-    assert LeRobotDataset(dataset).verify() > 0
+    assert LeRobotDataset(dataset).manifest_problems() == []
     original = data_file.read_bytes()
     rng = np.random.default_rng(0)
     for offset in rng.integers(0, len(original), size=20):
@@ -46,7 +46,8 @@ def test_every_byte_flip_in_a_data_file_is_caught(dataset):
 
 def test_a_dataset_without_a_manifest_loads_unverified(tmp_path):
     write_dataset(tmp_path / "ds", episodes=2)
-    assert LeRobotDataset(tmp_path / "ds").verify() == 0  # written elsewhere: nothing to check against
+    assert not (tmp_path / "ds/manifest.json").exists()  # written elsewhere: nothing to check against
+    assert LeRobotDataset(tmp_path / "ds").manifest_problems() == []
     LeRobotDataset(tmp_path / "ds").load()
 
 
@@ -81,3 +82,61 @@ def test_a_deployed_runtime_file_is_checked_too(tmp_path):
     flip(out / "model.int8.onnx", -500)
     with pytest.raises(ValueError, match="model.int8.onnx does not match its sha256 in .*deploy.json"):
         load_policy(out)
+
+
+def _edit_json(path, fn) -> None:
+    path.write_text(json.dumps(fn(json.loads(path.read_text()))))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda info: [info], r"info.json must hold an object with codebase_version, fps and features, got a list"),
+    (lambda info: {k: v for k, v in info.items() if k != "features"}, r"info.json: 'features' must map"),
+    (lambda info: info | {"fps": "fast"}, r"info.json: 'fps' must be a number in \(0, 10000\), got 'fast'"),
+])
+def test_a_malformed_info_json_gets_one_line_naming_it(tmp_path, edit, message):
+    write_dataset(tmp_path / "ds", episodes=1)
+    _edit_json(tmp_path / "ds/meta/info.json", edit)
+    with pytest.raises(DatasetError, match=message):
+        LeRobotDataset(tmp_path / "ds")
+
+
+def test_a_corrupt_stats_json_is_named(tmp_path):
+    from vlaforge.config import TrainConfig
+    from vlaforge.train.trainer import train
+
+    write_dataset(tmp_path / "ds", episodes=1)
+    stats = tmp_path / "ds/meta/stats.json"
+    stats.write_text("{not json")
+    with pytest.raises(DatasetError, match=r"corrupt dataset file .*stats.json"):
+        LeRobotDataset(tmp_path / "ds")
+    stats.write_text(json.dumps({"observation.state": {"mean": [0] * 4, "std": [1] * 4}, "action": {"mean": "x"}}))
+    with pytest.raises(DatasetError, match=r"stats.json: observation.state must hold mean, std, min, max and count"):
+        LeRobotDataset(tmp_path / "ds").load()
+    with pytest.raises(ValueError, match=r"stats.json: action.mean is missing or not a list of numbers"):
+        train(TrainConfig(dataset=str(tmp_path / "ds"), output_dir=str(tmp_path / "run"), steps=1, verify_data=False),
+              show_progress=False)
+
+
+def test_an_image_path_outside_the_dataset_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    write_dataset(tmp_path / "ds", episodes=1)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not yours")
+    data_file = next((tmp_path / "ds/data").rglob("*.parquet"))
+    table = pq.read_table(data_file)
+    images = [{"bytes": None, "path": "../../../secret.png"}] * table.num_rows
+    col = table.column_names.index("observation.images.front")
+    table = table.set_column(col, "observation.images.front", pa.array(images, table.schema.field(col).type))
+    pq.write_table(table, data_file)
+    with pytest.raises(DatasetError, match=r"image path '../../../secret.png' must name a file inside"):
+        LeRobotDataset(tmp_path / "ds").load()
+
+
+def test_a_wrong_length_normaliser_is_refused_on_load(tmp_path):
+    policy_dir = make_policy().save(tmp_path / "policy")
+    _edit_json(policy_dir / "normalization.json",
+               lambda n: n | {"action": {"mean": n["action"]["mean"][:-1], "std": n["action"]["std"]}})
+    with pytest.raises(ValueError, match=r"normalization.json: action.mean must be 4 finite numbers"):
+        load_policy(policy_dir, verify=False)

@@ -184,6 +184,8 @@ def _data(cfg: DataConfig) -> Any:
         path = write_check_report(report, eps, Path(cfg.output or Path(cfg.dataset) / "qc"))
         for name, r in report["rules"].items():
             print(f"{name:10s} {r['episodes']:4d} episodes flagged")
+        for problem in report["integrity"]:
+            print(f"integrity: {problem}")
         print(f"{len(report['flagged_episodes'])} of {report['episodes']} episodes flagged; report {path}")
     elif cfg.action == "clean":
         from vlaforge.data.quality import clean_dataset

@@ -357,6 +357,7 @@ class EvalConfig:
     perturb: list[str] = field(
         default_factory=list, metadata={"help": "robustness sweep: factor=severity or factor=lo..hi (see docs/sim2real.md)"}
     )
+    resume: bool = field(default=False, metadata={"help": "keep the finished episodes of the same evaluation (episodes.jsonl)"})
 
 
 @dataclass

@@ -3,12 +3,16 @@
 Workers are spawned, not forked, so no torch/OpenMP or GL state is inherited; each one runs
 ``initializer(*initargs)`` once (load a policy, pin torch to one thread) and then takes jobs.
 A worker that dies (killed for memory, a crash in native code) stops the map with an error
-naming the cause, rather than leaving it waiting for a result that will never come.
+naming the cause, rather than leaving it waiting for a result that will never come; a worker
+whose parent dies exits too.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator
@@ -39,8 +43,8 @@ def map_in_workers(
         finally:
             torch.set_num_threads(threads)
         return
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=initializer,
-                             initargs=initargs) as pool:
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_start_worker,
+                             initargs=(os.getpid(), initializer, initargs)) as pool:
         futures = [pool.submit(fn, job) for job in jobs]
         try:
             for future in futures if ordered else as_completed(futures):
@@ -53,6 +57,20 @@ def map_in_workers(
         finally:
             for future in futures:  # stopped early (an error, or the caller stopped reading)
                 future.cancel()
+
+
+def _start_worker(parent: int, initializer: Callable[..., None], initargs: tuple) -> None:
+    """Watch the parent, then run the caller's initializer. A worker whose parent was killed
+    (kill -9 leaves no chance to stop the pool) would otherwise finish its queue of jobs and
+    linger; it is reparented, which the watcher sees within a second, and exits."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+    initializer(*initargs)
 
 
 def worker_env(key: tuple, make: Callable[[], Any]) -> Any:

@@ -129,15 +129,38 @@ class DatasetWriter:
         self.tasks: dict[str, int] = {}
         self.episodes: list[dict] = []
         self.total_frames = 0
-        self._sums: dict[str, list] = {}
         if existing:
-            old = LeRobotDataset(self.root)
-            if old.info["features"] != features or old.info["fps"] != fps:
-                raise DatasetError(f"cannot resume into {self.root}: its features or fps differ from this run's")
-            self.tasks = {t: i for i, t in enumerate(old.tasks)}
-            self.episodes = old.episodes
-            self.total_frames = sum(e["length"] for e in old.episodes)
-            self._seed_sums(old.stats)
+            self._resume()
+
+    def _resume(self) -> None:
+        """Continue a dataset, repairing what an interrupted writer left behind.
+
+        The episode's metadata row is the commit point (written after its data file): every
+        listed episode is complete, and everything global is derived from the rows here and
+        rewritten at once. Task indices are those of tasks.parquet plus, in episode order, the
+        tasks of rows written after it (exactly the indices they were given); stats come from
+        the rows' own statistics; orphaned data files and temporary files are removed."""
+        old = LeRobotDataset(self.root)
+        if old.info["features"] != self.features or old.info["fps"] != self.fps:
+            raise DatasetError(f"cannot resume into {self.root}: its features or fps differ from this run's")
+        self.tasks = {t: i for i, t in enumerate(old.tasks)}
+        for row in old.episodes:
+            self.tasks.setdefault(row["tasks"][0], len(self.tasks))
+        self.episodes = old.episodes
+        self.total_frames = sum(e["length"] for e in old.episodes)
+        keys = _stat_keys(self.features)
+        if any(f"stats/{k}/count" not in row for row in self.episodes for k in keys):  # written before rows held them
+            data = old.load(verify=False)
+            starts = np.concatenate([[0], np.cumsum(data.lengths)[:-1]])
+            for row, s, n in zip(self.episodes, starts, data.lengths):
+                sl = slice(s, s + n)
+                env = None if data.env_state is None else data.env_state[sl]
+                row.update(self._row_stats(EpisodeFrames(data.images[sl], data.state[sl], data.action[sl], "", env)))
+        used = {DATA_PATH.format(chunk_index=e["data/chunk_index"], file_index=e["data/file_index"]) for e in self.episodes}
+        for path in [*self.root.glob("data/chunk-*/*"), *self.root.glob("meta/**/*.tmp")]:
+            if path.is_file() and path.relative_to(self.root).as_posix() not in used:
+                path.unlink()
+        self._write_meta()
 
     @property
     def num_episodes(self) -> int:
@@ -202,65 +225,32 @@ class DatasetWriter:
             "meta/episodes/chunk_index": chunk,
             "meta/episodes/file_index": file,
         }
-        for key, arr in ep.arrays():
-            for stat, fn in (("mean", np.mean), ("std", np.std), ("min", np.min), ("max", np.max)):
-                row[f"stats/{key}/{stat}"] = fn(arr, axis=0).astype(np.float64).tolist()
-            row[f"stats/{key}/count"] = [n]
+        row.update(self._row_stats(ep))
         row.update(extra or {})
         _atomic_write_table(self.root / EPISODES_PATH.format(chunk_index=chunk, file_index=file), pa.Table.from_pylist([row]))
         self.episodes.append(row)
         self.total_frames += n
-        self._accumulate(ep)
         self._write_meta()
         return index
 
-    def _accumulate(self, ep: EpisodeFrames) -> None:
-        for key, arr in ep.arrays():
-            self._accumulate_rows(key, arr.astype(np.float64))
+    def _row_stats(self, ep: EpisodeFrames) -> dict:
+        """The episode's own statistics, kept in its metadata row (as LeRobot v3.0 does) so the
+        dataset's stats can always be re-derived from its finished episodes: per dimension for
+        state/action (D,), per channel over every pixel scaled to [0, 1] for images (3,)."""
+        arrays = [(key, arr.astype(np.float64)) for key, arr in ep.arrays()]
         imgs = ep.images.astype(np.float64) / 255.0
-        for v, cam in enumerate(self.cameras):
-            self._accumulate_rows(f"{IMAGE_PREFIX}{cam}", imgs[:, v].reshape(-1, 3))
-
-    def _accumulate_rows(self, key: str, rows: np.ndarray) -> None:
-        """Running count, sum, sum of squares, min and max of ``rows`` (N, D) for ``key``."""
-        s = self._sums.setdefault(key, [0, 0.0, 0.0, None, None])
-        s[0] += len(rows)
-        s[1] = s[1] + rows.sum(0)
-        s[2] = s[2] + (rows**2).sum(0)
-        s[3] = rows.min(0) if s[3] is None else np.minimum(s[3], rows.min(0))
-        s[4] = rows.max(0) if s[4] is None else np.maximum(s[4], rows.max(0))
-
-    def _seed_sums(self, stats: dict) -> None:
-        """Start the running sums from the statistics of the episodes found on resume."""
-        for key, st in stats.items():
-            if "count" not in st:
-                continue
-            c = int(np.asarray(st["count"]).ravel()[0])
-            mean = np.asarray(st["mean"], dtype=np.float64).reshape(-1)
-            std = np.asarray(st["std"], dtype=np.float64).reshape(-1)
-            self._sums[key] = [
-                c, mean * c, (std**2 + mean**2) * c,
-                np.asarray(st["min"], dtype=np.float64).reshape(-1), np.asarray(st["max"], dtype=np.float64).reshape(-1),
-            ]
-
-    def _stats(self) -> dict:
-        out = {}
-        for key, (count, s1, s2, lo, hi) in self._sums.items():
-            mean = s1 / count
-            std = np.sqrt(np.maximum(s2 / count - mean**2, 0.0))
-            shape = (3, 1, 1) if key.startswith(IMAGE_PREFIX) else (-1,)
-            out[key] = {
-                "mean": mean.reshape(shape).tolist(),
-                "std": std.reshape(shape).tolist(),
-                "min": lo.reshape(shape).tolist(),
-                "max": hi.reshape(shape).tolist(),
-                "count": [int(count)],
-            }
-        return out
+        arrays += [(f"{IMAGE_PREFIX}{cam}", imgs[:, v].reshape(-1, 3)) for v, cam in enumerate(self.cameras)]
+        row = {}
+        for key, arr in arrays:
+            for stat, fn in (("mean", np.mean), ("std", np.std), ("min", np.min), ("max", np.max)):
+                row[f"stats/{key}/{stat}"] = fn(arr, axis=0).tolist()
+            row[f"stats/{key}/count"] = [len(ep.action)]  # frames: every frame has as many pixels
+        return row
 
     def _write_meta(self) -> None:
         _atomic_write_table(self.root / "meta/tasks.parquet", _tasks_table(self.tasks))
-        _atomic_write_bytes(self.root / "meta/stats.json", json.dumps(self._stats(), indent=2).encode())
+        stats = aggregate_stats(self.episodes, _stat_keys(self.features)) if self.episodes else {}
+        _atomic_write_bytes(self.root / "meta/stats.json", json.dumps(stats, indent=2).encode())
         n = self.num_episodes
         info = {
             "codebase_version": CODEBASE_VERSION,
@@ -279,6 +269,36 @@ class DatasetWriter:
             **self.extra_info,
         }
         _atomic_write_bytes(self.root / "meta/info.json", json.dumps(info, indent=2).encode())
+
+
+def _stat_keys(features: dict) -> list[str]:
+    return [k for k, f in features.items() if f["dtype"] in ("image", "video") or k in ("observation.state", "action", ENV_STATE)]
+
+
+def aggregate_stats(rows: list[dict], keys: list[str]) -> dict:
+    """Dataset statistics pooled from per-episode ones (each row's ``stats/{key}/{mean,std,min,max,count}``):
+    mean = sum n_i m_i / N, var = sum n_i (s_i^2 + m_i^2) / N - mean^2 (population variance, as
+    np.std). Image keys get LeRobot's (3, 1, 1) shape. Rows in episode order, so a resumed
+    collection derives byte-identical stats to an uninterrupted one."""
+    out = {}
+    for key in keys:
+        if f"stats/{key}/count" not in rows[0]:
+            continue
+        n = np.array([r[f"stats/{key}/count"][0] for r in rows], dtype=np.float64)[:, None]
+        m, s, lo, hi = (np.array([r[f"stats/{key}/{stat}"] for r in rows], dtype=np.float64).reshape(len(rows), -1)
+                        for stat in ("mean", "std", "min", "max"))
+        total = n.sum()
+        mean = (n * m).sum(0) / total
+        std = np.sqrt(np.maximum((n * (s**2 + m**2)).sum(0) / total - mean**2, 0.0))
+        shape = (3, 1, 1) if key.startswith(IMAGE_PREFIX) else (-1,)
+        out[key] = {
+            "mean": mean.reshape(shape).tolist(),
+            "std": std.reshape(shape).tolist(),
+            "min": lo.min(0).reshape(shape).tolist(),
+            "max": hi.max(0).reshape(shape).tolist(),
+            "count": [int(total)],
+        }
+    return out
 
 
 def _tasks_table(tasks: dict[str, int]) -> pa.Table:
@@ -306,6 +326,17 @@ def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
         raise DatasetError(f"corrupt or truncated dataset file {path}: {e}") from None
 
 
+def _read_json(path: Path, kind: type, what: str):
+    """A JSON file that must hold ``kind`` (``what`` says what it should be); a one-line error otherwise."""
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"corrupt dataset file {path}: {e}") from None
+    if not isinstance(value, kind):
+        raise DatasetError(f"{path} must hold {what}, got a {type(value).__name__}")
+    return value
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -322,26 +353,27 @@ class LeRobotDataset:
         info_path = self.root / "meta/info.json"
         if not info_path.is_file():
             raise DatasetError(f"not a dataset: {info_path} is missing")
-        try:
-            self.info = json.loads(info_path.read_text())
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"corrupt dataset file {info_path}: {e}") from None
+        self.info = _read_json(info_path, dict, "an object with codebase_version, fps and features")
         version = self.info.get("codebase_version")
         if version != CODEBASE_VERSION:
             raise DatasetError(f"{info_path}: codebase_version {version!r} is not supported (need {CODEBASE_VERSION})")
-        self.features: dict = self.info["features"]
-        self.fps: int = int(self.info["fps"])
+        features = self.info.get("features")
+        if not isinstance(features, dict) or not all(isinstance(f, dict) and "dtype" in f for f in features.values()):
+            raise DatasetError(f"{info_path}: 'features' must map each feature name to {{dtype, shape, names}}")
+        self.features: dict = features
+        fps = self.info.get("fps")
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < 10_000:
+            raise DatasetError(f"{info_path}: 'fps' must be a number in (0, 10000), got {fps!r}")
+        self.fps: int = int(fps)
         self.image_keys = [k for k, f in self.features.items() if f["dtype"] in ("image", "video")]
         if not self.image_keys:
             raise DatasetError(f"{info_path}: dataset has no image features")
         self.tasks = self._read_tasks()
         para_path = self.root / PARAPHRASES_PATH
-        try:
-            self.paraphrases: dict[str, list[str]] = json.loads(para_path.read_text()) if para_path.is_file() else {}
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"corrupt dataset file {para_path}: {e}") from None
+        self.paraphrases: dict[str, list[str]] = (
+            _read_json(para_path, dict, "an object mapping instructions to lists of wordings") if para_path.is_file() else {})
         stats_path = self.root / "meta/stats.json"
-        self.stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+        self.stats = _read_json(stats_path, dict, "an object mapping features to mean/std/min/max") if stats_path.is_file() else {}
         ep_files = sorted((self.root / "meta/episodes").glob("chunk-*/file-*.parquet"))
         rows = []
         for f in ep_files:
@@ -375,31 +407,80 @@ class LeRobotDataset:
             table = tables[path]
             yield e, table.filter(pc.equal(table["episode_index"], e["episode_index"]))
 
-    def verify(self) -> int:
-        """Check every file ``manifest.json`` lists against its recorded size and sha256 (a flipped
-        byte in a parquet file can decode to different values without any error); -> the number
-        of files checked, 0 for a dataset without a manifest (written elsewhere)."""
+    def manifest_problems(self) -> list[str]:
+        """Every file ``manifest.json`` lists whose size or sha256 differs (a flipped byte in a
+        parquet file can decode to different values without any error); none for a dataset
+        without a manifest (written elsewhere)."""
         path = self.root / "manifest.json"
         if not path.is_file():
-            return 0
+            return []
         try:
             files = json.loads(path.read_text())["files"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DatasetError(f"corrupt dataset file {path}: {e}") from None
-        for rel, entry in files.items():
+            entries = [(rel, entry["bytes"], entry["sha256"]) for rel, entry in files.items()]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            return [f"corrupt dataset file {path}: {e!r}"]
+        out = []
+        for rel, size, digest in entries:
             f = self.root / rel
             if not f.is_file():
-                raise DatasetError(f"{f} is listed in {path} but missing")
-            if f.stat().st_size != entry.get("bytes") or sha256_file(f) != entry.get("sha256"):
-                raise DatasetError(f"{f} does not match its sha256 in {path}: the file changed after the dataset was "
-                                   "written (corruption, an interrupted collection: `vlaforge collect --resume`, or an "
-                                   "edit: `vlaforge data manifest` records it)")
-        return len(files)
+                out.append(f"{f} is listed in {path} but missing")
+            elif f.stat().st_size != size or sha256_file(f) != digest:
+                out.append(f"{f} does not match its sha256 in {path}: the file changed after the dataset was written "
+                           "(corruption, an interrupted collection: `vlaforge collect --resume`, or an edit: "
+                           "`vlaforge data manifest` records it)")
+        return out
+
+    def metadata_problems(self, totals: bool = True) -> list[str]:
+        """Where the global metadata disagrees with the episodes (what an interrupted writer or an
+        edit leaves): stats.json against the rows' own statistics, a row's task missing from
+        tasks.parquet, a data file whose task_index names another task, and with ``totals`` the
+        totals in info.json (harmless to loading, which counts the episodes itself)."""
+        out, meta = [], self.root / "meta"
+        frames = sum(e["length"] for e in self.episodes)
+        for key, value in (("total_episodes", self.num_episodes), ("total_frames", frames)) if totals else ():
+            if key in self.info and self.info[key] != value:
+                out.append(f"{meta / 'info.json'}: {key} is {self.info[key]}, the episodes hold {value}")
+        keys = [k for k in _stat_keys(self.features) if k in self.stats]
+        derived = aggregate_stats(self.episodes, keys)
+        for key in keys:
+            entry = self.stats[key]
+            try:
+                counts = np.asarray(entry.get("count", [frames]), dtype=np.float64).ravel()[:1].tolist()
+                stored = {stat: np.asarray(entry[stat], dtype=np.float64).ravel() for stat in derived.get(key, {})
+                          if stat != "count"}
+            except (AttributeError, KeyError, TypeError, ValueError):
+                out.append(f"{meta / 'stats.json'}: {key} must hold mean, std, min, max and count as lists of numbers")
+                continue
+            if not key.startswith(IMAGE_PREFIX) and counts != [frames]:
+                out.append(f"{meta / 'stats.json'}: {key} counts {counts} frames, the episodes hold {frames}")
+            elif any(v.shape != np.shape(np.ravel(derived[key][stat])) or
+                     not np.allclose(v, np.ravel(derived[key][stat]), rtol=1e-6, atol=1e-9) for stat, v in stored.items()):
+                out.append(f"{meta / 'stats.json'}: {key} differs from the statistics of the episodes")
+        for e, rows in self.episode_tables(["episode_index", "task_index"]):
+            task = e["tasks"][0]
+            if task not in self.tasks:
+                out.append(f"{meta / 'tasks.parquet'} lacks the task {task!r} of episode {e['episode_index']}")
+                continue
+            named = {self.tasks[i] if 0 <= i < len(self.tasks) else None for i in rows["task_index"].to_pylist()}
+            if not named <= set(e["tasks"]):
+                out.append(f"episode {e['episode_index']}: its frames' task_index names {sorted(map(str, named))} "
+                           f"in {meta / 'tasks.parquet'}, its row says {e['tasks']}")
+        return out
+
+    def verify(self) -> None:
+        """Raise on the first manifest or metadata problem (see ``manifest_problems``,
+        ``metadata_problems``), naming the file and the repair."""
+        problems = self.manifest_problems() or self.metadata_problems(totals=False)
+        if problems:
+            hint = "" if "vlaforge" in problems[0] else " (`vlaforge data check` lists every problem; an interrupted " \
+                "collection is repaired by `vlaforge collect --resume` with the same arguments)"
+            raise DatasetError(problems[0] + hint)
 
     def load(self, check_finite: bool = True, verify: bool = True) -> "EpisodeArrays":
         """Decode every frame: the in-memory arrays the sampler trains from. Quality control
         loads with ``check_finite=False`` to report NaN episodes instead of refusing them;
-        ``verify`` first checks the files against the dataset's manifest (``verify()``)."""
+        ``verify`` first checks the files against the dataset's manifest and its metadata
+        against its episodes (``verify()``)."""
         if verify:
             self.verify()
         for key in ("observation.state", "action"):
@@ -431,7 +512,7 @@ class LeRobotDataset:
                     if self.features[key]["dtype"] == "video":
                         views.append(_decode_video(self.root, self.info, key, e))
                     else:
-                        views.append(np.stack([_decode_image(v, path) for v in sub[key].to_pylist()]))
+                        views.append(np.stack([_decode_image(v, path, self.root) for v in sub[key].to_pylist()]))
                 images.append(np.stack(views, axis=1))
                 st = np.asarray(sub["observation.state"].to_pylist(), dtype=np.float32)
                 ac = np.asarray(sub["action"].to_pylist(), dtype=np.float32)
@@ -465,11 +546,14 @@ class LeRobotDataset:
         )
 
 
-def _decode_image(value, path: Path) -> np.ndarray:
+def _decode_image(value, path: Path, root: Path) -> np.ndarray:
     if isinstance(value, dict):
         payload = value.get("bytes")
         if payload is None and value.get("path"):
-            payload = (path.parent / value["path"]).read_bytes()
+            image = (path.parent / value["path"]).resolve()
+            if not image.is_relative_to(root.resolve()) or not image.is_file():
+                raise DatasetError(f"dataset file {path}: image path {value['path']!r} must name a file inside {root}")
+            payload = image.read_bytes()
     else:
         payload = value
     try:

@@ -9,7 +9,6 @@ import json
 import os
 from pathlib import Path
 
-import imageio.v2 as imageio
 import matplotlib
 
 matplotlib.use("Agg")
@@ -99,16 +98,6 @@ def _efficiency_cells(v: dict) -> str:
     e = v.get("efficiency", {})
     keys = ("steps_to_success", "sim_seconds_to_success", "path_length_to_success", "energy_to_success")
     return "".join("<td></td>" if e.get(k) is None else f"<td>{e[k]:.2f}</td>" for k in keys)
-
-
-def write_report(results: dict, records: list[dict], out: Path) -> Path:
-    """Write the rollouts' GIFs under ``out/videos``, then the report from the results alone."""
-    videos = out / "videos"
-    videos.mkdir(parents=True, exist_ok=True)
-    for r in records:
-        if r.get("frames") is not None:
-            imageio.mimsave(videos / f"{r['task']}_{r['seed']}.gif", list(r["frames"]), duration=0.05, loop=0)
-    return render_eval_report(results, out)
 
 
 def _more_intervals(results: dict) -> str:

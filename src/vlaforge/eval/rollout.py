@@ -7,11 +7,13 @@ first ``action_horizon`` of them are executed before it is queried again (recedi
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
 from pathlib import Path
 
+import imageio.v2 as imageio
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -101,7 +103,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     """Roll the policy out and write results.json and report.html; returns the results dict."""
     from vlaforge.envs import get_suite
     from vlaforge.envs.randomization import job_domain
-    from vlaforge.eval.report import write_json, write_report
+    from vlaforge.eval.report import render_eval_report, write_json
     from vlaforge.models.policy import load_policy
 
     if not cfg.policy:
@@ -126,34 +128,101 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
         raise ValueError(f"action_horizon {horizon} exceeds the policy's chunk_size {policy.cfg.chunk_size}")
     domain = job_domain(cfg.domain)
     out = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.policy).parent / "eval" / cfg.split
-    out.mkdir(parents=True, exist_ok=True)
+    run = {"policy": policy_fingerprint(Path(cfg.policy)), "suite": suite.name, "split": cfg.split, "env": env_cfg,
+           "action_horizon": horizon, "domain": domain}
+    records = open_journal(out / JOURNAL, run, cfg.resume)
     save_yaml(cfg, out / "config.yaml")
+    done = {(r["task"], r["seed"]) for r in records}
     jobs = [
         (suite.name, env_cfg, cfg.split, task, cfg.seed + i, horizon, i < cfg.videos_per_task, domain)
         for task in tasks
         for i in range(cfg.episodes)
+        if (task, cfg.seed + i) not in done
     ]
+    wanted = {(task, cfg.seed + i) for task in tasks for i in range(cfg.episodes)}
+    records = [r for r in records if (r["task"], r["seed"]) in wanted]
     workers = cfg.workers or os.cpu_count() or 1
     t0 = time.perf_counter()
-    records = []
     progress = Progress(
         TextColumn(f"[bold]eval {cfg.split}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(), disable=not show_progress,
     )
     with progress:
-        bar = progress.add_task("eval", total=len(jobs), status="")
-        for rec in map_in_workers(run_episode, jobs, workers, load_worker_policy, (cfg.policy,), ordered=False):
-            records.append(rec)
-            rate = sum(r["success"] for r in records) / len(records)
-            progress.update(bar, advance=1, status=f"success {rate:.0%}")
+        bar = progress.add_task("eval", total=len(wanted), completed=len(records), status="")
+        with (out / JOURNAL).open("a") as journal:
+            for rec in map_in_workers(run_episode, jobs, workers, load_worker_policy, (cfg.policy,), ordered=False):
+                write_video(rec, out)
+                journal.write(json.dumps(rec) + "\n")
+                journal.flush()
+                os.fsync(journal.fileno())
+                records.append(rec)
+                rate = sum(r["success"] for r in records) / len(records)
+                progress.update(bar, advance=1, status=f"success {rate:.0%}")
     wall = time.perf_counter() - t0
     records.sort(key=lambda r: (tasks.index(r["task"]), r["seed"]))
     results = summarize(records, tasks, suite.name, cfg.split, cfg.policy, cfg.seed, wall)
     results["domain"] = {"name": cfg.domain.preset or ("source" if domain is None else "custom"), "ranges": domain}
     results["trained_in"] = meta["suite"]
-    write_report(results, records, out)
+    results["resumed_episodes"] = len(wanted) - len(jobs)
+    render_eval_report(results, out)
     write_json(out / "results.json", results)
     return results
+
+
+JOURNAL = "episodes.jsonl"
+
+
+def policy_fingerprint(policy_dir: Path) -> str:
+    """sha256 over the policy's config.json (which records its weights' and normaliser's sha256)
+    and deploy.json if any: a retrained or re-exported policy is another policy."""
+    from vlaforge.data.dataset import sha256_file
+
+    return "".join(sha256_file(policy_dir / n)[:16] for n in ("config.json", "deploy.json") if (policy_dir / n).is_file())
+
+
+def open_journal(path: Path, run: dict, resume: bool) -> list[dict]:
+    """Start ``path`` (first line: what defines the evaluation) or, with ``resume``, read back
+    its finished episodes; a resume of another evaluation is refused with the differences, a
+    torn last line (killed mid-write) dropped. A fresh start removes the previous results.json
+    first, so config.yaml never sits beside results of another run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not resume or not path.is_file():
+        if resume:
+            warnings.warn(f"--resume: {path} does not exist, evaluating from the start", stacklevel=3)
+        (path.parent / "results.json").unlink(missing_ok=True)
+        path.write_text(json.dumps({"run": run}) + "\n")
+        return []
+    lines = path.read_text().split("\n")
+    try:
+        header = json.loads(lines[0])["run"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"{path} is not an evaluation journal; run without --resume to start over") from None
+    changed = [f"{k}: {header.get(k)!r} -> {run[k]!r}" for k in run if json.dumps(header.get(k)) != json.dumps(run[k])]
+    if changed:
+        raise ValueError(f"--resume would mix two evaluations in {path.parent} ({'; '.join(changed)}); "
+                         "run without --resume to start over, or choose another --output_dir")
+    records = []
+    for j, line in enumerate(lines[1:], start=1):
+        try:
+            records += [json.loads(line)] if line else []
+        except json.JSONDecodeError:
+            if j < len(lines) - 1:  # only an unterminated last line can be torn by a kill
+                raise ValueError(f"{path}: line {j + 1} is corrupt; run without --resume to start over") from None
+            warnings.warn(f"{path}: dropping a torn last line (the evaluation was killed while writing it)", stacklevel=3)
+    path.write_text("".join(json.dumps(x) + "\n" for x in [{"run": header}, *records]))
+    return records
+
+
+def write_video(record: dict, out: Path) -> None:
+    """Write the record's rollout GIF under ``out/videos`` (atomically) and drop its frames."""
+    frames = record.pop("frames", None)
+    if frames is None:
+        return
+    videos = out / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    tmp = videos / f"{record['task']}_{record['seed']}.gif.tmp"
+    imageio.mimsave(tmp, list(frames), format="GIF", duration=0.05, loop=0)
+    os.replace(tmp, videos / f"{record['task']}_{record['seed']}.gif")
 
 
 def brief(results: dict) -> dict:

@@ -325,4 +325,5 @@ def load_torch_policy(d: Path, device: str = "cpu", verify: bool = True) -> Poli
     except Exception as e:
         raise ValueError(f"policy weights {d / 'model.safetensors'} do not load: {e}") from None
     meta.pop("policy"), meta.pop("vocab", None), meta.pop("tokenizer", None)
-    return Policy(model.to(device), Normalizer.load(d / "normalization.json"), tokenizer, meta)
+    normalizer = Normalizer.load(d / "normalization.json", spec["state_dim"], spec["action_dim"])
+    return Policy(model.to(device), normalizer, tokenizer, meta)

@@ -223,7 +223,8 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
         # The student reads the teacher's normalised actions and tokens, so it shares both maps.
         normalizer, tokenizer = teacher.normalizer, teacher.tokenizer
     elif base is None:
-        normalizer = Normalizer.from_stats(dataset.stats)
+        normalizer = Normalizer.from_stats(dataset.stats, data.state.shape[1], data.action.shape[1],
+                                           source=str(dataset.root / "meta/stats.json"))
         tokenizer = TEXT_ENCODERS.get(cfg.policy.text_encoder).tokenizer(texts)
     else:
         # The base's statistics are kept: its weights are calibrated to them, and a few
