@@ -28,12 +28,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from vlaforge.config import EVAL_SEEDS, SafeRLConfig, SafetyConfig  # noqa: E402
 from vlaforge.envs import policy_env  # noqa: E402
-from vlaforge.eval.report import embed, interval_bars, page, png  # noqa: E402
+from vlaforge.eval.report import interval_bars, png  # noqa: E402
 from vlaforge.eval.stats import difference_interval, wilson_interval  # noqa: E402
 from vlaforge.models.policy import load_policy  # noqa: E402
 from vlaforge.safety.audit import AdversarialActor, PolicyActor, RandomActor, audit_episode  # noqa: E402
 from vlaforge.safety.cbf import VIOLATIONS  # noqa: E402
 from vlaforge.safety.safe_rl import safe_finetune  # noqa: E402
+from vlaforge.webpage import embed, page  # noqa: E402
 
 # The filter's default limits plus one keep-out sphere over the middle of the table (an overhead
 # fixture): the trained policy's paths pass below it, the adversarial actor aims at it.

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from helpers import synthetic_episode
 
-import vlaforge.data.dataset as dataset_module
+import vlaforge.files as files_module
 from vlaforge.data.collect import ACTION_NAMES, STATE_NAMES
 from vlaforge.data.dataset import DatasetError, DatasetWriter, LeRobotDataset, make_features
 
@@ -44,7 +44,7 @@ def collect(root: Path, eps, kill_at: int | None = None, after_tmp: bool = False
     writer = DatasetWriter(root, FEATURES, fps=20, resume=root.exists())
     if kill_at is not None:
         calls = {"n": 0}
-        real = dataset_module._atomic_write_bytes
+        real = files_module.atomic_write_bytes
 
         def write(path, payload):
             calls["n"] += 1
@@ -55,7 +55,7 @@ def collect(root: Path, eps, kill_at: int | None = None, after_tmp: bool = False
                 raise Killed(path)
             real(path, payload)
 
-        monkeypatch.setattr(dataset_module, "_atomic_write_bytes", write)
+        monkeypatch.setattr(files_module, "atomic_write_bytes", write)
     for ep in eps[writer.num_episodes:]:
         writer.add_episode(ep)
 

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from vlaforge.files import atomic_write_text
+
 # Scene seeds: collection draws below EVAL_SEEDS, evaluation from it, so an evaluation never
 # replays a scene a policy was trained on.
 EVAL_SEEDS = 10**9
@@ -640,11 +642,7 @@ def load_yaml(cls: type[T], path: str | os.PathLike) -> T:
 
 def save_yaml(cfg: Any, path: str | os.PathLike) -> None:
     """Write the config atomically so a crash never leaves half a config.yaml."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, p)
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def describe_fields(cls: type, prefix: str = "", default: Any = None) -> list[tuple[str, str, Any, str]]:

@@ -17,7 +17,6 @@ baseline that every strategy must beat at equal demonstration budgets
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 
 from vlaforge.config import ActiveConfig, save_yaml
 from vlaforge.data.collect import scene_seed
+from vlaforge.files import atomic_write_json
 from vlaforge.pool import map_in_workers
 
 UNCERTAINTY = ("ensemble", "mc_dropout", "head")
@@ -209,7 +209,5 @@ def select(cfg: ActiveConfig, show_progress: bool = True) -> dict:
         {t: float(np.mean([s["uncertainty"] for s in scores if s["task"] == t])) for t in tasks},
         "selected_per_task": {t: sum(scores[i]["task"] == t for i in picked) for t in tasks},
     }
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    atomic_write_json(out, result)
     return result

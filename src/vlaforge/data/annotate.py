@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from vlaforge.config import DataConfig
 from vlaforge.data.dataset import PARAPHRASES_PATH, LeRobotDataset
 from vlaforge.data.manifest import write_manifest
 from vlaforge.data.quality import load_episodes, rewrite
+from vlaforge.files import atomic_write_json
 
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "pick up": ("grab", "lift"),
@@ -80,10 +80,7 @@ def paraphrase_dataset(cfg: DataConfig) -> dict[str, list[str]]:
         new = paraphrases(task, cfg.per_instruction, cfg.seed)
         if new or task in table:
             table[task] = sorted(set(table.get(task, [])) | set(new))
-    path = ds.root / PARAPHRASES_PATH
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(table, indent=2))
-    os.replace(tmp, path)
+    atomic_write_json(ds.root / PARAPHRASES_PATH, table)
     if (ds.root / "manifest.json").exists():
         write_manifest(ds.root)
     return table

@@ -15,7 +15,6 @@ recomputes the totals from meta/episodes rather than trusting info.json.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -28,6 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
+
+from vlaforge import files
+from vlaforge.files import sha256_file
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000
@@ -43,17 +45,10 @@ class DatasetError(ValueError):
     """A dataset that is missing, corrupt or inconsistent; the message names the file."""
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
-
-
 def _atomic_write_table(path: Path, table: pa.Table) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    _atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    files.atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -250,7 +245,7 @@ class DatasetWriter:
     def _write_meta(self) -> None:
         _atomic_write_table(self.root / "meta/tasks.parquet", _tasks_table(self.tasks))
         stats = aggregate_stats(self.episodes, _stat_keys(self.features)) if self.episodes else {}
-        _atomic_write_bytes(self.root / "meta/stats.json", json.dumps(stats, indent=2).encode())
+        files.atomic_write_bytes(self.root / "meta/stats.json", json.dumps(stats, indent=2).encode())
         n = self.num_episodes
         info = {
             "codebase_version": CODEBASE_VERSION,
@@ -268,7 +263,7 @@ class DatasetWriter:
             "features": self.features,
             **self.extra_info,
         }
-        _atomic_write_bytes(self.root / "meta/info.json", json.dumps(info, indent=2).encode())
+        files.atomic_write_bytes(self.root / "meta/info.json", json.dumps(info, indent=2).encode())
 
 
 def _stat_keys(features: dict) -> list[str]:
@@ -335,14 +330,6 @@ def _read_json(path: Path, kind: type, what: str):
     if not isinstance(value, kind):
         raise DatasetError(f"{path} must hold {what}, got a {type(value).__name__}")
     return value
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class LeRobotDataset:
@@ -415,8 +402,8 @@ class LeRobotDataset:
         if not path.is_file():
             return []
         try:
-            files = json.loads(path.read_text())["files"]
-            entries = [(rel, entry["bytes"], entry["sha256"]) for rel, entry in files.items()]
+            listed = json.loads(path.read_text())["files"]
+            entries = [(rel, entry["bytes"], entry["sha256"]) for rel, entry in listed.items()]
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             return [f"corrupt dataset file {path}: {e!r}"]
         out = []

@@ -18,7 +18,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from vlaforge.data.dataset import DatasetError, LeRobotDataset, sha256_file
+from vlaforge.data.dataset import DatasetError, LeRobotDataset
+from vlaforge.files import atomic_write_json, sha256_file
 
 MANIFEST = "manifest.json"
 CONTENT_DIRS = ("meta", "data", "videos")
@@ -75,9 +76,7 @@ def write_manifest(root: str | os.PathLike) -> dict:
     """Write ``manifest.json`` atomically beside the data; returns it."""
     manifest = build_manifest(root)
     path = Path(root) / MANIFEST
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)
+    atomic_write_json(path, manifest, indent=1)
     return manifest
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import html
 import io
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import numpy as np
 from vlaforge.config import DataConfig
 from vlaforge.data.dataset import PARAPHRASES_PATH, DatasetWriter, EpisodeFrames, LeRobotDataset
 from vlaforge.data.manifest import episode_hashes, write_manifest
+from vlaforge.files import atomic_dir, atomic_write_json
 from vlaforge.registry import Registry
 
 RULES: Registry = Registry("quality rule")
@@ -219,10 +218,11 @@ def write_check_report(report: dict, eps: list[Episode], out: Path) -> Path:
     """qc.json and qc.html (a table per rule, with the first, middle and last frame of each flagged episode)."""
     from PIL import Image
 
-    from vlaforge.eval.report import embed, write_json, write_page
+    from vlaforge.files import atomic_write_json
+    from vlaforge.webpage import embed, write_page
 
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "qc.json", report)
+    atomic_write_json(out / "qc.json", report)
     strips = {}
     for i in report["flagged_episodes"]:
         frames = eps[i].images[:, 0]
@@ -255,9 +255,7 @@ def rewrite(ds: LeRobotDataset, eps: list[Episode], output: str, keep: dict[int,
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty; choose another --output (nothing was changed)")
     extra_info = {k: v for k, v in ds.info.items() if k == "vlaforge"}
-    tmp = out.with_name(out.name + ".tmp")  # renamed into place once whole
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out) as tmp:  # renamed into place once whole (onto an empty out); removed on failure
         writer = DatasetWriter(tmp, ds.features, ds.fps, robot_type=ds.info.get("robot_type", "unknown"), extra_info=extra_info)
         # The stored PNG bytes, so a rewritten episode keeps its exact bytes (and content hash).
         stored = ds.episode_tables([*ds.image_keys, "episode_index"])
@@ -271,15 +269,9 @@ def rewrite(ds: LeRobotDataset, eps: list[Episode], output: str, keep: dict[int,
             writer.add_episode(EpisodeFrames(ep.images[frames], ep.state[frames], ep.action[frames], spec.get("task", ep.task),
                                              None if ep.env_state is None else ep.env_state[frames]),
                                encoded_images=pngs, extra=extra)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a failed rewrite leaves nothing behind
-        raise
-    if ds.paraphrases:
-        (tmp / PARAPHRASES_PATH).write_text(json.dumps(ds.paraphrases, indent=2))
-    write_manifest(tmp)
-    if out.exists():
-        out.rmdir()  # empty, checked above
-    os.replace(tmp, out)
+        if ds.paraphrases:
+            (tmp / PARAPHRASES_PATH).write_text(json.dumps(ds.paraphrases, indent=2))
+        write_manifest(tmp)
     return out
 
 
@@ -311,7 +303,5 @@ def clean_dataset(cfg: DataConfig) -> dict:
     summary = {"dataset": cfg.dataset, "output": cfg.output, "kept": len(keep), "dropped": len(dropped),
                "dropped_by_rule": {n: sum(r == n for r in dropped.values()) for n in cfg.drop}, "frames_trimmed": trimmed,
                "dropped_episodes": {str(k): v for k, v in sorted(dropped.items())}}
-    tmp = Path(cfg.output) / "clean.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, Path(cfg.output) / "clean.json")
+    atomic_write_json(Path(cfg.output) / "clean.json", summary)
     return summary

@@ -17,7 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
-from vlaforge.data.dataset import sha256_file
+from vlaforge.files import sha256_file
 
 PAD, UNK = "<pad>", "<unk>"
 _WORD = re.compile(r"[a-z]+")

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from vlaforge.data.dataset import sha256_file
+from vlaforge.files import atomic_dir, sha256_file
 from vlaforge.models.policy import Policy, check_sha256
 
 RUNTIME_FILES = ("config.json", "normalization.json", "model.safetensors")
@@ -38,17 +38,14 @@ def write_deployed(policy_dir: str | os.PathLike, out: str | os.PathLike, write:
         raise ValueError(f"the deployed policy must go to a new directory, not over {src}")
     if out.exists():
         raise FileExistsError(f"{out} already exists; choose another --output or remove it")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in RUNTIME_FILES:
-        shutil.copy2(src / name, tmp / name)
-    info = write(tmp)
-    runtime_file = info.get("model") or info.get("calibration_file")
-    if runtime_file:
-        info["sha256"] = sha256_file(tmp / runtime_file)
-    (tmp / "deploy.json").write_text(json.dumps(info | {"source": str(src)}, indent=2))
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        for name in RUNTIME_FILES:
+            shutil.copy2(src / name, tmp / name)
+        info = write(tmp)
+        runtime_file = info.get("model") or info.get("calibration_file")
+        if runtime_file:
+            info["sha256"] = sha256_file(tmp / runtime_file)
+        (tmp / "deploy.json").write_text(json.dumps(info | {"source": str(src)}, indent=2))
     return out
 
 

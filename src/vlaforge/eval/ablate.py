@@ -28,8 +28,10 @@ from pathlib import Path
 import yaml
 
 from vlaforge.config import AblateConfig, ConfigError, QuickstartConfig, apply_overrides, from_dict, save_yaml, to_dict
-from vlaforge.eval.report import embed, rate_curve, write_json, write_page
+from vlaforge.eval.report import rate_curve
 from vlaforge.eval.stats import difference_interval, wilson_interval
+from vlaforge.files import atomic_write_json
+from vlaforge.webpage import embed, write_page
 
 # Keys the ablation sets for every cell itself (where data, runs and evaluations go).
 SET_BY_ABLATE = {"output_dir", "collect.output", "collect.resume", "train.dataset", "train.output_dir", "train.resume",
@@ -121,7 +123,7 @@ def ablate(cfg: AblateConfig, show_progress: bool = True) -> dict:
                      "success_rate": r["success_rate"], "ci95": r["ci95"], "results": str(cell_dir / "eval" / split / "results.json")})
     summary = {"grid": str(cfg.grid), "split": split, "axes": {n: {"key": k, "values": v} for n, (k, v) in axes.items()},
                "cells": rows, "effects": effects(rows, axes)}
-    write_json(root / "ablate.json", summary)
+    atomic_write_json(root / "ablate.json", summary)
     write_ablate_report(summary, root)
     return summary
 

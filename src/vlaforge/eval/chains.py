@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from vlaforge.config import EVAL_SEEDS, ChainConfig, save_yaml
-from vlaforge.eval.report import embed, rate_curve, write_json, write_page
+from vlaforge.eval.report import rate_curve
 from vlaforge.eval.stats import wilson_interval
+from vlaforge.files import atomic_write_json
 from vlaforge.pool import map_in_workers
+from vlaforge.webpage import embed, write_page
 
 
 def draw_chain(families: list[str], length: int, rng: np.random.Generator) -> list[str]:
@@ -98,7 +100,7 @@ def evaluate_chains(cfg: ChainConfig, show_progress: bool = True) -> dict:
                      key=lambda r: r["seed"])
     summary = summarize_chains(records, cfg.length) | {"policy": cfg.policy, "split": cfg.split, "families": families,
                                                        "steps_per_instruction": budget, "chains_detail": records}
-    write_json(out / "chains.json", summary)
+    atomic_write_json(out / "chains.json", summary)
     write_chains_report(summary, out)
     return summary
 

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from vlaforge.config import CompareConfig, save_yaml
-from vlaforge.eval.report import embed, interval_bars, write_json, write_page
+from vlaforge.eval.report import interval_bars
 from vlaforge.eval.stats import difference_interval, episodes_for_difference, sequential_paired_test, wilson_interval
+from vlaforge.files import atomic_write_json
+from vlaforge.webpage import embed, write_page
 
 
 def load_results(path: str | Path) -> dict:
@@ -137,7 +139,7 @@ def compare(cfg: CompareConfig) -> dict:
     out = Path(cfg.output_dir) if cfg.output_dir else Path(a["path"]).parent / "compare"
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
-    write_json(out / "compare.json", result)
+    atomic_write_json(out / "compare.json", result)
     write_compare_report(result, out)
     return result
 

@@ -12,9 +12,11 @@ import html
 from pathlib import Path
 
 from vlaforge.config import EvalConfig, GeneralizeConfig, save_yaml
-from vlaforge.eval.report import embed, interval_bars, write_json, write_page
+from vlaforge.eval.report import interval_bars
 from vlaforge.eval.rollout import brief, evaluate
 from vlaforge.eval.stats import difference_interval
+from vlaforge.files import atomic_write_json
+from vlaforge.webpage import embed, write_page
 
 
 def generalize(cfg: GeneralizeConfig, show_progress: bool = True) -> dict:
@@ -42,7 +44,7 @@ def generalize(cfg: GeneralizeConfig, show_progress: bool = True) -> dict:
             rows[s]["gap_ci95"] = list(difference_interval(ref["successes"], ref["episodes"], r["successes"], r["episodes"]))
     summary = {"policy": cfg.policy, "suite": suite.name, "reference": splits[0], "episodes_per_task": cfg.episodes,
                "seed": cfg.seed, "splits": rows}
-    write_json(out / "generalization.json", summary)
+    atomic_write_json(out / "generalization.json", summary)
     write_generalization_report(summary, out)
     return summary
 

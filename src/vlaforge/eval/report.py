@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import io
-import json
-import os
 from pathlib import Path
 
 import matplotlib
@@ -14,12 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write ``payload`` as JSON atomically (temporary file + rename): a crash leaves the old file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+from vlaforge.webpage import embed, write_page  # noqa: E402
 
 
 def png(fig) -> bytes:
@@ -72,25 +64,6 @@ def success_plot(results: dict) -> bytes:
         tasks, [results["per_task"][t]["success_rate"] for t in tasks], [results["per_task"][t]["ci95"] for t in tasks],
         f"{results['suite']} / {results['split']}", (results["success_rate"], f"overall {results['success_rate']:.0%}"),
     )
-
-
-def page(title: str, body: str) -> str:
-    """A self-contained HTML page in the reports' style."""
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
-figure{{display:inline-block;margin:6px;width:200px;font-size:12px;vertical-align:top}}</style></head><body>
-<h1>{html.escape(title)}</h1>{body}</body></html>"""
-
-
-def write_page(out: Path, title: str, body: str, name: str = "report.html") -> Path:
-    """Write ``page(title, body)`` to ``out/name``; returns its path."""
-    path = out / name
-    path.write_text(page(title, body))
-    return path
-
-
-def embed(png_bytes: bytes) -> str:
-    return f'<img src="data:image/png;base64,{base64.b64encode(png_bytes).decode()}">'
 
 
 def _efficiency_cells(v: dict) -> str:

@@ -13,8 +13,10 @@ import json
 from pathlib import Path
 
 from vlaforge.config import EvalConfig, save_yaml
-from vlaforge.eval.report import embed, plt, png, write_json, write_page
+from vlaforge.eval.report import plt, png
 from vlaforge.eval.rollout import brief, evaluate
+from vlaforge.files import atomic_write_json
+from vlaforge.webpage import embed, write_page
 
 
 def sweep(cfg: EvalConfig, show_progress: bool = True) -> dict:
@@ -45,7 +47,7 @@ def sweep(cfg: EvalConfig, show_progress: bool = True) -> dict:
         curves[factor] = points
     results = {"policy": cfg.policy, "split": cfg.split, "episodes_per_task": cfg.episodes, "seed": cfg.seed,
                "curves": curves, "summary": {factor: summarize_curve(points) for factor, points in curves.items()}}
-    write_json(out / "robustness.json", results)
+    atomic_write_json(out / "robustness.json", results)
     write_robustness_report(results, out)
     return results
 

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vlaforge.config import EVAL_SEEDS, EvalConfig, save_yaml
 from vlaforge.eval.stats import beta_posterior_interval, clopper_pearson_interval, wilson_interval
+from vlaforge.files import tmp_path
 from vlaforge.pool import map_in_workers
 
 _STATE: dict = {}
@@ -103,7 +104,8 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     """Roll the policy out and write results.json and report.html; returns the results dict."""
     from vlaforge.envs import get_suite
     from vlaforge.envs.randomization import job_domain
-    from vlaforge.eval.report import render_eval_report, write_json
+    from vlaforge.eval.report import render_eval_report
+    from vlaforge.files import atomic_write_json
     from vlaforge.models.policy import load_policy
 
     if not cfg.policy:
@@ -165,7 +167,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     results["trained_in"] = meta["suite"]
     results["resumed_episodes"] = len(wanted) - len(jobs)
     render_eval_report(results, out)
-    write_json(out / "results.json", results)
+    atomic_write_json(out / "results.json", results)
     return results
 
 
@@ -175,7 +177,7 @@ JOURNAL = "episodes.jsonl"
 def policy_fingerprint(policy_dir: Path) -> str:
     """sha256 over the policy's config.json (which records its weights' and normaliser's sha256)
     and deploy.json if any: a retrained or re-exported policy is another policy."""
-    from vlaforge.data.dataset import sha256_file
+    from vlaforge.files import sha256_file
 
     return "".join(sha256_file(policy_dir / n)[:16] for n in ("config.json", "deploy.json") if (policy_dir / n).is_file())
 
@@ -220,9 +222,9 @@ def write_video(record: dict, out: Path) -> None:
         return
     videos = out / "videos"
     videos.mkdir(parents=True, exist_ok=True)
-    tmp = videos / f"{record['task']}_{record['seed']}.gif.tmp"
-    imageio.mimsave(tmp, list(frames), format="GIF", duration=0.05, loop=0)
-    os.replace(tmp, videos / f"{record['task']}_{record['seed']}.gif")
+    gif = videos / f"{record['task']}_{record['seed']}.gif"
+    imageio.mimsave(tmp_path(gif), list(frames), format="GIF", duration=0.05, loop=0)
+    os.replace(tmp_path(gif), gif)
 
 
 def brief(results: dict) -> dict:

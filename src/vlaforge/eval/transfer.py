@@ -12,9 +12,11 @@ import html
 from pathlib import Path
 
 from vlaforge.config import DomainConfig, EvalConfig, TransferConfig, save_yaml
-from vlaforge.eval.report import embed, interval_bars, write_json, write_page
+from vlaforge.eval.report import interval_bars
 from vlaforge.eval.rollout import brief, evaluate
 from vlaforge.eval.stats import difference_interval
+from vlaforge.files import atomic_write_json
+from vlaforge.webpage import embed, write_page
 
 
 def transfer(cfg: TransferConfig, show_progress: bool = True) -> dict:
@@ -56,7 +58,7 @@ def transfer(cfg: TransferConfig, show_progress: bool = True) -> dict:
                                                               r["episodes"]))
     summary = {"policy": cfg.policy, "split": cfg.split, "seed": cfg.seed, "episodes_per_task": cfg.episodes,
                "domains": rows}
-    write_json(out / "transfer.json", summary)
+    atomic_write_json(out / "transfer.json", summary)
     write_transfer_report(summary, out)
     return summary
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from collections import deque
 from pathlib import Path
 
@@ -36,10 +35,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vlaforge.config import PolicyConfig, from_dict
-from vlaforge.data.dataset import sha256_file
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.tokenizer import SubwordTokenizer, WordTokenizer, load_tokenizer
 from vlaforge.envs.base import check_observation
+from vlaforge.files import atomic_dir, sha256_file
 from vlaforge.models import heads, mamba, moe  # noqa: F401  (registration)
 from vlaforge.models.language import TextEncoder
 from vlaforge.models.transformer import Block
@@ -261,23 +260,13 @@ class Policy:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the policy directory atomically (a temporary directory renamed into place)."""
         out = Path(directory)
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        state = {k: v.detach().float().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
-        self.normalizer.save(tmp / "normalization.json")
-        meta = dict(self.meta, policy=dataclasses.asdict(self.cfg), **self.tokenizer.save(tmp),
-                    sha256={name: sha256_file(tmp / name) for name in CHECKED})
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
-        if out.exists():
-            old = out.with_name(out.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
+        with atomic_dir(out, replace=True) as tmp:
+            state = {k: v.detach().float().contiguous().cpu() for k, v in self.model.state_dict().items()}
+            save_file(state, str(tmp / "model.safetensors"))
+            self.normalizer.save(tmp / "normalization.json")
+            meta = dict(self.meta, policy=dataclasses.asdict(self.cfg), **self.tokenizer.save(tmp),
+                        sha256={name: sha256_file(tmp / name) for name in CHECKED})
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         return out
 
 

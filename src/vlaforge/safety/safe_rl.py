@@ -29,8 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -41,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vlaforge.config import EVAL_SEEDS, SafeRLConfig, save_yaml
+from vlaforge.files import atomic_dir
 from vlaforge.models.policy import Policy, load_torch_policy
 from vlaforge.safety.cbf import VIOLATIONS, check_safety, excess, violations
 from vlaforge.safety.filter import tabletop_robot
@@ -240,18 +239,13 @@ def _optimizer(agent: ActorCritic, cfg: SafeRLConfig) -> torch.optim.Optimizer:
 
 def _save_checkpoint(root: Path, agent: ActorCritic, optimizer: torch.optim.Optimizer, state: dict) -> None:
     """agent + Adam moments in safetensors, the rest in JSON; temp directory renamed into place."""
-    tmp, final = root / "checkpoint.tmp", root / "checkpoint"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    tensors = {f"agent.{k}": v.detach().contiguous() for k, v in agent.state_dict().items()}
-    osd = optimizer.state_dict()
-    for i, s in osd["state"].items():
-        tensors |= {f"optim.{i}.{k}": v.contiguous() for k, v in s.items()}
-    save_file(tensors, str(tmp / "state.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({**state, "param_groups": osd["param_groups"]}))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_dir(root / "checkpoint", replace=True) as tmp:
+        tensors = {f"agent.{k}": v.detach().contiguous() for k, v in agent.state_dict().items()}
+        osd = optimizer.state_dict()
+        for i, s in osd["state"].items():
+            tensors |= {f"optim.{i}.{k}": v.contiguous() for k, v in s.items()}
+        save_file(tensors, str(tmp / "state.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({**state, "param_groups": osd["param_groups"]}))
 
 
 def _load_checkpoint(root: Path, agent: ActorCritic, optimizer: torch.optim.Optimizer) -> dict:
@@ -350,7 +344,7 @@ def safe_finetune(cfg: SafeRLConfig, show_progress: bool = True) -> dict:
     curve = [json.loads(line) for line in metrics_path.read_text().splitlines()]
     summary = {"config": dataclasses.asdict(cfg), "before": before, "after": after, "curve": curve,
                "policy": str(root / "policy")}
-    from vlaforge.eval.report import write_json
+    from vlaforge.files import atomic_write_json
 
-    write_json(root / "summary.json", summary)
+    atomic_write_json(root / "summary.json", summary)
     return summary

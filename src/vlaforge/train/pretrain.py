@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from vlaforge.config import PretrainConfig, save_yaml
 from vlaforge.data.dataset import LeRobotDataset
+from vlaforge.files import tmp_path
 from vlaforge.models.ssl import SSL_METHODS
 from vlaforge.models.vision import ConvEncoder
 from vlaforge.train import amp
@@ -121,7 +122,7 @@ def pretrain(cfg: PretrainConfig, show_progress: bool = True) -> Path:
                 save_checkpoint(ckpts, step + 1, objective, optimizer, scaler, None)
     weights = {k: v.detach().float().cpu().contiguous() for k, v in objective.encoder.state_dict().items()
                if k.startswith("stages.")}
-    tmp = run / (ENCODER_FILE + ".tmp")
+    tmp = tmp_path(run / ENCODER_FILE)
     save_file(weights, str(tmp), metadata={"method": cfg.method})
     os.replace(tmp, run / ENCODER_FILE)
     losses = [r["loss"] for r in history]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Iterable
@@ -33,6 +32,7 @@ from vlaforge.data.normalize import Normalizer
 from vlaforge.data.sampler import ChunkSampler, pixel_columns
 from vlaforge.data.tokenizer import SubwordTokenizer, WordTokenizer
 from vlaforge.deploy.prune import apply_masks, parse_prune, pruning_masks, zero_fraction
+from vlaforge.files import atomic_write_text
 from vlaforge.models.policy import Policy, build_policy, load_policy
 from vlaforge.registry import TEXT_ENCODERS
 from vlaforge.train import amp, parallel
@@ -494,6 +494,4 @@ def _truncate_metrics(path: Path, step: int) -> None:
             raise ValueError(f"{path}: line {i + 1} is not JSON; the metrics log is damaged") from None
         if row.get("step", 0) <= step:
             keep.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
