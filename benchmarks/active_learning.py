@@ -36,8 +36,8 @@ from vlaforge.config import (  # noqa: E402
     PolicyConfig,
     apply_overrides,
 )
-from vlaforge.data.active import select  # noqa: E402
 from vlaforge.data.collect import collect  # noqa: E402
+from vlaforge.eval.active import select  # noqa: E402
 from vlaforge.eval.stats import difference_interval  # noqa: E402
 
 DROPOUT = PolicyConfig(dropout=0.1)  # every strategy's policy, so MC dropout is available to all

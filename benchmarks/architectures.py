@@ -38,8 +38,8 @@ from common import RESULTS, cache_root, stage, write
 from vlaforge.config import EVAL_SEEDS, CollectConfig, EvalConfig, PolicyConfig, TrainConfig
 from vlaforge.data.collect import collect
 from vlaforge.eval.rollout import evaluate
-from vlaforge.models.policy import load_policy
 from vlaforge.registry import BACKBONES, FFNS, HEADS
+from vlaforge.runtime.policy import load_policy
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 

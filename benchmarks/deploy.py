@@ -44,7 +44,7 @@ from vlaforge.deploy.quantize import quantize
 from vlaforge.deploy.server import load_test
 from vlaforge.eval.rollout import brief, evaluate
 from vlaforge.eval.stats import difference_interval
-from vlaforge.models.policy import load_policy
+from vlaforge.runtime.policy import load_policy
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 

@@ -38,7 +38,7 @@ from common import cache_root, stage, write
 from safetensors.numpy import load_file
 
 from vlaforge.data.dataset import DatasetError, LeRobotDataset  # noqa: E402
-from vlaforge.models.policy import load_policy  # noqa: E402
+from vlaforge.runtime.policy import load_policy  # noqa: E402
 
 TINY = ["--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2", "--policy.vision_channels=[8,8]"]
 

@@ -30,7 +30,7 @@ from vlaforge.config import EVAL_SEEDS, SafeRLConfig, SafetyConfig  # noqa: E402
 from vlaforge.envs import policy_env  # noqa: E402
 from vlaforge.eval.report import interval_bars, png  # noqa: E402
 from vlaforge.eval.stats import difference_interval, wilson_interval  # noqa: E402
-from vlaforge.models.policy import load_policy  # noqa: E402
+from vlaforge.runtime.policy import load_policy  # noqa: E402
 from vlaforge.safety.audit import AdversarialActor, PolicyActor, RandomActor, audit_episode  # noqa: E402
 from vlaforge.safety.cbf import VIOLATIONS  # noqa: E402
 from vlaforge.safety.safe_rl import safe_finetune  # noqa: E402

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from vlaforge.cli import main
-from vlaforge.data.active import choose, chunk_variance, k_center_greedy
 from vlaforge.data.dataset import LeRobotDataset
+from vlaforge.eval.active import choose, chunk_variance, k_center_greedy
 
 TINY = ["--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2", "--policy.vision_channels=[8,8]"]
 

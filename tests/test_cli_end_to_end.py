@@ -40,7 +40,7 @@ def test_quickstart_runs_collect_train_eval_and_resumes(tmp_path, capsys):
 def test_serve_answers_a_client_with_the_local_policys_actions(tmp_path):
     from vlaforge.deploy.latency import observation
     from vlaforge.deploy.server import PolicyClient
-    from vlaforge.models.policy import load_policy
+    from vlaforge.runtime.policy import load_policy
 
     policy_dir = train_tiny_policy(tmp_path, episodes_per_task=1, steps=2)
     proc = subprocess.Popen([sys.executable, "-m", "vlaforge", "serve", f"--policy={policy_dir}", "--port=0",

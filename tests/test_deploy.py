@@ -12,11 +12,10 @@ from helpers import write_dataset
 
 from vlaforge.cli import main
 from vlaforge.config import EvalConfig, PolicyConfig, TrainConfig
-from vlaforge.deploy.artifact import example_inputs
 from vlaforge.deploy.latency import bench_latency, observation
 from vlaforge.deploy.quantize import quantize
 from vlaforge.eval.rollout import evaluate
-from vlaforge.models.policy import load_policy
+from vlaforge.runtime.policy import example_inputs, load_policy
 from vlaforge.train.trainer import train
 
 pytest.importorskip("onnxruntime")
@@ -70,7 +69,7 @@ def test_runtime_methods_deploy_load_and_act_like_fp32(trained, tmp_path, method
 
 
 def test_static_int8_calibrates_on_the_dataset(trained, tmp_path):
-    from vlaforge.deploy.static_int8 import CALIBRATION_FILE, load_static_int8
+    from vlaforge.runtime.pt2e import CALIBRATION_FILE, load_static_int8
 
     dataset = str(trained.parent.parent / "data")
     with pytest.raises(ValueError, match="--dataset"):
@@ -88,7 +87,7 @@ def test_static_int8_calibrates_on_the_dataset(trained, tmp_path):
     x = example_inputs(base, seed=3)
     np.testing.assert_array_equal(quant.predict(*x), again.predict(*x))
     # A fresh process, as an evaluation worker is, must re-derive it too.
-    code = ("import sys; from pathlib import Path; from vlaforge.deploy.static_int8 import load_static_int8; "
+    code = ("import sys; from pathlib import Path; from vlaforge.runtime.pt2e import load_static_int8; "
             "load_static_int8(Path(sys.argv[1]), compile=False)")
     done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -11,7 +11,7 @@ from vlaforge.cli import main
 from vlaforge.config import PolicyConfig, TrainConfig
 from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.data.sampler import ChunkSampler
-from vlaforge.models.policy import load_policy
+from vlaforge.runtime.policy import load_policy
 from vlaforge.train.trainer import train
 
 TINY = PolicyConfig(d_model=32, n_layers=1, n_heads=2, vision_channels=[8, 8])

@@ -8,7 +8,7 @@ import pytest
 from helpers import train_tiny_policy
 
 from vlaforge.envs.tabletop.env import TabletopEnv
-from vlaforge.models.policy import load_policy
+from vlaforge.runtime.policy import load_policy
 from vlaforge.safety.ood import OODDetector
 from vlaforge.safety.supervisor import HOLD, RETREAT, Supervisor
 

@@ -10,7 +10,7 @@ from test_policy import make_policy
 
 from vlaforge.data.dataset import DatasetError, LeRobotDataset
 from vlaforge.data.manifest import write_manifest
-from vlaforge.models.policy import load_policy
+from vlaforge.runtime.policy import load_policy
 
 
 def flip(path, offset: int, count: int = 1) -> None:

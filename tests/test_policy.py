@@ -8,7 +8,8 @@ import vlaforge
 from vlaforge.config import PolicyConfig
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.tokenizer import WordTokenizer
-from vlaforge.models.policy import STATE_LIMIT, Policy, build_policy
+from vlaforge.models.policy import build_policy
+from vlaforge.runtime.policy import STATE_LIMIT, Policy
 
 
 def make_policy(n_obs_steps=1, **kw):

@@ -8,8 +8,8 @@ from helpers import write_dataset
 
 from vlaforge.cli import main
 from vlaforge.config import PolicyConfig, TrainConfig
-from vlaforge.deploy.prune import apply_masks, parse_prune, pruning_masks, zero_fraction
-from vlaforge.models.policy import load_policy
+from vlaforge.runtime.policy import load_policy
+from vlaforge.train.prune import apply_masks, parse_prune, pruning_masks, zero_fraction
 from vlaforge.train.trainer import train
 
 TINY = PolicyConfig(d_model=32, n_layers=2, n_heads=4, vision_channels=[8, 8])

@@ -7,9 +7,8 @@ import torch
 from helpers import write_dataset
 
 from vlaforge.config import ParallelConfig, PolicyConfig, TrainConfig
-from vlaforge.deploy.artifact import example_inputs
-from vlaforge.deploy.quantize import int4_weight
-from vlaforge.models.policy import load_policy
+from vlaforge.runtime.policy import example_inputs, load_policy
+from vlaforge.runtime.torch_methods import int4_weight
 from vlaforge.train.qat import prepare_qat
 from vlaforge.train.trainer import train
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from vlaforge.cli import main
 from vlaforge.config import SafeRLConfig, SafetyConfig
 from vlaforge.envs.tabletop.env import TabletopEnv
-from vlaforge.models.policy import load_torch_policy
+from vlaforge.runtime.policy import load_torch_policy
 from vlaforge.safety.audit import AdversarialActor, RandomActor, audit_episode
 from vlaforge.safety.cbf import excess, violations
 from vlaforge.safety.filter import tabletop_robot

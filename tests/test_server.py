@@ -11,7 +11,7 @@ from helpers import write_dataset
 from vlaforge.config import PolicyConfig, TrainConfig
 from vlaforge.deploy.latency import observation
 from vlaforge.deploy.server import MAX_BODY, PolicyClient, PolicyServer, load_test
-from vlaforge.models.policy import load_policy
+from vlaforge.runtime.policy import load_policy
 from vlaforge.train.trainer import train
 
 

@@ -176,7 +176,7 @@ def test_fp16_on_cuda(tmp_path, dataset):
 
 def test_fine_tuning_extends_the_vocabulary_and_starts_from_the_base(tmp_path, dataset):
     from vlaforge.data.dataset import LeRobotDataset
-    from vlaforge.models.policy import load_policy
+    from vlaforge.runtime.policy import load_policy
     from vlaforge.train.trainer import _finetune_model
 
     base_dir = train(tiny_cfg(tmp_path, dataset, steps=40), show_progress=False)

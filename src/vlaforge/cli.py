@@ -164,7 +164,7 @@ def _pretrain(cfg: PretrainConfig) -> Any:
 
 
 def _active(cfg: ActiveConfig) -> Any:
-    from vlaforge.data.active import select
+    from vlaforge.eval.active import select
 
     r = select(cfg)
     per_task = ", ".join(f"{t} {n}" for t, n in r["selected_per_task"].items())
@@ -268,7 +268,7 @@ def _bench(cfg: BenchConfig) -> Any:
     out = Path(cfg.output) if cfg.output else Path(cfg.policy) / f"{cfg.what}.json"
     if cfg.what == "server":
         from vlaforge.deploy.server import load_test
-        from vlaforge.models.policy import load_policy
+        from vlaforge.runtime.policy import load_policy
 
         r = load_test(load_policy(cfg.policy), cfg.clients, cfg.requests)
         out.write_text(json.dumps({"policy": cfg.policy, **r}, indent=2))
@@ -300,7 +300,7 @@ def _control(cfg: ControlConfig) -> Any:
 
 def _serve(cfg: ServeConfig) -> Any:
     from vlaforge.deploy.server import PolicyServer
-    from vlaforge.models.policy import load_policy
+    from vlaforge.runtime.policy import load_policy
 
     if not cfg.policy:
         raise ValueError("serve needs --policy=DIR")
@@ -431,11 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     if verb == "list":
         import vlaforge.envs.randomization  # noqa: F401  (registers the named domains)
         import vlaforge.models.policy  # noqa: F401  (registers policies and their parts)
+        import vlaforge.runtime.backends  # noqa: F401  (registers the deployed runtimes)
         import vlaforge.train.optim  # noqa: F401  (registers optimizers)
         from vlaforge.envs import get_suite
         from vlaforge.envs.randomization import PERTURBATIONS
         from vlaforge.models.transformer import ATTENTION_BACKENDS
-        from vlaforge.registry import BACKBONES, DOMAINS, FFNS, HEADS, OPTIMIZERS, POLICIES, SUITES
+        from vlaforge.registry import BACKBONES, DEPLOY_RUNTIMES, DOMAINS, FFNS, HEADS, OPTIMIZERS, POLICIES, SUITES
 
         for name in SUITES.names():
             s = get_suite(name)
@@ -445,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
                             ("attention (--policy.attention)", ATTENTION_BACKENDS),
                             ("optimizers (--optim.name)", OPTIMIZERS.names()),
                             ("domains (--domain.preset, transfer --targets)", DOMAINS.names()),
-                            ("perturbations (eval --perturb)", ["all", *PERTURBATIONS])):
+                            ("perturbations (eval --perturb)", ["all", *PERTURBATIONS]),
+                            ("deploy runtimes (deploy.json)", DEPLOY_RUNTIMES.names())):
             print(f"{kind}: {', '.join(names)}")
         return 0
     if verb not in VERBS:

@@ -153,7 +153,7 @@ class DelayedPolicy:
 def run_control(cfg) -> dict:
     """``cfg.episodes`` real-time episodes per task in the policy's suite; a ControlConfig."""
     from vlaforge.envs import get_suite, policy_env
-    from vlaforge.models.policy import load_policy
+    from vlaforge.runtime.policy import load_policy
 
     if not cfg.policy:
         raise ValueError("control needs --policy=DIR")

@@ -16,8 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from vlaforge.deploy.artifact import RuntimePolicy, example_inputs
-from vlaforge.models.policy import Policy, load_torch_policy
+from vlaforge.runtime.policy import Policy, RuntimePolicy, example_inputs, load_torch_policy
 
 RUNTIMES = ("eager", "bf16", "compile", "dynamic-int8", "int8-weight", "int4-weight", "static-int8", "onnx-fp32",
             "onnx-int8")
@@ -41,16 +40,17 @@ def runtime(base: Policy, name: str, workdir: Path, threads: int) -> Policy:
     if name == "compile":
         return RuntimePolicy(base, _torch_predict(torch.compile(base.model)))
     if name in ("dynamic-int8", "int8-weight", "int4-weight"):
-        from vlaforge.deploy.quantize import TORCH_METHODS
+        from vlaforge.runtime.torch_methods import TORCH_METHODS
 
         return RuntimePolicy(base, _torch_predict(TORCH_METHODS[name](base.model)))
     if name == "static-int8":  # calibrated on random inputs: the timing does not depend on the ranges
-        from vlaforge.deploy.static_int8 import _predict, static_int8
+        from vlaforge.runtime.pt2e import module_predict, static_int8
 
         quant = static_int8(base, [example_inputs(base, seed=s) for s in range(4)])
-        return RuntimePolicy(base, _predict(torch.compile(quant)))
+        return RuntimePolicy(base, module_predict(torch.compile(quant)))
     if name in ("onnx-fp32", "onnx-int8"):
-        from vlaforge.deploy.onnx import export_onnx, onnx_predict, quantize_int8, session
+        from vlaforge.deploy.onnx import export_onnx, quantize_int8
+        from vlaforge.runtime.onnx import onnx_predict, session
 
         path = workdir / "model.onnx"
         if not path.exists():

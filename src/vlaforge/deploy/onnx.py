@@ -1,4 +1,4 @@
-"""ONNX export of a policy's network and an ONNX Runtime policy with the same ``act``.
+"""ONNX export of a policy's network, checked against PyTorch (the runtime: runtime/onnx.py).
 
 The graph maps (uint8 images, normalised states, tokens) to the normalised action chunk; the
 tokenizer, normaliser and observation history stay in Python around it, exactly as for the
@@ -13,19 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlaforge.deploy.artifact import RuntimePolicy, example_inputs
-from vlaforge.models.policy import Policy, load_torch_policy
+from vlaforge.runtime.onnx import _ort, session
+from vlaforge.runtime.policy import Policy, example_inputs, load_torch_policy
 
 INPUTS = ("image", "state", "tokens")
 EXPORTABLE_HEADS = ("regression", "tokenized")
-
-
-def _ort():
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise ImportError(f"ONNX deployment needs onnxruntime: pip install 'vlaforge[deploy]' ({e})") from None
-    return onnxruntime
 
 
 def export_onnx(policy: Policy, path: Path) -> None:
@@ -38,17 +30,6 @@ def export_onnx(policy: Policy, path: Path) -> None:
         torch.onnx.export(policy.model.float().eval(), example_inputs(policy), str(path), input_names=list(INPUTS),
                           output_names=["actions"], dynamo=True, opset_version=18, verbose=False,
                           external_data=False)
-
-
-def session(path: Path, threads: int = 0):
-    """An ONNX Runtime CPU session (TensorRT, then CUDA, first when the GPU build has them)."""
-    ort = _ort()
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    wanted = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-    providers = [p for p in wanted if p in ort.get_available_providers()]
-    return ort.InferenceSession(str(path), opts, providers=providers)
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
@@ -68,21 +49,6 @@ def parity(policy: Policy, sess, samples: int = 8) -> float:
         got = sess.run(None, {"image": images.numpy(), "state": states.numpy(), "tokens": tokens.numpy()})[0][0]
         worst = max(worst, float(np.abs(got - want).max()))
     return worst
-
-
-def onnx_predict(sess):
-    """``Policy.predict`` on an ONNX Runtime session."""
-    def predict(images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
-        feeds = {"image": images.numpy(), "state": states.numpy().astype(np.float32), "tokens": tokens.numpy()}
-        return sess.run(None, feeds)[0][0]
-
-    return predict
-
-
-def load_onnx_policy(d: Path, model_file: str, threads: int = 0, verify: bool = True) -> RuntimePolicy:
-    if not (d / model_file).is_file():
-        raise FileNotFoundError(f"deployed policy {d} lacks {model_file}")
-    return RuntimePolicy(load_torch_policy(d, verify=verify), onnx_predict(session(d / model_file, threads)))
 
 
 def write_onnx(policy_dir: Path, tmp: Path, int8: bool) -> dict:

@@ -1,107 +1,21 @@
-"""Pruning: masks that zero the least important weights, kept at zero through fine-tuning.
-
-    unstructured  global magnitude pruning over every Linear and Conv2d weight
-    channels      whole hidden channels of the fusion MLPs, scored by ||fc1 row|| * ||fc2 column||
-    heads         whole attention heads of the fusion blocks, scored by ||v rows|| * ||proj columns||
-
-``vlaforge prune`` fine-tunes the masked policy briefly on its data (the masks are re-applied
-after every optimizer step, so pruned weights stay exactly zero) and exports it; the structured
-methods zero whole channels and heads, the form an inference engine can drop.
+"""``vlaforge prune``: mask a trained policy (train/prune.py) and fine-tune it briefly on its data
+with the mask held, then export it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from vlaforge.models.transformer import MLP, Attention
-
-METHODS = ("unstructured", "channels", "heads")
-
-
-def _lowest(scores: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Boolean mask of the ``fraction`` lowest-scoring entries."""
-    k = int(round(fraction * scores.numel()))
-    mask = torch.zeros_like(scores, dtype=torch.bool)
-    if k:
-        mask[scores.flatten().argsort()[:k].view(-1)] = True
-    return mask
-
-
-def pruning_masks(model: nn.Module, method: str, sparsity: float) -> dict[str, torch.Tensor]:
-    """Parameter name -> 0/1 mask (same shape) for pruning ``sparsity`` of ``method``'s units."""
-    if method not in METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; known: {', '.join(METHODS)}")
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    params = dict(model.named_parameters())
-    masks: dict[str, torch.Tensor] = {}
-    if method == "unstructured":
-        names = [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-        flat = torch.cat([params[n].detach().abs().flatten() for n in names])
-        k = int(round(sparsity * flat.numel()))
-        threshold = flat.kthvalue(k).values if k else flat.new_tensor(-1.0)
-        return {n: (params[n].detach().abs() > threshold).float() for n in names}
-    for name, m in model.named_modules():
-        if method == "channels" and isinstance(m, MLP):
-            fc1, fc2 = m[0], m[2]
-            pruned = _lowest(fc1.weight.detach().norm(dim=1) * fc2.weight.detach().norm(dim=0), sparsity)
-            keep = (~pruned).float()
-            masks[f"{name}.0.weight"] = keep[:, None].expand_as(fc1.weight).clone()
-            masks[f"{name}.0.bias"] = keep.clone()
-            masks[f"{name}.2.weight"] = keep[None, :].expand_as(fc2.weight).clone()
-        if method == "heads" and isinstance(m, Attention):
-            h, d = m.n_heads, m.v.weight.shape[0]
-            v = m.v.weight.detach().view(h, d // h, -1).flatten(1).norm(dim=1)
-            proj = m.proj.weight.detach().view(-1, h, d // h).transpose(0, 1).flatten(1).norm(dim=1)
-            keep = (~_lowest(v * proj, sparsity)).float().repeat_interleave(d // h)
-            masks[f"{name}.v.weight"] = keep[:, None].expand_as(m.v.weight).clone()
-            masks[f"{name}.v.bias"] = keep.clone()
-            masks[f"{name}.proj.weight"] = keep[None, :].expand_as(m.proj.weight).clone()
-    if not masks:
-        raise ValueError(f"the model has no {'MLP' if method == 'channels' else 'attention'} layers to prune by {method}")
-    return masks
-
-
-@torch.no_grad()
-def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    for name, mask in masks.items():
-        params[name].mul_(mask.to(params[name].device, params[name].dtype))
-
-
-def zero_fraction(model: nn.Module, masks: dict[str, torch.Tensor]) -> float:
-    """Fraction of the masked parameters that are zero (the achieved sparsity)."""
-    params = dict(model.named_parameters())
-    total = sum(params[n].numel() for n in masks)
-    return sum(int((params[n] == 0).sum()) for n in masks) / max(total, 1)
-
-
-def parse_prune(spec: str) -> tuple[str, float]:
-    """``"unstructured:0.5"`` -> ("unstructured", 0.5)."""
-    method, _, value = spec.partition(":")
-    try:
-        sparsity = float(value)
-    except ValueError:
-        raise ValueError(f"prune spec {spec!r} must look like method:sparsity, e.g. unstructured:0.5") from None
-    if method not in METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; known: {', '.join(METHODS)}")
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    return method, sparsity
+from vlaforge.config import OptimConfig, TrainConfig
+from vlaforge.runtime.policy import Policy, load_policy
+from vlaforge.train.prune import apply_masks, parse_prune, pruning_masks, zero_fraction
+from vlaforge.train.trainer import train
 
 
 def prune(cfg) -> Path:
     """Prune ``cfg.policy`` (a PruneConfig) and fine-tune it on ``cfg.dataset`` for ``cfg.steps``
     steps with the mask held; returns the pruned policy directory."""
-    import dataclasses
-
-    from vlaforge.config import OptimConfig, TrainConfig
-    from vlaforge.models.policy import Policy, load_policy
-    from vlaforge.train.trainer import train
-
     if not cfg.policy or not cfg.output_dir:
         raise ValueError("prune needs --policy=DIR and --output_dir=DIR")
     spec = f"{cfg.method}:{cfg.sparsity}"

@@ -22,84 +22,16 @@ stores those (safetensors) and the method is applied when it is loaded.
 
 from __future__ import annotations
 
-import copy
 import io
-import logging
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from vlaforge.deploy.artifact import example_inputs, write_deployed
-from vlaforge.models.policy import Policy, load_torch_policy
-
-INT4_GROUP = 32
-
-
-def dynamic_int8(model: nn.Module) -> nn.Module:
-    """``model`` with int8 dynamic quantization of its Linear layers (a new module)."""
-    with torch.no_grad():
-        return torch.ao.quantization.quantize_dynamic(model.float().eval(), {nn.Linear}, dtype=torch.qint8)
-
-
-def _torchao():
-    logging.getLogger("torchao").setLevel(logging.ERROR)  # it logs every optional GPU kernel it lacks
-    try:
-        import torchao.quantization as ao
-        from torchao.quantization.granularity import PerGroup
-    except ImportError as e:
-        raise ImportError(f"weight-only quantization needs torchao: pip install 'vlaforge[deploy]' ({e})") from None
-    return ao, PerGroup
-
-
-def int8_weight(model: nn.Module) -> nn.Module:
-    """``model`` (a copy) with torchao int8 weight-only quantization of its Linear layers."""
-    ao, _ = _torchao()
-    model = copy.deepcopy(model).float().eval()
-    ao.quantize_(model, ao.Int8WeightOnlyConfig(), filter_fn=lambda m, _: type(m) is nn.Linear)
-    return model
-
-
-def int4_weight(model: nn.Module) -> nn.Module:
-    """``model`` (a copy) with torchao int4 weight-only quantization, groups of INT4_GROUP inputs."""
-    ao, per_group = _torchao()
-    model = copy.deepcopy(model).float().eval()
-    config = ao.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=per_group(INT4_GROUP))
-    ao.quantize_(model, config, filter_fn=int4_quantizable)
-    return model
-
-
-def int4_quantizable(module: nn.Module, _fqn: str = "") -> bool:
-    """Plain Linear layers whose input width splits into int4 groups (subclasses such as the
-    regression head keep their own methods and stay fp32, as in dynamic-int8)."""
-    return type(module) is nn.Linear and module.in_features % INT4_GROUP == 0
-
-
-class Autocast(nn.Module):
-    """``model`` run under bf16 autocast, its output returned in fp32."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model.float().eval()
-        self.cfg = model.cfg  # what Policy reads off its network
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", torch.bfloat16):
-            return self.model(*args).float()
-
-
-def compiled(model: nn.Module) -> nn.Module:
-    """``model`` compiled by torch.compile (compilation happens on the first call)."""
-    return torch.compile(model.float().eval())
-
-
-TORCH_METHODS: dict[str, Callable[[nn.Module], nn.Module]] = {
-    "dynamic-int8": dynamic_int8, "int8-weight": int8_weight, "int4-weight": int4_weight,
-    "bf16": Autocast, "compile": compiled,
-}
-METHODS = (*TORCH_METHODS, "static-int8", "onnx-int8")
+from vlaforge.deploy.artifact import write_deployed
+from vlaforge.runtime.policy import Policy, example_inputs, load_torch_policy
+from vlaforge.runtime.torch_methods import TORCH_METHODS, load_quantized
 
 
 def serialized_bytes(model: nn.Module) -> int:
@@ -109,13 +41,7 @@ def serialized_bytes(model: nn.Module) -> int:
     return buf.tell()
 
 
-def load_quantized(d: Path, method: str, verify: bool = True) -> Policy:
-    """The fp32 policy stored in ``d`` with the torch quantization ``method`` applied."""
-    if method not in TORCH_METHODS:
-        raise ValueError(f"{d / 'deploy.json'} names an unknown torch quantization {method!r}; "
-                         f"known: {', '.join(TORCH_METHODS)}")
-    base = load_torch_policy(d, verify=verify)
-    return Policy(TORCH_METHODS[method](base.model), base.normalizer, base.tokenizer, base.meta)
+METHODS = (*TORCH_METHODS, "static-int8", "onnx-int8")
 
 
 def quantize(policy_dir: str, output: str, method: str, dataset: str = "", calibration_samples: int = 64) -> Path:

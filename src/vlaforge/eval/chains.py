@@ -70,7 +70,7 @@ def evaluate_chains(cfg: ChainConfig, show_progress: bool = True) -> dict:
     """Run ``cfg.chains`` chains; write chains.json and report.html."""
     from vlaforge.envs.tabletop.tasks import CHAIN_FAMILIES
     from vlaforge.eval.rollout import load_worker_policy
-    from vlaforge.models.policy import load_policy
+    from vlaforge.runtime.policy import load_policy
 
     if not cfg.policy:
         raise ValueError("chains needs --policy=DIR (a policy directory)")

@@ -21,7 +21,7 @@ from vlaforge.webpage import embed, write_page
 
 def generalize(cfg: GeneralizeConfig, show_progress: bool = True) -> dict:
     from vlaforge.envs import get_suite
-    from vlaforge.models.policy import load_policy
+    from vlaforge.runtime.policy import load_policy
 
     if not cfg.policy:
         raise ValueError("generalize needs --policy=DIR (a policy directory)")

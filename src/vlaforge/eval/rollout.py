@@ -29,7 +29,7 @@ def load_worker_policy(policy_dir: str) -> None:
     """Worker initializer: one torch thread and the policy, loaded once per worker process."""
     import torch
 
-    from vlaforge.models.policy import load_policy
+    from vlaforge.runtime.policy import load_policy
 
     torch.set_num_threads(1)
     _STATE["policy"] = load_policy(policy_dir)
@@ -106,7 +106,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     from vlaforge.envs.randomization import job_domain
     from vlaforge.eval.report import render_eval_report
     from vlaforge.files import atomic_write_json
-    from vlaforge.models.policy import load_policy
+    from vlaforge.runtime.policy import load_policy
 
     if not cfg.policy:
         raise ValueError("eval needs --policy=DIR (a policy directory)")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from vlaforge.models.policy import Policy
+from vlaforge.runtime.policy import Policy
 
 
 def embed(policy: Policy, images: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:

@@ -40,7 +40,7 @@ from torch import nn
 
 from vlaforge.config import EVAL_SEEDS, SafeRLConfig, save_yaml
 from vlaforge.files import atomic_dir
-from vlaforge.models.policy import Policy, load_torch_policy
+from vlaforge.runtime.policy import Policy, load_torch_policy
 from vlaforge.safety.cbf import VIOLATIONS, check_safety, excess, violations
 from vlaforge.safety.filter import tabletop_robot
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from vlaforge.config import PolicyConfig
-from vlaforge.models.policy import Policy
+from vlaforge.runtime.policy import Policy
 
 
 def check_teacher(teacher: Policy, spec: dict, weight: float, student: PolicyConfig) -> None:

@@ -9,31 +9,19 @@ then produces exactly the network QAT trained.
 
 from __future__ import annotations
 
-import logging
-
 from torch import nn
 
+from vlaforge.models.quant import int4_config, int4_quantizable, torchao
+
 QAT_METHODS = ("int4-weight",)
-
-
-def _config(method: str):
-    """The torchao base config and layer filter of a deploy method, as ``vlaforge quantize`` uses them."""
-    import torch
-
-    from vlaforge.deploy.quantize import INT4_GROUP, _torchao, int4_quantizable
-
-    ao, per_group = _torchao()
-    return ao.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=per_group(INT4_GROUP)), int4_quantizable
 
 
 def prepare_qat(model: nn.Module, method: str) -> nn.Module:
     """Swap the quantizable Linear layers of ``model`` (in place) for fake-quantized ones."""
     if method not in QAT_METHODS:
         raise ValueError(f"unknown QAT method {method!r}; known: {', '.join(QAT_METHODS)}")
-    logging.getLogger("torchao").setLevel(logging.ERROR)
-    from torchao.quantization import quantize_
+    ao, _ = torchao()
     from torchao.quantization.qat import QATConfig
 
-    base, layers = _config(method)
-    quantize_(model, QATConfig(base, step="prepare"), filter_fn=layers)
+    ao.quantize_(model, QATConfig(int4_config(), step="prepare"), filter_fn=int4_quantizable)
     return model

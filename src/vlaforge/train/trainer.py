@@ -31,10 +31,10 @@ from vlaforge.data.dataset import ENV_STATE, LeRobotDataset
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.sampler import ChunkSampler, pixel_columns
 from vlaforge.data.tokenizer import SubwordTokenizer, WordTokenizer
-from vlaforge.deploy.prune import apply_masks, parse_prune, pruning_masks, zero_fraction
 from vlaforge.files import atomic_write_text
-from vlaforge.models.policy import Policy, build_policy, load_policy
+from vlaforge.models.policy import build_policy
 from vlaforge.registry import TEXT_ENCODERS
+from vlaforge.runtime.policy import Policy, load_policy
 from vlaforge.train import amp, parallel
 from vlaforge.train.alignment import coral_loss
 from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -43,6 +43,7 @@ from vlaforge.train.ema import EMA
 from vlaforge.train.optim import build_optimizer, lr_at, scaled_lr
 from vlaforge.train.pipeline import Pipeline
 from vlaforge.train.pretrain import load_encoder
+from vlaforge.train.prune import apply_masks, parse_prune, pruning_masks, zero_fraction
 from vlaforge.train.qat import QAT_METHODS, prepare_qat
 from vlaforge.train.tracking import Tracker, flatten, run_info
 

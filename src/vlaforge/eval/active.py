@@ -76,7 +76,7 @@ def _predictions(policies: list, inputs: list[tuple], method: str, samples: int,
 
 
 def _worker_init(policy_dirs: list[str]) -> None:
-    from vlaforge.models.policy import load_policy
+    from vlaforge.runtime.policy import load_policy
 
     torch.set_num_threads(1)
     _STATE["policies"] = [load_policy(d) for d in policy_dirs]
@@ -167,7 +167,7 @@ def choose(scores: list[dict], strategy: str, k: int, centres: np.ndarray | None
 def select(cfg: ActiveConfig, show_progress: bool = True) -> dict:
     """Score the pool, choose ``cfg.select`` scenes and write the selection JSON."""
     from vlaforge.envs import get_suite
-    from vlaforge.models.policy import load_policy
+    from vlaforge.runtime.policy import load_policy
 
     if cfg.uncertainty not in UNCERTAINTY:
         raise ValueError(f"unknown uncertainty {cfg.uncertainty!r}; known: {', '.join(UNCERTAINTY)}")

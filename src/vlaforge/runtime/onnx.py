@@ -1,0 +1,52 @@
+"""The ``onnxruntime`` deploy runtime: a policy whose network is an ONNX graph run by ONNX Runtime
+(written by ``vlaforge export onnx`` / ``quantize --method=onnx-int8``, deploy/onnx.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vlaforge.registry import DEPLOY_RUNTIMES
+from vlaforge.runtime.policy import RuntimePolicy, load_torch_policy
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ImportError(f"ONNX deployment needs onnxruntime: pip install 'vlaforge[deploy]' ({e})") from None
+    return onnxruntime
+
+
+def session(path: Path, threads: int = 0):
+    """An ONNX Runtime CPU session (TensorRT, then CUDA, first when the GPU build has them)."""
+    ort = _ort()
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    wanted = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    providers = [p for p in wanted if p in ort.get_available_providers()]
+    return ort.InferenceSession(str(path), opts, providers=providers)
+
+
+def onnx_predict(sess):
+    """``Policy.predict`` on an ONNX Runtime session."""
+    def predict(images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
+        feeds = {"image": images.numpy(), "state": states.numpy().astype(np.float32), "tokens": tokens.numpy()}
+        return sess.run(None, feeds)[0][0]
+
+    return predict
+
+
+def load_onnx_policy(d: Path, model_file: str, threads: int = 0, verify: bool = True) -> RuntimePolicy:
+    """deploy.json's ``model`` (an ONNX graph) around the fp32 policy's normaliser and tokenizer."""
+    if not (d / model_file).is_file():
+        raise FileNotFoundError(f"deployed policy {d} lacks {model_file}")
+    return RuntimePolicy(load_torch_policy(d, verify=verify), onnx_predict(session(d / model_file, threads)))
+
+
+@DEPLOY_RUNTIMES.register("onnxruntime")
+def _load_deployed(d: Path, info: dict, file, verify: bool) -> RuntimePolicy:
+    return load_onnx_policy(d, file("model"), verify=verify)
