@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from vlaforge.config import PolicyConfig
+from vlaforge.models.heads.base import ActionHead
 from vlaforge.models.heads.diffusion import cosine_alpha_bar
 from vlaforge.models.heads.tokenized import TokenizedHead
 from vlaforge.registry import HEADS
 
-HEADS_ALL = ["regression", "tokenized", "dit", "flow"]
+HEADS_ALL = HEADS.names()  # every registered head is tested
 LOW, HIGH = torch.full((2,), -2.0), torch.full((2,), 2.0)
 
 
@@ -100,3 +101,15 @@ def test_schedule_and_bad_config():
         make_head("dit", sample_steps=0)
     with pytest.raises(ValueError, match="action_bins"):
         TokenizedHead(PolicyConfig(action_bins=1), 2, LOW, HIGH)
+
+
+@pytest.mark.parametrize("name", HEADS_ALL)
+def test_every_head_meets_the_contract(name):
+    """Flags and methods the toolkit relies on; an exportable head's prediction ignores the
+    generator (ONNX export traces a fixed graph), a sampling head's does not."""
+    assert issubclass(HEADS.get(name), ActionHead)
+    head = make_head(name)
+    cond = torch.randn(2, 3, 32)
+    a, b = head.predict(cond, torch.Generator().manual_seed(1)), head.predict(cond, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) != HEADS.get(name).samples
+    assert not (HEADS.get(name).samples and HEADS.get(name).exportable)

@@ -133,3 +133,21 @@ def test_a_non_finite_prediction_raises_instead_of_being_returned(monkeypatch):
     obs = {"image": np.zeros((1, 64, 64, 3), np.uint8), "state": np.zeros(4, np.float32), "instruction": "reach"}
     with pytest.raises(FloatingPointError, match="non-finite action"):
         policy.act(obs)
+
+
+def test_a_committed_v1_policy_directory_keeps_loading_and_acting_the_same():
+    """tests/data/policy_v1 was written by the format of 2026-12 (config.json with sha256,
+    model.safetensors, normalization.json); a change that stops it loading, or changes what it
+    does, breaks every policy users have on disk."""
+    import json
+    from pathlib import Path
+
+    from vlaforge import load_policy
+
+    root = Path(__file__).parent / "data"
+    expected = json.loads((root / "policy_v1_expected.json").read_text())
+    policy = load_policy(root / "policy_v1")
+    rng = np.random.default_rng(expected["image_seed"])
+    obs = {"image": rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8),
+           "state": np.asarray(expected["state"], np.float32), "instruction": expected["instruction"]}
+    np.testing.assert_allclose(policy.act(obs), expected["actions"], atol=1e-5)

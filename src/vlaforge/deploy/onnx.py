@@ -13,17 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vlaforge.registry import HEADS
 from vlaforge.runtime.onnx import _ort, session
 from vlaforge.runtime.policy import Policy, example_inputs, load_torch_policy
 
 INPUTS = ("image", "state", "tokens")
-EXPORTABLE_HEADS = ("regression", "tokenized")
 
 
 def export_onnx(policy: Policy, path: Path) -> None:
     """Write the policy's network as an ONNX graph (opset 18) with named inputs."""
-    if policy.cfg.head not in EXPORTABLE_HEADS:
-        raise ValueError(f"ONNX export supports the {' and '.join(EXPORTABLE_HEADS)} heads; this policy's head is "
+    if not HEADS.get(policy.cfg.head).exportable:
+        supported = [h for h in HEADS.names() if HEADS.get(h).exportable]
+        raise ValueError(f"ONNX export supports the {', '.join(supported)} heads; this policy's head is "
                          f"{policy.cfg.head!r} (its sampling loop is not exported yet)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -27,10 +27,10 @@ from vlaforge.config import ActiveConfig, save_yaml
 from vlaforge.data.collect import scene_seed
 from vlaforge.files import atomic_write_json
 from vlaforge.pool import map_in_workers
+from vlaforge.registry import HEADS
 
 UNCERTAINTY = ("ensemble", "mc_dropout", "head")
 STRATEGIES = ("uncertainty", "diversity", "both", "random")
-SAMPLING_HEADS = ("dit", "flow")
 _STATE: dict = {}
 
 
@@ -183,8 +183,10 @@ def select(cfg: ActiveConfig, show_progress: bool = True) -> dict:
     policy = load_policy(cfg.policy)
     if cfg.uncertainty == "mc_dropout" and policy.cfg.dropout <= 0:
         raise ValueError(f"MC dropout needs a policy trained with --policy.dropout > 0; {cfg.policy} has none")
-    if cfg.uncertainty == "head" and policy.cfg.head not in SAMPLING_HEADS:
-        raise ValueError(f"head sample variance needs a sampling head (dit, flow); {cfg.policy} has {policy.cfg.head!r}")
+    if cfg.uncertainty == "head" and not HEADS.get(policy.cfg.head).samples:
+        sampling = [h for h in HEADS.names() if HEADS.get(h).samples]
+        raise ValueError(f"head sample variance needs a sampling head ({', '.join(sampling)}); {cfg.policy} has "
+                         f"{policy.cfg.head!r}")
     suite = get_suite(policy.meta["suite"])
     tasks = suite.check(cfg.tasks or policy.meta["tasks"], cfg.split)
     pool = [(t, scene_seed(cfg.pool_seed, i, j)) for i, t in enumerate(tasks) for j in range(cfg.pool_per_task)]

@@ -12,7 +12,9 @@ normalised actions (B, K, A). ``loss`` weighs each chunk slot by ``valid`` (step
 episode end count zero) and averages over a fixed number of slots, so equal micro-batches
 average to the whole batch's loss. ``predict`` draws any noise from ``generator``, so a
 sampled chunk is reproducible. The regression head averages the modes of a multimodal
-action distribution; the diffusion and flow heads sample them (tests/test_heads.py).
+action distribution; the diffusion and flow heads sample them (tests/test_heads.py). The
+contract (``ActionHead``, with the flags the toolkit reads) is in base.py; tests run every
+registered head.
 """
 
 from vlaforge.models.heads import diffusion, flow, regression, tokenized  # noqa: F401  (registration)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from vlaforge.config import PolicyConfig
+from vlaforge.models.heads.base import ActionHead
 from vlaforge.models.heads.dit import DiT
 from vlaforge.registry import HEADS
 
@@ -26,7 +26,9 @@ def cosine_alpha_bar(steps: int) -> torch.Tensor:
 
 
 @HEADS.register("dit")
-class DiffusionHead(nn.Module):
+class DiffusionHead(ActionHead):
+    samples = True
+
     def __init__(self, cfg: PolicyConfig, action_dim: int, low: torch.Tensor, high: torch.Tensor) -> None:
         super().__init__()
         if cfg.diffusion_steps < 2 or not 1 <= cfg.sample_steps <= cfg.diffusion_steps:

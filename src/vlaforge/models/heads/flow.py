@@ -8,15 +8,17 @@ t = 1 (pure noise) to t = 0 with ``sample_steps`` Euler steps.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from vlaforge.config import PolicyConfig
+from vlaforge.models.heads.base import ActionHead
 from vlaforge.models.heads.dit import DiT
 from vlaforge.registry import HEADS
 
 
 @HEADS.register("flow")
-class FlowHead(nn.Module):
+class FlowHead(ActionHead):
+    samples = True
+
     def __init__(self, cfg: PolicyConfig, action_dim: int, low: torch.Tensor, high: torch.Tensor) -> None:
         super().__init__()
         if cfg.sample_steps < 1:

@@ -6,11 +6,14 @@ import torch
 from torch import nn
 
 from vlaforge.config import PolicyConfig
+from vlaforge.models.heads.base import ActionHead
 from vlaforge.registry import HEADS
 
 
 @HEADS.register("regression")
-class RegressionHead(nn.Linear):
+class RegressionHead(nn.Linear, ActionHead):
+    exportable = True
+
     """An ``nn.Linear`` itself, so its weights keep the names (head.weight) older policies have."""
 
     def __init__(self, cfg: PolicyConfig, action_dim: int, low: torch.Tensor, high: torch.Tensor) -> None:

@@ -12,11 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlaforge.config import PolicyConfig
+from vlaforge.models.heads.base import ActionHead
 from vlaforge.registry import HEADS
 
 
 @HEADS.register("tokenized")
-class TokenizedHead(nn.Module):
+class TokenizedHead(ActionHead):
+    exportable = True
+
     def __init__(self, cfg: PolicyConfig, action_dim: int, low: torch.Tensor, high: torch.Tensor) -> None:
         super().__init__()
         if cfg.action_bins < 2:
