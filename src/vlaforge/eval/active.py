@@ -28,6 +28,7 @@ from vlaforge.data.collect import scene_seed
 from vlaforge.files import atomic_write_json
 from vlaforge.pool import map_in_workers
 from vlaforge.registry import HEADS
+from vlaforge.runtime.episode import run_chunks
 
 UNCERTAINTY = ("ensemble", "mc_dropout", "head")
 STRATEGIES = ("uncertainty", "diversity", "both", "random")
@@ -93,20 +94,21 @@ def score_scene(job: tuple) -> dict:
     for p in policies:
         p.reset(seed)
     gen = torch.Generator().manual_seed(seed)
-    scores, embedding = [], None
-    for _ in range(horizon):
+    scores, embedding = [], []
+
+    def scored_step(obs: dict) -> list[np.ndarray]:
+        """Score the chunk the policies predict here; execute the first action of their mean."""
         inputs = [p.inputs(obs) for p in policies]
-        if embedding is None:
+        if not embedding:
             images, _, tokens = inputs[0]
             with torch.no_grad():
-                embedding = policies[0].model.visual_features(images, tokens).flatten().numpy()
+                embedding.append(policies[0].model.visual_features(images, tokens).flatten().numpy())
         preds = _predictions(policies, inputs, method, samples, gen)
         scores.append(chunk_variance(preds))
-        action = np.clip(policies[0].normalizer.unnorm_action(preds.mean(0).float().numpy()), -1, 1)[0]
-        obs, _, terminated, truncated, _ = env.step(action.astype(np.float32))
-        if terminated or truncated:
-            break
-    return {"task": task, "seed": seed, "uncertainty": float(np.mean(scores)), "embedding": embedding}
+        return [np.clip(policies[0].normalizer.unnorm_action(preds.mean(0).float().numpy()), -1, 1)[0].astype(np.float32)]
+
+    run_chunks(env, obs, scored_step, budget=horizon)
+    return {"task": task, "seed": seed, "uncertainty": float(np.mean(scores)), "embedding": embedding[0]}
 
 
 def _dataset_embeddings(policy, dataset: str) -> np.ndarray:

@@ -20,6 +20,7 @@ from vlaforge.eval.report import rate_curve
 from vlaforge.eval.stats import wilson_interval
 from vlaforge.files import atomic_write_json
 from vlaforge.pool import map_in_workers
+from vlaforge.runtime.episode import default_horizon, run_chunks
 from vlaforge.webpage import embed, write_page
 
 
@@ -51,16 +52,10 @@ def run_chain(job: tuple) -> dict:
     for family in sequence:
         sub = chain_subtask(env.episode, family, split, rng)
         obs = env.set_subtask(sub)
-        ok, t = False, 0
-        while not ok and t < budget:
-            for action in policy.act(obs)[:horizon]:
-                obs, _, terminated, _, info = env.step(action)
-                t += 1
-                if terminated or t >= budget:
-                    ok = bool(info["success"])
-                    break
-        done.append({"task": family, "instruction": sub.instruction, "success": ok, "steps": t})
-        if not ok:
+        end = run_chunks(env, obs, lambda o: policy.act(o)[:horizon], budget=budget, stop_on_truncation=False)
+        obs = end.obs
+        done.append({"task": family, "instruction": sub.instruction, "success": end.success, "steps": end.steps})
+        if not end.success:
             break
     completed = sum(d["success"] for d in done)
     return {"seed": seed, "sequence": sequence, "completed": completed, "instructions": done}
@@ -88,7 +83,7 @@ def evaluate_chains(cfg: ChainConfig, show_progress: bool = True) -> dict:
         raise ValueError(f"a chain needs at least two chainable tasks; the policy has {families}")
     draw_chain(families, cfg.length, np.random.default_rng(0))  # an impossible chain fails here
     budget = cfg.steps_per_instruction or meta["env"].get("max_steps") or 100
-    horizon = cfg.action_horizon or max(1, policy.cfg.chunk_size // 2)
+    horizon = default_horizon(policy.cfg.chunk_size, cfg.action_horizon)
     if cfg.seed < EVAL_SEEDS:
         raise ValueError(f"chain seeds start at {EVAL_SEEDS} or above (below are training scenes), got {cfg.seed}")
     out = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.policy).parent / "chains" / cfg.split

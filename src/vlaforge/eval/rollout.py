@@ -21,6 +21,7 @@ from vlaforge.config import EVAL_SEEDS, EvalConfig, save_yaml
 from vlaforge.eval.stats import beta_posterior_interval, clopper_pearson_interval, wilson_interval
 from vlaforge.files import tmp_path
 from vlaforge.pool import map_in_workers
+from vlaforge.runtime.episode import StepHook, default_horizon, run_chunks
 
 _STATE: dict = {}
 
@@ -55,40 +56,42 @@ def run_episode(job: tuple) -> dict:
     obs, info = env.reset(seed=seed)
     drawn = info.get("domain")
     policy.reset(seed)
-    frames = [sim.render_views(128)[0]] if record else []
-    success, steps = False, 0
-    done = False
-    path, energy = 0.0, 0.0
-    ee = np.asarray(obs["state"][:3], dtype=np.float64)
+    meter = _Efficiency(obs, sim if record else None)
     t0 = time.perf_counter()
-    while not done:
-        for action in policy.act(obs)[:horizon]:
-            obs, _, terminated, truncated, info = env.step(action)
-            steps += 1
-            moved = np.asarray(obs["state"][:3], dtype=np.float64)
-            path, ee = path + float(np.linalg.norm(moved - ee)), moved
-            energy += float(info.get("energy", np.nan))
-            if record:
-                frames.append(sim.render_views(128)[0])
-            if terminated or truncated:
-                success, done = bool(info["success"]), True
-                break
+    end = run_chunks(env, obs, lambda o: policy.act(o)[:horizon], [meter])
     return {
         "task": task,
         "seed": seed,
-        "instruction": info["instruction"],
-        "success": success,
-        "length": steps,
+        "instruction": end.info["instruction"],
+        "success": end.success,
+        "length": end.steps,
         # Efficiency: simulated seconds at the suite's control rate, wall seconds of this
         # episode (policy + simulation), measured end-effector path (m), actuator work (J; NaN
         # where the simulator reports none).
-        "sim_seconds": steps / get_suite(suite_name).fps,
+        "sim_seconds": end.steps / get_suite(suite_name).fps,
         "wall_seconds": time.perf_counter() - t0,
-        "path_length": path,
-        "energy": energy,
-        "frames": np.stack(frames) if record else None,
+        "path_length": meter.path,
+        "energy": meter.energy,
+        "frames": np.stack(meter.frames) if record else None,
         **({"domain": drawn} if drawn else {}),
     }
+
+
+class _Efficiency(StepHook):
+    """End-effector path length (m, from the proprio position), actuator work (J, NaN where the
+    simulator reports none) and, with a simulator to render, the 128 px frames of the rollout."""
+
+    def __init__(self, obs: dict, sim=None) -> None:
+        self.ee = np.asarray(obs["state"][:3], dtype=np.float64)
+        self.path, self.energy, self.sim = 0.0, 0.0, sim
+        self.frames = [sim.render_views(128)[0]] if sim is not None else []
+
+    def after(self, action: np.ndarray, obs: dict, reward: float, info: dict) -> None:
+        moved = np.asarray(obs["state"][:3], dtype=np.float64)
+        self.path, self.ee = self.path + float(np.linalg.norm(moved - self.ee)), moved
+        self.energy += float(info.get("energy", np.nan))
+        if self.sim is not None:
+            self.frames.append(self.sim.render_views(128)[0])
 
 
 def _default_tasks(suite, split: str, trained: list[str]) -> list[str]:
@@ -125,7 +128,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     env_cfg = dict(meta["env"])
     if cfg.max_steps:
         env_cfg["max_steps"] = cfg.max_steps
-    horizon = cfg.action_horizon or max(1, policy.cfg.chunk_size // 2)
+    horizon = default_horizon(policy.cfg.chunk_size, cfg.action_horizon)
     if horizon > policy.cfg.chunk_size:
         raise ValueError(f"action_horizon {horizon} exceeds the policy's chunk_size {policy.cfg.chunk_size}")
     domain = job_domain(cfg.domain)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from vlaforge.config import SafetyConfig
+from vlaforge.runtime.episode import StepHook, run_chunks
 from vlaforge.safety.cbf import VIOLATIONS, violations
 from vlaforge.safety.filter import SafetyFilter, tabletop_robot
 
@@ -60,6 +61,28 @@ class PolicyActor:
 Actor = RandomActor | AdversarialActor | PolicyActor
 
 
+class ViolationCounter(StepHook):
+    """Violating steps per kind (``cbf.violations``), judged on what the robot executed
+    (``executed(action, info)``) and where the end effector went. After each step ``last`` holds
+    the kinds it broke and ``step_previous`` the action executed before it (for rate limits)."""
+
+    def __init__(self, cfg: SafetyConfig, robot, sim, executed=lambda action, info: action) -> None:
+        self.cfg, self.robot, self.sim, self.executed = cfg, robot, sim, executed
+        self.counts = dict.fromkeys(VIOLATIONS, 0)
+        self.previous = np.zeros(4, np.float32)
+        self.last: dict = {}
+
+    def before(self, action: np.ndarray) -> None:
+        self.opening = self.sim.gripper_opening()
+
+    def after(self, action: np.ndarray, obs: dict, reward: float, info: dict) -> None:
+        executed = self.executed(action, info)
+        self.last = violations(self.cfg, self.robot, self.opening, self.previous, executed, self.sim.ee_pos())
+        for kind, hit in self.last.items():
+            self.counts[kind] += hit
+        self.step_previous, self.previous = self.previous, executed
+
+
 def audit_episode(env, actor: Actor, seed: int, cfg: SafetyConfig, filtered: bool) -> dict:
     """Run one episode of ``actor`` on ``env`` (wrapped in the filter when ``filtered``):
     success, length, violating steps per kind, filter interventions and per-step filter time."""
@@ -69,21 +92,10 @@ def audit_episode(env, actor: Actor, seed: int, cfg: SafetyConfig, filtered: boo
     rng = np.random.default_rng(seed)
     obs, _ = run_env.reset(seed=seed)
     actor.reset(seed)
-    counts = dict.fromkeys(VIOLATIONS, 0)
-    previous = np.zeros(4, np.float32)
-    steps, success, done = 0, False, False
-    while not done:
-        for action in actor(obs, sim, rng):
-            opening = sim.gripper_opening()
-            obs, _, terminated, truncated, info = run_env.step(action)
-            executed = info["safety"]["action"] if filtered else np.clip(action, -1, 1)
-            for kind, hit in violations(cfg, robot, opening, previous, executed, sim.ee_pos()).items():
-                counts[kind] += hit
-            previous, steps = executed, steps + 1
-            if terminated or truncated:
-                success, done = bool(info["success"]), True
-                break
-    out = {"seed": seed, "success": success, "length": steps, "violations": counts}
+    counter = ViolationCounter(cfg, robot, sim, executed=lambda action, info: info["safety"]["action"] if filtered
+                               else np.clip(action, -1, 1))
+    end = run_chunks(run_env, obs, lambda o: actor(o, sim, rng), [counter])
+    out = {"seed": seed, "success": end.success, "length": end.steps, "violations": counter.counts}
     if filtered:
         out |= {"interventions": len(run_env.events), "filter_ms": list(run_env.filter_ms),
                 "event_kinds": sorted({e["kind"] for e in run_env.events})}

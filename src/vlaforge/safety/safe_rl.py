@@ -40,8 +40,10 @@ from torch import nn
 
 from vlaforge.config import EVAL_SEEDS, SafeRLConfig, save_yaml
 from vlaforge.files import atomic_dir
+from vlaforge.runtime.episode import default_horizon, run_chunks
 from vlaforge.runtime.policy import Policy, load_torch_policy
-from vlaforge.safety.cbf import VIOLATIONS, check_safety, excess, violations
+from vlaforge.safety.audit import ViolationCounter
+from vlaforge.safety.cbf import VIOLATIONS, check_safety, excess
 from vlaforge.safety.filter import tabletop_robot
 
 ALGORITHMS = ("ppo-lagrangian", "ppo")
@@ -101,7 +103,7 @@ def check_config(cfg: SafeRLConfig, policy: Policy) -> int:
         raise ValueError("cost_limit and lagrange_init must be >= 0")
     if not (0 < cfg.discount <= 1 and 0 <= cfg.gae_lambda <= 1):
         raise ValueError(f"discount must be in (0, 1] and gae_lambda in [0, 1], got {cfg.discount}, {cfg.gae_lambda}")
-    horizon = cfg.action_horizon or max(1, policy.cfg.chunk_size // 2)
+    horizon = default_horizon(policy.cfg.chunk_size, cfg.action_horizon)
     if horizon > policy.cfg.chunk_size:
         raise ValueError(f"action_horizon {horizon} exceeds the policy's chunk_size {policy.cfg.chunk_size}")
     return horizon
@@ -118,6 +120,22 @@ def step_cost(cfg: SafeRLConfig, broke: dict[str, bool], over: dict[str, float])
     return float(any(broke[t] for t in binary)) + sum(over[t] for t in graded)
 
 
+class _CostCounter(ViolationCounter):
+    """Violations per kind, plus each step's reward and cost added to the decision (chunk) that
+    chose the step: the last of ``decisions``."""
+
+    def __init__(self, cfg: SafeRLConfig, robot, sim, decisions: list[dict]) -> None:
+        super().__init__(cfg.safety, robot, sim)
+        self.rl, self.decisions, self.steps = cfg, decisions, 0
+
+    def after(self, action: np.ndarray, obs: dict, reward: float, info: dict) -> None:
+        super().after(action, obs, reward, info)
+        over = excess(self.cfg, self.robot, self.step_previous, action)
+        self.decisions[-1]["cost"] += step_cost(self.rl, self.last, over)
+        self.decisions[-1]["reward"] += reward
+        self.steps += 1
+
+
 def run_episode(agent: ActorCritic, policy: Policy, env, seed: int, cfg: SafeRLConfig,
                 generator: torch.Generator | None) -> dict:
     """One episode; ``generator`` None acts with the mean (evaluation), else samples from it.
@@ -128,36 +146,25 @@ def run_episode(agent: ActorCritic, policy: Policy, env, seed: int, cfg: SafeRLC
     obs, _ = env.reset(seed=seed)
     policy.reset(seed)
     horizon, max_steps = agent.horizon, sim.max_steps
-    decisions, counts = [], dict.fromkeys(VIOLATIONS, 0)
-    previous = np.zeros(4, np.float32)
-    steps, success, done = 0, False, False
-    while not done:
+    decisions = []
+    counter = _CostCounter(cfg, robot, sim, decisions)
+
+    def chunk(obs: dict) -> np.ndarray:
         image, state, tokens = policy.inputs(obs)
-        elapsed = torch.tensor([steps / max_steps])
+        elapsed = torch.tensor([counter.steps / max_steps])
         with torch.no_grad():
             cond = agent.model.query_tokens(image, state, tokens)
             mean, v_r, v_c = agent.from_tokens(cond, elapsed)
             dist = agent.distribution(mean)
             sample = mean if generator is None else mean + dist.stddev * torch.randn(mean.shape, generator=generator)
             logp = dist.log_prob(sample).sum(-1)
-        chunk = policy.normalizer.unnorm_action(sample.view(horizon, -1).numpy())
-        reward = cost = 0.0
-        for action in np.clip(chunk, -1.0, 1.0).astype(np.float32):
-            opening = sim.gripper_opening()
-            obs, r, terminated, truncated, info = env.step(action)
-            broke = violations(cfg.safety, robot, opening, previous, action, sim.ee_pos())
-            for kind, hit in broke.items():
-                counts[kind] += hit
-            cost += step_cost(cfg, broke, excess(cfg.safety, robot, previous, action))
-            reward += float(r)
-            previous, steps = action, steps + 1
-            if terminated or truncated:
-                success, done = bool(info["success"]), True
-                break
         inputs = {"cond": cond} if cfg.trainable == "head" else {"image": image, "state": state, "tokens": tokens}
         decisions.append({**inputs, "elapsed": elapsed, "sample": sample,
-                          "logp": logp, "v_reward": float(v_r), "v_cost": float(v_c), "reward": reward, "cost": cost})
-    return {"seed": seed, "success": success, "length": steps, "violations": counts,
+                          "logp": logp, "v_reward": float(v_r), "v_cost": float(v_c), "reward": 0.0, "cost": 0.0})
+        return np.clip(policy.normalizer.unnorm_action(sample.view(horizon, -1).numpy()), -1.0, 1.0).astype(np.float32)
+
+    end = run_chunks(env, obs, chunk, [counter])
+    return {"seed": seed, "success": end.success, "length": end.steps, "violations": counter.counts,
             "cost": sum(d["cost"] for d in decisions), "return": sum(d["reward"] for d in decisions),
             "decisions": decisions}
 
