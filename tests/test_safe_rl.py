@@ -11,11 +11,10 @@ from safetensors.torch import load_file
 
 from vlaforge.cli import main
 from vlaforge.config import SafeRLConfig, SafetyConfig
-from vlaforge.envs.tabletop.env import TabletopEnv
+from vlaforge.envs.tabletop.env import ROBOT, TabletopEnv
 from vlaforge.runtime.policy import load_torch_policy
 from vlaforge.safety.audit import AdversarialActor, RandomActor, audit_episode
 from vlaforge.safety.cbf import excess, violations
-from vlaforge.safety.filter import tabletop_robot
 from vlaforge.safety.safe_rl import ActorCritic, gae, safe_finetune, step_cost, update
 
 
@@ -31,7 +30,7 @@ def small(policy, out, **kw) -> SafeRLConfig:
 
 
 def test_each_violation_kind_is_caught():
-    cfg, robot = SafetyConfig(keep_out=[[0.0, 0.0, 0.1, 0.03]]), tabletop_robot()
+    cfg, robot = SafetyConfig(keep_out=[[0.0, 0.0, 0.1, 0.03]]), ROBOT
     mid, calm = np.array([0.1, 0.1, 0.15]), np.array([0.1, 0.0, 0.0, -1.0])
     assert not any(violations(cfg, robot, 1.0, np.zeros(4), calm, mid).values())
     cases = {
@@ -48,7 +47,7 @@ def test_each_violation_kind_is_caught():
 
 
 def test_graded_speed_cost_falls_with_every_slower_command():
-    robot, p = tabletop_robot(), np.array([0.0, 0.0, 0.1])
+    robot, p = ROBOT, np.array([0.0, 0.0, 0.1])
     for graded, expected in ((True, None), (False, [1.0, 1.0, 0.0])):
         cfg = SafeRLConfig(graded=graded)  # speed limit 0.25 m/s = 0.625 of a full command
         costs = []

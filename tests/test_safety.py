@@ -1,13 +1,14 @@
 """The barrier filter keeps the robot in its safe set, leaves safe actions alone, stops on bad
 actions, and logs every intervention."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
 from vlaforge.config import SafetyConfig
-from vlaforge.envs.tabletop.env import TabletopEnv
+from vlaforge.envs.tabletop.env import ROBOT, TabletopEnv
 from vlaforge.safety.cbf import BarrierQP
-from vlaforge.safety.filter import SafetyFilter, tabletop_robot
+from vlaforge.safety.filter import SafetyFilter
 
 CFG = SafetyConfig(keep_out=[[0.0, -0.05, 0.08, 0.05], [0.12, 0.05, 0.05, 0.04]])
 
@@ -65,7 +66,7 @@ def test_invalid_actions_stop_the_robot_and_are_logged():
 
 
 def test_speed_acceleration_and_grip_force_limits():
-    robot = tabletop_robot()
+    robot = ROBOT
     cfg = SafetyConfig(max_speed=0.2, max_accel=4.0, max_grip_force=8.0)
     qp = BarrierQP(cfg, robot)
     mid = np.array([0.0, 0.0, 0.12])
@@ -79,7 +80,7 @@ def test_speed_acceleration_and_grip_force_limits():
 
 
 def test_infeasible_limits_fall_back_to_the_safe_stop():
-    qp = BarrierQP(SafetyConfig(max_accel=0.5), tabletop_robot())
+    qp = BarrierQP(SafetyConfig(max_accel=0.5), ROBOT)
     # Moving fast out past the upper wall: the barrier wants a reversal the acceleration limit forbids.
     safe, status = qp.filter(np.array([1.0, 0, 0, -1]), np.array([0.25, 0.0, 0.1]), 1.0, np.array([1.0, 0, 0, -1]))
     assert status == "infeasible" and np.array_equal(safe[:3], np.zeros(3))
@@ -94,3 +95,18 @@ def test_infeasible_limits_fall_back_to_the_safe_stop():
 def test_bad_limits_fail_clearly(bad, message):
     with pytest.raises(ValueError, match=message):
         SafetyFilter(TabletopEnv("reach"), bad)
+
+
+def test_only_robot_envs_get_a_safety_filter():
+    """Suites declare their robot through their env (``RobotEnv``); one that does not is refused
+    by name instead of being guarded with the tabletop gripper's limits."""
+    from vlaforge.envs.base import RobotEnv
+
+    assert isinstance(TabletopEnv("reach").unwrapped, RobotEnv)
+
+    class NoRobot(gym.Env):
+        observation_space = gym.spaces.Box(-1, 1, (4,))
+        action_space = gym.spaces.Box(-1, 1, (4,))
+
+    with pytest.raises(ValueError, match="NoRobot is not one"):
+        SafetyFilter(NoRobot(), CFG)

@@ -9,12 +9,44 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
 
 from vlaforge.config import EnvConfig
+
+
+@dataclass(frozen=True)
+class RobotModel:
+    """What the barrier needs to know about the robot's action interface."""
+
+    max_delta: float  # metres commanded by |a_i| = 1
+    dt: float  # control period (s)
+    finger_open: float  # one finger's travel (m); the gripper opening is in [0, 1]
+    finger_gain: float  # finger servo stiffness (N/m): squeeze force = gain * (opening error)
+
+
+@runtime_checkable
+class RobotEnv(Protocol):
+    """An end-effector env the safety layer can guard: where the gripper is, how open it is, and
+    the robot's action interface. Suites whose envs are not one get no safety filter, audit or
+    safe RL (a one-line refusal instead)."""
+
+    robot: RobotModel
+
+    def ee_pos(self) -> np.ndarray: ...
+
+    def gripper_opening(self) -> float: ...
+
+
+def robot_env(env: gym.Env) -> RobotEnv:
+    """``env``'s base env as a ``RobotEnv``, or a ValueError naming what it lacks."""
+    base = env.unwrapped
+    if not isinstance(base, RobotEnv):
+        raise ValueError(f"the safety layer needs an end-effector env with ee_pos(), gripper_opening() and a robot "
+                         f"model; {type(base).__name__} is not one (the tabletop suites are)")
+    return base
 
 
 @dataclass(frozen=True)

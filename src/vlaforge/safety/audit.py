@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from vlaforge.config import SafetyConfig
+from vlaforge.envs.base import robot_env
 from vlaforge.runtime.episode import StepHook, run_chunks
 from vlaforge.safety.cbf import VIOLATIONS, violations
-from vlaforge.safety.filter import SafetyFilter, tabletop_robot
+from vlaforge.safety.filter import SafetyFilter
 
 
 class RandomActor:
@@ -86,7 +87,7 @@ class ViolationCounter(StepHook):
 def audit_episode(env, actor: Actor, seed: int, cfg: SafetyConfig, filtered: bool) -> dict:
     """Run one episode of ``actor`` on ``env`` (wrapped in the filter when ``filtered``):
     success, length, violating steps per kind, filter interventions and per-step filter time."""
-    robot = tabletop_robot()
+    robot = robot_env(env).robot
     run_env = SafetyFilter(env, cfg, robot) if filtered else env
     sim = env.unwrapped
     rng = np.random.default_rng(seed)

@@ -20,21 +20,10 @@ an infeasible QP returns the safe stop (no motion, the gripper held).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from vlaforge.config import SafetyConfig
-
-
-@dataclass
-class RobotModel:
-    """What the barrier needs to know about the robot's action interface."""
-
-    max_delta: float  # metres commanded by |a_i| = 1
-    dt: float  # control period (s)
-    finger_open: float  # one finger's travel (m); the gripper opening is in [0, 1]
-    finger_gain: float  # finger servo stiffness (N/m): squeeze force = gain * (opening error)
+from vlaforge.envs.base import RobotModel
 
 
 def check_safety(cfg: SafetyConfig) -> None:

@@ -14,15 +14,8 @@ import gymnasium as gym
 import numpy as np
 
 from vlaforge.config import SafetyConfig
-from vlaforge.safety.cbf import BarrierQP, RobotModel
-
-
-def tabletop_robot() -> RobotModel:
-    """The tabletop gripper's action interface (also the PyBullet rebuild's)."""
-    from vlaforge.envs.tabletop import scene
-    from vlaforge.envs.tabletop.env import CONTROL_DT, MAX_DELTA
-
-    return RobotModel(max_delta=MAX_DELTA, dt=CONTROL_DT, finger_open=scene.FINGER_OPEN, finger_gain=300.0)
+from vlaforge.envs.base import RobotModel, robot_env
+from vlaforge.safety.cbf import BarrierQP
 
 
 class SafetyFilter(gym.Wrapper):
@@ -30,11 +23,7 @@ class SafetyFilter(gym.Wrapper):
 
     def __init__(self, env: gym.Env, cfg: SafetyConfig | None = None, robot: RobotModel | None = None) -> None:
         super().__init__(env)
-        base = env.unwrapped
-        if not (hasattr(base, "ee_pos") and hasattr(base, "gripper_opening")):
-            raise ValueError(f"the safety filter needs an end-effector env with ee_pos() and gripper_opening(); "
-                             f"{type(base).__name__} has neither")
-        self.qp = BarrierQP(cfg or SafetyConfig(), robot or tabletop_robot())
+        self.qp = BarrierQP(cfg or SafetyConfig(), robot or robot_env(env).robot)
         self.events: list[dict] = []
         self.filter_ms: list[float] = []
         self._previous = np.zeros(4, np.float32)

@@ -39,12 +39,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vlaforge.config import EVAL_SEEDS, SafeRLConfig, save_yaml
+from vlaforge.envs.base import robot_env
 from vlaforge.files import atomic_dir
 from vlaforge.runtime.episode import default_horizon, run_chunks
 from vlaforge.runtime.policy import Policy, load_torch_policy
 from vlaforge.safety.audit import ViolationCounter
 from vlaforge.safety.cbf import VIOLATIONS, check_safety, excess
-from vlaforge.safety.filter import tabletop_robot
 
 ALGORITHMS = ("ppo-lagrangian", "ppo")
 TRAINABLE = ("head", "all")
@@ -142,7 +142,7 @@ def run_episode(agent: ActorCritic, policy: Policy, env, seed: int, cfg: SafeRLC
 
     Returns the decisions (model inputs, sampled normalised actions, their log-probabilities
     and values, reward and cost per decision), success, length and per-kind violation counts."""
-    sim, robot = env.unwrapped, tabletop_robot()
+    sim, robot = env.unwrapped, robot_env(env).robot
     obs, _ = env.reset(seed=seed)
     policy.reset(seed)
     horizon, max_steps = agent.horizon, sim.max_steps

@@ -16,7 +16,7 @@ import numpy as np
 
 from vlaforge.envs.base import check_action, check_env_args, observation_space, pinhole_project
 from vlaforge.envs.tabletop import scene
-from vlaforge.envs.tabletop.env import CONTROL_DT, HOME, IMAGE_SIZES, MAX_DELTA
+from vlaforge.envs.tabletop.env import CONTROL_DT, HOME, IMAGE_SIZES, MAX_DELTA, ROBOT
 from vlaforge.envs.tabletop.tasks import FAMILIES, SPLITS, Episode, sample_episode, success, target_and_goal
 
 TIMESTEP = 0.002
@@ -43,6 +43,7 @@ class BulletTabletopEnv(gym.Env):
     """One tabletop task family in PyBullet; the scene is rebuilt at every reset."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(1 / CONTROL_DT)}
+    robot = ROBOT
 
     def __init__(
         self,

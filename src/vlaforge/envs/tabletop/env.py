@@ -22,7 +22,14 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from vlaforge.envs.base import actuator_power, check_action, check_env_args, observation_space, project_points
+from vlaforge.envs.base import (
+    RobotModel,
+    actuator_power,
+    check_action,
+    check_env_args,
+    observation_space,
+    project_points,
+)
 from vlaforge.envs.render import CameraRenderer
 from vlaforge.envs.tabletop import scene
 from vlaforge.envs.tabletop.tasks import FAMILIES, SPLITS, Episode, sample_episode, success, target_and_goal
@@ -34,8 +41,14 @@ IMAGE_SIZES = (64, 128)
 CAMERAS = ("front", "top")
 
 
+# The gripper's action interface, which the safety layer reasons about (the PyBullet rebuild shares it).
+ROBOT = RobotModel(max_delta=MAX_DELTA, dt=CONTROL_DT, finger_open=scene.FINGER_OPEN, finger_gain=300.0)
+
+
 class TabletopEnv(gym.Env):
     """One task family of the tabletop suite; scenes are drawn from the reset seed."""
+
+    robot = ROBOT
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(1 / CONTROL_DT)}
 
