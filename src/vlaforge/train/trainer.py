@@ -9,6 +9,10 @@ on every rank under ``torchrun`` (train/parallel.py).
 
 Effective batch = ``batch_size * accumulate * dp * fsdp``; the peak learning rate is
 ``optim.lr`` scaled by ``optim.lr_scaling`` from ``optim.reference_batch`` to it.
+
+``train(cfg)`` = ``check_config`` (every rule on combinations of settings) -> ``build_run`` (data,
+model with its initialisation settled once, the active techniques of techniques.py, optimizer)
+-> ``fit`` (the loop, which names no optional technique) -> ``finish`` (export, summary).
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from vlaforge.config import PolicyConfig, TrainConfig, load_yaml, save_yaml, to_
 from vlaforge.data.dataset import ENV_STATE, LeRobotDataset
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.sampler import ChunkSampler, pixel_columns
-from vlaforge.data.tokenizer import SubwordTokenizer, WordTokenizer
 from vlaforge.files import atomic_write_text
 from vlaforge.models.policy import build_policy
 from vlaforge.registry import TEXT_ENCODERS
@@ -38,13 +41,12 @@ from vlaforge.runtime.policy import Policy, load_policy
 from vlaforge.train import amp, parallel
 from vlaforge.train.alignment import coral_loss
 from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from vlaforge.train.distill import check_teacher, distillation_loss, with_teacher_targets
+from vlaforge.train.distill import check_teacher, distillation_loss
 from vlaforge.train.ema import EMA
 from vlaforge.train.optim import build_optimizer, lr_at, scaled_lr
 from vlaforge.train.pipeline import Pipeline
 from vlaforge.train.pretrain import load_encoder
-from vlaforge.train.prune import apply_masks, parse_prune, pruning_masks, zero_fraction
-from vlaforge.train.qat import QAT_METHODS, prepare_qat
+from vlaforge.train.techniques import TECHNIQUES
 from vlaforge.train.tracking import Tracker, flatten, run_info
 
 
@@ -175,12 +177,8 @@ def _backward(module: nn.Module, scaler: torch.amp.GradScaler, batches: list[dic
     return total
 
 
-def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
-    """Train a policy from ``cfg.dataset``; returns the exported policy directory.
-
-    Under ``torchrun`` every rank runs this function; rank 0 alone writes the run directory
-    (config, metrics, tracking, policy) while checkpoints are written by all.
-    """
+def check_config(cfg: TrainConfig) -> None:
+    """Every rule on combinations of settings, before anything is loaded or written."""
     if cfg.accumulate < 1 or cfg.batch_size < 1 or cfg.steps < 1:
         raise ValueError("steps, batch_size and accumulate must be >= 1")
     if cfg.snapshot_every < 0:
@@ -194,64 +192,80 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
             raise ValueError(f"policy.{key} must be >= 1, got {getattr(p, key)}")
     if p.d_model % p.n_heads:
         raise ValueError(f"policy.d_model ({p.d_model}) must be a multiple of policy.n_heads ({p.n_heads})")
-    if cfg.qat and cfg.qat not in QAT_METHODS:
-        raise ValueError(f"unknown QAT method {cfg.qat!r}; known: {', '.join(QAT_METHODS)}")
-    if cfg.prune:
-        parse_prune(cfg.prune)
-    if (cfg.qat or cfg.prune) and (cfg.parallel.tp > 1 or cfg.parallel.pp > 1 or cfg.parallel.fsdp > 1):
-        raise ValueError("quantization-aware training and pruning run with data parallelism only (dp), not fsdp/tp/pp")
+    if cfg.init_from and cfg.teacher:
+        raise ValueError("--init_from and --teacher exclude each other: a distilled student starts from scratch")
+    if cfg.init_from and cfg.init_encoder:
+        raise ValueError("--init_encoder and --init_from exclude each other: a fine-tuned policy keeps its encoder")
+    if cfg.parallel.pp > 1 and cfg.batch_size % cfg.parallel.pp_microbatches:
+        raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of parallel.pp_microbatches "
+                         f"{cfg.parallel.pp_microbatches}")
+    for technique in TECHNIQUES:
+        if technique.active(cfg):
+            technique.check(cfg)
+
+
+def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
+    """Train a policy from ``cfg.dataset``; returns the exported policy directory.
+
+    Under ``torchrun`` every rank runs this function; rank 0 alone writes the run directory
+    (config, metrics, tracking, policy) while checkpoints are written by all.
+    """
+    check_config(cfg)
     d, device = parallel.init(cfg.parallel, amp.resolve_device(cfg.device))
     try:
-        return _train(cfg, d, device, show_progress and d.is_main)
+        run = build_run(cfg, d, device)
+        fit(run, show_progress and d.is_main)
+        return finish(run)
     finally:
         parallel.shutdown(d)
 
 
-def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progress: bool) -> Path:
-    precision = amp.resolve_precision(cfg.precision, device)
-    run_dir = _prepare_run_dir(cfg)
+class Run:
+    """What one training run holds, settled before the loop: data, normaliser and tokenizer,
+    the model with its initialisation (scratch, ``--init_from``, ``--teacher``'s maps,
+    ``--init_encoder``), the active techniques, optimizer, scaler, EMA and the step to start at."""
+
+    def __init__(self, cfg: TrainConfig, d: parallel.Dist, device: torch.device) -> None:
+        self.cfg, self.d, self.device = cfg, d, device
+        self.precision = amp.resolve_precision(cfg.precision, device)
+        self.run_dir = _prepare_run_dir(cfg)
+        self.dataset = LeRobotDataset(cfg.dataset)
+        self.data = self.dataset.load(verify=cfg.verify_data)
+        self.base = _load_base(cfg) if cfg.init_from else None
+        self.teacher = load_policy(cfg.teacher, str(device)) if cfg.teacher else None
+        self.pipe: Pipeline | None = None
+        self.ema: EMA | None = None
+
+    @property
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The weights a policy is exported with: the EMA's when it is on."""
+        return self.ema.shadow if self.ema is not None else self.model.state_dict()
+
+
+def build_run(cfg: TrainConfig, d: parallel.Dist, device: torch.device) -> Run:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-
-    dataset = LeRobotDataset(cfg.dataset)
-    data = dataset.load(verify=cfg.verify_data)
-    if cfg.init_from and cfg.teacher:
-        raise ValueError("--init_from and --teacher exclude each other: a distilled student starts from scratch")
-    base = _load_base(cfg) if cfg.init_from else None
-    teacher = load_policy(cfg.teacher, str(device)) if cfg.teacher else None
+    run = Run(cfg, d, device)
+    data, dataset, base, teacher = run.data, run.dataset, run.base, run.teacher
     texts = data.tasks + [w for wordings in data.paraphrases.values() for w in wordings]  # every instruction wording
     if teacher is not None:
         # The student reads the teacher's normalised actions and tokens, so it shares both maps.
-        normalizer, tokenizer = teacher.normalizer, teacher.tokenizer
+        run.normalizer, run.tokenizer = teacher.normalizer, teacher.tokenizer
     elif base is None:
-        normalizer = Normalizer.from_stats(dataset.stats, data.state.shape[1], data.action.shape[1],
-                                           source=str(dataset.root / "meta/stats.json"))
-        tokenizer = TEXT_ENCODERS.get(cfg.policy.text_encoder).tokenizer(texts)
+        run.normalizer = Normalizer.from_stats(dataset.stats, data.state.shape[1], data.action.shape[1],
+                                               source=str(dataset.root / "meta/stats.json"))
+        run.tokenizer = TEXT_ENCODERS.get(cfg.policy.text_encoder).tokenizer(texts)
     else:
         # The base's statistics are kept: its weights are calibrated to them, and a few
         # demonstrations would give noisy ones. New words are appended to its vocabulary.
-        cfg = dataclasses.replace(cfg, policy=base.cfg)
-        normalizer, tokenizer = base.normalizer, base.tokenizer.extended(texts)
+        run.cfg = cfg = dataclasses.replace(cfg, policy=base.cfg)
+        run.normalizer, run.tokenizer = base.normalizer, base.tokenizer.extended(texts)
     p = cfg.policy
     env_state_names = dataset.features.get(ENV_STATE, {}).get("names") or []
     pixels = pixel_columns(env_state_names, data.cameras) if data.env_state is not None else None
-    sampler = ChunkSampler(data, normalizer, tokenizer, p.n_obs_steps, p.chunk_size, p.max_text_tokens, pixels, cfg.balance)
-    align = _align_sampler(cfg, data, normalizer, tokenizer) if cfg.align_dataset else None
-    spec = {
-        "image_size": int(data.images.shape[2]),
-        "cameras": data.cameras,
-        "state_dim": int(data.state.shape[1]),
-        "action_dim": int(data.action.shape[1]),
-        "aux_dim": 0 if data.env_state is None else int(data.env_state.shape[1]),
-        "vocab_size": len(tokenizer),
-        "action_range": _action_range(dataset.stats, normalizer),
-    }
-    if base is not None and 0 in (spec["aux_dim"], base.meta["spec"]["aux_dim"]):
-        # The base's auxiliary head is kept (untrained without privileged state in the data);
-        # a base without one ignores the dataset's privileged state.
-        spec["aux_dim"] = base.meta["spec"]["aux_dim"]
-    if base is not None:
-        spec["action_range"] = base.meta["spec"].get("action_range")
+    run.sampler = ChunkSampler(data, run.normalizer, run.tokenizer, p.n_obs_steps, p.chunk_size, p.max_text_tokens,
+                               pixels, cfg.balance)
+    run.spec = spec = _spec(run)
     if teacher is not None:
         check_teacher(teacher, spec, cfg.distill_weight, p)
         if p.text_encoder != teacher.cfg.text_encoder:
@@ -259,136 +273,159 @@ def _train(cfg: TrainConfig, d: parallel.Dist, device: torch.device, show_progre
                              f"{teacher.cfg.text_encoder}: a student reads the teacher's tokens")
     torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
     model = build_policy(p, spec) if base is None else _finetune_model(base, spec)
+    init_meta = {}
     text_origin = _load_text_embeddings(model, p) if base is None else base.meta.get("text_encoder")
-    if cfg.init_encoder:
-        if base is not None:
-            raise ValueError("--init_encoder and --init_from exclude each other: a fine-tuned policy keeps its encoder")
-        pretrained = load_encoder(model.vision, cfg.init_encoder)
-    model = model.to(device)
-    n_params = sum(t.numel() for t in model.parameters())
-    _warn_batch_norm(model, cfg)
-    if cfg.qat:
-        prepare_qat(model, cfg.qat)
-    masks = pruning_masks(model, *parse_prune(cfg.prune)) if cfg.prune else None
-    if masks is not None:
-        apply_masks(model, masks)
-    objective = BCObjective(model, cfg.align_weight, cfg.distill_weight)
-    module = parallel.parallelize(objective, model, d)
-    pipe = None
-    if cfg.parallel.pp > 1:
-        if cfg.batch_size % cfg.parallel.pp_microbatches:
-            raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of parallel.pp_microbatches "
-                             f"{cfg.parallel.pp_microbatches}")
-        pipe = Pipeline(model, d, cfg.parallel.pp, cfg.parallel.pp_schedule, cfg.parallel.pp_microbatches, device)
-    effective_batch = cfg.batch_size * cfg.accumulate * d.dp_size
-    optim_cfg = dataclasses.replace(cfg.optim, lr=scaled_lr(cfg.optim, effective_batch))
-    optimizer = build_optimizer(model, optim_cfg)
-    if masks is not None:  # pruned weights stay exactly zero through every update
-        optimizer.register_step_post_hook(lambda *_: apply_masks(model, masks))
-    scaler = amp.grad_scaler(precision, device)
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    start = 0
-    if cfg.resume:
-        start = load_checkpoint(latest_checkpoint(run_dir / "checkpoints"), model, optimizer, scaler,
-                                ema.shadow if ema else None)
-    info = dataset.info.get("vlaforge", {})
-    meta = {"spec": {k: v for k, v in spec.items() if k != "vocab_size"}, "suite": info.get("suite"),
-            "env": info.get("env"), "tasks": info.get("tasks"), "fps": dataset.fps}
     if text_origin:
-        meta["text_encoder"] = text_origin
+        init_meta["text_encoder"] = text_origin
     if base is not None:
-        meta["init_from"] = str(cfg.init_from)
+        init_meta["init_from"] = str(cfg.init_from)
     if cfg.init_encoder:
-        meta["init_encoder"] = {"path": str(cfg.init_encoder), "method": pretrained["method"]}
-    if cfg.qat:
-        meta["qat"] = cfg.qat
-    if teacher is not None:
-        meta["distilled_from"] = {"teacher": str(cfg.teacher), "weight": cfg.distill_weight, "head": teacher.cfg.head}
-    if masks is not None:
-        method, sparsity = parse_prune(cfg.prune)
-        meta["pruning"] = {"method": method, "sparsity": sparsity, "zero_fraction": zero_fraction(model, masks)}
+        pretrained = load_encoder(model.vision, cfg.init_encoder)
+        init_meta["init_encoder"] = {"path": str(cfg.init_encoder), "method": pretrained["method"]}
+    run.model = model.to(device)
+    run.n_params = sum(t.numel() for t in model.parameters())
+    _warn_batch_norm(model, cfg)
+    run.techniques = [technique(run) for technique in TECHNIQUES if technique.active(cfg)]
+    for technique in run.techniques:
+        technique.prepare_model()
+    run.objective = BCObjective(model, cfg.align_weight, cfg.distill_weight)
+    run.module = parallel.parallelize(run.objective, model, d)
+    if cfg.parallel.pp > 1:
+        run.pipe = Pipeline(model, d, cfg.parallel.pp, cfg.parallel.pp_schedule, cfg.parallel.pp_microbatches, device)
+    run.effective_batch = cfg.batch_size * cfg.accumulate * d.dp_size
+    run.optim_cfg = dataclasses.replace(cfg.optim, lr=scaled_lr(cfg.optim, run.effective_batch))
+    run.optimizer = build_optimizer(model, run.optim_cfg)
+    for technique in run.techniques:
+        technique.prepare_optimizer()
+    run.scaler = amp.grad_scaler(run.precision, device)
+    run.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    run.start = 0
+    if cfg.resume:
+        run.start = load_checkpoint(latest_checkpoint(run.run_dir / "checkpoints"), model, run.optimizer, run.scaler,
+                                    run.ema.shadow if run.ema else None)
+    info = dataset.info.get("vlaforge", {})
+    run.meta = {"spec": {k: v for k, v in spec.items() if k != "vocab_size"}, "suite": info.get("suite"),
+                "env": info.get("env"), "tasks": info.get("tasks"), "fps": dataset.fps, **init_meta}
+    for technique in run.techniques:
+        run.meta |= technique.meta()
+    return run
 
-    def export(path: Path) -> Path:
-        """Write the (EMA) weights as a policy directory; collective: every rank calls it."""
-        weights = parallel.full_state_dict(ema.shadow if ema is not None else model.state_dict())
-        if pipe is not None:
-            weights = parallel.gather_stages(weights, d)
-        if d.is_main:
-            policy = build_policy(p, spec)
-            policy.load_state_dict({k: v.float().cpu() for k, v in weights.items()})
-            Policy(policy, normalizer, tokenizer, meta).save(path)
-        return path
 
-    tracker = None
-    if d.is_main:
-        if cfg.resume:
-            _truncate_metrics(run_dir / "metrics.jsonl", start)
-        save_yaml(cfg, run_dir / "config.yaml")
-        params = flatten(to_dict(cfg)) | {"params": n_params, "effective_batch": effective_batch, "world_size": d.world}
-        tracker = Tracker(run_dir, cfg.tracking, params, run_info(cfg.dataset), cfg.resume)
+def _spec(run: Run) -> dict:
+    """The observation/action spec the policy is built for (a fine-tuned policy keeps its base's
+    auxiliary head and action range)."""
+    data, base = run.data, run.base
+    spec = {
+        "image_size": int(data.images.shape[2]),
+        "cameras": data.cameras,
+        "state_dim": int(data.state.shape[1]),
+        "action_dim": int(data.action.shape[1]),
+        "aux_dim": 0 if data.env_state is None else int(data.env_state.shape[1]),
+        "vocab_size": len(run.tokenizer),
+        "action_range": _action_range(run.dataset.stats, run.normalizer),
+    }
+    if base is not None and 0 in (spec["aux_dim"], base.meta["spec"]["aux_dim"]):
+        # The base's auxiliary head is kept (untrained without privileged state in the data);
+        # a base without one ignores the dataset's privileged state.
+        spec["aux_dim"] = base.meta["spec"]["aux_dim"]
+    if base is not None:
+        spec["action_range"] = base.meta["spec"].get("action_range")
+    return spec
 
+
+def export(run: Run, path: Path) -> Path:
+    """Write the (EMA) weights as a policy directory; collective: every rank calls it."""
+    weights = parallel.full_state_dict(run.weights)
+    if run.pipe is not None:
+        weights = parallel.gather_stages(weights, run.d)
+    if run.d.is_main:
+        policy = build_policy(run.cfg.policy, run.spec)
+        policy.load_state_dict({k: v.float().cpu() for k, v in weights.items()})
+        Policy(policy, run.normalizer, run.tokenizer, run.meta).save(path)
+    return path
+
+
+def fit(run: Run, show_progress: bool) -> None:
+    """The loop: per step the learning rate, the step's micro-batches (through the active
+    techniques), one optimizer step, EMA, then metrics, checkpoints and snapshots on schedule."""
+    cfg, d = run.cfg, run.d
+    tracker = _start_tracking(run) if d.is_main else None
     progress = Progress(
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
         TimeRemainingColumn(), disable=not show_progress,
     )
-    samples, t_last, loss_sum, loss_n, skipped_steps = 0, time.perf_counter(), 0.0, 0, 0
-    module.train()
+    samples, t_last, loss_sum, loss_n, run.skipped_steps = 0, time.perf_counter(), 0.0, 0, 0
+    run.module.train()
     with progress:
-        bar = progress.add_task("train", total=cfg.steps, completed=start, status="")
-        for step in range(start, cfg.steps):
-            lr = lr_at(step, cfg.steps, optim_cfg)
-            for group in optimizer.param_groups:
+        bar = progress.add_task("train", total=cfg.steps, completed=run.start, status="")
+        for step in range(run.start, cfg.steps):
+            lr = lr_at(step, cfg.steps, run.optim_cfg)
+            for group in run.optimizer.param_groups:
                 group["lr"] = lr
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout noise depends on the step only
-            micro = (
-                sampler.sample(cfg.batch_size, sampler.generator(cfg.seed, step, m), cfg.image_shift, (d.dp_rank, d.dp_size),
-                               cfg.color_jitter)
-                | (_align_batch(align, cfg, step, m, d) if align is not None else {})
-                for m in range(cfg.accumulate)
-            )
-            if teacher is not None:
-                micro = (with_teacher_targets(teacher, b, device, cfg.seed * 1_000_003 + step) for b in micro)
-            if pipe is None:
-                step_loss, grad_norm, skipped = train_step(module, optimizer, scaler, micro, precision, device,
-                                                           cfg.clip_grad)
+            micro = (run.sampler.sample(cfg.batch_size, run.sampler.generator(cfg.seed, step, m), cfg.image_shift,
+                                        (d.dp_rank, d.dp_size), cfg.color_jitter) for m in range(cfg.accumulate))
+            for technique in run.techniques:
+                micro = technique.batches(step, micro)
+            if run.pipe is None:
+                step_loss, grad_norm, skipped = train_step(run.module, run.optimizer, run.scaler, micro, run.precision,
+                                                           run.device, cfg.clip_grad)
                 step_loss = parallel.mean_over_ranks(step_loss, d)
             else:
-                step_loss, grad_norm, skipped = pipe.train_step(optimizer, list(micro), precision, device, cfg.clip_grad)
+                step_loss, grad_norm, skipped = run.pipe.train_step(run.optimizer, list(micro), run.precision,
+                                                                    run.device, cfg.clip_grad)
             if not math.isfinite(step_loss):
                 raise TrainingError(
-                    f"loss is {step_loss} at step {step}; the last checkpoint in {run_dir / 'checkpoints'} is intact"
+                    f"loss is {step_loss} at step {step}; the last checkpoint in {run.run_dir / 'checkpoints'} is intact"
                 )
-            skipped_steps += skipped
-            if ema is not None and not skipped:
-                ema.update(model, step)
-            samples += effective_batch
+            run.skipped_steps += skipped
+            if run.ema is not None and not skipped:
+                run.ema.update(run.model, step)
+            samples += run.effective_batch
             loss_sum, loss_n = loss_sum + step_loss, loss_n + 1
             done = step + 1
             if tracker is not None and (done % cfg.log_every == 0 or done == cfg.steps):
                 now = time.perf_counter()
                 rate = samples / max(now - t_last, 1e-9)
                 metrics = {"loss": loss_sum / loss_n, "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": rate,
-                           "skipped_steps": skipped_steps, **model.metrics()}
-                if objective.last_align_loss is not None:
-                    metrics["align_loss"] = objective.last_align_loss
+                           "skipped_steps": run.skipped_steps, **run.model.metrics()}
+                for technique in run.techniques:
+                    metrics |= technique.metrics()
                 tracker.log(done, metrics)
                 progress.update(bar, status=f"loss {metrics['loss']:.4f}  {rate:,.0f} samples/s")
                 samples, t_last, loss_sum, loss_n = 0, now, 0.0, 0
             if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                save_checkpoint(run_dir / "checkpoints", done, model, optimizer, scaler, ema.shadow if ema else None)
+                save_checkpoint(run.run_dir / "checkpoints", done, run.model, run.optimizer, run.scaler,
+                                run.ema.shadow if run.ema else None)
             if cfg.snapshot_every and done % cfg.snapshot_every == 0 and done < cfg.steps:
-                export(run_dir / "snapshots" / f"step_{done:07d}")
+                export(run, run.run_dir / "snapshots" / f"step_{done:07d}")
             progress.update(bar, completed=done)
-    local_fraction = parallel.local_fraction(model, n_params)
-    out = export(run_dir / "policy")
-    if not d.is_main:
+    run.tracker = tracker
+
+
+def _start_tracking(run: Run) -> Tracker:
+    """config.yaml, the metrics log (cut back to the resumed checkpoint) and the tracker (rank 0)."""
+    cfg = run.cfg
+    if cfg.resume:
+        _truncate_metrics(run.run_dir / "metrics.jsonl", run.start)
+    save_yaml(cfg, run.run_dir / "config.yaml")
+    params = flatten(to_dict(cfg)) | {"params": run.n_params, "effective_batch": run.effective_batch,
+                                      "world_size": run.d.world}
+    return Tracker(run.run_dir, cfg.tracking, params, run_info(cfg.dataset), cfg.resume)
+
+
+def finish(run: Run) -> Path:
+    """Export the policy and write train_summary.json; -> the policy directory."""
+    local_fraction = parallel.local_fraction(run.model, run.n_params)
+    out = export(run, run.run_dir / "policy")
+    if not run.d.is_main:
         return out
-    tracker.close()
-    summary = {"params": n_params, "precision": precision, "device": str(device), "steps": cfg.steps,
-               "world_size": d.world, "parallel": dataclasses.asdict(cfg.parallel),
-               "local_param_fraction": local_fraction, "effective_batch": effective_batch,
-               "skipped_steps": skipped_steps}
-    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    run.tracker.close()
+    summary = {"params": run.n_params, "precision": run.precision, "device": str(run.device), "steps": run.cfg.steps,
+               "world_size": run.d.world, "parallel": dataclasses.asdict(run.cfg.parallel),
+               "local_param_fraction": local_fraction, "effective_batch": run.effective_batch,
+               "skipped_steps": run.skipped_steps}
+    (run.run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return out
 
 
@@ -453,28 +490,6 @@ def _load_text_embeddings(model: nn.Module, cfg: PolicyConfig) -> dict | None:
     with torch.no_grad():
         model.text.embed.weight.copy_(table)
     return origin
-
-
-def _align_sampler(cfg: TrainConfig, data, normalizer: Normalizer,
-                   tokenizer: WordTokenizer | SubwordTokenizer) -> ChunkSampler:
-    """Frames of the target-domain dataset (its actions are never used) for feature alignment."""
-    if cfg.parallel.pp > 1:
-        raise ValueError("feature alignment (--align_dataset) is not supported with pipeline parallelism")
-    if cfg.align_weight < 0:
-        raise ValueError(f"align_weight must be >= 0, got {cfg.align_weight}")
-    target = LeRobotDataset(cfg.align_dataset).load()
-    if target.images.shape[1:] != data.images.shape[1:]:
-        raise ValueError(f"align_dataset images {target.images.shape[1:]} differ from the training images "
-                         f"{data.images.shape[1:]}")
-    p = cfg.policy
-    return ChunkSampler(target, normalizer, tokenizer, p.n_obs_steps, 1, p.max_text_tokens)
-
-
-def _align_batch(align: ChunkSampler, cfg: TrainConfig, step: int, micro: int, d: parallel.Dist) -> dict:
-    """Target frames for one micro-batch, drawn from their own stream of the step's seed."""
-    gen = align.generator(cfg.seed + 7919, step, micro)
-    batch = align.sample(cfg.batch_size, gen, 0, (d.dp_rank, d.dp_size))
-    return {"align_image": batch["image"], "align_tokens": batch["tokens"]}
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -1,0 +1,161 @@
+"""Optional training techniques: each one a small class with the same hooks, listed once in
+``TECHNIQUES``; the training loop (trainer.py) calls the hooks and names none of them.
+
+| technique    | flag              | hooks used                                                      |
+|--------------|-------------------|-----------------------------------------------------------------|
+| alignment    | --align_dataset   | batches (target-domain frames), metrics (CORAL loss)            |
+| qat          | --qat             | prepare_model (fake-quantized Linear layers), meta              |
+| distillation | --teacher         | batches (the teacher's chunks as targets), meta                 |
+| pruning      | --prune           | prepare_model (masks), prepare_optimizer (re-apply after each step), meta |
+
+A technique is active when its flag is set (``active``); ``check`` holds its rules on the other
+settings and runs before anything is loaded. The list order is the order hooks run in: target
+frames join a batch before the teacher labels it, QAT wraps the layers before they are masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, ClassVar
+
+from vlaforge.config import TrainConfig
+from vlaforge.data.dataset import LeRobotDataset
+from vlaforge.data.sampler import ChunkSampler
+from vlaforge.train.distill import with_teacher_targets
+from vlaforge.train.prune import apply_masks, parse_prune, pruning_masks, zero_fraction
+from vlaforge.train.qat import QAT_METHODS, prepare_qat
+
+if TYPE_CHECKING:
+    from vlaforge.train.trainer import Run
+
+
+class Technique:
+    flag: ClassVar[str] = ""  # the TrainConfig field that turns it on
+
+    def __init__(self, run: "Run") -> None:
+        self.run = run
+
+    @classmethod
+    def active(cls, cfg: TrainConfig) -> bool:
+        return bool(getattr(cfg, cls.flag))
+
+    @staticmethod
+    def check(cfg: TrainConfig) -> None:
+        """Raise ValueError for a setting this technique cannot run with."""
+
+    def prepare_model(self) -> None:
+        """Change the model (on its device) before the objective and optimizer are built."""
+
+    def prepare_optimizer(self) -> None:
+        """Attach to the optimizer once it is built."""
+
+    def batches(self, step: int, micro: Iterator[dict]) -> Iterator[dict]:
+        """Transform the step's micro-batches (a lazy stream, in order)."""
+        return micro
+
+    def meta(self) -> dict:
+        """Entries for the exported policy's config.json."""
+        return {}
+
+    def metrics(self) -> dict:
+        """Entries for the logged metrics."""
+        return {}
+
+
+class Alignment(Technique):
+    """CORAL alignment of visual features with unlabelled target-domain frames (alignment.py)."""
+
+    flag = "align_dataset"
+
+    @staticmethod
+    def check(cfg: TrainConfig) -> None:
+        if cfg.parallel.pp > 1:
+            raise ValueError("feature alignment (--align_dataset) is not supported with pipeline parallelism")
+        if cfg.align_weight < 0:
+            raise ValueError(f"align_weight must be >= 0, got {cfg.align_weight}")
+
+    def __init__(self, run: "Run") -> None:
+        super().__init__(run)
+        target = LeRobotDataset(run.cfg.align_dataset).load()
+        if target.images.shape[1:] != run.data.images.shape[1:]:
+            raise ValueError(f"align_dataset images {target.images.shape[1:]} differ from the training images "
+                             f"{run.data.images.shape[1:]}")
+        p = run.cfg.policy
+        self.sampler = ChunkSampler(target, run.normalizer, run.tokenizer, p.n_obs_steps, 1, p.max_text_tokens)
+
+    def batches(self, step: int, micro: Iterator[dict]) -> Iterator[dict]:
+        cfg, d = self.run.cfg, self.run.d
+        for m, batch in enumerate(micro):  # target frames from their own stream of the step's seed
+            target = self.sampler.sample(cfg.batch_size, self.sampler.generator(cfg.seed + 7919, step, m), 0,
+                                         (d.dp_rank, d.dp_size))
+            yield batch | {"align_image": target["image"], "align_tokens": target["tokens"]}
+
+    def metrics(self) -> dict:
+        loss = self.run.objective.last_align_loss
+        return {} if loss is None else {"align_loss": loss}
+
+
+class QuantizationAware(Technique):
+    """Fake-quantized Linear layers, as ``vlaforge quantize`` will quantize them (qat.py)."""
+
+    flag = "qat"
+
+    @staticmethod
+    def check(cfg: TrainConfig) -> None:
+        if cfg.qat and cfg.qat not in QAT_METHODS:
+            raise ValueError(f"unknown QAT method {cfg.qat!r}; known: {', '.join(QAT_METHODS)}")
+        _data_parallel_only(cfg)
+
+    def prepare_model(self) -> None:
+        prepare_qat(self.run.model, self.run.cfg.qat)
+
+    def meta(self) -> dict:
+        return {"qat": self.run.cfg.qat}
+
+
+class Distillation(Technique):
+    """The teacher's action chunks as targets (distill.py); the teacher itself is loaded with the
+    run's initialisation, since the student shares its normaliser and tokenizer."""
+
+    flag = "teacher"
+
+    def batches(self, step: int, micro: Iterator[dict]) -> Iterator[dict]:
+        run = self.run
+        for batch in micro:
+            yield with_teacher_targets(run.teacher, batch, run.device, run.cfg.seed * 1_000_003 + step)
+
+    def meta(self) -> dict:
+        cfg, teacher = self.run.cfg, self.run.teacher
+        return {"distilled_from": {"teacher": str(cfg.teacher), "weight": cfg.distill_weight, "head": teacher.cfg.head}}
+
+
+class Pruning(Technique):
+    """Pruning masks held through every update (prune.py)."""
+
+    flag = "prune"
+
+    @staticmethod
+    def check(cfg: TrainConfig) -> None:
+        if cfg.prune:
+            parse_prune(cfg.prune)
+        _data_parallel_only(cfg)
+
+    def prepare_model(self) -> None:
+        self.masks = pruning_masks(self.run.model, *parse_prune(self.run.cfg.prune))
+        apply_masks(self.run.model, self.masks)
+
+    def prepare_optimizer(self) -> None:  # pruned weights stay exactly zero through every update
+        self.run.optimizer.register_step_post_hook(lambda *_: apply_masks(self.run.model, self.masks))
+
+    def meta(self) -> dict:
+        method, sparsity = parse_prune(self.run.cfg.prune)
+        return {"pruning": {"method": method, "sparsity": sparsity, "zero_fraction": zero_fraction(self.run.model,
+                                                                                                 self.masks)}}
+
+
+def _data_parallel_only(cfg: TrainConfig) -> None:
+    if (cfg.qat or cfg.prune) and (cfg.parallel.tp > 1 or cfg.parallel.pp > 1 or cfg.parallel.fsdp > 1):
+        raise ValueError("quantization-aware training and pruning run with data parallelism only (dp), not fsdp/tp/pp")
+
+
+TECHNIQUES: tuple[type[Technique], ...] = (Alignment, QuantizationAware, Distillation, Pruning)
