@@ -35,12 +35,16 @@ import matplotlib
 import torch
 from common import RESULTS, cache_root, stage, write
 
-from vlaforge.config import EVAL_SEEDS, CollectConfig, EvalConfig, PolicyConfig, TrainConfig
+from vlaforge.config import EVAL_SEEDS
 from vlaforge.data.collect import collect
+from vlaforge.data.config import CollectConfig
+from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.rollout import evaluate
+from vlaforge.models.config import PolicyConfig
 from vlaforge.registry import BACKBONES, FFNS, HEADS
 from vlaforge.runtime.policy import load_policy
 from vlaforge.train.checkpoint import latest_checkpoint
+from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import train
 
 matplotlib.use("Agg")

@@ -156,8 +156,9 @@ def train_and_eval(data: Path, run: Path, steps: int, episodes: int, **train: ob
     """Train on ``data`` into ``run`` (32-sample batches, no tracking; other TrainConfig fields
     from ``train``) and evaluate on the train split; finished stages are reused (and recorded as
     such), so a re-run in the same cache root resumes."""
-    from vlaforge.config import EvalConfig, TrainConfig
+    from vlaforge.eval.config import EvalConfig
     from vlaforge.eval.rollout import evaluate
+    from vlaforge.train.config import TrainConfig
     from vlaforge.train.trainer import train as train_policy
 
     label = _label(run)

@@ -27,25 +27,22 @@ from pathlib import Path
 
 from common import RESULTS, cache_root, cached_json, stage, write
 
-from vlaforge.config import (
-    EVAL_SEEDS,
-    CollectConfig,
-    EnvConfig,
-    EvalConfig,
-    OptimConfig,
-    PolicyConfig,
-    PruneConfig,
-    TrainConfig,
-)
+from vlaforge.config import EVAL_SEEDS
 from vlaforge.data.collect import collect
+from vlaforge.data.config import CollectConfig
+from vlaforge.deploy.config import PruneConfig
 from vlaforge.deploy.latency import bench_latency
 from vlaforge.deploy.prune import prune
 from vlaforge.deploy.quantize import quantize
 from vlaforge.deploy.server import load_test
+from vlaforge.envs.config import EnvConfig
+from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.rollout import brief, evaluate
 from vlaforge.eval.stats import difference_interval
+from vlaforge.models.config import PolicyConfig
 from vlaforge.runtime.policy import load_policy
 from vlaforge.train.checkpoint import latest_checkpoint
+from vlaforge.train.config import OptimConfig, TrainConfig
 from vlaforge.train.trainer import train
 
 TASKS = ["pick_place", "open_drawer", "press_button"]

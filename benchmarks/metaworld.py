@@ -31,12 +31,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from vlaforge.cli import parse
-from vlaforge.config import QuickstartConfig
 from vlaforge.data.collect import collect
 from vlaforge.envs.metaworld import DIFFICULTY
+from vlaforge.eval.config import QuickstartConfig, quickstart
 from vlaforge.eval.rollout import evaluate
 from vlaforge.eval.stats import wilson_interval
-from vlaforge.quickstart import quickstart
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 

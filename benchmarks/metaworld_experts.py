@@ -15,7 +15,7 @@ import time
 from common import stage, write
 
 import vlaforge  # noqa: F401  (sets MUJOCO_GL)
-from vlaforge.config import EnvConfig
+from vlaforge.envs.config import EnvConfig
 from vlaforge.envs.metaworld import DIFFICULTY, TASKS
 from vlaforge.pool import map_in_workers
 

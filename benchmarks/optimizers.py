@@ -18,9 +18,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from common import RESULTS, cache_root, stage, write  # noqa: E402
 
-from vlaforge.config import CollectConfig, EnvConfig, OptimConfig, TrainConfig  # noqa: E402
 from vlaforge.data.collect import collect  # noqa: E402
+from vlaforge.data.config import CollectConfig  # noqa: E402
+from vlaforge.envs.config import EnvConfig  # noqa: E402
 from vlaforge.registry import OPTIMIZERS  # noqa: E402
+from vlaforge.train.config import OptimConfig, TrainConfig  # noqa: E402
 from vlaforge.train.trainer import train  # noqa: E402
 
 # Peak learning rates: AdamW's default, the rules of thumb of each method's paper for the others.

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 from common import cache_root, stage, write
 
-from vlaforge.config import CollectConfig, EnvConfig
 from vlaforge.data.collect import collect
+from vlaforge.data.config import CollectConfig
+from vlaforge.envs.config import EnvConfig
 
 PEAK_OF_CHILDREN = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
                     "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")

@@ -26,13 +26,14 @@ from common import RESULTS, cache_root, stage, write
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vlaforge.config import EVAL_SEEDS, SafeRLConfig, SafetyConfig  # noqa: E402
+from vlaforge.config import EVAL_SEEDS  # noqa: E402
 from vlaforge.envs import policy_env  # noqa: E402
 from vlaforge.eval.report import interval_bars, png  # noqa: E402
 from vlaforge.eval.stats import difference_interval, wilson_interval  # noqa: E402
 from vlaforge.runtime.policy import load_policy  # noqa: E402
 from vlaforge.safety.audit import AdversarialActor, PolicyActor, RandomActor, audit_episode  # noqa: E402
 from vlaforge.safety.cbf import VIOLATIONS  # noqa: E402
+from vlaforge.safety.config import SafeRLConfig, SafetyConfig  # noqa: E402
 from vlaforge.safety.safe_rl import safe_finetune  # noqa: E402
 from vlaforge.webpage import embed, page  # noqa: E402
 

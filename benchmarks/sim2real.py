@@ -27,24 +27,19 @@ from common import RESULTS, cache_root, cached_json, stage, write
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vlaforge.config import (  # noqa: E402
-    EVAL_SEEDS,
-    CollectConfig,
-    DomainConfig,
-    EnvConfig,
-    EvalConfig,
-    OptimConfig,
-    TrainConfig,
-    TransferConfig,
-)
+from vlaforge.config import EVAL_SEEDS  # noqa: E402
 from vlaforge.data.collect import collect  # noqa: E402
+from vlaforge.data.config import CollectConfig  # noqa: E402
 from vlaforge.envs import get_suite  # noqa: E402
+from vlaforge.envs.config import DomainConfig, EnvConfig  # noqa: E402
 from vlaforge.envs.randomization import TARGETS, randomize  # noqa: E402
+from vlaforge.eval.config import EvalConfig, TransferConfig  # noqa: E402
 from vlaforge.eval.robustness import sweep  # noqa: E402
 from vlaforge.eval.rollout import brief, evaluate  # noqa: E402
 from vlaforge.eval.stats import difference_interval  # noqa: E402
 from vlaforge.eval.transfer import transfer  # noqa: E402
 from vlaforge.train.checkpoint import latest_checkpoint  # noqa: E402
+from vlaforge.train.config import OptimConfig, TrainConfig  # noqa: E402
 from vlaforge.train.trainer import train  # noqa: E402
 
 ROOT = Path("runs/bench_sim2real")  # main() moves it to this invocation's cache root

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 import yaml
 from common import RESULTS, cache_root, stage, write
 
-from vlaforge.config import EVAL_SEEDS, AblateConfig, apply_overrides
+from vlaforge.config import EVAL_SEEDS, apply_overrides
 from vlaforge.eval.ablate import ablate
+from vlaforge.eval.config import AblateConfig
 
 
 @dataclass

@@ -28,7 +28,7 @@ from parallel import dataset, run_mode
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from vlaforge.config import PolicyConfig
+from vlaforge.models.config import PolicyConfig
 from vlaforge.models.policy import build_policy
 from vlaforge.train import amp
 from vlaforge.train.trainer import BCObjective, train_step

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from vlaforge.cli import main
-from vlaforge.config import AblateConfig, ConfigError
+from vlaforge.config import ConfigError
 from vlaforge.eval.ablate import ablate, effects, load_grid
+from vlaforge.eval.config import AblateConfig
 
 GRID = """
 base:

@@ -8,8 +8,9 @@ import pytest
 import torch
 from helpers import write_dataset
 
-from vlaforge.config import PolicyConfig, TrainConfig
+from vlaforge.models.config import PolicyConfig
 from vlaforge.train.alignment import coral_loss
+from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import train
 
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from vlaforge.config import ConfigError, DomainConfig, SensorRandomization
+from vlaforge.config import ConfigError
+from vlaforge.envs.config import DomainConfig, SensorRandomization
 from vlaforge.envs.randomization import randomize
 from vlaforge.envs.tabletop.env import TabletopEnv
 from vlaforge.envs.tabletop.experts import Expert

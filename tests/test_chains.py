@@ -82,7 +82,8 @@ class _PlantedPolicy:
 def test_a_chain_stops_at_its_first_failed_instruction(good, monkeypatch):
     import vlaforge.envs
     import vlaforge.eval.rollout
-    from vlaforge.config import EnvConfig, to_dict
+    from vlaforge.config import to_dict
+    from vlaforge.envs.config import EnvConfig
     from vlaforge.eval.chains import run_chain
 
     envs, make = [], vlaforge.envs.policy_env

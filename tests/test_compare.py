@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from vlaforge.cli import main
-from vlaforge.config import CompareConfig
 from vlaforge.eval.compare import bootstrap_difference, compare, mcnemar_exact
+from vlaforge.eval.config import CompareConfig
 from vlaforge.eval.rollout import efficiency, summarize
 
 

@@ -1,7 +1,8 @@
 import pytest
 
 from vlaforge.cli import parse
-from vlaforge.config import ConfigError, TrainConfig, apply_overrides, from_dict, load_yaml, save_yaml
+from vlaforge.config import ConfigError, apply_overrides, from_dict, load_yaml, save_yaml
+from vlaforge.train.config import TrainConfig
 
 
 def test_overrides_types_and_nesting():
@@ -46,7 +47,9 @@ def test_cli_parse(tmp_path):
 
 
 def test_help_shows_the_defaults_a_parent_sets_for_its_sections():
-    from vlaforge.config import QuickstartConfig, SafeRLConfig, describe_fields
+    from vlaforge.config import describe_fields
+    from vlaforge.eval.config import QuickstartConfig
+    from vlaforge.safety.config import SafeRLConfig
 
     quick = {key: default for key, _, default, _ in describe_fields(QuickstartConfig)}
     assert quick["collect.episodes_per_task"] == QuickstartConfig().collect.episodes_per_task == 150

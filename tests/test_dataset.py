@@ -136,8 +136,8 @@ def test_environment_state_round_trip(tmp_path):
 def test_post_success_steps_put_the_release_in_the_data():
     from dataclasses import asdict
 
-    from vlaforge.config import EnvConfig
     from vlaforge.data.collect import run_expert_episode
+    from vlaforge.envs.config import EnvConfig
 
     def release_frames(post):
         ep = run_expert_episode("tabletop", asdict(EnvConfig()), "train", "stack", 3, 0.3, post)

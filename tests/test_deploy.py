@@ -11,11 +11,13 @@ import pytest
 from helpers import write_dataset
 
 from vlaforge.cli import main
-from vlaforge.config import EvalConfig, PolicyConfig, TrainConfig
 from vlaforge.deploy.latency import bench_latency, observation
 from vlaforge.deploy.quantize import quantize
+from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.rollout import evaluate
+from vlaforge.models.config import PolicyConfig
 from vlaforge.runtime.policy import example_inputs, load_policy
+from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import train
 
 pytest.importorskip("onnxruntime")

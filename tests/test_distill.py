@@ -8,10 +8,11 @@ import torch
 from helpers import write_dataset
 
 from vlaforge.cli import main
-from vlaforge.config import PolicyConfig, TrainConfig
 from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.data.sampler import ChunkSampler
+from vlaforge.models.config import PolicyConfig
 from vlaforge.runtime.policy import load_policy
+from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import train
 
 TINY = PolicyConfig(d_model=32, n_layers=1, n_heads=2, vision_channels=[8, 8])

@@ -7,7 +7,9 @@ import pytest
 from helpers import write_dataset
 
 import vlaforge.eval.rollout as rollout
-from vlaforge.config import EvalConfig, PolicyConfig, TrainConfig
+from vlaforge.eval.config import EvalConfig
+from vlaforge.models.config import PolicyConfig
+from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import train
 
 TINY = PolicyConfig(d_model=32, n_layers=1, n_heads=2, vision_channels=[8, 8])

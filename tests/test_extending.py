@@ -10,11 +10,12 @@ import torch
 from helpers import write_dataset
 from test_heads import make_head
 
-from vlaforge.config import PolicyConfig, TrainConfig
 from vlaforge.deploy.artifact import write_deployed
+from vlaforge.models.config import PolicyConfig
 from vlaforge.models.heads.base import ActionHead
 from vlaforge.registry import DEPLOY_RUNTIMES, HEADS
 from vlaforge.runtime.policy import load_policy, load_torch_policy
+from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import train
 
 DOC = Path(__file__).parents[1] / "docs/extending.md"

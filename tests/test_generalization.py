@@ -28,7 +28,7 @@ def test_generalization_gaps_on_planted_results(tmp_path, monkeypatch):
     """Evaluation replaced by planted outcomes with known answers: train 16/20, unseen 8/20 (a
     real gap of 0.4 whose Newcombe interval excludes 0), unseen_object 16/20 (no gap)."""
     import vlaforge.eval.generalization as gen
-    from vlaforge.config import GeneralizeConfig
+    from vlaforge.eval.config import GeneralizeConfig
 
     policy = train_tiny_policy(tmp_path, episodes_per_task=1, steps=2)
     planted = {"train": 16, "unseen": 8, "unseen_object": 16, "unseen_paraphrase": 20}

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vlaforge.config import PolicyConfig
+from vlaforge.models.config import PolicyConfig
 from vlaforge.models.heads.base import ActionHead
 from vlaforge.models.heads.diffusion import cosine_alpha_bar
 from vlaforge.models.heads.tokenized import TokenizedHead

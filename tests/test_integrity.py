@@ -101,7 +101,7 @@ def test_a_malformed_info_json_gets_one_line_naming_it(tmp_path, edit, message):
 
 
 def test_a_corrupt_stats_json_is_named(tmp_path):
-    from vlaforge.config import TrainConfig
+    from vlaforge.train.config import TrainConfig
     from vlaforge.train.trainer import train
 
     write_dataset(tmp_path / "ds", episodes=1)

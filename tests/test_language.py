@@ -9,9 +9,10 @@ import torch
 from helpers import write_dataset
 
 import vlaforge
-from vlaforge.config import OptimConfig, PolicyConfig, TrainConfig
 from vlaforge.data.tokenizer import SubwordTokenizer
+from vlaforge.models.config import PolicyConfig
 from vlaforge.registry import TEXT_ENCODERS
+from vlaforge.train.config import OptimConfig, TrainConfig
 from vlaforge.train.trainer import train
 
 pytest.importorskip("wordllama", reason="the wordllama wheel (pip install 'vlaforge[language]') is not installed")

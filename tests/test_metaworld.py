@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from vlaforge.cli import main
-from vlaforge.config import EnvConfig
 from vlaforge.envs import get_suite
+from vlaforge.envs.config import EnvConfig
 from vlaforge.envs.metaworld import BENCHMARKS, DIFFICULTY, INSTRUCTIONS, TASKS
 
 metaworld = pytest.importorskip("metaworld")

@@ -11,9 +11,10 @@ from helpers import write_dataset
 from test_parallel import batch, tiny_model
 from torch import nn
 
-from vlaforge.config import OptimConfig, PolicyConfig, TrainConfig
+from vlaforge.models.config import PolicyConfig
 from vlaforge.registry import OPTIMIZERS
 from vlaforge.train import amp
+from vlaforge.train.config import OptimConfig, TrainConfig
 from vlaforge.train.optim import build_optimizer, lr_at
 from vlaforge.train.trainer import BCObjective, train, train_step
 

@@ -13,9 +13,10 @@ import torch
 from helpers import write_dataset
 from safetensors.torch import load_file
 
-from vlaforge.config import OptimConfig, ParallelConfig, PolicyConfig, TrainConfig
+from vlaforge.models.config import PolicyConfig
 from vlaforge.models.policy import build_policy
 from vlaforge.train import amp, parallel
+from vlaforge.train.config import OptimConfig, ParallelConfig, TrainConfig
 from vlaforge.train.optim import scaled_lr
 from vlaforge.train.trainer import BCObjective, _warn_batch_norm, train_step
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import vlaforge
-from vlaforge.config import PolicyConfig
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.tokenizer import WordTokenizer
+from vlaforge.models.config import PolicyConfig
 from vlaforge.models.policy import build_policy
 from vlaforge.runtime.policy import STATE_LIMIT, Policy
 

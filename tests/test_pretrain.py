@@ -11,8 +11,8 @@ from helpers import write_dataset
 from safetensors.torch import load_file
 
 from vlaforge.cli import main
-from vlaforge.config import PretrainConfig
 from vlaforge.data.augment import color_jitter
+from vlaforge.train.config import PretrainConfig
 from vlaforge.train.pretrain import pretrain
 
 SMALL = dict(steps=80, batch_size=16, vision_channels=[8, 8], d_model=32)

@@ -7,8 +7,9 @@ import torch
 from helpers import write_dataset
 
 from vlaforge.cli import main
-from vlaforge.config import PolicyConfig, TrainConfig
+from vlaforge.models.config import PolicyConfig
 from vlaforge.runtime.policy import load_policy
+from vlaforge.train.config import TrainConfig
 from vlaforge.train.prune import apply_masks, parse_prune, pruning_masks, zero_fraction
 from vlaforge.train.trainer import train
 

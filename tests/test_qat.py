@@ -6,9 +6,10 @@ import pytest
 import torch
 from helpers import write_dataset
 
-from vlaforge.config import ParallelConfig, PolicyConfig, TrainConfig
+from vlaforge.models.config import PolicyConfig
 from vlaforge.runtime.policy import example_inputs, load_policy
 from vlaforge.runtime.torch_methods import int4_weight
+from vlaforge.train.config import ParallelConfig, TrainConfig
 from vlaforge.train.qat import prepare_qat
 from vlaforge.train.trainer import train
 

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from vlaforge.cli import main
-from vlaforge.config import DataConfig
 from vlaforge.data.annotate import paraphrases
+from vlaforge.data.config import DataConfig
 from vlaforge.data.dataset import DATA_PATH, DatasetWriter, EpisodeFrames, LeRobotDataset
 from vlaforge.data.manifest import dataset_hash
 from vlaforge.data.quality import check_dataset, load_episodes

@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 
 from vlaforge.cli import main
-from vlaforge.config import (
-    ConfigError,
-    DomainConfig,
-    PhysicsRandomization,
-    SensorRandomization,
-    VisualRandomization,
-)
+from vlaforge.config import ConfigError
 from vlaforge.data.dataset import LeRobotDataset
+from vlaforge.envs.config import DomainConfig, PhysicsRandomization, SensorRandomization, VisualRandomization
 from vlaforge.envs.randomization import is_source, parse_perturb, perturbation, randomize
 from vlaforge.envs.randomization.presets import TRAIN_PHYSICS, TRAIN_VISUAL
 from vlaforge.envs.randomization.sensor import gaussian_blur, shift_image
@@ -285,7 +280,7 @@ def test_robustness_sweep_lowers_success_only_for_the_factor_a_planted_policy_is
 
     import vlaforge.envs.randomization.wrapper as wrapper
     import vlaforge.eval.rollout as rollout
-    from vlaforge.config import EvalConfig
+    from vlaforge.eval.config import EvalConfig
     from vlaforge.eval.robustness import sweep
 
     policy_dir = train_tiny_policy(tmp_path, episodes_per_task=1, steps=1)  # only its meta is used

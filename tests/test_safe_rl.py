@@ -10,11 +10,11 @@ from helpers import train_tiny_policy
 from safetensors.torch import load_file
 
 from vlaforge.cli import main
-from vlaforge.config import SafeRLConfig, SafetyConfig
 from vlaforge.envs.tabletop.env import ROBOT, TabletopEnv
 from vlaforge.runtime.policy import load_torch_policy
 from vlaforge.safety.audit import AdversarialActor, RandomActor, audit_episode
 from vlaforge.safety.cbf import excess, violations
+from vlaforge.safety.config import SafeRLConfig, SafetyConfig
 from vlaforge.safety.safe_rl import ActorCritic, gae, safe_finetune, step_cost, update
 
 

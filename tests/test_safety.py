@@ -5,9 +5,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from vlaforge.config import SafetyConfig
 from vlaforge.envs.tabletop.env import ROBOT, TabletopEnv
 from vlaforge.safety.cbf import BarrierQP
+from vlaforge.safety.config import SafetyConfig
 from vlaforge.safety.filter import SafetyFilter
 
 CFG = SafetyConfig(keep_out=[[0.0, -0.05, 0.08, 0.05], [0.12, 0.05, 0.05, 0.04]])

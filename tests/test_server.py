@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from helpers import write_dataset
 
-from vlaforge.config import PolicyConfig, TrainConfig
 from vlaforge.deploy.latency import observation
 from vlaforge.deploy.server import MAX_BODY, PolicyClient, PolicyServer, load_test
+from vlaforge.models.config import PolicyConfig
 from vlaforge.runtime.policy import load_policy
+from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import train
 
 

@@ -8,7 +8,8 @@ import torch
 from helpers import write_dataset
 
 import vlaforge
-from vlaforge.config import OptimConfig, PolicyConfig, TrainConfig
+from vlaforge.models.config import PolicyConfig
+from vlaforge.train.config import OptimConfig, TrainConfig
 from vlaforge.train.optim import lr_at
 from vlaforge.train.trainer import TrainingError, train
 

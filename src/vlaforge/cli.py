@@ -13,34 +13,23 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from vlaforge.config import (
+from vlaforge.config import ConfigError, apply_overrides, describe_fields, load_yaml
+from vlaforge.data.config import CollectConfig, DataConfig
+from vlaforge.deploy.config import BenchConfig, ControlConfig, ExportConfig, PruneConfig, QuantizeConfig, ServeConfig
+from vlaforge.eval.config import (
     AblateConfig,
     ActiveConfig,
-    BenchConfig,
     ChainConfig,
-    CollectConfig,
     CompareConfig,
-    ConfigError,
-    ControlConfig,
-    DataConfig,
     EvalConfig,
-    ExportConfig,
     GeneralizeConfig,
     HumanEvalConfig,
-    PretrainConfig,
-    PruneConfig,
-    QuantizeConfig,
     QuickstartConfig,
     ReportConfig,
-    RunsConfig,
-    SafeRLConfig,
-    ServeConfig,
-    TrainConfig,
     TransferConfig,
-    apply_overrides,
-    describe_fields,
-    load_yaml,
 )
+from vlaforge.safety.config import SafeRLConfig
+from vlaforge.train.config import PretrainConfig, RunsConfig, TrainConfig
 
 
 def _collect(cfg: CollectConfig) -> Any:

@@ -11,8 +11,9 @@ import json
 import time
 from pathlib import Path
 
-from vlaforge.config import QuickstartConfig, save_yaml
+from vlaforge.config import save_yaml
 from vlaforge.data.collect import collect
+from vlaforge.eval.config import QuickstartConfig
 from vlaforge.eval.rollout import evaluate
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlaforge.config import DataConfig
+from vlaforge.data.config import DataConfig
 from vlaforge.data.dataset import PARAPHRASES_PATH, LeRobotDataset
 from vlaforge.data.manifest import write_manifest
 from vlaforge.data.quality import load_episodes, rewrite

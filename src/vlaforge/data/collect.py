@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vlaforge.config import EVAL_SEEDS, CollectConfig, save_yaml
+from vlaforge.config import EVAL_SEEDS, num_workers, save_yaml
+from vlaforge.data.config import CollectConfig
 from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, encode_png, make_features
 from vlaforge.data.manifest import write_manifest
 from vlaforge.envs.randomization.wrapper import job_domain, worker_domain_env
@@ -161,7 +161,7 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     jobs = [(suite.name, asdict(cfg.env), cfg.split, task, seed, cfg.noise, cfg.post_success_steps, domain,
              cfg.keep_failures)
             for task, seed in scenes if (task, seed) not in done_seeds]
-    workers = cfg.workers or os.cpu_count() or 1
+    workers = num_workers(cfg.workers)
     failed = 0
     progress = Progress(
         TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not show_progress

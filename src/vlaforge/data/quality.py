@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlaforge.config import DataConfig
+from vlaforge.data.config import DataConfig
 from vlaforge.data.dataset import PARAPHRASES_PATH, DatasetWriter, EpisodeFrames, LeRobotDataset
 from vlaforge.data.manifest import episode_hashes, write_manifest
 from vlaforge.files import atomic_dir, atomic_write_json

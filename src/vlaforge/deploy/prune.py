@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from vlaforge.config import OptimConfig, TrainConfig
 from vlaforge.runtime.policy import Policy, load_policy
+from vlaforge.train.config import OptimConfig, TrainConfig
 from vlaforge.train.prune import apply_masks, parse_prune, pruning_masks, zero_fraction
 from vlaforge.train.trainer import train
 

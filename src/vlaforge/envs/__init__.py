@@ -12,6 +12,7 @@ def get_suite(name: str):
 def policy_env(meta: dict, task: str, split: str):
     """``task``'s env in the suite and with the settings a policy was trained with (its
     ``meta``: the suite name and env config it records)."""
-    from vlaforge.config import EnvConfig, from_dict
+    from vlaforge.config import from_dict
+    from vlaforge.envs.config import EnvConfig
 
     return get_suite(meta["suite"]).make_env(task, split, from_dict(EnvConfig, meta["env"]))

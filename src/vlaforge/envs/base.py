@@ -14,7 +14,7 @@ from typing import Callable, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
-from vlaforge.config import EnvConfig
+from vlaforge.envs.config import EnvConfig
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from vlaforge.config import AblateConfig, ConfigError, QuickstartConfig, apply_overrides, from_dict, save_yaml, to_dict
+from vlaforge.config import ConfigError, apply_overrides, from_dict, save_yaml, to_dict
+from vlaforge.eval.config import AblateConfig, QuickstartConfig
 from vlaforge.eval.report import rate_curve
 from vlaforge.eval.stats import difference_interval, wilson_interval
 from vlaforge.files import atomic_write_json

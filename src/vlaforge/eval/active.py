@@ -17,14 +17,14 @@ baseline that every strategy must beat at equal demonstration budgets
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vlaforge.config import ActiveConfig, save_yaml
+from vlaforge.config import num_workers, save_yaml
 from vlaforge.data.collect import scene_seed
+from vlaforge.eval.config import ActiveConfig
 from vlaforge.files import atomic_write_json
 from vlaforge.pool import map_in_workers
 from vlaforge.registry import HEADS
@@ -199,7 +199,7 @@ def select(cfg: ActiveConfig, show_progress: bool = True) -> dict:
         scores = [{"task": t, "seed": s, "uncertainty": None} for t, s in pool]
     else:
         jobs = [(suite.name, policy.meta["env"], cfg.split, t, s, cfg.uncertainty, cfg.samples, cfg.horizon) for t, s in pool]
-        scores = list(map_in_workers(score_scene, jobs, cfg.workers or os.cpu_count() or 1, _worker_init, (members,)))
+        scores = list(map_in_workers(score_scene, jobs, num_workers(cfg.workers), _worker_init, (members,)))
     centres = _dataset_embeddings(policy, cfg.dataset) if cfg.dataset and cfg.strategy != "uncertainty" else None
     picked = choose(scores, cfg.strategy, k, centres, cfg.seed, cfg.max_per_task)
     out = Path(cfg.output)

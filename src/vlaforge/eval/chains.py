@@ -10,12 +10,12 @@ trained on, never the same family twice in a row and the drawer (which stays ope
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
 import numpy as np
 
-from vlaforge.config import EVAL_SEEDS, ChainConfig, save_yaml
+from vlaforge.config import EVAL_SEEDS, num_workers, save_yaml
+from vlaforge.eval.config import ChainConfig
 from vlaforge.eval.report import rate_curve
 from vlaforge.eval.stats import wilson_interval
 from vlaforge.files import atomic_write_json
@@ -90,7 +90,7 @@ def evaluate_chains(cfg: ChainConfig, show_progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
     jobs = [(meta, families, cfg.length, cfg.split, cfg.seed + i, budget, horizon) for i in range(cfg.chains)]
-    workers = cfg.workers or os.cpu_count() or 1
+    workers = num_workers(cfg.workers)
     records = sorted(map_in_workers(run_chain, jobs, workers, load_worker_policy, (cfg.policy,), ordered=False),
                      key=lambda r: r["seed"])
     summary = summarize_chains(records, cfg.length) | {"policy": cfg.policy, "split": cfg.split, "families": families,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vlaforge.config import CompareConfig, save_yaml
+from vlaforge.config import save_yaml
+from vlaforge.eval.config import CompareConfig
 from vlaforge.eval.report import interval_bars
 from vlaforge.eval.stats import difference_interval, episodes_for_difference, sequential_paired_test, wilson_interval
 from vlaforge.files import atomic_write_json

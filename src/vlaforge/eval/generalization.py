@@ -11,7 +11,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from vlaforge.config import EvalConfig, GeneralizeConfig, save_yaml
+from vlaforge.config import save_yaml
+from vlaforge.eval.config import EvalConfig, GeneralizeConfig
 from vlaforge.eval.report import interval_bars
 from vlaforge.eval.rollout import brief, evaluate
 from vlaforge.eval.stats import difference_interval

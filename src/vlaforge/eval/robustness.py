@@ -12,7 +12,8 @@ import html
 import json
 from pathlib import Path
 
-from vlaforge.config import EvalConfig, save_yaml
+from vlaforge.config import save_yaml
+from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.report import plt, png
 from vlaforge.eval.rollout import brief, evaluate
 from vlaforge.files import atomic_write_json

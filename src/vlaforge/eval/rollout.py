@@ -17,7 +17,8 @@ import imageio.v2 as imageio
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vlaforge.config import EVAL_SEEDS, EvalConfig, save_yaml
+from vlaforge.config import EVAL_SEEDS, num_workers, save_yaml
+from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.stats import beta_posterior_interval, clopper_pearson_interval, wilson_interval
 from vlaforge.files import tmp_path
 from vlaforge.pool import map_in_workers
@@ -146,7 +147,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     ]
     wanted = {(task, cfg.seed + i) for task in tasks for i in range(cfg.episodes)}
     records = [r for r in records if (r["task"], r["seed"]) in wanted]
-    workers = cfg.workers or os.cpu_count() or 1
+    workers = num_workers(cfg.workers)
     t0 = time.perf_counter()
     progress = Progress(
         TextColumn(f"[bold]eval {cfg.split}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),

@@ -11,7 +11,9 @@ import dataclasses
 import html
 from pathlib import Path
 
-from vlaforge.config import DomainConfig, EvalConfig, TransferConfig, save_yaml
+from vlaforge.config import save_yaml
+from vlaforge.envs.config import DomainConfig
+from vlaforge.eval.config import EvalConfig, TransferConfig
 from vlaforge.eval.report import interval_bars
 from vlaforge.eval.rollout import brief, evaluate
 from vlaforge.eval.stats import difference_interval

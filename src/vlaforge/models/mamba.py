@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlaforge.config import PolicyConfig
+from vlaforge.models.config import PolicyConfig
 from vlaforge.registry import BACKBONES
 
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vlaforge.config import PolicyConfig
 from vlaforge.models import heads, mamba, moe  # noqa: F401  (registration)
+from vlaforge.models.config import PolicyConfig
 from vlaforge.models.language import TextEncoder
 from vlaforge.models.transformer import Block
 from vlaforge.models.vision import ConvEncoder, heatmap_loss

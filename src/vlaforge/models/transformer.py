@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from vlaforge.config import PolicyConfig
+from vlaforge.models.config import PolicyConfig
 from vlaforge.registry import BACKBONES, FFNS
 
 ATTENTION_BACKENDS = ("auto", "flash", "mem_efficient", "math")

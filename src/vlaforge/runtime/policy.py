@@ -22,11 +22,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vlaforge.config import PolicyConfig, from_dict
+from vlaforge.config import from_dict
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.tokenizer import SubwordTokenizer, WordTokenizer, load_tokenizer
 from vlaforge.envs.base import check_observation
 from vlaforge.files import atomic_dir, sha256_file
+from vlaforge.models.config import PolicyConfig
 from vlaforge.models.policy import build_policy
 
 # A state this many training standard deviations out is not a state of the task (a unit mix-up, a

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlaforge.config import SafetyConfig
 from vlaforge.envs.base import robot_env
 from vlaforge.runtime.episode import StepHook, run_chunks
 from vlaforge.safety.cbf import VIOLATIONS, violations
+from vlaforge.safety.config import SafetyConfig
 from vlaforge.safety.filter import SafetyFilter
 
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlaforge.config import SafetyConfig
 from vlaforge.envs.base import RobotModel
+from vlaforge.safety.config import SafetyConfig
 
 
 def check_safety(cfg: SafetyConfig) -> None:

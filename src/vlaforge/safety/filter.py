@@ -13,9 +13,9 @@ import time
 import gymnasium as gym
 import numpy as np
 
-from vlaforge.config import SafetyConfig
 from vlaforge.envs.base import RobotModel, robot_env
 from vlaforge.safety.cbf import BarrierQP
+from vlaforge.safety.config import SafetyConfig
 
 
 class SafetyFilter(gym.Wrapper):

@@ -38,13 +38,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vlaforge.config import EVAL_SEEDS, SafeRLConfig, save_yaml
+from vlaforge.config import EVAL_SEEDS, save_yaml
 from vlaforge.envs.base import robot_env
 from vlaforge.files import atomic_dir
 from vlaforge.runtime.episode import default_horizon, run_chunks
 from vlaforge.runtime.policy import Policy, load_torch_policy
 from vlaforge.safety.audit import ViolationCounter
 from vlaforge.safety.cbf import VIOLATIONS, check_safety, excess
+from vlaforge.safety.config import SafeRLConfig
 
 ALGORITHMS = ("ppo-lagrangian", "ppo")
 TRAINABLE = ("head", "all")

@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from vlaforge.config import ParallelConfig
+from vlaforge.train.config import ParallelConfig
 
 
 @dataclass

@@ -22,13 +22,14 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
-from vlaforge.config import PretrainConfig, save_yaml
+from vlaforge.config import save_yaml
 from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.files import tmp_path
 from vlaforge.models.ssl import SSL_METHODS
 from vlaforge.models.vision import ConvEncoder
 from vlaforge.train import amp
 from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vlaforge.train.config import PretrainConfig
 
 ENCODER_FILE = "encoder.safetensors"
 WARMUP = 50  # steps, or a tenth of a shorter run

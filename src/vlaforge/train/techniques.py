@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
-from vlaforge.config import TrainConfig
 from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.data.sampler import ChunkSampler
+from vlaforge.train.config import TrainConfig
 from vlaforge.train.distill import with_teacher_targets
 from vlaforge.train.prune import apply_masks, parse_prune, pruning_masks, zero_fraction
 from vlaforge.train.qat import QAT_METHODS, prepare_qat

@@ -30,17 +30,19 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from vlaforge.config import PolicyConfig, TrainConfig, load_yaml, save_yaml, to_dict
+from vlaforge.config import load_yaml, save_yaml, to_dict
 from vlaforge.data.dataset import ENV_STATE, LeRobotDataset
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.sampler import ChunkSampler, pixel_columns
 from vlaforge.files import atomic_write_text
+from vlaforge.models.config import PolicyConfig
 from vlaforge.models.policy import build_policy
 from vlaforge.registry import TEXT_ENCODERS
 from vlaforge.runtime.policy import Policy, load_policy
 from vlaforge.train import amp, parallel
 from vlaforge.train.alignment import coral_loss
 from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vlaforge.train.config import TrainConfig
 from vlaforge.train.distill import check_teacher, distillation_loss
 from vlaforge.train.ema import EMA
 from vlaforge.train.optim import build_optimizer, lr_at, scaled_lr

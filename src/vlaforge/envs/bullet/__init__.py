@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from vlaforge.config import EnvConfig
 from vlaforge.envs.base import Suite
 from vlaforge.envs.bullet.env import BulletTabletopEnv
+from vlaforge.envs.config import EnvConfig
 from vlaforge.envs.tabletop import DEFAULT_CAMERAS, DEFAULT_MAX_STEPS
 from vlaforge.envs.tabletop.env import CONTROL_DT
 from vlaforge.envs.tabletop.experts import Expert

@@ -9,8 +9,8 @@ the install command.
 
 from __future__ import annotations
 
-from vlaforge.config import EnvConfig
 from vlaforge.envs.base import Suite
+from vlaforge.envs.config import EnvConfig
 from vlaforge.envs.metaworld.env import SPLITS, MetaWorldEnv, MetaWorldExpert
 from vlaforge.envs.metaworld.tasks import DIFFICULTY, INSTRUCTIONS, TASKS
 from vlaforge.registry import SUITES

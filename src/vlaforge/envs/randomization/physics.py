@@ -9,7 +9,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from vlaforge.config import PhysicsRandomization
+from vlaforge.envs.config import PhysicsRandomization
 from vlaforge.envs.randomization.ranges import uniform
 
 FIELDS = ("geom_friction", "body_mass", "body_inertia", "dof_damping", "actuator_gainprm", "actuator_biasprm")

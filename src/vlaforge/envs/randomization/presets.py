@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from vlaforge.config import ConfigError, DomainConfig, PhysicsRandomization, SensorRandomization, VisualRandomization
+from vlaforge.config import ConfigError
+from vlaforge.envs.config import DomainConfig, PhysicsRandomization, SensorRandomization, VisualRandomization
 from vlaforge.registry import DOMAINS
 
 TRAIN_VISUAL = VisualRandomization(

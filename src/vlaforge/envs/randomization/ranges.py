@@ -11,7 +11,8 @@ import math
 
 import numpy as np
 
-from vlaforge.config import ConfigError, DomainConfig, PhysicsRandomization, SensorRandomization, VisualRandomization
+from vlaforge.config import ConfigError
+from vlaforge.envs.config import DomainConfig, PhysicsRandomization, SensorRandomization, VisualRandomization
 
 # (lowest allowed lo, highest allowed hi) per field; None = unbounded on that side.
 LIMITS: dict[str, tuple[float | None, float | None]] = {

@@ -9,7 +9,7 @@ from collections import deque
 import gymnasium as gym
 import numpy as np
 
-from vlaforge.config import SensorRandomization
+from vlaforge.envs.config import SensorRandomization
 from vlaforge.envs.randomization.ranges import episode_rng, uniform
 
 SENSOR_SALT, LATENCY_SALT = 0x5E45, 0x1A7E

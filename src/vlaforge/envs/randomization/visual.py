@@ -11,7 +11,7 @@ import math
 import mujoco
 import numpy as np
 
-from vlaforge.config import VisualRandomization
+from vlaforge.envs.config import VisualRandomization
 from vlaforge.envs.randomization.ranges import uniform
 
 DEFAULT_RGBA = np.array([0.5, 0.5, 0.5, 1.0], dtype=np.float32)

@@ -15,7 +15,8 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from vlaforge.config import ConfigError, DomainConfig, EnvConfig, from_dict
+from vlaforge.config import ConfigError, from_dict
+from vlaforge.envs.config import DomainConfig, EnvConfig
 from vlaforge.envs.randomization.physics import PhysicsRandomizer
 from vlaforge.envs.randomization.ranges import check_domain, episode_rng, is_nominal
 from vlaforge.envs.randomization.sensor import ActionLatency, SensorNoise

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from vlaforge.config import EnvConfig
 from vlaforge.envs.base import Suite
+from vlaforge.envs.config import EnvConfig
 from vlaforge.envs.tabletop.env import CONTROL_DT, TabletopEnv
 from vlaforge.envs.tabletop.experts import Expert
 from vlaforge.envs.tabletop.tasks import FAMILIES, SPLITS

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from vlaforge.config import PolicyConfig
+from vlaforge.models.config import PolicyConfig
 from vlaforge.models.heads.base import ActionHead
 from vlaforge.models.heads.dit import DiT
 from vlaforge.registry import HEADS

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from vlaforge.config import PolicyConfig
+from vlaforge.models.config import PolicyConfig
 from vlaforge.models.heads.base import ActionHead
 from vlaforge.models.heads.dit import DiT
 from vlaforge.registry import HEADS

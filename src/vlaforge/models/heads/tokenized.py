@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlaforge.config import PolicyConfig
+from vlaforge.models.config import PolicyConfig
 from vlaforge.models.heads.base import ActionHead
 from vlaforge.registry import HEADS
 

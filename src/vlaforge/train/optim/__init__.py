@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vlaforge.config import OptimConfig
 from vlaforge.registry import OPTIMIZERS
+from vlaforge.train.config import OptimConfig
 from vlaforge.train.optim.kfac import KFAC
 from vlaforge.train.optim.lion import Lion
 from vlaforge.train.optim.schedule import lr_at, scaled_lr

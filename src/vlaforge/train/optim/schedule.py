@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from vlaforge.config import OptimConfig
+from vlaforge.train.config import OptimConfig
 
 
 def scaled_lr(cfg: OptimConfig, effective_batch: int) -> float:

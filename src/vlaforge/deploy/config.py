@@ -1,0 +1,80 @@
+"""Settings of the deployment verbs: export, quantize, prune, bench, serve, control. The config
+machinery (YAML, overrides, the CLI) is vlaforge/config.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vlaforge.config import EVAL_SEEDS
+
+
+@dataclass
+class ExportConfig:
+    format: str = field(default="onnx", metadata={"help": "export format: onnx (also the first bare argument)"})
+    policy: str = field(default="", metadata={"help": "policy directory to export"})
+    output: str = field(default="", metadata={"help": "new directory for the deployed policy"})
+
+
+@dataclass
+class QuantizeConfig:
+    method: str = field(
+        default="dynamic-int8",
+        metadata={"help": "dynamic-int8 | int8-weight | int4-weight | static-int8 (torch) | onnx-int8 (ONNX Runtime) | bf16 | compile (fp32 weights on that runtime)"},
+    )
+    dataset: str = field(default="", metadata={"help": "static-int8: dataset whose frames calibrate the activations"})
+    calibration_samples: int = field(default=64, metadata={"help": "static-int8: calibration frames"})
+    policy: str = field(default="", metadata={"help": "policy directory to quantize"})
+    output: str = field(default="", metadata={"help": "new directory for the quantized policy"})
+
+
+@dataclass
+class PruneConfig:
+    policy: str = field(default="", metadata={"help": "policy directory to prune"})
+    dataset: str = field(default="", metadata={"help": "dataset for the fine-tuning (its training data)"})
+    method: str = field(default="unstructured", metadata={"help": "unstructured | channels | heads"})
+    sparsity: float = field(default=0.5, metadata={"help": "fraction of weights (or channels, heads) removed"})
+    steps: int = field(default=300, metadata={"help": "fine-tuning steps with the mask held; 0 = none"})
+    lr: float = field(default=3e-4, metadata={"help": "fine-tuning peak learning rate"})
+    output_dir: str = field(default="", metadata={"help": "run directory; the pruned policy goes to <output_dir>/policy"})
+
+
+@dataclass
+class BenchConfig:
+    what: str = field(default="latency", metadata={"help": "latency | server (also the first bare argument)"})
+    policy: str = field(default="", metadata={"help": "policy directory"})
+    runtimes: list[str] = field(
+        default_factory=lambda: ["eager", "bf16", "compile", "dynamic-int8", "int8-weight", "int4-weight", "static-int8",
+                                 "onnx-fp32", "onnx-int8"],
+        metadata={"help": "eager | bf16 | compile | dynamic-int8 | int8-weight | int4-weight | static-int8 | onnx-fp32 | "
+                          "onnx-int8"},
+    )
+    calls: int = field(default=200, metadata={"help": "timed act() calls per runtime"})
+    warmup: int = field(default=20, metadata={"help": "untimed calls first (compilation, caches)"})
+    threads: int = field(default=0, metadata={"help": "CPU threads for torch and ONNX Runtime; 0 = all cores"})
+    clients: int = field(default=4, metadata={"help": "server: concurrent loopback clients"})
+    requests: int = field(default=50, metadata={"help": "server: requests per client"})
+    output: str = field(default="", metadata={"help": "JSON file for the table; empty = <policy>/<what>.json"})
+
+
+@dataclass
+class ServeConfig:
+    policy: str = field(default="", metadata={"help": "policy directory (trained or deployed)"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind; 127.0.0.1 keeps it on this machine"})
+    port: int = field(default=8765, metadata={"help": "TCP port (0 = any free port)"})
+    token: str = field(default="", metadata={"help": "bearer token; empty = $VLAFORGE_TOKEN or a random one, printed"})
+
+
+@dataclass
+class ControlConfig:
+    policy: str = field(default="", metadata={"help": "policy directory (trained or deployed)"})
+    tasks: list[str] = field(default_factory=list, metadata={"help": "task families; empty = the policy's"})
+    split: str = field(default="train", metadata={"help": "scene/instruction split"})
+    episodes: int = field(default=5, metadata={"help": "episodes per task"})
+    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed"})
+    rate_hz: float = field(default=20.0, metadata={"help": "control rate"})
+    horizon: int = field(default=4, metadata={"help": "actions executed from a chunk before the next query"})
+    asynchronous: bool = field(default=True, metadata={"help": "compute the next chunk while the current one executes"})
+    ensemble: float = field(default=-1.0, metadata={"help": "temporal ensembling weight m (ACT); < 0 = off"})
+    extra_latency_ms: float = field(default=0.0, metadata={"help": "artificial delay added to every query"})
+    output: str = field(default="", metadata={"help": "JSON file; empty = <policy>/control.json"})

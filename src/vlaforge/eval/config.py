@@ -1,0 +1,148 @@
+"""Settings of the evaluation verbs: eval, transfer, generalize, chains, human-eval, report,
+compare, ablate, active. The config machinery (YAML, overrides, the CLI) is vlaforge/config.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vlaforge.config import EVAL_SEEDS
+from vlaforge.data.config import CollectConfig
+from vlaforge.envs.config import DomainConfig
+from vlaforge.train.config import TrainConfig
+
+
+@dataclass
+class ActiveConfig:
+    policy: str = field(default="", metadata={"help": "the current policy directory"})
+    ensemble: list[str] = field(default_factory=list, metadata={"help": "ensemble: the other members' policy directories"})
+    dataset: str = field(default="", metadata={"help": "its training dataset: episodes there count as covered (k-center)"})
+    uncertainty: str = field(default="mc_dropout", metadata={"help": "ensemble | mc_dropout | head"})
+    strategy: str = field(default="both", metadata={"help": "uncertainty | diversity | both | random"})
+    select: int = field(default=8, metadata={"help": "scenes to choose"})
+    max_per_task: int = field(default=0, metadata={"help": "at most this many scenes per task; 0 = no cap"})
+    tasks: list[str] = field(default_factory=list, metadata={"help": "candidate tasks; empty = the policy's"})
+    split: str = field(default="train", metadata={"help": "scene/instruction split of the pool"})
+    pool_per_task: int = field(default=25, metadata={"help": "candidate scenes per task"})
+    pool_seed: int = field(default=50_000, metadata={"help": "first candidate scene seed (kept apart from collect's)"})
+    samples: int = field(default=8, metadata={"help": "mc_dropout / head: predictions per state"})
+    horizon: int = field(default=10, metadata={"help": "policy steps per candidate scene over which uncertainty is averaged"})
+    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
+    seed: int = field(default=0, metadata={"help": "seed of the random strategy"})
+    output: str = field(default="active/selection.json", metadata={"help": "selection file (collect --scenes reads it)"})
+
+
+@dataclass
+class EvalConfig:
+    policy: str = field(default="", metadata={"help": "policy directory"})
+    split: str = field(default="unseen", metadata={"help": "split to evaluate"})
+    tasks: list[str] = field(default_factory=list, metadata={"help": "task families; empty = the policy's tasks"})
+    episodes: int = field(default=20, metadata={"help": "episodes per task"})
+    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
+    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed (collection seeds stay below 1e9)"})
+    output_dir: str = field(default="", metadata={"help": "where eval/ goes; empty = beside the policy"})
+    videos_per_task: int = field(default=1, metadata={"help": "rollout GIFs per task in the report"})
+    action_horizon: int = field(default=0, metadata={"help": "actions executed per chunk; 0 = chunk_size/2"})
+    max_steps: int = field(default=0, metadata={"help": "episode step limit; 0 = the policy's env setting"})
+    suite: str = field(
+        default="", metadata={"help": "evaluate in another suite with the same tasks (cross-simulator); empty = the policy's"}
+    )
+    domain: DomainConfig = field(default_factory=DomainConfig)
+    perturb: list[str] = field(
+        default_factory=list, metadata={"help": "robustness sweep: factor=severity or factor=lo..hi (see docs/sim2real.md)"}
+    )
+    resume: bool = field(default=False, metadata={"help": "keep the finished episodes of the same evaluation (episodes.jsonl)"})
+
+
+@dataclass
+class TransferConfig:
+    policy: str = field(default="", metadata={"help": "policy directory (trained in the source simulation)"})
+    targets: list[str] = field(
+        default_factory=lambda: ["real-proxy-A", "real-proxy-B", "real-proxy-C"],
+        metadata={"help": "named target domains, or suites with the same tasks (tabletop-bullet: another simulator)"},
+    )
+    split: str = field(default="train", metadata={"help": "scene/instruction split, the same in source and targets"})
+    episodes: int = field(default=20, metadata={"help": "episodes per task in each domain"})
+    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
+    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed; every domain replays the same scenes"})
+    output_dir: str = field(default="", metadata={"help": "where transfer/ goes; empty = beside the policy"})
+
+
+@dataclass
+class GeneralizeConfig:
+    policy: str = field(default="", metadata={"help": "policy directory"})
+    splits: list[str] = field(
+        default_factory=list, metadata={"help": "splits to evaluate, the first the reference; empty = all of the suite's"}
+    )
+    episodes: int = field(default=20, metadata={"help": "episodes per task in each split"})
+    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
+    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed of every split"})
+    output_dir: str = field(default="", metadata={"help": "where generalization/ goes; empty = beside the policy"})
+
+
+@dataclass
+class ChainConfig:
+    policy: str = field(default="", metadata={"help": "policy directory (trained on tabletop tasks)"})
+    chains: int = field(default=50, metadata={"help": "chains to run, one scene each"})
+    length: int = field(default=5, metadata={"help": "instructions per chain"})
+    tasks: list[str] = field(
+        default_factory=list, metadata={"help": "families a chain draws from; empty = the policy's chainable tasks"}
+    )
+    steps_per_instruction: int = field(default=0, metadata={"help": "step budget of each instruction; 0 = the env's max_steps"})
+    split: str = field(default="train", metadata={"help": "scene/instruction split"})
+    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
+    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first chain seed (scene and instruction order)"})
+    action_horizon: int = field(default=0, metadata={"help": "actions executed per chunk; 0 = chunk_size/2"})
+    output_dir: str = field(default="", metadata={"help": "where chains/ goes; empty = beside the policy"})
+
+
+@dataclass
+class HumanEvalConfig:
+    action: str = field(default="serve", metadata={"help": "serve | export (also the first bare argument)"})
+    study: str = field(default="runs/human_eval", metadata={"help": "study directory (its SQLite database: study.db)"})
+    runs: list[str] = field(
+        default_factory=list, metadata={"help": "evaluations whose videos are rated; two or more also give pairwise items"}
+    )
+    reference: str = field(
+        default="", metadata={"help": "evaluation of human (teleoperated) rollouts: the other side of the Turing test"}
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "address the app listens on"})
+    port: int = field(default=8000, metadata={"help": "port; 0 = any free one"})
+
+
+@dataclass
+class ReportConfig:
+    path: str = field(default="", metadata={"help": "directory of a results JSON (also the first bare argument)"})
+
+
+@dataclass
+class CompareConfig:
+    runs: list[str] = field(
+        default_factory=list, metadata={"help": "two evaluations (results.json or its directory), A then B; also bare arguments"}
+    )
+    output_dir: str = field(default="", metadata={"help": "where compare.json and report.html go; empty = beside A"})
+    alpha: float = field(default=0.05, metadata={"help": "significance level of the tests"})
+    bootstrap: int = field(default=10000, metadata={"help": "bootstrap resamples of the success difference"})
+    seed: int = field(default=0, metadata={"help": "bootstrap random seed"})
+    power: float = field(default=0.8, metadata={"help": "power the episode calculator plans for"})
+    detect: float = field(default=0.1, metadata={"help": "success difference the episode calculator plans to detect"})
+
+
+@dataclass
+class AblateConfig:
+    grid: str = field(default="", metadata={"help": "grid YAML: base (a quickstart config) and axes (key: [values])"})
+    output_dir: str = field(default="runs/ablate", metadata={"help": "one directory per grid cell under here"})
+    split: str = field(default="", metadata={"help": "split whose success is compared; empty = the base's first split"})
+
+
+@dataclass
+class QuickstartConfig:
+    """A whole pipeline run: collect -> train -> eval (`vlaforge quickstart`, the base of `vlaforge ablate`)."""
+
+    output_dir: str = field(default="runs/quickstart", metadata={"help": "everything goes under here"})
+    splits: list[str] = field(default_factory=lambda: ["train", "unseen"], metadata={"help": "splits to evaluate"})
+    # Scene diversity is what the policy's language grounding is starved of, and simulated
+    # episodes are cheap, so the quickstart collects more than `vlaforge collect` does by default.
+    collect: CollectConfig = field(default_factory=lambda: CollectConfig(episodes_per_task=150))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
