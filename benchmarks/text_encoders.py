@@ -1,0 +1,112 @@
+"""The quickstart recipe with each text encoder over several training seeds: success on the
+training instructions, on unseen colour-shape pairs with unseen wordings, and on unseen wordings
+alone (``unseen_paraphrase``), and the paired difference between the encoders.
+
+    python benchmarks/text_encoders.py [--seeds=3] [--encoders=[words,wordllama]] [quickstart overrides]
+
+Collects the quickstart's data once; trains one policy per encoder and seed (seed s of every
+encoder draws the same batches order and initial weights where the shapes agree) and evaluates
+each on the same scenes of every split. A comparison pairs the runs of one seed scene by scene:
+the pooled paired bootstrap and exact McNemar test over every (seed, scene) pair, and the t
+interval of the per-seed differences (df = seeds - 1), which is the one that counts the seed
+draw. Writes benchmarks/results/text_encoders.{json,md}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+
+import numpy as np
+from common import cache_root, stage, write
+from scipy import stats as sstats
+
+from vlaforge.cli import parse
+from vlaforge.data.collect import collect
+from vlaforge.eval.compare import bootstrap_difference, mcnemar_exact, paired_outcomes
+from vlaforge.eval.rollout import evaluate
+from vlaforge.eval.stats import wilson_interval
+from vlaforge.train.checkpoint import latest_checkpoint
+from vlaforge.train.trainer import train
+
+SPLITS = ["train", "unseen", "unseen_paraphrase"]
+
+
+def _arg(argv: list[str], name: str, default: str) -> str:
+    return next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}=")), default)
+
+
+def summary(results: list[dict]) -> dict:
+    """Mean and sd over seeds, and the Wilson interval of every episode pooled."""
+    rates = [r["success_rate"] for r in results]
+    k, n = sum(r["successes"] for r in results), sum(r["episodes"] for r in results)
+    return {"per_seed": rates, "mean": statistics.fmean(rates), "sd": statistics.stdev(rates) if len(rates) > 1 else 0.0,
+            "pooled": k / n, "pooled_ci95": list(wilson_interval(k, n)), "episodes": n}
+
+
+def paired(a: list[dict], b: list[dict]) -> dict:
+    """A - B over runs paired by seed and scene."""
+    xs, ys, per_seed = [], [], []
+    for ra, rb in zip(a, b):
+        _, x, y = paired_outcomes(ra, rb)
+        xs.append(x), ys.append(y)
+        per_seed.append(float(x.mean() - y.mean()))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    mean = statistics.fmean(per_seed)
+    half = (sstats.t.ppf(0.975, len(per_seed) - 1) * statistics.stdev(per_seed) / len(per_seed) ** 0.5
+            if len(per_seed) > 1 else float("nan"))
+    return {"difference": float(x.mean() - y.mean()), "per_seed": per_seed,
+            "seed_t_ci95": [mean - half, mean + half],
+            "paired_bootstrap_ci95": list(bootstrap_difference(x, y, 10_000, 0, paired=True)),
+            "mcnemar_p": mcnemar_exact(x, y), "pairs": int(len(x))}
+
+
+def main(argv: list[str]) -> None:
+    n = int(_arg(argv, "seeds", "3"))
+    encoders = _arg(argv, "encoders", "[words,wordllama]").strip("[]").split(",")
+    if n < 2 or len(encoders) < 1:
+        raise SystemExit(f"need --seeds >= 2 and at least one encoder, got {n} and {encoders}")
+    cfg = parse("quickstart", [a for a in argv if not a.startswith(("--seeds=", "--encoders="))])
+    root = cache_root("runs/bench_text_encoders")
+    data = root / "data"
+    done = (data / "done").is_file()
+    with stage("collect", reused=done):
+        if not done:
+            collect(dataclasses.replace(cfg.collect, output=str(data), resume=(data / "meta").exists()), False)
+            (data / "done").write_text("")
+    results: dict[str, dict[str, list[dict]]] = {e: {s: [] for s in SPLITS} for e in encoders}
+    for seed in range(n):
+        for enc in encoders:
+            run = root / enc / f"seed{seed}"
+            done = (run / "policy").exists()
+            with stage(f"train {enc} seed {seed}", reused=done):
+                if not done:
+                    policy = dataclasses.replace(cfg.train.policy, text_encoder=enc)
+                    train(dataclasses.replace(cfg.train, dataset=str(data), output_dir=str(run), seed=seed, policy=policy,
+                                              resume=latest_checkpoint(run / "checkpoints") is not None), False)
+            for split in SPLITS:
+                with stage(f"eval {enc} seed {seed} {split}"):
+                    r = evaluate(dataclasses.replace(cfg.eval, policy=str(run / "policy"), split=split, videos_per_task=0,
+                                                     output_dir=str(run / "eval" / split)), False)
+                results[enc][split].append(r)
+                print(f"{enc} seed {seed} {split}: {r['success_rate']:.1%}", flush=True)
+    figures = {"encoders": {}, "comparisons": {}, "train_steps": cfg.train.steps,
+               "episodes_per_task_collected": cfg.collect.episodes_per_task, "eval_episodes_per_task": cfg.eval.episodes}
+    for enc in encoders:  # the wording gap: the same (task, seed) scenes, trained vs held-out wordings
+        figures["encoders"][enc] = {s: summary(results[enc][s]) for s in SPLITS} | {
+            "paraphrase_gap": paired(results[enc]["train"], results[enc]["unseen_paraphrase"])}
+    for enc in encoders[1:]:
+        figures["comparisons"][f"{enc} - {encoders[0]}"] = {s: paired(results[enc][s], results[encoders[0]][s])
+                                                           for s in SPLITS}
+    rows = [{"encoder": enc, "seed": seed, **{s: f"{100 * results[enc][s][seed]['success_rate']:.1f}%" for s in SPLITS}}
+            for enc in encoders for seed in range(n)]
+    rows += [{"encoder": enc, "seed": "mean (sd)", **{s: f"{100 * figures['encoders'][enc][s]['mean']:.1f}% "
+                                                       f"({100 * figures['encoders'][enc][s]['sd']:.1f})" for s in SPLITS}}
+             for enc in encoders]
+    write("text_encoders", figures, rows, f"Text encoders in the quickstart recipe over {n} training seeds",
+          seeds={"collect_scenes_from": cfg.collect.seed, "train": list(range(n)), "eval_scenes_from": cfg.eval.seed})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
