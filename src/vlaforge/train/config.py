@@ -70,6 +70,12 @@ class TrainConfig:
     init_from: str = field(
         default="", metadata={"help": "policy directory to fine-tune (its architecture and normalisation are kept)"}
     )
+    finetune: str = field(
+        default="full", metadata={"help": "with --init_from: full (every weight) | lora (low-rank adapters on every "
+                                          "Linear but the head) | head (the action head only)"}
+    )
+    lora_rank: int = field(default=8, metadata={"help": "rank r of the LoRA adapters"})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scale numerator: updates are scaled by alpha / r"})
     align_dataset: str = field(
         default="", metadata={"help": "target-domain dataset whose images (not actions) the visual features are aligned to"}
     )

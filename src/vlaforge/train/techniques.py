@@ -7,6 +7,7 @@
 | qat          | --qat             | prepare_model (fake-quantized Linear layers), meta              |
 | distillation | --teacher         | batches (the teacher's chunks as targets), meta                 |
 | pruning      | --prune           | prepare_model (masks), prepare_optimizer (re-apply after each step), meta |
+| finetune     | --finetune        | prepare_model (LoRA adapters / freezing), export_weights (merge), exported (adapter file), meta |
 
 A technique is active when its flag is set (``active``); ``check`` holds its rules on the other
 settings and runs before anything is loaded. The list order is the order hooks run in: target
@@ -16,12 +17,14 @@ frames join a batch before the teacher labels it, QAT wraps the layers before th
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.data.sampler import ChunkSampler
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.distill import with_teacher_targets
+from vlaforge.train.lora import add_adapters, merged_state_dict, save_adapter
 from vlaforge.train.prune import apply_masks, parse_prune, pruning_masks, zero_fraction
 from vlaforge.train.qat import QAT_METHODS, prepare_qat
 
@@ -56,6 +59,13 @@ class Technique:
     def meta(self) -> dict:
         """Entries for the exported policy's config.json."""
         return {}
+
+    def export_weights(self, weights: dict) -> dict:
+        """The state dict a plain policy of this architecture loads (export folds changes in)."""
+        return weights
+
+    def exported(self, weights: dict, path: Path) -> None:
+        """Called on rank 0 after the policy directory ``path`` was written from ``weights``."""
 
     def metrics(self) -> dict:
         """Entries for the logged metrics."""
@@ -153,9 +163,62 @@ class Pruning(Technique):
                                                                                                  self.masks)}}
 
 
+class FineTune(Technique):
+    """Parameter-efficient fine-tuning of an ``--init_from`` policy: LoRA adapters (lora.py) or
+    the action head alone; ``--finetune=full`` (the default) trains every weight and is not a
+    technique."""
+
+    flag = "finetune"
+    MODES = ("full", "lora", "head")
+
+    @classmethod
+    def active(cls, cfg: TrainConfig) -> bool:
+        return cfg.finetune != "full"
+
+    @staticmethod
+    def check(cfg: TrainConfig) -> None:
+        if cfg.finetune not in FineTune.MODES:
+            raise ValueError(f"unknown finetune mode {cfg.finetune!r}; known: {', '.join(FineTune.MODES)}")
+        if not cfg.init_from:
+            raise ValueError(f"--finetune={cfg.finetune} adapts a trained policy: give it --init_from=DIR")
+        if cfg.qat or cfg.prune:
+            raise ValueError(f"--finetune={cfg.finetune} does not combine with --qat or --prune")
+        if cfg.parallel.tp > 1 or cfg.parallel.pp > 1 or cfg.parallel.fsdp > 1:
+            raise ValueError(f"--finetune={cfg.finetune} runs with data parallelism only (dp), not fsdp/tp/pp")
+        if cfg.finetune == "lora" and (cfg.lora_rank < 1 or cfg.lora_alpha <= 0):
+            raise ValueError(f"lora_rank must be >= 1 and lora_alpha > 0, got {cfg.lora_rank} and {cfg.lora_alpha}")
+
+    def prepare_model(self) -> None:
+        model, cfg = self.run.model, self.run.cfg
+        if cfg.finetune == "lora":
+            self.layers = add_adapters(model, cfg.lora_rank, cfg.lora_alpha)
+        else:
+            for p in model.parameters():
+                p.requires_grad_(False)
+            for p in model.head.parameters():
+                p.requires_grad_(True)
+        self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    def export_weights(self, weights: dict) -> dict:
+        cfg = self.run.cfg
+        return merged_state_dict(weights, cfg.lora_alpha / cfg.lora_rank) if cfg.finetune == "lora" else weights
+
+    def exported(self, weights: dict, path: Path) -> None:
+        if self.run.cfg.finetune == "lora":
+            save_adapter(weights, path.with_name(path.name + ".adapter.safetensors"), self.run.cfg.lora_rank,
+                         self.run.cfg.lora_alpha)
+
+    def meta(self) -> dict:
+        cfg = self.run.cfg
+        entry = {"mode": cfg.finetune, "trainable_params": self.trainable}
+        if cfg.finetune == "lora":
+            entry |= {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "layers": len(self.layers)}
+        return {"finetune": entry}
+
+
 def _data_parallel_only(cfg: TrainConfig) -> None:
     if (cfg.qat or cfg.prune) and (cfg.parallel.tp > 1 or cfg.parallel.pp > 1 or cfg.parallel.fsdp > 1):
         raise ValueError("quantization-aware training and pruning run with data parallelism only (dp), not fsdp/tp/pp")
 
 
-TECHNIQUES: tuple[type[Technique], ...] = (Alignment, QuantizationAware, Distillation, Pruning)
+TECHNIQUES: tuple[type[Technique], ...] = (Alignment, QuantizationAware, Distillation, Pruning, FineTune)

@@ -341,9 +341,14 @@ def export(run: Run, path: Path) -> Path:
     if run.pipe is not None:
         weights = parallel.gather_stages(weights, run.d)
     if run.d.is_main:
+        plain = weights
+        for technique in run.techniques:
+            plain = technique.export_weights(plain)
         policy = build_policy(run.cfg.policy, run.spec)
-        policy.load_state_dict({k: v.float().cpu() for k, v in weights.items()})
+        policy.load_state_dict({k: v.float().cpu() for k, v in plain.items()})
         Policy(policy, run.normalizer, run.tokenizer, run.meta).save(path)
+        for technique in run.techniques:
+            technique.exported(weights, path)
     return path
 
 
