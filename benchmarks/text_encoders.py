@@ -26,7 +26,7 @@ from vlaforge.cli import parse
 from vlaforge.data.collect import collect
 from vlaforge.eval.compare import bootstrap_difference, mcnemar_exact, paired_outcomes
 from vlaforge.eval.rollout import evaluate
-from vlaforge.eval.stats import wilson_interval
+from vlaforge.eval.stats import seed_summary
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 
@@ -35,14 +35,6 @@ SPLITS = ["train", "unseen", "unseen_paraphrase"]
 
 def _arg(argv: list[str], name: str, default: str) -> str:
     return next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}=")), default)
-
-
-def summary(results: list[dict]) -> dict:
-    """Mean and sd over seeds, and the Wilson interval of every episode pooled."""
-    rates = [r["success_rate"] for r in results]
-    k, n = sum(r["successes"] for r in results), sum(r["episodes"] for r in results)
-    return {"per_seed": rates, "mean": statistics.fmean(rates), "sd": statistics.stdev(rates) if len(rates) > 1 else 0.0,
-            "pooled": k / n, "pooled_ci95": list(wilson_interval(k, n)), "episodes": n}
 
 
 def paired(a: list[dict], b: list[dict]) -> dict:
@@ -94,7 +86,7 @@ def main(argv: list[str]) -> None:
     figures = {"encoders": {}, "comparisons": {}, "train_steps": cfg.train.steps,
                "episodes_per_task_collected": cfg.collect.episodes_per_task, "eval_episodes_per_task": cfg.eval.episodes}
     for enc in encoders:  # the wording gap: the same (task, seed) scenes, trained vs held-out wordings
-        figures["encoders"][enc] = {s: summary(results[enc][s]) for s in SPLITS} | {
+        figures["encoders"][enc] = {s: seed_summary(results[enc][s]) for s in SPLITS} | {
             "paraphrase_gap": paired(results[enc]["train"], results[enc]["unseen_paraphrase"])}
     for enc in encoders[1:]:
         figures["comparisons"][f"{enc} - {encoders[0]}"] = {s: paired(results[enc][s], results[encoders[0]][s])

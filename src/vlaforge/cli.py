@@ -40,11 +40,11 @@ def _collect(cfg: CollectConfig) -> Any:
 
 
 def _train(cfg: TrainConfig) -> Any:
-    from vlaforge.train.trainer import train
+    from vlaforge.train.trainer import train_seeds
 
-    out = train(cfg)
-    if os.environ.get("RANK", "0") == "0":
-        print(f"policy written to {out}")
+    for out in train_seeds(cfg):
+        if os.environ.get("RANK", "0") == "0":
+            print(f"policy written to {out}")
 
 
 def _eval(cfg: EvalConfig) -> Any:
@@ -342,7 +342,8 @@ def _quickstart(cfg: QuickstartConfig) -> Any:
     from vlaforge.quickstart import quickstart
 
     s = quickstart(cfg)
-    print(json.dumps({k: s[k] for k in ("stage_seconds", "success_rate", "ci95", "reports")}, indent=2))
+    keys = ("stage_seconds", "success_rate", "ci95", "over_seeds", "reports")
+    print(json.dumps({k: s[k] for k in keys if k in s}, indent=2))
 
 
 VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {

@@ -52,6 +52,8 @@ def load_grid(path: str) -> tuple[QuickstartConfig, dict[str, tuple[str, list]]]
     if not isinstance(spec, dict) or set(spec) - {"base", "axes"}:
         raise ConfigError(f"grid file {p} takes the keys base and axes")
     base = from_dict(QuickstartConfig, spec.get("base") or {})
+    if base.seeds:
+        raise ValueError(f"{path}: base.seeds is not read by ablate; make the seeds an axis (train.seed: [0, 1, 2])")
     axes = {}
     for name, axis in (spec.get("axes") or {}).items():
         if not isinstance(axis, dict) or len(axis) != 1:

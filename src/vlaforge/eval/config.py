@@ -141,6 +141,10 @@ class QuickstartConfig:
 
     output_dir: str = field(default="runs/quickstart", metadata={"help": "everything goes under here"})
     splits: list[str] = field(default_factory=lambda: ["train", "unseen"], metadata={"help": "splits to evaluate"})
+    seeds: list[int] = field(
+        default_factory=list, metadata={"help": "training seeds, one policy each on the same data and scenes, reported as "
+                                                "mean, sd and pooled interval; empty = train.seed alone"}
+    )
     # Scene diversity is what the policy's language grounding is starved of, and simulated
     # episodes are cheap, so the quickstart collects more than `vlaforge collect` does by default.
     collect: CollectConfig = field(default_factory=lambda: CollectConfig(episodes_per_task=150))

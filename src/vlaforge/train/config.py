@@ -59,6 +59,9 @@ class TrainConfig:
         default=0, metadata={"help": "also export the policy every N steps to snapshots/step_N (learning curves); 0 = off"}
     )
     seed: int = field(default=0, metadata={"help": "seed for init, batches and dropout"})
+    seeds: list[int] = field(
+        default_factory=list, metadata={"help": "train one run per seed into output_dir/seed<N> (overrides seed)"}
+    )
     verify_data: bool = field(
         default=True, metadata={"help": "check the dataset's files against its manifest.json (sha256) before training"}
     )

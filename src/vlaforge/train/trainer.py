@@ -194,6 +194,8 @@ def check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"policy.{key} must be >= 1, got {getattr(p, key)}")
     if p.d_model % p.n_heads:
         raise ValueError(f"policy.d_model ({p.d_model}) must be a multiple of policy.n_heads ({p.n_heads})")
+    if cfg.seeds:
+        raise ValueError(f"seeds {cfg.seeds} asks for one run per seed: call train_seeds (the CLI does), not train")
     if cfg.init_from and cfg.teacher:
         raise ValueError("--init_from and --teacher exclude each other: a distilled student starts from scratch")
     if cfg.init_from and cfg.init_encoder:
@@ -220,6 +222,21 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
         return finish(run)
     finally:
         parallel.shutdown(d)
+
+
+def train_seeds(cfg: TrainConfig, show_progress: bool = True) -> list[Path]:
+    """One run per seed of ``cfg.seeds`` in ``output_dir/seed<N>`` (each resumable on its own),
+    or the single run of ``cfg.seed``; -> the policy directories."""
+    if not cfg.seeds:
+        return [train(cfg, show_progress)]
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ValueError(f"seeds must be distinct, got {cfg.seeds}")
+    out = []
+    for seed in cfg.seeds:
+        run = Path(cfg.output_dir) / f"seed{seed}"
+        resume = cfg.resume and latest_checkpoint(run / "checkpoints") is not None
+        out.append(train(dataclasses.replace(cfg, seed=seed, seeds=[], output_dir=str(run), resume=resume), show_progress))
+    return out
 
 
 class Run:
