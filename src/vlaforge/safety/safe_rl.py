@@ -38,7 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vlaforge.config import EVAL_SEEDS, save_yaml
+from vlaforge.config import EVAL_SEEDS
 from vlaforge.envs.base import robot_env
 from vlaforge.files import atomic_dir
 from vlaforge.runtime.episode import default_horizon, run_chunks
@@ -46,6 +46,7 @@ from vlaforge.runtime.policy import Policy, load_torch_policy
 from vlaforge.safety.audit import ViolationCounter
 from vlaforge.safety.cbf import VIOLATIONS, check_safety, excess
 from vlaforge.safety.config import SafeRLConfig
+from vlaforge.train.rundir import open_run_dir, save_config, truncate_metrics
 
 ALGORITHMS = ("ppo-lagrangian", "ppo")
 TRAINABLE = ("head", "all")
@@ -298,10 +299,9 @@ def safe_finetune(cfg: SafeRLConfig, show_progress: bool = True) -> dict:
     policy = load_torch_policy(Path(cfg.policy))
     horizon = check_config(cfg, policy)
     root = Path(cfg.output_dir)
-    if (root / "checkpoint").exists() and not cfg.resume:
-        raise FileExistsError(f"{root} holds a safe-RL run; pass --resume to continue it or choose another output_dir")
-    root.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, root / "config.yaml")
+    resume = cfg.resume and (root / "checkpoint").exists()  # a resume before the first round starts over
+    open_run_dir(root, resume, (root / "checkpoint").exists(), "safe-RL")
+    save_config(root, cfg)
     torch.manual_seed(cfg.seed)
     agent = ActorCritic(policy.model, horizon, cfg.init_std)
     agent.eval()  # no dropout or batch statistics: sampling and updates see the same network
@@ -311,10 +311,9 @@ def safe_finetune(cfg: SafeRLConfig, show_progress: bool = True) -> dict:
     env = policy_env(policy.meta, cfg.task, cfg.split)
     state = {"iteration": 0, "lagrange": cfg.lagrange_init if cfg.algorithm == "ppo-lagrangian" else 0.0}
     metrics_path = root / "metrics.jsonl"
-    if cfg.resume and (root / "checkpoint").exists():
+    if resume:
         state = _load_checkpoint(root, agent, optimizer)
-        lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
-        metrics_path.write_text("".join(line + "\n" for line in lines[: state["iteration"]]))
+        truncate_metrics(metrics_path, lambda row: row["iteration"] <= state["iteration"])
         before = state["before"]
     else:
         metrics_path.write_text("")

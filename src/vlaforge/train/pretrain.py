@@ -22,7 +22,6 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
-from vlaforge.config import save_yaml
 from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.files import tmp_path
 from vlaforge.models.ssl import SSL_METHODS
@@ -30,6 +29,7 @@ from vlaforge.models.vision import ConvEncoder
 from vlaforge.train import amp
 from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vlaforge.train.config import PretrainConfig
+from vlaforge.train.rundir import open_run_dir, save_config, truncate_metrics
 
 ENCODER_FILE = "encoder.safetensors"
 WARMUP = 50  # steps, or a tenth of a shorter run
@@ -70,10 +70,8 @@ def pretrain(cfg: PretrainConfig, show_progress: bool = True) -> Path:
         raise ValueError("pretrain needs at least one dataset (--datasets=[DIR,...])")
     run = Path(cfg.output_dir)
     ckpts = run / "checkpoints"
-    if cfg.resume and latest_checkpoint(ckpts) is None:
-        raise FileNotFoundError(f"--resume given but {ckpts} holds no checkpoint")
-    if not cfg.resume and ((run / ENCODER_FILE).exists() or latest_checkpoint(ckpts) is not None):
-        raise FileExistsError(f"{run} already holds a pretraining run; pass --resume or choose another --output_dir")
+    checkpoint = latest_checkpoint(ckpts) is not None
+    open_run_dir(run, cfg.resume, checkpoint if cfg.resume else checkpoint or (run / ENCODER_FILE).exists(), "pretraining")
     device = amp.resolve_device(cfg.device)
     precision = amp.resolve_precision(cfg.precision, device)
     frames, future = frame_pool(cfg.datasets, cfg.horizon)
@@ -86,11 +84,10 @@ def pretrain(cfg: PretrainConfig, show_progress: bool = True) -> Path:
               if p.requires_grad and (n.startswith("encoder.stages.") or not n.startswith("encoder."))]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     scaler = amp.grad_scaler(precision, device)
-    run.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, run / "config.yaml")
+    save_config(run, cfg)
     start = load_checkpoint(latest_checkpoint(ckpts), objective, optimizer, scaler, None) if cfg.resume else 0
     log = run / "metrics.jsonl"
-    history = [json.loads(line) for line in log.read_text().splitlines()][:start] if cfg.resume and log.exists() else []
+    history = truncate_metrics(log, lambda row: row["step"] <= start) if cfg.resume else []
     progress = Progress(TextColumn(f"[bold]pretrain {cfg.method}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[status]}"), TimeRemainingColumn(), disable=not show_progress)
     objective.train()

@@ -30,11 +30,10 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from vlaforge.config import load_yaml, save_yaml, to_dict
+from vlaforge.config import load_yaml, to_dict
 from vlaforge.data.dataset import ENV_STATE, LeRobotDataset
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.sampler import ChunkSampler, pixel_columns
-from vlaforge.files import atomic_write_text
 from vlaforge.models.config import PolicyConfig
 from vlaforge.models.policy import build_policy
 from vlaforge.registry import TEXT_ENCODERS
@@ -48,6 +47,7 @@ from vlaforge.train.ema import EMA
 from vlaforge.train.optim import build_optimizer, lr_at, scaled_lr
 from vlaforge.train.pipeline import Pipeline
 from vlaforge.train.pretrain import load_encoder
+from vlaforge.train.rundir import open_run_dir, save_config, truncate_metrics
 from vlaforge.train.techniques import TECHNIQUES
 from vlaforge.train.tracking import Tracker, flatten, run_info
 
@@ -78,10 +78,9 @@ def run_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
 
 def _prepare_run_dir(cfg: TrainConfig) -> Path:
     run_dir = Path(cfg.output_dir)
-    ckpts = run_dir / "checkpoints"
+    checkpoint = latest_checkpoint(run_dir / "checkpoints") is not None
+    open_run_dir(run_dir, cfg.resume, checkpoint if cfg.resume else checkpoint or (run_dir / "policy").exists(), "training")
     if cfg.resume:
-        if latest_checkpoint(ckpts) is None:
-            raise FileNotFoundError(f"--resume given but {ckpts} holds no checkpoint")
         if (run_dir / "config.yaml").is_file():
             changes = run_changes(load_yaml(TrainConfig, run_dir / "config.yaml"), cfg)
             if changes and not cfg.resume_allow_changes:
@@ -89,15 +88,9 @@ def _prepare_run_dir(cfg: TrainConfig) -> Path:
                                  "resume with the run's own settings, or pass --resume_allow_changes=true")
             if changes:
                 warnings.warn(f"resuming {run_dir} with changed settings: {'; '.join(changes)}", stacklevel=2)
-    elif latest_checkpoint(ckpts) is not None or (run_dir / "policy").exists():
-        raise FileExistsError(
-            f"run directory {run_dir} already holds a trained run; pass --resume to continue it or choose "
-            "another --output_dir (nothing was changed)"
-        )
     else:
         # A run killed before its first checkpoint starts over: its metric rows would repeat.
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
@@ -431,8 +424,8 @@ def _start_tracking(run: Run) -> Tracker:
     """config.yaml, the metrics log (cut back to the resumed checkpoint) and the tracker (rank 0)."""
     cfg = run.cfg
     if cfg.resume:
-        _truncate_metrics(run.run_dir / "metrics.jsonl", run.start)
-    save_yaml(cfg, run.run_dir / "config.yaml")
+        truncate_metrics(run.run_dir / "metrics.jsonl", lambda row: row.get("step", 0) <= run.start)
+    save_config(run.run_dir, cfg)
     params = flatten(to_dict(cfg)) | {"params": run.n_params, "effective_batch": run.effective_batch,
                                       "world_size": run.d.world}
     return Tracker(run.run_dir, cfg.tracking, params, run_info(cfg.dataset), cfg.resume)
@@ -514,24 +507,3 @@ def _load_text_embeddings(model: nn.Module, cfg: PolicyConfig) -> dict | None:
     with torch.no_grad():
         model.text.embed.weight.copy_(table)
     return origin
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past the checkpoint being resumed, so the log has no duplicates. A torn
-    last line (the process was killed while writing it) is dropped with a warning; a broken line
-    before it is an error naming the file and line."""
-    if not path.is_file():
-        return
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    keep = []
-    for i, line in enumerate(lines):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                warnings.warn(f"{path}: dropping a torn last line (the run was killed while writing it)", stacklevel=2)
-                break
-            raise ValueError(f"{path}: line {i + 1} is not JSON; the metrics log is damaged") from None
-        if row.get("step", 0) <= step:
-            keep.append(line)
-    atomic_write_text(path, "".join(line + "\n" for line in keep))
