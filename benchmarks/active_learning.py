@@ -28,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from common import RESULTS, cache_root, stage, train_and_eval, write  # noqa: E402
 
-from vlaforge.config import EVAL_SEEDS, apply_overrides  # noqa: E402
+from vlaforge.config import apply_overrides  # noqa: E402
 from vlaforge.data.collect import collect  # noqa: E402
 from vlaforge.data.config import CollectConfig  # noqa: E402
 from vlaforge.envs.config import EnvConfig  # noqa: E402
@@ -36,6 +36,7 @@ from vlaforge.eval.active import select  # noqa: E402
 from vlaforge.eval.config import ActiveConfig  # noqa: E402
 from vlaforge.eval.stats import difference_interval  # noqa: E402
 from vlaforge.models.config import PolicyConfig  # noqa: E402
+from vlaforge.seeds import EVAL_SEEDS  # noqa: E402
 
 DROPOUT = PolicyConfig(dropout=0.1)  # every strategy's policy, so MC dropout is available to all
 

@@ -35,7 +35,6 @@ import matplotlib
 import torch
 from common import RESULTS, cache_root, stage, write
 
-from vlaforge.config import EVAL_SEEDS
 from vlaforge.data.collect import collect
 from vlaforge.data.config import CollectConfig
 from vlaforge.eval.config import EvalConfig
@@ -43,6 +42,7 @@ from vlaforge.eval.rollout import evaluate
 from vlaforge.models.config import PolicyConfig
 from vlaforge.registry import BACKBONES, FFNS, HEADS
 from vlaforge.runtime.policy import load_policy
+from vlaforge.seeds import EVAL_SEEDS
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import train

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 from common import cache_root, stage, train_and_eval, write
 
-from vlaforge.config import EVAL_SEEDS, apply_overrides
+from vlaforge.config import apply_overrides
 from vlaforge.data.collect import collect, scene_seed
 from vlaforge.data.config import CollectConfig
 from vlaforge.envs.config import EnvConfig
 from vlaforge.eval.stats import difference_interval
+from vlaforge.seeds import EVAL_SEEDS
 
 
 @dataclass

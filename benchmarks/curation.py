@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 
 from common import RESULTS, cache_root, stage, train_and_eval, write
 
-from vlaforge.config import EVAL_SEEDS, apply_overrides
+from vlaforge.config import apply_overrides
 from vlaforge.data.annotate import relabel_dataset
 from vlaforge.data.collect import collect
 from vlaforge.data.config import CollectConfig, DataConfig
 from vlaforge.data.quality import check_dataset, clean_dataset, write_check_report
 from vlaforge.envs.config import EnvConfig
 from vlaforge.eval.stats import difference_interval
+from vlaforge.seeds import EVAL_SEEDS
 
 
 @dataclass

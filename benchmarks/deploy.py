@@ -27,7 +27,6 @@ from pathlib import Path
 
 from common import RESULTS, cache_root, cached_json, stage, write
 
-from vlaforge.config import EVAL_SEEDS
 from vlaforge.data.collect import collect
 from vlaforge.data.config import CollectConfig
 from vlaforge.deploy.config import PruneConfig
@@ -41,6 +40,7 @@ from vlaforge.eval.rollout import brief, evaluate
 from vlaforge.eval.stats import difference_interval
 from vlaforge.models.config import PolicyConfig
 from vlaforge.runtime.policy import load_policy
+from vlaforge.seeds import EVAL_SEEDS
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.config import OptimConfig, TrainConfig
 from vlaforge.train.trainer import train

@@ -22,12 +22,13 @@ from pathlib import Path
 import yaml
 from common import RESULTS, cache_root, stage, write
 
-from vlaforge.config import EVAL_SEEDS, apply_overrides  # noqa: E402
+from vlaforge.config import apply_overrides  # noqa: E402
 from vlaforge.eval.ablate import ablate  # noqa: E402
 from vlaforge.eval.chains import evaluate_chains  # noqa: E402
 from vlaforge.eval.compare import compare  # noqa: E402
 from vlaforge.eval.config import AblateConfig, ChainConfig, CompareConfig, GeneralizeConfig  # noqa: E402
 from vlaforge.eval.generalization import generalize  # noqa: E402
+from vlaforge.seeds import EVAL_SEEDS  # noqa: E402
 
 
 @dataclass

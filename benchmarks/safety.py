@@ -26,7 +26,6 @@ from common import RESULTS, cache_root, stage, write
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vlaforge.config import EVAL_SEEDS  # noqa: E402
 from vlaforge.envs import policy_env  # noqa: E402
 from vlaforge.eval.report import interval_bars, png  # noqa: E402
 from vlaforge.eval.stats import difference_interval, wilson_interval  # noqa: E402
@@ -35,6 +34,7 @@ from vlaforge.safety.audit import AdversarialActor, PolicyActor, RandomActor, au
 from vlaforge.safety.cbf import VIOLATIONS  # noqa: E402
 from vlaforge.safety.config import SafeRLConfig, SafetyConfig  # noqa: E402
 from vlaforge.safety.safe_rl import safe_finetune  # noqa: E402
+from vlaforge.seeds import EVAL_SEEDS  # noqa: E402
 from vlaforge.webpage import embed, page  # noqa: E402
 
 # The filter's default limits plus one keep-out sphere over the middle of the table (an overhead

@@ -27,7 +27,6 @@ from common import RESULTS, cache_root, cached_json, stage, write
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vlaforge.config import EVAL_SEEDS  # noqa: E402
 from vlaforge.data.collect import collect  # noqa: E402
 from vlaforge.data.config import CollectConfig  # noqa: E402
 from vlaforge.envs import get_suite  # noqa: E402
@@ -38,6 +37,7 @@ from vlaforge.eval.robustness import sweep  # noqa: E402
 from vlaforge.eval.rollout import brief, evaluate  # noqa: E402
 from vlaforge.eval.stats import difference_interval  # noqa: E402
 from vlaforge.eval.transfer import transfer  # noqa: E402
+from vlaforge.seeds import EVAL_SEEDS  # noqa: E402
 from vlaforge.train.checkpoint import latest_checkpoint  # noqa: E402
 from vlaforge.train.config import OptimConfig, TrainConfig  # noqa: E402
 from vlaforge.train.trainer import train  # noqa: E402

@@ -24,13 +24,14 @@ from pathlib import Path
 import yaml
 from common import RESULTS, cache_root, stage, write
 
-from vlaforge.config import EVAL_SEEDS, apply_overrides
+from vlaforge.config import apply_overrides
 from vlaforge.data.collect import collect
 from vlaforge.data.config import CollectConfig
 from vlaforge.envs.config import DomainConfig, EnvConfig
 from vlaforge.eval.ablate import ablate
 from vlaforge.eval.config import AblateConfig
 from vlaforge.eval.stats import difference_interval
+from vlaforge.seeds import EVAL_SEEDS
 from vlaforge.train.config import PretrainConfig
 from vlaforge.train.pretrain import pretrain
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 import yaml
 from common import RESULTS, cache_root, stage, write
 
-from vlaforge.config import EVAL_SEEDS, apply_overrides
+from vlaforge.config import apply_overrides
 from vlaforge.eval.ablate import ablate
 from vlaforge.eval.config import AblateConfig
+from vlaforge.seeds import EVAL_SEEDS
 
 
 @dataclass

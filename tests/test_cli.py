@@ -3,8 +3,8 @@
 import json
 
 from vlaforge.cli import main
-from vlaforge.config import EVAL_SEEDS
 from vlaforge.data.dataset import LeRobotDataset
+from vlaforge.seeds import EVAL_SEEDS
 
 
 def test_cli_end_to_end(tmp_path, capsys):

@@ -7,7 +7,7 @@ from pathlib import Path
 import vlaforge
 
 LAYERS = [  # lowest first; packages on one line are siblings and may not import each other
-    ["files"],
+    ["files", "seeds"],
     ["registry", "config", "pool", "webpage"],
     ["envs"],
     ["data"],

@@ -17,10 +17,6 @@ import yaml
 
 from vlaforge.files import atomic_write_text
 
-# Scene seeds: collection draws below EVAL_SEEDS, evaluation from it, so an evaluation never
-# replays a scene a policy was trained on.
-EVAL_SEEDS = 10**9
-
 
 def num_workers(workers: int) -> int:
     """Worker processes for a ``workers`` setting: the number given, or one per core for 0."""

@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vlaforge.config import EVAL_SEEDS, num_workers, save_yaml
+from vlaforge.config import num_workers, save_yaml
 from vlaforge.data.config import CollectConfig
 from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, encode_png, make_features
 from vlaforge.data.manifest import write_manifest
 from vlaforge.envs.randomization.wrapper import job_domain, worker_domain_env
 from vlaforge.pool import map_in_workers
+from vlaforge.seeds import EVAL_SEEDS, RETRY_STRIDE, TASK_STRIDE
 
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_opening"]
 ACTION_NAMES = ["dx", "dy", "dz", "gripper"]
 RETRIES = 5
-TASK_STRIDE, RETRY_STRIDE = 100_000, 10_000_000
 
 
 def scene_seed(first: int, task_index: int, episode: int) -> int:

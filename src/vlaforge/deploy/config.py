@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vlaforge.config import EVAL_SEEDS
+from vlaforge.seeds import EVAL_SEEDS
 
 
 @dataclass

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from vlaforge.config import EVAL_SEEDS, num_workers, save_yaml
+from vlaforge.config import num_workers, save_yaml
 from vlaforge.eval.config import ChainConfig
 from vlaforge.eval.report import rate_curve
 from vlaforge.eval.stats import wilson_interval
 from vlaforge.files import atomic_write_json
 from vlaforge.pool import map_in_workers
 from vlaforge.runtime.episode import default_horizon, run_chunks
+from vlaforge.seeds import EVAL_SEEDS
 from vlaforge.webpage import embed, write_page
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vlaforge.config import EVAL_SEEDS
 from vlaforge.data.config import CollectConfig
 from vlaforge.envs.config import DomainConfig
+from vlaforge.seeds import EVAL_SEEDS
 from vlaforge.train.config import TrainConfig
 
 

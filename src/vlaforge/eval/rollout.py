@@ -17,12 +17,13 @@ import imageio.v2 as imageio
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vlaforge.config import EVAL_SEEDS, num_workers, save_yaml
+from vlaforge.config import num_workers, save_yaml
 from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.stats import beta_posterior_interval, clopper_pearson_interval, wilson_interval
 from vlaforge.files import tmp_path
 from vlaforge.pool import map_in_workers
 from vlaforge.runtime.episode import StepHook, default_horizon, run_chunks
+from vlaforge.seeds import EVAL_SEEDS
 
 _STATE: dict = {}
 

@@ -38,7 +38,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vlaforge.config import EVAL_SEEDS
 from vlaforge.envs.base import robot_env
 from vlaforge.files import atomic_dir
 from vlaforge.runtime.episode import default_horizon, run_chunks
@@ -46,11 +45,11 @@ from vlaforge.runtime.policy import Policy, load_torch_policy
 from vlaforge.safety.audit import ViolationCounter
 from vlaforge.safety.cbf import VIOLATIONS, check_safety, excess
 from vlaforge.safety.config import SafeRLConfig
+from vlaforge.seeds import EVAL_SEEDS, RL_SCENES, TASK_STRIDE, step_seed
 from vlaforge.train.rundir import open_run_dir, save_config, truncate_metrics
 
 ALGORITHMS = ("ppo-lagrangian", "ppo")
 TRAINABLE = ("head", "all")
-TRAIN_SEEDS = 700_000_000  # training scenes: apart from collection (below) and evaluation (from 1e9)
 
 
 class ActorCritic(nn.Module):
@@ -325,8 +324,8 @@ def safe_finetune(cfg: SafeRLConfig, show_progress: bool = True) -> dict:
         bar = progress.add_task("rl", total=cfg.iterations, completed=state["iteration"], status="")
         while state["iteration"] < cfg.iterations:
             it, t0 = state["iteration"], time.perf_counter()
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
-            base = TRAIN_SEEDS + cfg.seed * 100_000 + it * cfg.episodes_per_iteration
+            gen = torch.Generator().manual_seed(step_seed(cfg.seed, it))
+            base = RL_SCENES + cfg.seed * TASK_STRIDE + it * cfg.episodes_per_iteration
             episodes = [run_episode(agent, policy, env, base + i, cfg, gen) for i in range(cfg.episodes_per_iteration)]
             j_cost = float(np.mean([e["cost"] for e in episodes]))
             if cfg.algorithm == "ppo-lagrangian":  # the multiplier first: this round's update sees it

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.data.sampler import ChunkSampler
+from vlaforge.seeds import ALIGN_STREAM, step_seed
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.distill import with_teacher_targets
 from vlaforge.train.lora import add_adapters, merged_state_dict, save_adapter
@@ -96,7 +97,7 @@ class Alignment(Technique):
     def batches(self, step: int, micro: Iterator[dict]) -> Iterator[dict]:
         cfg, d = self.run.cfg, self.run.d
         for m, batch in enumerate(micro):  # target frames from their own stream of the step's seed
-            target = self.sampler.sample(cfg.batch_size, self.sampler.generator(cfg.seed + 7919, step, m), 0,
+            target = self.sampler.sample(cfg.batch_size, self.sampler.generator(cfg.seed + ALIGN_STREAM, step, m), 0,
                                          (d.dp_rank, d.dp_size))
             yield batch | {"align_image": target["image"], "align_tokens": target["tokens"]}
 
@@ -132,7 +133,7 @@ class Distillation(Technique):
     def batches(self, step: int, micro: Iterator[dict]) -> Iterator[dict]:
         run = self.run
         for batch in micro:
-            yield with_teacher_targets(run.teacher, batch, run.device, run.cfg.seed * 1_000_003 + step)
+            yield with_teacher_targets(run.teacher, batch, run.device, step_seed(run.cfg.seed, step))
 
     def meta(self) -> dict:
         cfg, teacher = self.run.cfg, self.run.teacher

@@ -38,6 +38,7 @@ from vlaforge.models.config import PolicyConfig
 from vlaforge.models.policy import build_policy
 from vlaforge.registry import TEXT_ENCODERS
 from vlaforge.runtime.policy import Policy, load_policy
+from vlaforge.seeds import step_seed
 from vlaforge.train import amp, parallel
 from vlaforge.train.alignment import coral_loss
 from vlaforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -379,7 +380,7 @@ def fit(run: Run, show_progress: bool) -> None:
             lr = lr_at(step, cfg.steps, run.optim_cfg)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout noise depends on the step only
+            torch.manual_seed(step_seed(cfg.seed, step))  # dropout noise depends on the step only
             micro = (run.sampler.sample(cfg.batch_size, run.sampler.generator(cfg.seed, step, m), cfg.image_shift,
                                         (d.dp_rank, d.dp_size), cfg.color_jitter) for m in range(cfg.accumulate))
             for technique in run.techniques:
