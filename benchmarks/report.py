@@ -488,6 +488,41 @@ def balance() -> str:
 DATA = (ssl, active_learning, curation, synthetic, balance)
 
 
+def text_encoders() -> str:
+    f = load("text_encoders")["figures"]
+    splits = ["train", "unseen", "unseen_paraphrase"]
+    rows = []
+    for enc, per in f["encoders"].items():
+        gap = per["paraphrase_gap"]
+        rows.append([f"`{enc}`", *[f"{pct(per[s]['mean'])} (sd {100 * per[s]['sd']:.1f})" for s in splits],
+                     diff(gap["difference"], gap["seed_t_ci95"], verdict=False)])
+    lines = [f"The quickstart recipe with each text encoder, {len(next(iter(f['encoders'].values()))['train']['per_seed'])} "
+             f"training seeds on one dataset, {f['eval_episodes_per_task']} episodes per task and split "
+             "(mean over seeds, sd in points); the wording gap is train - unseen_paraphrase on the same "
+             "(task, seed) scenes, with the t interval over seeds:", "",
+             *table(["encoder", *splits, "wording gap (points)"], rows)]
+    for name, comp in f["comparisons"].items():
+        lines += ["", f"`{name}`, paired by seed and scene (t interval over seeds; pooled paired bootstrap; "
+                  "exact McNemar):", "",
+                  *table(["split", "difference (points)", "paired bootstrap", "McNemar p"],
+                         [[s, diff(c["difference"], c["seed_t_ci95"]), ci(c["paired_bootstrap_ci95"]),
+                           f"{c['mcnemar_p']:.3g}"] for s, c in comp.items()])]
+    return block("text_encoders", lines)
+
+
+def profile_step() -> str:
+    f = load("profile_step")["figures"]
+    rows = [[k, f"{v:.1f}", pct(f["share_of_step"].get(k, 1.0), 0)] for k, v in f["median_ms"].items()]
+    ops = [[f"`{o['op']}`", f"{o['self_ms_per_step']:.1f}", pct(o["share"], 0)] for o in f["top_ops"][:8]]
+    setup = f["setup"]
+    return block("profile_step", [
+        f"One optimizer step of the default recipe (batch {setup['batch_size']} x {setup['accumulate']}, "
+        f"{setup['precision']}, {setup['threads']} threads, {setup['params'] / 1e6:.2f} M parameters): "
+        f"{f['samples_per_s']:.0f} samples/s. Median wall time per part:", "",
+        *table(["part", "ms", "share"], rows), "", "Operators with the most self CPU time (torch.profiler):", "",
+        *table(["operator", "ms per step", "share"], ops)])
+
+
 def reliability() -> str:
     f = load("reliability")["figures"]
     kills = [[verb, k["runs"], k["killed"], k["resumed_identical"], k["orphaned_workers"]] for verb, k in f["kills"].items()]
@@ -515,7 +550,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     for make in (quickstart, quickstart_seeds, metaworld, metaworld_experts, render_fps, training,
                  training_precision, training_accumulation, parallel, optimizers, attention, architectures,
                  architectures_scaling,
-                 sim2real, deploy, safety, evaluation, data, *DATA, reliability)
+                 sim2real, deploy, safety, evaluation, data, *DATA, reliability, text_encoders, profile_step)
 }
 
 
