@@ -256,6 +256,9 @@ class Run:
 
 
 def build_run(cfg: TrainConfig, d: parallel.Dist, device: torch.device) -> Run:
+    """Everything ``fit`` needs, in the order that keeps runs reproducible: the seed is set right
+    before the model is built, techniques change the model before the optimizer sees it, and a
+    resume restores the checkpoint last."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     run = Run(cfg, d, device)
