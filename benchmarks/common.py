@@ -152,6 +152,21 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def collect_once(collect_cfg, data: Path) -> Path:
+    """Collect ``collect_cfg`` into ``data`` once, as the stage "collect": a finished collection
+    (its ``done`` marker) is reused, an interrupted one resumed."""
+    import dataclasses
+
+    from vlaforge.data.collect import collect
+
+    done = (data / "done").is_file()
+    with stage("collect", reused=done):
+        if not done:
+            collect(dataclasses.replace(collect_cfg, output=str(data), resume=(data / "meta").exists()), False)
+            (data / "done").write_text("")
+    return data
+
+
 def train_and_eval(data: Path, run: Path, steps: int, episodes: int, **train: object) -> dict:
     """Train on ``data`` into ``run`` (32-sample batches, no tracking; other TrainConfig fields
     from ``train``) and evaluate on the train split; finished stages are reused (and recorded as

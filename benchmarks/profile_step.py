@@ -20,10 +20,9 @@ import time
 from collections import defaultdict
 
 import torch
-from common import cache_root, stage, write
+from common import cache_root, collect_once, stage, write
 
 from vlaforge.cli import parse
-from vlaforge.data.collect import collect
 from vlaforge.data.config import CollectConfig
 from vlaforge.envs.config import EnvConfig
 from vlaforge.train import amp, parallel
@@ -54,13 +53,7 @@ def main(argv: list[str]) -> None:
     steps, warmup = int(_arg(argv, "steps", "30")), int(_arg(argv, "warmup", "5"))
     rest = [a for a in argv if not a.startswith(("--steps=", "--warmup="))]
     root = cache_root("runs/bench_profile_step")
-    data = root / "data"
-    done = (data / "done").is_file()
-    with stage("collect", reused=done):
-        if not done:
-            collect(CollectConfig(env=EnvConfig(tasks=TASKS), episodes_per_task=10, output=str(data),
-                                  resume=(data / "meta").exists()), False)
-            (data / "done").write_text("")
+    data = collect_once(CollectConfig(env=EnvConfig(tasks=TASKS), episodes_per_task=10), root / "data")
     cfg = dataclasses.replace(parse("train", rest), dataset=str(data), output_dir=str(root / "run"), tracking="none")
     d, device = parallel.init(cfg.parallel, amp.resolve_device(cfg.device))
     with stage("build"):

@@ -14,10 +14,9 @@ import dataclasses
 import statistics
 import sys
 
-from common import cache_root, stage, write
+from common import cache_root, collect_once, stage, write
 
 from vlaforge.cli import parse
-from vlaforge.data.collect import collect
 from vlaforge.eval.rollout import evaluate
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
@@ -29,12 +28,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"--seeds must be >= 2 to measure a spread, got {n}")
     cfg = parse("quickstart", [a for a in argv if not a.startswith("--seeds=")])
     root = cache_root("runs/bench_quickstart_seeds")
-    data = root / "data"
-    done = (data / "done").is_file()
-    with stage("collect", reused=done):
-        if not done:
-            collect(dataclasses.replace(cfg.collect, output=str(data), resume=(data / "meta").exists()), False)
-            (data / "done").write_text("")
+    data = collect_once(cfg.collect, root / "data")
     runs = []
     for seed in range(n):
         run = root / f"seed{seed}"

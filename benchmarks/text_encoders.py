@@ -19,11 +19,10 @@ import statistics
 import sys
 
 import numpy as np
-from common import cache_root, stage, write
+from common import cache_root, collect_once, stage, write
 from scipy import stats as sstats
 
 from vlaforge.cli import parse
-from vlaforge.data.collect import collect
 from vlaforge.eval.compare import bootstrap_difference, mcnemar_exact, paired_outcomes
 from vlaforge.eval.rollout import evaluate
 from vlaforge.eval.stats import seed_summary
@@ -61,12 +60,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"need --seeds >= 2 and at least one encoder, got {n} and {encoders}")
     cfg = parse("quickstart", [a for a in argv if not a.startswith(("--seeds=", "--encoders="))])
     root = cache_root("runs/bench_text_encoders")
-    data = root / "data"
-    done = (data / "done").is_file()
-    with stage("collect", reused=done):
-        if not done:
-            collect(dataclasses.replace(cfg.collect, output=str(data), resume=(data / "meta").exists()), False)
-            (data / "done").write_text("")
+    data = collect_once(cfg.collect, root / "data")
     results: dict[str, dict[str, list[dict]]] = {e: {s: [] for s in SPLITS} for e in encoders}
     for seed in range(n):
         for enc in encoders:
