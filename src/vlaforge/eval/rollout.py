@@ -22,7 +22,7 @@ from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.stats import beta_posterior_interval, clopper_pearson_interval, wilson_interval
 from vlaforge.files import tmp_path
 from vlaforge.pool import map_in_workers
-from vlaforge.runtime.episode import StepHook, default_horizon, run_chunks
+from vlaforge.runtime.episode import EpisodeJob, StepHook, default_horizon, run_chunks
 from vlaforge.seeds import EVAL_SEEDS
 
 _STATE: dict = {}
@@ -43,38 +43,37 @@ def worker_policy():
     return _STATE["policy"]
 
 
-def run_episode(job: tuple) -> dict:
-    """(suite, env_cfg, split, task, seed, horizon, record, domain) -> one episode's outcome.
+def run_episode(job: EpisodeJob) -> dict:
+    """One episode's outcome (success, length, efficiency, frames when ``job.record``).
 
     Videos show the simulator's camera at 128 px (visual randomization included, sensor
     corruption not: that is applied to the policy's 64 px input only)."""
     from vlaforge.envs import get_suite
     from vlaforge.envs.randomization.wrapper import worker_domain_env
 
-    suite_name, env_cfg, split, task, seed, horizon, record, domain = job
     policy = worker_policy()
-    env = worker_domain_env(suite_name, task, split, env_cfg, domain)
+    env = worker_domain_env(job.suite, job.task, job.split, job.env_cfg, job.domain)
     sim = env.unwrapped
-    obs, info = env.reset(seed=seed)
+    obs, info = env.reset(seed=job.seed)
     drawn = info.get("domain")
-    policy.reset(seed)
-    meter = _Efficiency(obs, sim if record else None)
+    policy.reset(job.seed)
+    meter = _Efficiency(obs, sim if job.record else None)
     t0 = time.perf_counter()
-    end = run_chunks(env, obs, lambda o: policy.act(o)[:horizon], [meter])
+    end = run_chunks(env, obs, lambda o: policy.act(o)[:job.horizon], [meter])
     return {
-        "task": task,
-        "seed": seed,
+        "task": job.task,
+        "seed": job.seed,
         "instruction": end.info["instruction"],
         "success": end.success,
         "length": end.steps,
         # Efficiency: simulated seconds at the suite's control rate, wall seconds of this
         # episode (policy + simulation), measured end-effector path (m), actuator work (J; NaN
         # where the simulator reports none).
-        "sim_seconds": end.steps / get_suite(suite_name).fps,
+        "sim_seconds": end.steps / get_suite(job.suite).fps,
         "wall_seconds": time.perf_counter() - t0,
         "path_length": meter.path,
         "energy": meter.energy,
-        "frames": np.stack(meter.frames) if record else None,
+        "frames": np.stack(meter.frames) if job.record else None,
         **({"domain": drawn} if drawn else {}),
     }
 
@@ -141,7 +140,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     save_yaml(cfg, out / "config.yaml")
     done = {(r["task"], r["seed"]) for r in records}
     jobs = [
-        (suite.name, env_cfg, cfg.split, task, cfg.seed + i, horizon, i < cfg.videos_per_task, domain)
+        EpisodeJob(suite.name, env_cfg, cfg.split, task, cfg.seed + i, horizon, i < cfg.videos_per_task, domain)
         for task in tasks
         for i in range(cfg.episodes)
         if (task, cfg.seed + i) not in done

@@ -30,6 +30,21 @@ class StepHook:
         """Called with the executed action and the step's result."""
 
 
+@dataclass(frozen=True)
+class EpisodeJob:
+    """One closed-loop episode for a worker: the env to build and the scene, named fields rather
+    than a tuple unpacked by position (jobs cross process boundaries pickled)."""
+
+    suite: str
+    env_cfg: dict
+    split: str
+    task: str
+    seed: int
+    horizon: int
+    record: bool = False  # keep the rendered frames (rollout GIFs)
+    domain: dict | None = None  # drawn randomization ranges, None = the nominal simulator
+
+
 @dataclass
 class Outcome:
     success: bool
