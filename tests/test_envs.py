@@ -2,7 +2,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import vlaforge.envs  # noqa: F401
+import vlaforge.envs
 from vlaforge.envs.tabletop import TabletopEnv, gym_id
 from vlaforge.envs.tabletop.tasks import FAMILIES, HELD_OUT_PAIRS, TEMPLATES, sample_episode
 
@@ -97,3 +97,29 @@ def test_splits_hold_out_pairs_and_paraphrases():
 def _matches(text, template):
     words = [w for w in template.split() if "{" not in w]
     return all(w in text.split() for w in words)
+
+
+@pytest.mark.parametrize("name", vlaforge.envs.SUITES.names())
+def test_every_registered_suite_keeps_the_env_contract(name):
+    """Reset and one step of each registered suite's first task: the observation contract, a
+    success flag and the instruction in info; an env that claims a robot is a RobotEnv."""
+    from vlaforge.config import from_dict
+    from vlaforge.envs.base import RobotEnv, check_observation
+    from vlaforge.envs.config import EnvConfig
+
+    suite = vlaforge.envs.get_suite(name)
+    if name == "tabletop-bullet":
+        pytest.importorskip("pybullet")
+    cfg = suite.resolve(from_dict(EnvConfig, {"suite": name}))
+    split = "train" if "train" in suite.splits else suite.splits[0]
+    task = suite.check([], split)[0]
+    env = suite.make_env(task, split, cfg)
+    try:
+        obs, _ = env.reset(seed=0)
+        size = cfg.image_size
+        check_observation(obs, (len(cfg.cameras), size, size, 3), len(obs["state"]))
+        obs, _, _, _, info = env.step(np.zeros(env.action_space.shape, np.float32))
+        assert np.all(np.isfinite(obs["state"])) and "success" in info and info["instruction"] == obs["instruction"]
+        assert isinstance(env.unwrapped, RobotEnv) == hasattr(env.unwrapped, "robot")
+    finally:
+        env.close()
