@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,6 +64,25 @@ def atomic_dir(out: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
         shutil.rmtree(old)
     else:
         os.replace(tmp, out)  # an existing non-empty out raises OSError: nothing is lost
+
+
+def read_jsonl(path: str | os.PathLike, writer: str, damaged: str) -> list:
+    """The rows of an append-only JSON-lines file. A torn last line (``writer`` was killed while
+    writing it) is dropped with a warning; a broken line before it is a ValueError naming the
+    file, the line and ``damaged`` (what to do about it)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not JSON; {damaged}") from None
+            warnings.warn(f"{path}: dropping a torn last line ({writer} was killed while writing it)", stacklevel=3)
+    return rows
 
 
 def sha256_file(path: str | os.PathLike) -> str:

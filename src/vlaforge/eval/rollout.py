@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from vlaforge.config import num_workers, save_yaml
 from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.stats import beta_posterior_interval, clopper_pearson_interval, wilson_interval
-from vlaforge.files import tmp_path
+from vlaforge.files import atomic_write_text, read_jsonl, tmp_path
 from vlaforge.pool import map_in_workers
 from vlaforge.runtime.episode import EpisodeJob, StepHook, default_horizon, run_chunks
 from vlaforge.seeds import EVAL_SEEDS
@@ -196,26 +196,17 @@ def open_journal(path: Path, run: dict, resume: bool) -> list[dict]:
         if resume:
             warnings.warn(f"--resume: {path} does not exist, evaluating from the start", stacklevel=3)
         (path.parent / "results.json").unlink(missing_ok=True)
-        path.write_text(json.dumps({"run": run}) + "\n")
+        atomic_write_text(path, json.dumps({"run": run}) + "\n")
         return []
-    lines = path.read_text().split("\n")
-    try:
-        header = json.loads(lines[0])["run"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ValueError(f"{path} is not an evaluation journal; run without --resume to start over") from None
+    rows = read_jsonl(path, "the evaluation", "run without --resume to start over")
+    if not rows or not isinstance(rows[0], dict) or not isinstance(rows[0].get("run"), dict):
+        raise ValueError(f"{path} is not an evaluation journal; run without --resume to start over")
+    header, records = rows[0]["run"], rows[1:]
     changed = [f"{k}: {header.get(k)!r} -> {run[k]!r}" for k in run if json.dumps(header.get(k)) != json.dumps(run[k])]
     if changed:
         raise ValueError(f"--resume would mix two evaluations in {path.parent} ({'; '.join(changed)}); "
                          "run without --resume to start over, or choose another --output_dir")
-    records = []
-    for j, line in enumerate(lines[1:], start=1):
-        try:
-            records += [json.loads(line)] if line else []
-        except json.JSONDecodeError:
-            if j < len(lines) - 1:  # only an unterminated last line can be torn by a kill
-                raise ValueError(f"{path}: line {j + 1} is corrupt; run without --resume to start over") from None
-            warnings.warn(f"{path}: dropping a torn last line (the evaluation was killed while writing it)", stacklevel=3)
-    path.write_text("".join(json.dumps(x) + "\n" for x in [{"run": header}, *records]))
+    atomic_write_text(path, "".join(json.dumps(x) + "\n" for x in [{"run": header}, *records]))
     return records
 
 

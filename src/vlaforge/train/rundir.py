@@ -6,13 +6,12 @@ to the checkpoint being resumed, so a resumed run's log has no repeated or missi
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from vlaforge.config import save_yaml
-from vlaforge.files import atomic_write_text
+from vlaforge.files import atomic_write_text, read_jsonl
 
 
 def open_run_dir(root: str | Path, resume: bool, started: bool, what: str) -> Path:
@@ -33,21 +32,8 @@ def save_config(root: Path, cfg: Any) -> None:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The rows of a metrics log; a torn last line (killed while writing it) is dropped with a
-    warning, a broken line before it is an error naming the file and line."""
-    if not path.is_file():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                warnings.warn(f"{path}: dropping a torn last line (the run was killed while writing it)", stacklevel=3)
-                break
-            raise ValueError(f"{path}: line {i + 1} is not JSON; the metrics log is damaged") from None
-    return rows
+    """The rows of a metrics log (``files.read_jsonl``: a torn last line is dropped)."""
+    return read_jsonl(path, "the run", "the metrics log is damaged")
 
 
 def truncate_metrics(path: Path, keep: Callable[[dict], bool]) -> list[dict]:
