@@ -6,7 +6,7 @@ frozen; B starts at zero, so the adapted policy starts as the base (Hu et al., s
 drawn like nn.Linear's own weights (Kaiming-uniform), seeded by the run.
 
 The exported policy directory holds the merged weights W + (alpha / r) B A, so it loads and
-deploys like any policy; the adapters alone are written beside it (``adapter.safetensors``:
+deploys like any policy; the adapters alone are written beside it (``policy.adapter.safetensors``:
 A, B and the rank and alpha in its metadata), and ``apply_adapter`` puts them back on a base
 policy, unmerged, with the same outputs.
 """
@@ -17,10 +17,11 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from vlaforge.files import tmp_path
+from vlaforge.files import atomic_write_bytes
 
 
 class LoRALinear(nn.Module):
@@ -88,9 +89,7 @@ def adapter_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_adapter(state: dict[str, torch.Tensor], path: Path, rank: int, alpha: float) -> Path:
     """Write the adapters of ``state`` as safetensors (atomically), rank and alpha in its metadata."""
-    tensors = adapter_tensors(state)
-    save_file(tensors, str(tmp_path(path)), metadata={"rank": str(rank), "alpha": str(alpha)})
-    tmp_path(path).replace(path)
+    atomic_write_bytes(path, safetensors_bytes(adapter_tensors(state), metadata={"rank": str(rank), "alpha": str(alpha)}))
     return path
 
 

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from vlaforge.data.dataset import LeRobotDataset
-from vlaforge.files import tmp_path
+from vlaforge.files import atomic_write_bytes
 from vlaforge.models.ssl import SSL_METHODS
 from vlaforge.models.vision import ConvEncoder
 from vlaforge.train import amp
@@ -120,9 +121,7 @@ def pretrain(cfg: PretrainConfig, show_progress: bool = True) -> Path:
                 save_checkpoint(ckpts, step + 1, objective, optimizer, scaler, None)
     weights = {k: v.detach().float().cpu().contiguous() for k, v in objective.encoder.state_dict().items()
                if k.startswith("stages.")}
-    tmp = tmp_path(run / ENCODER_FILE)
-    save_file(weights, str(tmp), metadata={"method": cfg.method})
-    os.replace(tmp, run / ENCODER_FILE)
+    atomic_write_bytes(run / ENCODER_FILE, safetensors_bytes(weights, metadata={"method": cfg.method}))
     losses = [r["loss"] for r in history]
     window = max(1, len(losses) // 10)
     summary = {"method": cfg.method, "datasets": cfg.datasets, "frames": len(frames), "steps": cfg.steps,
