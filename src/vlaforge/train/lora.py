@@ -89,7 +89,8 @@ def adapter_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_adapter(state: dict[str, torch.Tensor], path: Path, rank: int, alpha: float) -> Path:
     """Write the adapters of ``state`` as safetensors (atomically), rank and alpha in its metadata."""
-    atomic_write_bytes(path, safetensors_bytes(adapter_tensors(state), metadata={"rank": str(rank), "alpha": str(alpha)}))
+    payload = safetensors_bytes(adapter_tensors(state), metadata={"rank": str(rank), "alpha": str(alpha)})
+    atomic_write_bytes(path, payload)
     return path
 
 
