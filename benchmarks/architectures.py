@@ -27,13 +27,12 @@ import json
 import multiprocessing as mp
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import matplotlib
 import torch
-from common import RESULTS, cache_root, stage, write
+from common import RESULTS, arg, cache_root, stage, write
 
 from vlaforge.data.collect import collect
 from vlaforge.data.config import CollectConfig
@@ -54,10 +53,6 @@ GRID = [(h, b, f) for f in ("mlp", "moe") for h in ("regression", "tokenized", "
         for b in ("transformer", "mamba")]
 TOKENS_FIXED, TOKENS_PER_FRAME = 25, 34  # text 16 + chunk 8 + aux 1; 33 keypoint tokens + 1 proprio per frame
 HISTORY = (1, 2, 4, 8, 16, 32, 64)
-
-
-def _arg(name: str, default: str) -> str:
-    return next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith(f"--{name}=")), default)
 
 
 def latency_ms(policy_dir: Path, calls: int = 100) -> tuple[float, float]:
@@ -173,7 +168,7 @@ def scaling() -> list[dict]:
 
 
 def main() -> None:
-    part = _arg("part", "all")
+    part = arg("part", "all")
     if part not in ("all", "scaling", "ablation"):
         raise SystemExit(f"--part must be all, scaling or ablation, got {part!r}")
     if part in ("all", "scaling"):
@@ -186,8 +181,8 @@ def main() -> None:
 
 
 def ablation() -> None:
-    steps, episodes = int(_arg("steps", "1000")), int(_arg("episodes", "20"))
-    only = [tuple(n.split("-")) for n in _arg("only", "").split(",") if n]
+    steps, episodes = int(arg("steps", "1000")), int(arg("episodes", "20"))
+    only = [tuple(n.split("-")) for n in arg("only", "").split(",") if n]
     for h, b, f in only:
         HEADS.get(h), BACKBONES.get(b), FFNS.get(f)  # unknown names fail before any work
     root = cache_root("runs/bench_architectures")

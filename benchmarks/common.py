@@ -152,6 +152,12 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def arg(name: str, default: str, argv: list[str] | None = None) -> str:
+    """The value of ``--name=value`` among ``argv`` (the command line by default), else ``default``."""
+    return next((a.split("=", 1)[1] for a in (sys.argv[1:] if argv is None else argv) if a.startswith(f"--{name}=")),
+                default)
+
+
 def collect_once(collect_cfg, data: Path) -> Path:
     """Collect ``collect_cfg`` into ``data`` once, as the stage "collect": a finished collection
     (its ``done`` marker) is reused, an interrupted one resumed."""

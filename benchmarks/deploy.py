@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
-from common import RESULTS, cache_root, cached_json, stage, write
+from common import RESULTS, arg, cache_root, cached_json, stage, write
 
 from vlaforge.data.collect import collect
 from vlaforge.data.config import CollectConfig
@@ -56,13 +55,9 @@ SPARSITY_SWEEP = [("unstructured", 0.25), ("unstructured", 0.5), ("unstructured"
                   ("channels", 0.25), ("channels", 0.5), ("channels", 0.75), ("heads", 0.25), ("heads", 0.5)]
 
 
-def _arg(name: str, default: str) -> str:
-    return next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith(f"--{name}=")), default)
-
-
 def base_policy(root: Path) -> tuple[Path, Path]:
     """``--policy``/``--dataset`` when given, else the benchmark's own 3-task policy made in ``root``."""
-    policy, dataset = _arg("policy", ""), _arg("dataset", "")
+    policy, dataset = arg("policy", ""), arg("dataset", "")
     if policy:
         if not dataset:
             raise SystemExit("--policy needs --dataset (calibration and fine-tuning data)")
@@ -121,7 +116,7 @@ def size_bytes(d: Path) -> int:
 
 
 def main() -> None:
-    episodes = int(_arg("episodes", "30"))
+    episodes = int(arg("episodes", "30"))
     root = cache_root("runs/bench_deploy")
     policy, dataset = base_policy(root)
     methods = deployed(root, policy, dataset)

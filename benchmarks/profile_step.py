@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 
 import torch
-from common import cache_root, collect_once, stage, write
+from common import arg, cache_root, collect_once, stage, write
 
 from vlaforge.cli import parse
 from vlaforge.data.config import CollectConfig
@@ -29,10 +29,6 @@ from vlaforge.train import amp, parallel
 from vlaforge.train.trainer import _backward, build_run
 
 TASKS = ["reach", "push", "pick_place", "press_button"]
-
-
-def _arg(argv: list[str], name: str, default: str) -> str:
-    return next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}=")), default)
 
 
 class ForwardTimer:
@@ -50,7 +46,7 @@ class ForwardTimer:
 
 
 def main(argv: list[str]) -> None:
-    steps, warmup = int(_arg(argv, "steps", "30")), int(_arg(argv, "warmup", "5"))
+    steps, warmup = int(arg("steps", "30", argv)), int(arg("warmup", "5", argv))
     rest = [a for a in argv if not a.startswith(("--steps=", "--warmup="))]
     root = cache_root("runs/bench_profile_step")
     data = collect_once(CollectConfig(env=EnvConfig(tasks=TASKS), episodes_per_task=10), root / "data")

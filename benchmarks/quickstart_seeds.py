@@ -14,7 +14,7 @@ import dataclasses
 import statistics
 import sys
 
-from common import cache_root, collect_once, stage, write
+from common import arg, cache_root, collect_once, stage, write
 
 from vlaforge.cli import parse
 from vlaforge.eval.rollout import evaluate
@@ -23,7 +23,7 @@ from vlaforge.train.trainer import train
 
 
 def main(argv: list[str]) -> None:
-    n = int(next((a.split("=", 1)[1] for a in argv if a.startswith("--seeds=")), 3))
+    n = int(arg("seeds", "3", argv))
     if n < 2:
         raise SystemExit(f"--seeds must be >= 2 to measure a spread, got {n}")
     cfg = parse("quickstart", [a for a in argv if not a.startswith("--seeds=")])

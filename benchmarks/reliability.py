@@ -34,17 +34,13 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from common import cache_root, stage, write
+from common import arg, cache_root, stage, write
 from safetensors.numpy import load_file
 
 from vlaforge.data.dataset import DatasetError, LeRobotDataset  # noqa: E402
 from vlaforge.runtime.policy import load_policy  # noqa: E402
 
 TINY = ["--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2", "--policy.vision_channels=[8,8]"]
-
-
-def _arg(name: str, default: str) -> str:
-    return next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith(f"--{name}=")), default)
 
 
 def cli(*args: str) -> list[str]:
@@ -335,8 +331,8 @@ def fuzz_campaign(root: Path, requests: int, rng: np.random.Generator) -> dict:
 
 
 def main() -> None:
-    kills, flips, requests = int(_arg("kills", "6")), int(_arg("flips", "100")), int(_arg("requests", "400"))
-    seed = int(_arg("seed", "0"))
+    kills, flips, requests = int(arg("kills", "6")), int(arg("flips", "100")), int(arg("requests", "400"))
+    seed = int(arg("seed", "0"))
     rng = np.random.default_rng(seed)
     root = cache_root("runs/bench_reliability")
     shutil.rmtree(root, ignore_errors=True)  # every figure from this invocation

@@ -16,12 +16,11 @@ safety_rl.png and the HTML report safety.html.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import matplotlib
 import numpy as np
-from common import RESULTS, cache_root, stage, write
+from common import RESULTS, arg, cache_root, stage, write
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -41,10 +40,6 @@ from vlaforge.webpage import embed, page  # noqa: E402
 # fixture): the trained policy's paths pass below it, the adversarial actor aims at it.
 LIMITS = SafetyConfig(keep_out=[[0.0, 0.0, 0.22, 0.03]])
 POSITION = ("workspace", "keep_out")
-
-
-def _arg(name: str, default: str) -> str:
-    return next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith(f"--{name}=")), default)
 
 
 def audit(policy_dir: Path, episodes: int) -> dict:
@@ -111,13 +106,13 @@ def plot_rl(runs: dict, out: Path) -> bytes:
 
 def main() -> None:
     root = cache_root("runs/bench_safety")
-    policy_dir = Path(_arg("policy", ""))
-    if not str(_arg("policy", "")):
+    policy_dir = Path(arg("policy", ""))
+    if not str(arg("policy", "")):
         from deploy import base_policy
 
         policy_dir = base_policy(root)[0]
-    episodes, iterations = int(_arg("episodes", "10")), int(_arg("iterations", "60"))
-    task = _arg("rl_task", "press_button")
+    episodes, iterations = int(arg("episodes", "10")), int(arg("iterations", "60"))
+    task = arg("rl_task", "press_button")
     with stage("audit"):
         table = audit(policy_dir, episodes)
     runs = safe_rl(root, policy_dir, task, iterations)

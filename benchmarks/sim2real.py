@@ -16,13 +16,12 @@ Writes benchmarks/results/sim2real.{json,md} and sim2real_{transfer,robustness}.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import matplotlib
 import numpy as np
-from common import RESULTS, cache_root, cached_json, stage, write
+from common import RESULTS, arg, cache_root, cached_json, stage, write
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -49,10 +48,6 @@ SWEEP = ["lighting=0..1", "camera=0..1", "background=0..1", "friction=0..1", "ac
          "latency=0..1", "all=0..1"]
 CROSS_SIM = "tabletop-bullet"
 TARGET_DEMO_SEED = 700_000  # target-domain demonstrations come from scenes apart from the source data's
-
-
-def _arg(name: str, default: str) -> str:
-    return next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith(f"--{name}=")), default)
 
 
 def dataset(name: str, domain: DomainConfig, episodes: int, seed: int = 0) -> Path:
@@ -170,9 +165,9 @@ def plot_robustness(curves: dict, out: Path) -> None:
 
 
 def main() -> None:
-    steps, demos = int(_arg("steps", "1500")), int(_arg("demos", "60"))
-    episodes, k = int(_arg("episodes", "20")), int(_arg("k", "10"))
-    sweep_episodes, adapt_steps = int(_arg("sweep_episodes", "10")), int(_arg("adapt_steps", "300"))
+    steps, demos = int(arg("steps", "1500")), int(arg("demos", "60"))
+    episodes, k = int(arg("episodes", "20")), int(arg("k", "10"))
+    sweep_episodes, adapt_steps = int(arg("sweep_episodes", "10")), int(arg("adapt_steps", "300"))
     global ROOT
     ROOT = cache_root(ROOT)
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ import statistics
 import sys
 
 import numpy as np
-from common import cache_root, collect_once, stage, write
+from common import arg, cache_root, collect_once, stage, write
 from scipy import stats as sstats
 
 from vlaforge.cli import parse
@@ -30,10 +30,6 @@ from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 
 SPLITS = ["train", "unseen", "unseen_paraphrase"]
-
-
-def _arg(argv: list[str], name: str, default: str) -> str:
-    return next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}=")), default)
 
 
 def paired(a: list[dict], b: list[dict]) -> dict:
@@ -54,8 +50,8 @@ def paired(a: list[dict], b: list[dict]) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    n = int(_arg(argv, "seeds", "3"))
-    encoders = _arg(argv, "encoders", "[words,wordllama]").strip("[]").split(",")
+    n = int(arg("seeds", "3", argv))
+    encoders = arg("encoders", "[words,wordllama]", argv).strip("[]").split(",")
     if n < 2 or len(encoders) < 1:
         raise SystemExit(f"need --seeds >= 2 and at least one encoder, got {n} and {encoders}")
     cfg = parse("quickstart", [a for a in argv if not a.startswith(("--seeds=", "--encoders="))])
