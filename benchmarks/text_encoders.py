@@ -15,38 +15,17 @@ draw. Writes benchmarks/results/text_encoders.{json,md}.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import sys
 
-import numpy as np
-from common import arg, cache_root, collect_once, stage, write
-from scipy import stats as sstats
+from common import arg, cache_root, collect_once, paired, stage, write
 
 from vlaforge.cli import parse
-from vlaforge.eval.compare import bootstrap_difference, mcnemar_exact, paired_outcomes
 from vlaforge.eval.rollout import evaluate
 from vlaforge.eval.stats import seed_summary
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 
 SPLITS = ["train", "unseen", "unseen_paraphrase"]
-
-
-def paired(a: list[dict], b: list[dict]) -> dict:
-    """A - B over runs paired by seed and scene."""
-    xs, ys, per_seed = [], [], []
-    for ra, rb in zip(a, b):
-        _, x, y = paired_outcomes(ra, rb)
-        xs.append(x), ys.append(y)
-        per_seed.append(float(x.mean() - y.mean()))
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    mean = statistics.fmean(per_seed)
-    half = (sstats.t.ppf(0.975, len(per_seed) - 1) * statistics.stdev(per_seed) / len(per_seed) ** 0.5
-            if len(per_seed) > 1 else float("nan"))
-    return {"difference": float(x.mean() - y.mean()), "per_seed": per_seed,
-            "seed_t_ci95": [mean - half, mean + half],
-            "paired_bootstrap_ci95": list(bootstrap_difference(x, y, 10_000, 0, paired=True)),
-            "mcnemar_p": mcnemar_exact(x, y), "pairs": int(len(x))}
 
 
 def main(argv: list[str]) -> None:

@@ -1,0 +1,105 @@
+"""The small experiment cell: how good a policy three minutes of training on 2 cores buys, per
+training recipe, over several seeds.
+
+    python benchmarks/small_cell.py [--seeds=3] [--arms=[default,shift4,batch32,lr3e-3]] [--steps=1100]
+                                    [--episodes=25] [train overrides for every arm]
+
+The cell is 4 tabletop tasks (reach, push, pick_place, press_button) with 25 scripted demos per
+task, collected once. Each arm is a training recipe (the trainer's defaults plus the overrides in
+``ARMS``) trained once per seed on that data and evaluated on the same train-split scenes
+(``--episodes`` per task). Reported per arm: every seed's success, mean, sd, the pooled Wilson
+interval and the wall time of training; and each arm against the first, paired by seed and
+scene (pooled bootstrap, McNemar, per-seed t interval). The target the cell is built for is
+>= 85% success with sd <= 5 points in <= 3 minutes of training. Writes
+benchmarks/results/small_cell.{json,md}. Run it on an idle machine: training time is a figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+import time
+
+from common import arg, cache_root, collect_once, paired, stage, write
+
+from vlaforge.cli import parse
+from vlaforge.data.config import CollectConfig
+from vlaforge.envs.config import EnvConfig
+from vlaforge.eval.config import EvalConfig
+from vlaforge.eval.rollout import evaluate
+from vlaforge.eval.stats import seed_summary
+from vlaforge.train.checkpoint import latest_checkpoint
+from vlaforge.train.trainer import train
+
+TASKS = ["reach", "push", "pick_place", "press_button"]
+# One lever per arm, on top of the trainer's defaults at the cell's step budget. batch32 halves the
+# batch and doubles the steps, about the same wall time as default.
+ARMS: dict[str, list[str]] = {
+    "default": [],
+    "shift4": ["--image_shift=4"],
+    "batch32": ["--batch_size=32", "--steps=2x"],
+    "lr3e-3": ["--optim.lr=3e-3"],
+}
+
+
+def arm_overrides(name: str, steps: int) -> list[str]:
+    """The arm's train overrides with ``--steps`` resolved (``Nx`` = N times the cell's budget)."""
+    if name not in ARMS:
+        raise SystemExit(f"unknown arm {name!r}; allowed: {', '.join(ARMS)}")
+    out = [f"--steps={steps}"]
+    for o in ARMS[name]:
+        out.append(f"--steps={int(o.split('=')[1][:-1]) * steps}" if o.startswith("--steps=") else o)
+    return out
+
+
+def main(argv: list[str]) -> None:
+    n, steps, episodes = int(arg("seeds", "3", argv)), int(arg("steps", "1100", argv)), int(arg("episodes", "25", argv))
+    arms = arg("arms", "[" + ",".join(ARMS) + "]", argv).strip("[]").split(",")
+    if n < 2:
+        raise SystemExit(f"--seeds must be >= 2 (sd and intervals need them), got {n}")
+    common = [a for a in argv if not a.startswith(("--seeds=", "--arms=", "--steps=", "--episodes="))]
+    root = cache_root("runs/bench_small_cell")
+    data = collect_once(CollectConfig(env=EnvConfig(tasks=TASKS), episodes_per_task=25), root / "data")
+    results: dict[str, list[dict]] = {a: [] for a in arms}
+    seconds: dict[str, list[float]] = {a: [] for a in arms}
+    for seed in range(n):
+        for name in arms:
+            run = root / name / f"seed{seed}"
+            cfg = parse("train", [*arm_overrides(name, steps), *common])
+            done = (run / "policy").exists()
+            with stage(f"train {name} seed {seed}", reused=done):
+                t = time.perf_counter()
+                if not done:
+                    train(dataclasses.replace(cfg, dataset=str(data), output_dir=str(run), seed=seed, tracking="none",
+                                              resume=latest_checkpoint(run / "checkpoints") is not None), False)
+                seconds[name].append(time.perf_counter() - t)
+            with stage(f"eval {name} seed {seed}"):
+                r = evaluate(EvalConfig(policy=str(run / "policy"), split="train", episodes=episodes, videos_per_task=0,
+                                        output_dir=str(run / "eval")), False)
+            results[name].append(r)
+            print(f"{name} seed {seed}: {r['success_rate']:.1%} after {seconds[name][-1]:.0f} s", flush=True)
+    figures = {"tasks": TASKS, "demos_per_task": 25, "eval_episodes_per_task": episodes, "steps": steps,
+               "target": {"success": 0.85, "sd": 0.05, "train_seconds": 180}, "arms": {}, "comparisons": {}}
+    for name in arms:
+        s = seed_summary(results[name])
+        figures["arms"][name] = s | {"overrides": arm_overrides(name, steps) + common, "train_seconds": seconds[name],
+                                     "meets_target": s["mean"] >= 0.85 and s["sd"] <= 0.05
+                                     and max(seconds[name]) <= 180}
+    for name in arms[1:]:
+        figures["comparisons"][f"{name} - {arms[0]}"] = paired(results[name], results[arms[0]])
+    rows = [{"arm": a, "seed": str(i), "success": f"{100 * r['success_rate']:.1f}%",
+             "train s": f"{seconds[a][i]:.0f}"} for a in arms for i, r in enumerate(results[a])]
+    rows += [{"arm": a, "seed": "mean (sd)", "success": f"{100 * figures['arms'][a]['mean']:.1f}% "
+                                                       f"({100 * figures['arms'][a]['sd']:.1f})",
+              "train s": f"{statistics.fmean(seconds[a]):.0f}"} for a in arms]
+    rows += [{"arm": k, "seed": "paired", "success": f"{100 * c['difference']:+.1f} seed-t "
+                                                    f"[{100 * c['seed_t_ci95'][0]:+.1f}, {100 * c['seed_t_ci95'][1]:+.1f}]"
+                                                    f" McNemar p={c['mcnemar_p']:.2g}", "train s": ""}
+             for k, c in figures["comparisons"].items()]
+    write("small_cell", figures, rows, f"Small experiment cell (4 tasks x 25 demos) over {n} training seeds",
+          seeds={"collect": CollectConfig().seed, "train": list(range(n)), "eval_scenes_from": EvalConfig().seed})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
