@@ -24,31 +24,29 @@ import json
 import os
 from pathlib import Path
 
+import torch
 from common import RESULTS, arg, cache_root, cached_json, stage, write
 
 from vlaforge.data.collect import collect
 from vlaforge.data.config import CollectConfig
+from vlaforge.deploy.artifact import deploy
+from vlaforge.deploy.base import DeployOptions
 from vlaforge.deploy.config import PruneConfig
-from vlaforge.deploy.latency import bench_latency
+from vlaforge.deploy.latency import time_policy
 from vlaforge.deploy.prune import prune
-from vlaforge.deploy.quantize import quantize
 from vlaforge.deploy.server import load_test
 from vlaforge.envs.config import EnvConfig
 from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.rollout import brief, evaluate
 from vlaforge.eval.stats import difference_interval
 from vlaforge.models.config import PolicyConfig
-from vlaforge.runtime.policy import load_policy
+from vlaforge.runtime.policy import load_policy, load_torch_policy
 from vlaforge.seeds import EVAL_SEEDS
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.config import OptimConfig, TrainConfig
 from vlaforge.train.trainer import train
 
 TASKS = ["pick_place", "open_drawer", "press_button"]
-# Method -> the latency runtime that runs it on its own directory's fp32 weights.
-RUNTIME = {"fp32": "eager", "bf16": "bf16", "compile": "compile", "dynamic-int8": "dynamic-int8",
-           "int8-weight": "int8-weight", "int4-weight": "int4-weight", "static-int8": "static-int8",
-           "onnx-fp32": "onnx-fp32", "onnx-int8": "onnx-int8", "qat-int4": "int4-weight", "distill-small": "eager"}
 MULTI_THREAD = ("fp32", "onnx-fp32", "onnx-int8", "static-int8", "distill-small")
 # Sparsity against success, each point fine-tuned for 300 steps with its mask held.
 SPARSITY_SWEEP = [("unstructured", 0.25), ("unstructured", 0.5), ("unstructured", 0.75), ("unstructured", 0.9),
@@ -77,12 +75,9 @@ def base_policy(root: Path) -> tuple[Path, Path]:
 
 def deployed(root: Path, policy: Path, dataset: Path) -> dict[str, Path]:
     """Every method's policy directory (made once per cache root, reused on re-runs)."""
-    from vlaforge.deploy.artifact import write_deployed
-    from vlaforge.deploy.onnx import write_onnx
-
-    makers = {m: (lambda d, m=m: quantize(str(policy), str(d), m, dataset=str(dataset)))
-              for m in ("bf16", "compile", "dynamic-int8", "int8-weight", "int4-weight", "static-int8", "onnx-int8")}
-    makers["onnx-fp32"] = lambda d: write_deployed(policy, d, lambda tmp: write_onnx(policy, tmp, int8=False))
+    makers = {m: (lambda d, m=m: deploy(policy, d, m, DeployOptions(dataset=str(dataset))))
+              for m in ("bf16", "compile", "dynamic-int8", "int8-weight", "int4-weight", "static-int8", "onnx-int8",
+                        "onnx-fp32")}
     for method, sparsity in SPARSITY_SWEEP:
         makers[f"prune-{method}-{sparsity:g}"] = lambda d, m=method, sp=sparsity: prune(PruneConfig(
             policy=str(policy), dataset=str(dataset), method=m, sparsity=sp, steps=300, output_dir=str(d)))
@@ -105,9 +100,20 @@ def deployed(root: Path, policy: Path, dataset: Path) -> dict[str, Path]:
         out[name] = made
     with stage("make qat-int4 deployed", reused=(root / "qat-int4-deployed").exists()):
         if not (root / "qat-int4-deployed").exists():
-            quantize(str(out["qat-int4"]), str(root / "qat-int4-deployed"), "int4-weight")
+            deploy(out["qat-int4"], root / "qat-int4-deployed", "int4-weight")
     out["qat-int4"] = root / "qat-int4-deployed"
     return out
+
+
+def timed(d: Path, threads: int) -> dict:
+    """act() latency of the directory as load_policy runs it (its deploy runtime; pruned and
+    distilled policies eager on their own weights) with ``threads`` torch and ONNX Runtime threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return time_policy(load_policy(d), load_torch_policy(d), calls=300, warmup=30)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def size_bytes(d: Path) -> int:
@@ -124,10 +130,9 @@ def main() -> None:
     lat1, latn = {}, {}
     with stage("latency"):
         for name, d in methods.items():
-            runtime = RUNTIME.get(name, "eager")  # pruned policies run eager on their own (masked) weights
-            lat1[name] = bench_latency(str(d), [runtime], calls=300, warmup=30, threads=1)[0]
+            lat1[name] = timed(d, 1)
             if name in MULTI_THREAD:
-                latn[name] = bench_latency(str(d), [runtime], calls=300, warmup=30, threads=threads)[0]
+                latn[name] = timed(d, threads)
     with stage("server load test"):  # loopback HTTP: 4 clients x 50 /act requests on each runtime
         server = {name: load_test(load_policy(methods[name]), clients=4, requests=50) for name in ("fp32", "onnx-fp32")}
     results = {}

@@ -84,12 +84,12 @@ def test_a_chain_stops_at_its_first_failed_instruction(good, monkeypatch):
     import vlaforge.eval.rollout
     from vlaforge.config import to_dict
     from vlaforge.envs.config import EnvConfig
-    from vlaforge.eval.chains import run_chain
+    from vlaforge.eval.chains import ChainJob, run_chain
 
     envs, make = [], vlaforge.envs.policy_env
     monkeypatch.setattr(vlaforge.envs, "policy_env", lambda *a: envs.append(make(*a)) or envs[-1])
     monkeypatch.setattr(vlaforge.eval.rollout, "worker_policy", lambda: _PlantedPolicy(envs, good))
     meta = {"suite": "tabletop", "env": to_dict(EnvConfig())}
-    r = run_chain((meta, ["reach", "press_button", "open_drawer"], 3, "train", 3, 200, 1))
+    r = run_chain(ChainJob(meta, ["reach", "press_button", "open_drawer"], 3, "train", 3, 200, 1))
     assert r["completed"] == good
     assert [d["success"] for d in r["instructions"]] == [True] * good + ([False] if good < 3 else [])

@@ -1,5 +1,7 @@
-"""Deployment: ONNX export with numerical parity, ONNX Runtime and int8 policies that load and
-act through load_policy, latency bench, and clear errors."""
+"""Deployment: every registered deploy backend writes a directory through the one path
+(deploy/artifact.py), passes its parity limit, loads and acts through load_policy; a backend
+beyond its limit leaves nothing behind; ONNX export, static-int8 calibration, latency bench, and
+clear errors."""
 
 import json
 import pathlib
@@ -11,11 +13,14 @@ import pytest
 from helpers import write_dataset
 
 from vlaforge.cli import main
+from vlaforge.deploy.artifact import deploy
+from vlaforge.deploy.base import DeployBackend, DeployOptions
 from vlaforge.deploy.latency import bench_latency, observation
-from vlaforge.deploy.quantize import quantize
+from vlaforge.deploy.onnx import write_onnx
 from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.rollout import evaluate
 from vlaforge.models.config import PolicyConfig
+from vlaforge.registry import DEPLOY_BACKENDS
 from vlaforge.runtime.policy import example_inputs, load_policy
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import train
@@ -45,29 +50,42 @@ def test_onnx_export_matches_pytorch_and_runs_in_evaluation(trained, tmp_path):
     assert res["episodes"] == 1 and res["episodes_detail"][0]["length"] == 4
 
 
-@pytest.mark.parametrize("method", ["dynamic-int8", "int8-weight", "int4-weight", "onnx-int8"])
-def test_int8_policies_are_smaller_and_close(trained, tmp_path, method):
-    out = quantize(str(trained), str(tmp_path / method), method)
+@pytest.mark.parametrize("method", DEPLOY_BACKENDS.names())
+def test_every_backend_deploys_within_its_parity_limit_and_acts_through_load_policy(trained, tmp_path, method):
+    limit = DEPLOY_BACKENDS.get(method).parity_limit
+    options = DeployOptions(dataset=str(trained.parent.parent / "data"), calibration_samples=8)
+    out = deploy(trained, tmp_path / method, method, options)
     info = json.loads((out / "deploy.json").read_text())
-    # int8 weights; the tiny test model is mostly convolutions, norms and constants, which stay fp32
-    assert info["method"] == method and info["size_bytes"] < 0.8 * info["fp32_size_bytes"]
-    base, quant = load_policy(trained), load_policy(out)
-    obs = observation(base)
-    diff = np.abs(quant.act(obs) - base.act(obs)).max()
-    assert 0 < diff < 0.25  # int8 rounding moves the actions a little, not a lot
-
-
-@pytest.mark.parametrize("method", ["bf16", "compile"])
-def test_runtime_methods_deploy_load_and_act_like_fp32(trained, tmp_path, method):
-    """bf16 autocast and torch.compile are deployed directories too: written by quantize, loaded by
-    load_policy, acting as the fp32 policy does (bf16 within its rounding)."""
-    out = quantize(str(trained), str(tmp_path / method), method)
-    info = json.loads((out / "deploy.json").read_text())
-    assert info["runtime"] == "torch" and info["method"] == method
+    assert info["method"] == method and info["parity_limit"] == limit and 0 <= info["parity_max_abs"] <= limit
+    assert info["size_bytes"] > 0 and len(info["sha256"]) == 64
     base, deployed = load_policy(trained), load_policy(out)
     obs = observation(base)
-    diff = np.abs(deployed.act(obs) - base.act(obs)).max()
-    assert diff < (0.1 if method == "bf16" else 1e-4)
+    assert np.abs(deployed.act(obs) - base.act(obs)).max() <= limit
+    if "int" in method and method != "static-int8":  # static-int8 stores fp32 weights + calibration frames
+        # int8/int4 weights; the tiny test model is mostly convolutions, norms and constants, which stay fp32
+        assert info["size_bytes"] < 0.8 * info["fp32_size_bytes"]
+
+
+def test_a_backend_beyond_its_parity_limit_writes_nothing(trained, tmp_path, monkeypatch):
+    """The one enforced parity check: a backend whose graph is not the policy's network (its
+    weights perturbed) is refused, and the output directory never appears."""
+    import copy
+
+    import torch
+
+    def perturbed(base, tmp, options):
+        noisy = copy.copy(base)
+        noisy.model = copy.deepcopy(base.model)
+        with torch.no_grad():
+            for p in noisy.model.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        return write_onnx(noisy, tmp, int8=False)
+
+    monkeypatch.setattr(DEPLOY_BACKENDS, "_items", dict(DEPLOY_BACKENDS._items))
+    DEPLOY_BACKENDS.register("perturbed")(DeployBackend(perturbed, parity_limit=1e-3, summary="a broken exporter"))
+    with pytest.raises(RuntimeError, match="perturbed: parity check failed"):
+        deploy(trained, tmp_path / "bad", "perturbed")
+    assert not (tmp_path / "bad").exists() and list(tmp_path.iterdir()) == []
 
 
 def test_static_int8_calibrates_on_the_dataset(trained, tmp_path):
@@ -75,8 +93,8 @@ def test_static_int8_calibrates_on_the_dataset(trained, tmp_path):
 
     dataset = str(trained.parent.parent / "data")
     with pytest.raises(ValueError, match="--dataset"):
-        quantize(str(trained), str(tmp_path / "none"), "static-int8")
-    out = quantize(str(trained), str(tmp_path / "s8"), "static-int8", dataset=dataset, calibration_samples=16)
+        deploy(trained, tmp_path / "none", "static-int8")
+    out = deploy(trained, tmp_path / "s8", "static-int8", DeployOptions(dataset=dataset, calibration_samples=16))
     info = json.loads((out / "deploy.json").read_text())
     assert info["runtime"] == "torch-pt2e" and info["calibration"]["samples"] == 16
     assert 0 < info["parity_max_abs"] < 0.5 and (out / CALIBRATION_FILE).is_file()
@@ -137,7 +155,7 @@ def test_a_policy_directory_cannot_run_code_or_reach_outside_itself(trained, tmp
 @pytest.mark.slow
 def test_static_int8_loads_compiled_through_load_policy(trained, tmp_path):
     dataset = str(trained.parent.parent / "data")
-    out = quantize(str(trained), str(tmp_path / "s8"), "static-int8", dataset=dataset, calibration_samples=8)
+    out = deploy(trained, tmp_path / "s8", "static-int8", DeployOptions(dataset=dataset, calibration_samples=8))
     base, quant = load_policy(trained), load_policy(out)  # re-quantized from its calibration, then compiled
     obs = observation(base)
     assert np.abs(quant.act(obs) - base.act(obs)).max() < 0.25
@@ -152,7 +170,7 @@ def test_latency_bench_rows(trained):
 
 def test_deploy_errors_are_clear(trained, tmp_path, capsys):
     assert main(["quantize", "--method=int3", f"--policy={trained}", f"--output={tmp_path / 'q'}"]) == 2
-    assert "unknown quantization method 'int3'" in capsys.readouterr().err
+    assert "unknown deploy method 'int3'" in capsys.readouterr().err
     assert main(["export", "tflite", f"--policy={trained}", f"--output={tmp_path / 'x'}"]) == 2
     assert "unknown export format 'tflite'" in capsys.readouterr().err
     (tmp_path / "taken").mkdir()
@@ -160,7 +178,7 @@ def test_deploy_errors_are_clear(trained, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown runtime 'tpu'"):
         bench_latency(str(trained), ["tpu"])
-    out = quantize(str(trained), str(tmp_path / "ok"), "dynamic-int8")
+    out = deploy(trained, tmp_path / "ok", "dynamic-int8")
     (out / "deploy.json").write_text("{not json")
     with pytest.raises(ValueError, match="deploy.json is unreadable"):
         load_policy(out)
@@ -175,7 +193,7 @@ def test_sampling_heads_refuse_onnx_export(tmp_path):
 
 
 def test_control_cli_runs_a_deployed_policy_in_real_time(trained, tmp_path):
-    out = quantize(str(trained), str(tmp_path / "q"), "onnx-int8")
+    out = deploy(trained, tmp_path / "q", "onnx-int8")
     assert main(["control", f"--policy={out}", "--tasks=[reach]", "--episodes=1", "--rate_hz=100",
                  f"--output={tmp_path / 'control.json'}"]) == 0
     r = json.loads((tmp_path / "control.json").read_text())

@@ -73,10 +73,10 @@ def test_a_changed_weight_or_normaliser_is_refused(tmp_path):
 
 def test_a_deployed_runtime_file_is_checked_too(tmp_path):
     pytest.importorskip("onnxruntime")
-    from vlaforge.deploy.quantize import quantize
+    from vlaforge.deploy.artifact import deploy
 
     policy_dir = make_policy().save(tmp_path / "policy")
-    out = quantize(str(policy_dir), str(tmp_path / "int8"), "onnx-int8")
+    out = deploy(policy_dir, tmp_path / "int8", "onnx-int8")
     assert len(json.loads((out / "deploy.json").read_text())["sha256"]) == 64
     load_policy(out)
     flip(out / "model.int8.onnx", -500)

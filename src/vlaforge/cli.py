@@ -221,27 +221,28 @@ def _distill(cfg: TrainConfig) -> Any:
 
 
 def _export(cfg: ExportConfig) -> Any:
-    from vlaforge.deploy.artifact import write_deployed
-    from vlaforge.deploy.onnx import write_onnx
-
     if cfg.format != "onnx":
         raise ValueError(f"unknown export format {cfg.format!r}; known: onnx")
     if not cfg.policy or not cfg.output:
         raise ValueError("export needs --policy=DIR and --output=DIR")
-    out = write_deployed(cfg.policy, cfg.output, lambda tmp: write_onnx(Path(cfg.policy), tmp, int8=False))
-    print(f"ONNX policy written to {out}: {json.loads((out / 'deploy.json').read_text())['parity_max_abs']:.2g} "
-          "max |onnx - torch| (normalised actions)")
+    _deploy(cfg.policy, cfg.output, "onnx-fp32")
 
 
 def _quantize(cfg: QuantizeConfig) -> Any:
-    from vlaforge.deploy.quantize import quantize
+    if not cfg.policy or not cfg.output:
+        raise ValueError("quantize needs --policy=DIR and --output=DIR (a new directory for the deployed policy)")
+    _deploy(cfg.policy, cfg.output, cfg.method, dataset=cfg.dataset, calibration_samples=cfg.calibration_samples)
 
-    if not cfg.policy:
-        raise ValueError("quantize needs --policy=DIR")
-    out = quantize(cfg.policy, cfg.output, cfg.method, cfg.dataset, cfg.calibration_samples)
+
+def _deploy(policy: str, output: str, method: str, **options: Any) -> None:
+    """Export and quantize: one path (deploy/artifact.py), one parity check."""
+    from vlaforge.deploy.artifact import deploy
+    from vlaforge.deploy.base import DeployOptions
+
+    out = deploy(policy, output, method, DeployOptions(**options))
     info = json.loads((out / "deploy.json").read_text())
-    print(f"{cfg.method} policy written to {out}: {info['size_bytes'] / 1e6:.2f} MB, "
-          f"max action difference {info['parity_max_abs']:.3g} (normalised units)")
+    print(f"{method} policy written to {out}: {info['size_bytes'] / 1e6:.2f} MB, max action difference from fp32 "
+          f"{info['parity_max_abs']:.3g} (limit {info['parity_limit']:g}, normalised units)")
 
 
 def _bench(cfg: BenchConfig) -> Any:
@@ -419,14 +420,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, rest = argv[0], argv[1:]
     if verb == "list":
+        import vlaforge.deploy.artifact  # noqa: F401  (registers the deploy backends and runtimes)
         import vlaforge.envs.randomization  # noqa: F401  (registers the named domains)
         import vlaforge.models.policy  # noqa: F401  (registers policies and their parts)
-        import vlaforge.runtime.backends  # noqa: F401  (registers the deployed runtimes)
         import vlaforge.train.optim  # noqa: F401  (registers optimizers)
         from vlaforge.envs import get_suite
         from vlaforge.envs.randomization import PERTURBATIONS
         from vlaforge.models.transformer import ATTENTION_BACKENDS
-        from vlaforge.registry import BACKBONES, DEPLOY_RUNTIMES, DOMAINS, FFNS, HEADS, OPTIMIZERS, POLICIES, SUITES
+        from vlaforge.registry import (
+            BACKBONES,
+            DEPLOY_BACKENDS,
+            DEPLOY_RUNTIMES,
+            DOMAINS,
+            FFNS,
+            HEADS,
+            OPTIMIZERS,
+            POLICIES,
+            SUITES,
+        )
 
         for name in SUITES.names():
             s = get_suite(name)
@@ -439,6 +450,10 @@ def main(argv: list[str] | None = None) -> int:
                             ("perturbations (eval --perturb)", ["all", *PERTURBATIONS]),
                             ("deploy runtimes (deploy.json)", DEPLOY_RUNTIMES.names())):
             print(f"{kind}: {', '.join(names)}")
+        for name in DEPLOY_BACKENDS.names():
+            b = DEPLOY_BACKENDS.get(name)
+            print(f"deploy backend {name} (quantize --method, bench latency --runtimes): {b.summary}; "
+                  f"parity limit {b.parity_limit:g}")
         return 0
     if verb not in VERBS:
         print(f"error: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)

@@ -18,9 +18,32 @@ import yaml
 from vlaforge.files import atomic_write_text
 
 
-def num_workers(workers: int) -> int:
-    """Worker processes for a ``workers`` setting: the number given, or one per core for 0."""
-    return workers or os.cpu_count() or 1
+@dataclasses.dataclass
+class WorkersConfig:
+    """Base of every config whose verb runs a process pool: the field and its resolution, once."""
+
+    workers: int = dataclasses.field(default=0, metadata={"help": "worker processes; 0 = one per core"})
+
+    def num_workers(self) -> int:
+        """Worker processes: the number given, or one per core for 0."""
+        return self.workers or os.cpu_count() or 1
+
+
+@dataclasses.dataclass
+class HorizonConfig:
+    """Base of every config whose verb executes action chunks closed-loop (receding horizon)."""
+
+    action_horizon: int = dataclasses.field(default=0, metadata={"help": "actions executed per chunk; 0 = chunk_size/2"})
+
+    def horizon(self, chunk_size: int) -> int:
+        """Actions executed from each chunk of ``chunk_size``: ``action_horizon``, or half the
+        chunk for 0; more than the chunk holds is refused."""
+        horizon = self.action_horizon or max(1, chunk_size // 2)
+        if horizon < 1:
+            raise ValueError(f"action_horizon must be >= 1 (or 0 = chunk_size/2), got {horizon}")
+        if horizon > chunk_size:
+            raise ValueError(f"action_horizon {horizon} exceeds the policy's chunk_size {chunk_size}")
+        return horizon
 
 
 class ConfigError(ValueError):

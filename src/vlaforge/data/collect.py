@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vlaforge.config import num_workers, save_yaml
+from vlaforge.config import save_yaml
 from vlaforge.data.config import CollectConfig
 from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, encode_png, make_features
 from vlaforge.data.manifest import write_manifest
@@ -161,7 +161,7 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     jobs = [(suite.name, asdict(cfg.env), cfg.split, task, seed, cfg.noise, cfg.post_success_steps, domain,
              cfg.keep_failures)
             for task, seed in scenes if (task, seed) not in done_seeds]
-    workers = num_workers(cfg.workers)
+    workers = cfg.num_workers()
     failed = 0
     progress = Progress(
         TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not show_progress

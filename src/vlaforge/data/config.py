@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vlaforge.config import WorkersConfig
 from vlaforge.envs.config import DomainConfig, EnvConfig
 
 
 @dataclass
-class CollectConfig:
+class CollectConfig(WorkersConfig):
     env: EnvConfig = field(default_factory=EnvConfig)
     split: str = field(default="train", metadata={"help": "scene/instruction split to draw from"})
     episodes_per_task: int = field(default=50, metadata={"help": "successful expert episodes per task"})
-    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
     seed: int = field(default=0, metadata={"help": "first scene seed"})
     noise: float = field(default=0.3, metadata={"help": "std of action noise executed (not recorded), DART-style"})
     post_success_steps: int = field(default=5, metadata={"help": "expert steps recorded after the success step"})

@@ -20,7 +20,8 @@ class ExportConfig:
 class QuantizeConfig:
     method: str = field(
         default="dynamic-int8",
-        metadata={"help": "dynamic-int8 | int8-weight | int4-weight | static-int8 (torch) | onnx-int8 (ONNX Runtime) | bf16 | compile (fp32 weights on that runtime)"},
+        metadata={"help": "a deploy backend (`vlaforge list`): dynamic-int8 | int8-weight | int4-weight | static-int8 | "
+                          "onnx-int8 | onnx-fp32 | bf16 | compile"},
     )
     dataset: str = field(default="", metadata={"help": "static-int8: dataset whose frames calibrate the activations"})
     calibration_samples: int = field(default=64, metadata={"help": "static-int8: calibration frames"})
@@ -46,8 +47,8 @@ class BenchConfig:
     runtimes: list[str] = field(
         default_factory=lambda: ["eager", "bf16", "compile", "dynamic-int8", "int8-weight", "int4-weight", "static-int8",
                                  "onnx-fp32", "onnx-int8"],
-        metadata={"help": "eager | bf16 | compile | dynamic-int8 | int8-weight | int4-weight | static-int8 | onnx-fp32 | "
-                          "onnx-int8"},
+        metadata={"help": "eager (the fp32 policy) and deploy backends (`vlaforge list`); each is deployed through "
+                          "the same path as quantize, parity checked, then timed"},
     )
     calls: int = field(default=200, metadata={"help": "timed act() calls per runtime"})
     warmup: int = field(default=20, metadata={"help": "untimed calls first (compilation, caches)"})

@@ -11,55 +11,29 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from vlaforge.runtime.policy import Policy, RuntimePolicy, example_inputs, load_torch_policy
-
-RUNTIMES = ("eager", "bf16", "compile", "dynamic-int8", "int8-weight", "int4-weight", "static-int8", "onnx-fp32",
-            "onnx-int8")
-
-
-def _torch_predict(model: torch.nn.Module, bf16: bool = False) -> Callable:
-    @torch.no_grad()
-    def predict(images, states, tokens):
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            return model(images, states, tokens)[0].float().numpy()
-
-    return predict
+from vlaforge.deploy.artifact import deploy
+from vlaforge.deploy.base import DeployOptions
+from vlaforge.registry import DEPLOY_BACKENDS
+from vlaforge.runtime.backends import load_deployed
+from vlaforge.runtime.policy import Policy, load_torch_policy
 
 
-def runtime(base: Policy, name: str, workdir: Path, threads: int) -> Policy:
-    """``base`` on the runtime ``name``."""
+def runtimes() -> list[str]:
+    """What ``bench latency`` can time: ``eager`` (the fp32 policy) and every deploy backend."""
+    return ["eager", *DEPLOY_BACKENDS.names()]
+
+
+def runtime(base_dir: Path, name: str, workdir: Path) -> Policy:
+    """The policy in ``base_dir`` on the runtime ``name``: itself for ``eager``, else deployed with
+    that backend into ``workdir`` (parity checked, as ``vlaforge quantize`` does) and loaded back.
+    static-int8 calibrates on random inputs here: the timing does not depend on the ranges."""
     if name == "eager":
-        return RuntimePolicy(base, _torch_predict(base.model))
-    if name == "bf16":
-        return RuntimePolicy(base, _torch_predict(base.model, bf16=True))
-    if name == "compile":
-        return RuntimePolicy(base, _torch_predict(torch.compile(base.model)))
-    if name in ("dynamic-int8", "int8-weight", "int4-weight"):
-        from vlaforge.runtime.torch_methods import TORCH_METHODS
-
-        return RuntimePolicy(base, _torch_predict(TORCH_METHODS[name](base.model)))
-    if name == "static-int8":  # calibrated on random inputs: the timing does not depend on the ranges
-        from vlaforge.runtime.pt2e import module_predict, static_int8
-
-        quant = static_int8(base, [example_inputs(base, seed=s) for s in range(4)])
-        return RuntimePolicy(base, module_predict(torch.compile(quant)))
-    if name in ("onnx-fp32", "onnx-int8"):
-        from vlaforge.deploy.onnx import export_onnx, quantize_int8
-        from vlaforge.runtime.onnx import onnx_predict, session
-
-        path = workdir / "model.onnx"
-        if not path.exists():
-            export_onnx(base, path)
-        if name == "onnx-int8":
-            quantize_int8(path, workdir / "model.int8.onnx")
-            path = workdir / "model.int8.onnx"
-        return RuntimePolicy(base, onnx_predict(session(path, threads)))
-    raise ValueError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
+        return load_torch_policy(base_dir)
+    return load_deployed(deploy(base_dir, workdir / name, name, DeployOptions(random_calibration=True)))
 
 
 def observation(policy: Policy, seed: int = 0) -> dict:
@@ -84,35 +58,40 @@ def time_act(policy: Policy, calls: int, warmup: int) -> list[float]:
     return times
 
 
-def bench_latency(policy_dir: str, runtimes: list[str], calls: int = 200, warmup: int = 20, threads: int = 0) -> list[dict]:
+def bench_latency(policy_dir: str, names: list[str], calls: int = 200, warmup: int = 20, threads: int = 0) -> list[dict]:
     """One row per runtime: p50/p99 ms, mean, threads, and the action error against eager fp32."""
-    for name in runtimes:
-        if name not in RUNTIMES:
-            raise ValueError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
+    for name in names:
+        if name not in runtimes():
+            raise ValueError(f"unknown runtime {name!r}; known: {', '.join(runtimes())}")
     if calls < 1 or warmup < 0:
         raise ValueError("calls must be >= 1 and warmup >= 0")
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _bench(policy_dir, runtimes, calls, warmup, threads)
+        return _bench(Path(policy_dir), names, calls, warmup)
     finally:
         torch.set_num_threads(previous)
 
 
-def _bench(policy_dir: str, runtimes: list[str], calls: int, warmup: int, threads: int) -> list[dict]:
-    base = load_torch_policy(Path(policy_dir))
-    reference = base.act(observation(base))
+def _bench(policy_dir: Path, names: list[str], calls: int, warmup: int) -> list[dict]:
+    reference = load_torch_policy(policy_dir)
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        for name in runtimes:
+        for name in names:
             t = time.perf_counter()
-            policy = runtime(base, name, Path(work), threads)
+            policy = runtime(policy_dir, name, Path(work))
             setup = time.perf_counter() - t
-            times = time_act(policy, calls, warmup)
-            policy.reset()
-            err = float(np.abs(policy.act(observation(base)) - reference).max())
-            rows.append({"runtime": name, "p50_ms": statistics.median(times), "p99_ms": float(np.percentile(times, 99)),
-                         "mean_ms": statistics.fmean(times), "setup_s": setup, "calls": calls,
-                         "threads": threads or torch.get_num_threads(), "max_action_diff": err})
+            rows.append({"runtime": name, **time_policy(policy, reference, calls, warmup), "setup_s": setup})
     return rows
+
+
+def time_policy(policy: Policy, reference: Policy, calls: int, warmup: int) -> dict:
+    """p50/p99/mean ms of ``policy.act`` and its largest action difference from ``reference``'s."""
+    times = time_act(policy, calls, warmup)
+    policy.reset()
+    obs = observation(reference)
+    err = float(np.abs(policy.act(obs) - reference.act(obs)).max())
+    return {"p50_ms": statistics.median(times), "p99_ms": float(np.percentile(times, 99)),
+            "mean_ms": statistics.fmean(times), "calls": calls, "threads": torch.get_num_threads(),
+            "max_action_diff": err}

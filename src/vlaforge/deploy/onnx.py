@@ -1,4 +1,5 @@
-"""ONNX export of a policy's network, checked against PyTorch (the runtime: runtime/onnx.py).
+"""ONNX export of a policy's network: the onnx-fp32 and onnx-int8 deploy backends (the runtime:
+runtime/onnx.py; the parity check against PyTorch: deploy/artifact.py).
 
 The graph maps (uint8 images, normalised states, tokens) to the normalised action chunk; the
 tokenizer, normaliser and observation history stay in Python around it, exactly as for the
@@ -10,12 +11,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from vlaforge.registry import HEADS
-from vlaforge.runtime.onnx import _ort, session
-from vlaforge.runtime.policy import Policy, example_inputs, load_torch_policy
+from vlaforge.deploy.base import DeployBackend
+from vlaforge.registry import DEPLOY_BACKENDS, HEADS
+from vlaforge.runtime.onnx import _ort
+from vlaforge.runtime.policy import Policy, example_inputs
 
 INPUTS = ("image", "state", "tokens")
 
@@ -41,31 +42,22 @@ def quantize_int8(src: Path, dst: Path) -> None:
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
 
 
-def parity(policy: Policy, sess, samples: int = 8) -> float:
-    """Largest |ONNX - PyTorch| over the normalised action chunks of random inputs."""
-    worst = 0.0
-    for seed in range(samples):
-        images, states, tokens = example_inputs(policy, seed=seed)
-        want = policy.predict(images, states, tokens)
-        got = sess.run(None, {"image": images.numpy(), "state": states.numpy(), "tokens": tokens.numpy()})[0][0]
-        worst = max(worst, float(np.abs(got - want).max()))
-    return worst
-
-
-def write_onnx(policy_dir: Path, tmp: Path, int8: bool) -> dict:
-    """Export (and optionally quantize) into ``tmp``; returns deploy.json's fields."""
-    policy = load_torch_policy(Path(policy_dir))
-    export_onnx(policy, tmp / "model.onnx")
+def write_onnx(base: Policy, tmp: Path, int8: bool) -> dict:
+    """Export (and, for int8, quantize) ``base``'s network into ``tmp``; deploy.json's fields."""
+    export_onnx(base, tmp / "model.onnx")
     model = "model.onnx"
     fp32_bytes = (tmp / model).stat().st_size
     if int8:
         quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
         (tmp / "model.onnx").unlink()  # the int8 graph is the deployed one; fp32 weights stay in safetensors
         model = "model.int8.onnx"
-    err = parity(policy, session(tmp / model))
-    limit = 0.5 if int8 else 1e-3  # normalised action units
-    if not np.isfinite(err) or err > limit:
-        raise RuntimeError(f"ONNX parity check failed: max |onnx - torch| = {err:.3g} > {limit} in normalised units")
-    return {"runtime": "onnxruntime", "method": "onnx-int8" if int8 else "onnx-fp32", "model": model,
-            "size_bytes": (tmp / model).stat().st_size, "fp32_size_bytes": fp32_bytes, "parity_max_abs": err,
-            "head": policy.cfg.head, "opset": 18}
+    return {"runtime": "onnxruntime", "model": model, "size_bytes": (tmp / model).stat().st_size,
+            "fp32_size_bytes": fp32_bytes, "opset": 18}
+
+
+DEPLOY_BACKENDS.register("onnx-fp32")(DeployBackend(
+    lambda base, tmp, options: write_onnx(base, tmp, int8=False), parity_limit=1e-3,
+    summary="the network as an ONNX graph (opset 18) on ONNX Runtime"))
+DEPLOY_BACKENDS.register("onnx-int8")(DeployBackend(
+    lambda base, tmp, options: write_onnx(base, tmp, int8=True), parity_limit=0.5,
+    summary="the ONNX graph with int8 weights and per-call int8 activations (ORT dynamic quantization)"))

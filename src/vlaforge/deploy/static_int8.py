@@ -1,18 +1,19 @@
 """Static INT8 quantization with PT2E, the writing side (the runtime that re-derives and runs the
 int8 graph: runtime/pt2e.py): ``calibration.safetensors`` holds batch-1 model inputs drawn from
-real frames of a dataset, and the parity of the re-derived graph is checked before writing.
+real frames of a dataset (deploy/artifact.py checks the parity of the re-derived graph).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from vlaforge.runtime.policy import Policy, example_inputs, load_torch_policy
-from vlaforge.runtime.pt2e import CALIBRATION_FILE, INPUTS, load_static_int8
+from vlaforge.deploy.base import DeployBackend, DeployOptions
+from vlaforge.registry import DEPLOY_BACKENDS
+from vlaforge.runtime.policy import Policy, example_inputs
+from vlaforge.runtime.pt2e import CALIBRATION_FILE, INPUTS
 
 
 def calibration_inputs(policy: Policy, dataset: str, samples: int, seed: int = 0) -> list[tuple]:
@@ -35,15 +36,22 @@ def calibration_inputs(policy: Policy, dataset: str, samples: int, seed: int = 0
     return out
 
 
-def write_static_int8(policy_dir: Path, tmp: Path, dataset: str, samples: int) -> dict:
-    base = load_torch_policy(policy_dir)
-    calibration = calibration_inputs(base, dataset, samples)
+def write_static_int8(base: Policy, tmp: Path, options: DeployOptions) -> dict:
+    """Store batch-1 calibration inputs from ``options.dataset`` (or random ones, for timing)."""
+    if options.calibration_samples < 1:
+        raise ValueError(f"calibration_samples must be >= 1, got {options.calibration_samples}")
+    if options.random_calibration and not options.dataset:
+        calibration = [example_inputs(base, seed=s) for s in range(options.calibration_samples)]
+    else:
+        calibration = calibration_inputs(base, options.dataset, options.calibration_samples)
     save_file({name: torch.cat([x[i] for x in calibration]).contiguous() for i, name in enumerate(INPUTS)},
               str(tmp / CALIBRATION_FILE))
-    loaded = load_static_int8(tmp, CALIBRATION_FILE, compile=False)
-    err = max(float(np.abs(loaded.predict(*x) - base.predict(*x)).max()) for x in
-              [example_inputs(base, seed=s) for s in range(8)])
-    return {"runtime": "torch-pt2e", "method": "static-int8", "calibration_file": CALIBRATION_FILE,
+    return {"runtime": "torch-pt2e", "calibration_file": CALIBRATION_FILE,
             "size_bytes": sum((tmp / f).stat().st_size for f in ("model.safetensors", CALIBRATION_FILE)),
-            "fp32_size_bytes": (tmp / "model.safetensors").stat().st_size, "parity_max_abs": err,
-            "calibration": {"dataset": dataset, "samples": samples}, "head": base.cfg.head}
+            "fp32_size_bytes": (tmp / "model.safetensors").stat().st_size,
+            "calibration": {"dataset": options.dataset or None, "samples": options.calibration_samples}}
+
+
+DEPLOY_BACKENDS.register("static-int8")(DeployBackend(
+    write_static_int8, parity_limit=0.5,
+    summary="PT2E static int8 (weights and activations), calibrated on dataset frames, compiled by Inductor at load"))

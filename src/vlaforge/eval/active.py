@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlaforge.config import num_workers, save_yaml
+from vlaforge.config import save_yaml
 from vlaforge.data.collect import scene_seed
 from vlaforge.eval.config import ActiveConfig
 from vlaforge.files import atomic_write_json
 from vlaforge.pool import map_in_workers
 from vlaforge.registry import HEADS
-from vlaforge.runtime.episode import run_chunks
+from vlaforge.runtime.episode import EpisodeJob, run_chunks
 
 UNCERTAINTY = ("ensemble", "mc_dropout", "head")
 STRATEGIES = ("uncertainty", "diversity", "both", "random")
@@ -76,24 +76,24 @@ def _predictions(policies: list, inputs: list[tuple], method: str, samples: int,
         return policy.model(*rep, gen)
 
 
-def _worker_init(policy_dirs: list[str]) -> None:
+def _worker_init(policy_dirs: list[str], method: str, samples: int) -> None:
     from vlaforge.runtime.policy import load_policy
 
     torch.set_num_threads(1)
-    _STATE["policies"] = [load_policy(d) for d in policy_dirs]
+    _STATE.update(policies=[load_policy(d) for d in policy_dirs], method=method, samples=samples)
 
 
-def score_scene(job: tuple) -> dict:
-    """(suite, env_cfg, split, task, seed, method, samples, horizon) -> uncertainty and embedding."""
+def score_scene(job: EpisodeJob) -> dict:
+    """The uncertainty of the worker's policies (``_worker_init``: members, method, samples) over
+    ``job.horizon`` steps of the scene, and the scene's embedding."""
     from vlaforge.envs.randomization.wrapper import worker_domain_env
 
-    suite_name, env_cfg, split, task, seed, method, samples, horizon = job
-    policies = _STATE["policies"]
-    env = worker_domain_env(suite_name, task, split, env_cfg, None)
-    obs, _ = env.reset(seed=seed)
+    policies, method, samples = _STATE["policies"], _STATE["method"], _STATE["samples"]
+    env = worker_domain_env(job.suite, job.task, job.split, job.env_cfg, None)
+    obs, _ = env.reset(seed=job.seed)
     for p in policies:
-        p.reset(seed)
-    gen = torch.Generator().manual_seed(seed)
+        p.reset(job.seed)
+    gen = torch.Generator().manual_seed(job.seed)
     scores, embedding = [], []
 
     def scored_step(obs: dict) -> list[np.ndarray]:
@@ -107,8 +107,8 @@ def score_scene(job: tuple) -> dict:
         scores.append(chunk_variance(preds))
         return [np.clip(policies[0].normalizer.unnorm_action(preds.mean(0).float().numpy()), -1, 1)[0].astype(np.float32)]
 
-    run_chunks(env, obs, scored_step, budget=horizon)
-    return {"task": task, "seed": seed, "uncertainty": float(np.mean(scores)), "embedding": embedding[0]}
+    run_chunks(env, obs, scored_step, budget=job.horizon)
+    return {"task": job.task, "seed": job.seed, "uncertainty": float(np.mean(scores)), "embedding": embedding[0]}
 
 
 def _dataset_embeddings(policy, dataset: str) -> np.ndarray:
@@ -198,8 +198,9 @@ def select(cfg: ActiveConfig, show_progress: bool = True) -> dict:
     if cfg.strategy == "random":  # the baseline needs no rollouts
         scores = [{"task": t, "seed": s, "uncertainty": None} for t, s in pool]
     else:
-        jobs = [(suite.name, policy.meta["env"], cfg.split, t, s, cfg.uncertainty, cfg.samples, cfg.horizon) for t, s in pool]
-        scores = list(map_in_workers(score_scene, jobs, num_workers(cfg.workers), _worker_init, (members,)))
+        jobs = [EpisodeJob(suite.name, policy.meta["env"], cfg.split, t, s, cfg.horizon) for t, s in pool]
+        scores = list(map_in_workers(score_scene, jobs, cfg.num_workers(), _worker_init,
+                                     (members, cfg.uncertainty, cfg.samples)))
     centres = _dataset_embeddings(policy, cfg.dataset) if cfg.dataset and cfg.strategy != "uncertainty" else None
     picked = choose(scores, cfg.strategy, k, centres, cfg.seed, cfg.max_per_task)
     out = Path(cfg.output)

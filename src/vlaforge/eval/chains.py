@@ -10,17 +10,18 @@ trained on, never the same family twice in a row and the drawer (which stays ope
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vlaforge.config import num_workers, save_yaml
+from vlaforge.config import save_yaml
 from vlaforge.eval.config import ChainConfig
 from vlaforge.eval.report import rate_curve
 from vlaforge.eval.stats import wilson_interval
 from vlaforge.files import atomic_write_json
 from vlaforge.pool import map_in_workers
-from vlaforge.runtime.episode import default_horizon, run_chunks
+from vlaforge.runtime.episode import run_chunks
 from vlaforge.seeds import EVAL_SEEDS
 from vlaforge.webpage import embed, write_page
 
@@ -36,30 +37,44 @@ def draw_chain(families: list[str], length: int, rng: np.random.Generator) -> li
     return chain
 
 
-def run_chain(job: tuple) -> dict:
-    """(meta, families, length, split, seed, budget, horizon) -> one chain's outcome."""
+@dataclass(frozen=True)
+class ChainJob:
+    """One chain for a worker: the policy's metadata (its env), the families a chain draws from,
+    how many instructions, the split, the chain's seed (scene and instruction order), the step
+    budget of each instruction and the actions executed per chunk."""
+
+    meta: dict
+    families: list[str]
+    length: int
+    split: str
+    seed: int
+    budget: int
+    horizon: int
+
+
+def run_chain(job: ChainJob) -> dict:
+    """One chain's outcome: the instructions drawn, how many were completed, each one's steps."""
     from vlaforge.envs import policy_env
     from vlaforge.envs.tabletop.tasks import chain_subtask
     from vlaforge.eval.rollout import worker_policy
 
-    meta, families, length, split, seed, budget, horizon = job
     policy = worker_policy()
-    env = policy_env(meta, families[0], split)
-    obs, _ = env.reset(seed=seed)
-    rng = np.random.default_rng(seed)
-    sequence = draw_chain(families, length, rng)
-    policy.reset(seed)
+    env = policy_env(job.meta, job.families[0], job.split)
+    obs, _ = env.reset(seed=job.seed)
+    rng = np.random.default_rng(job.seed)
+    sequence = draw_chain(job.families, job.length, rng)
+    policy.reset(job.seed)
     done = []
     for family in sequence:
-        sub = chain_subtask(env.episode, family, split, rng)
+        sub = chain_subtask(env.episode, family, job.split, rng)
         obs = env.set_subtask(sub)
-        end = run_chunks(env, obs, lambda o: policy.act(o)[:horizon], budget=budget, stop_on_truncation=False)
+        end = run_chunks(env, obs, lambda o: policy.act(o)[:job.horizon], budget=job.budget, stop_on_truncation=False)
         obs = end.obs
         done.append({"task": family, "instruction": sub.instruction, "success": end.success, "steps": end.steps})
         if not end.success:
             break
     completed = sum(d["success"] for d in done)
-    return {"seed": seed, "sequence": sequence, "completed": completed, "instructions": done}
+    return {"seed": job.seed, "sequence": sequence, "completed": completed, "instructions": done}
 
 
 def evaluate_chains(cfg: ChainConfig, show_progress: bool = True) -> dict:
@@ -84,14 +99,14 @@ def evaluate_chains(cfg: ChainConfig, show_progress: bool = True) -> dict:
         raise ValueError(f"a chain needs at least two chainable tasks; the policy has {families}")
     draw_chain(families, cfg.length, np.random.default_rng(0))  # an impossible chain fails here
     budget = cfg.steps_per_instruction or meta["env"].get("max_steps") or 100
-    horizon = default_horizon(policy.cfg.chunk_size, cfg.action_horizon)
+    horizon = cfg.horizon(policy.cfg.chunk_size)
     if cfg.seed < EVAL_SEEDS:
         raise ValueError(f"chain seeds start at {EVAL_SEEDS} or above (below are training scenes), got {cfg.seed}")
     out = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.policy).parent / "chains" / cfg.split
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
-    jobs = [(meta, families, cfg.length, cfg.split, cfg.seed + i, budget, horizon) for i in range(cfg.chains)]
-    workers = num_workers(cfg.workers)
+    jobs = [ChainJob(meta, families, cfg.length, cfg.split, cfg.seed + i, budget, horizon) for i in range(cfg.chains)]
+    workers = cfg.num_workers()
     records = sorted(map_in_workers(run_chain, jobs, workers, load_worker_policy, (cfg.policy,), ordered=False),
                      key=lambda r: r["seed"])
     summary = summarize_chains(records, cfg.length) | {"policy": cfg.policy, "split": cfg.split, "families": families,

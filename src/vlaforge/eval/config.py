@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vlaforge.config import HorizonConfig, WorkersConfig
 from vlaforge.data.config import CollectConfig
 from vlaforge.envs.config import DomainConfig
 from vlaforge.seeds import EVAL_SEEDS
@@ -13,7 +14,7 @@ from vlaforge.train.config import TrainConfig
 
 
 @dataclass
-class ActiveConfig:
+class ActiveConfig(WorkersConfig):
     policy: str = field(default="", metadata={"help": "the current policy directory"})
     ensemble: list[str] = field(default_factory=list, metadata={"help": "ensemble: the other members' policy directories"})
     dataset: str = field(default="", metadata={"help": "its training dataset: episodes there count as covered (k-center)"})
@@ -27,22 +28,19 @@ class ActiveConfig:
     pool_seed: int = field(default=50_000, metadata={"help": "first candidate scene seed (kept apart from collect's)"})
     samples: int = field(default=8, metadata={"help": "mc_dropout / head: predictions per state"})
     horizon: int = field(default=10, metadata={"help": "policy steps per candidate scene over which uncertainty is averaged"})
-    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
     seed: int = field(default=0, metadata={"help": "seed of the random strategy"})
     output: str = field(default="active/selection.json", metadata={"help": "selection file (collect --scenes reads it)"})
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(WorkersConfig, HorizonConfig):
     policy: str = field(default="", metadata={"help": "policy directory"})
     split: str = field(default="unseen", metadata={"help": "split to evaluate"})
     tasks: list[str] = field(default_factory=list, metadata={"help": "task families; empty = the policy's tasks"})
     episodes: int = field(default=20, metadata={"help": "episodes per task"})
-    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
     seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed (collection seeds stay below 1e9)"})
     output_dir: str = field(default="", metadata={"help": "where eval/ goes; empty = beside the policy"})
     videos_per_task: int = field(default=1, metadata={"help": "rollout GIFs per task in the report"})
-    action_horizon: int = field(default=0, metadata={"help": "actions executed per chunk; 0 = chunk_size/2"})
     max_steps: int = field(default=0, metadata={"help": "episode step limit; 0 = the policy's env setting"})
     suite: str = field(
         default="", metadata={"help": "evaluate in another suite with the same tasks (cross-simulator); empty = the policy's"}
@@ -55,7 +53,7 @@ class EvalConfig:
 
 
 @dataclass
-class TransferConfig:
+class TransferConfig(WorkersConfig):
     policy: str = field(default="", metadata={"help": "policy directory (trained in the source simulation)"})
     targets: list[str] = field(
         default_factory=lambda: ["real-proxy-A", "real-proxy-B", "real-proxy-C"],
@@ -63,25 +61,23 @@ class TransferConfig:
     )
     split: str = field(default="train", metadata={"help": "scene/instruction split, the same in source and targets"})
     episodes: int = field(default=20, metadata={"help": "episodes per task in each domain"})
-    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
     seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed; every domain replays the same scenes"})
     output_dir: str = field(default="", metadata={"help": "where transfer/ goes; empty = beside the policy"})
 
 
 @dataclass
-class GeneralizeConfig:
+class GeneralizeConfig(WorkersConfig):
     policy: str = field(default="", metadata={"help": "policy directory"})
     splits: list[str] = field(
         default_factory=list, metadata={"help": "splits to evaluate, the first the reference; empty = all of the suite's"}
     )
     episodes: int = field(default=20, metadata={"help": "episodes per task in each split"})
-    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
     seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed of every split"})
     output_dir: str = field(default="", metadata={"help": "where generalization/ goes; empty = beside the policy"})
 
 
 @dataclass
-class ChainConfig:
+class ChainConfig(WorkersConfig, HorizonConfig):
     policy: str = field(default="", metadata={"help": "policy directory (trained on tabletop tasks)"})
     chains: int = field(default=50, metadata={"help": "chains to run, one scene each"})
     length: int = field(default=5, metadata={"help": "instructions per chain"})
@@ -90,9 +86,7 @@ class ChainConfig:
     )
     steps_per_instruction: int = field(default=0, metadata={"help": "step budget of each instruction; 0 = the env's max_steps"})
     split: str = field(default="train", metadata={"help": "scene/instruction split"})
-    workers: int = field(default=0, metadata={"help": "worker processes; 0 = one per core"})
     seed: int = field(default=EVAL_SEEDS, metadata={"help": "first chain seed (scene and instruction order)"})
-    action_horizon: int = field(default=0, metadata={"help": "actions executed per chunk; 0 = chunk_size/2"})
     output_dir: str = field(default="", metadata={"help": "where chains/ goes; empty = beside the policy"})
 
 

@@ -17,12 +17,12 @@ import imageio.v2 as imageio
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vlaforge.config import num_workers, save_yaml
+from vlaforge.config import save_yaml
 from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.stats import beta_posterior_interval, clopper_pearson_interval, wilson_interval
 from vlaforge.files import atomic_write_text, read_jsonl, tmp_path
 from vlaforge.pool import map_in_workers
-from vlaforge.runtime.episode import EpisodeJob, StepHook, default_horizon, run_chunks
+from vlaforge.runtime.episode import EpisodeJob, StepHook, run_chunks
 from vlaforge.seeds import EVAL_SEEDS
 
 _STATE: dict = {}
@@ -129,9 +129,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     env_cfg = dict(meta["env"])
     if cfg.max_steps:
         env_cfg["max_steps"] = cfg.max_steps
-    horizon = default_horizon(policy.cfg.chunk_size, cfg.action_horizon)
-    if horizon > policy.cfg.chunk_size:
-        raise ValueError(f"action_horizon {horizon} exceeds the policy's chunk_size {policy.cfg.chunk_size}")
+    horizon = cfg.horizon(policy.cfg.chunk_size)
     domain = job_domain(cfg.domain)
     out = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.policy).parent / "eval" / cfg.split
     run = {"policy": policy_fingerprint(Path(cfg.policy)), "suite": suite.name, "split": cfg.split, "env": env_cfg,
@@ -147,7 +145,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     ]
     wanted = {(task, cfg.seed + i) for task in tasks for i in range(cfg.episodes)}
     records = [r for r in records if (r["task"], r["seed"]) in wanted]
-    workers = num_workers(cfg.workers)
+    workers = cfg.num_workers()
     t0 = time.perf_counter()
     progress = Progress(
         TextColumn(f"[bold]eval {cfg.split}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),

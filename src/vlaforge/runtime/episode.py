@@ -15,11 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-def default_horizon(chunk_size: int, horizon: int = 0) -> int:
-    """Actions executed per chunk: ``horizon``, or half the chunk (0 = the default)."""
-    return horizon or max(1, chunk_size // 2)
-
-
 class StepHook:
     """Per-step bookkeeping; override what you need."""
 

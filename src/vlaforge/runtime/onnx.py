@@ -21,11 +21,12 @@ def _ort():
 
 
 def session(path: Path, threads: int = 0):
-    """An ONNX Runtime CPU session (TensorRT, then CUDA, first when the GPU build has them)."""
+    """An ONNX Runtime CPU session (TensorRT, then CUDA, first when the GPU build has them) with
+    ``threads`` intra-op threads; 0 = as many as torch uses (``torch.set_num_threads``), so one
+    thread setting governs both runtimes."""
     ort = _ort()
     opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
     wanted = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
     providers = [p for p in wanted if p in ort.get_available_providers()]
     return ort.InferenceSession(str(path), opts, providers=providers)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vlaforge.config import HorizonConfig
+
 
 @dataclass
 class SafetyConfig:
@@ -25,7 +27,7 @@ class SafetyConfig:
 
 
 @dataclass
-class SafeRLConfig:
+class SafeRLConfig(HorizonConfig):
     """Constrained fine-tuning of a trained policy with PPO-Lagrangian (vlaforge.safety.safe_rl)."""
 
     policy: str = field(default="", metadata={"help": "trained policy directory (regression head) to fine-tune"})

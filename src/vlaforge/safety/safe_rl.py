@@ -40,7 +40,7 @@ from torch import nn
 
 from vlaforge.envs.base import robot_env
 from vlaforge.files import atomic_dir
-from vlaforge.runtime.episode import default_horizon, run_chunks
+from vlaforge.runtime.episode import run_chunks
 from vlaforge.runtime.policy import Policy, load_torch_policy
 from vlaforge.safety.audit import ViolationCounter
 from vlaforge.safety.cbf import VIOLATIONS, check_safety, excess
@@ -104,10 +104,7 @@ def check_config(cfg: SafeRLConfig, policy: Policy) -> int:
         raise ValueError("cost_limit and lagrange_init must be >= 0")
     if not (0 < cfg.discount <= 1 and 0 <= cfg.gae_lambda <= 1):
         raise ValueError(f"discount must be in (0, 1] and gae_lambda in [0, 1], got {cfg.discount}, {cfg.gae_lambda}")
-    horizon = default_horizon(policy.cfg.chunk_size, cfg.action_horizon)
-    if horizon > policy.cfg.chunk_size:
-        raise ValueError(f"action_horizon {horizon} exceeds the policy's chunk_size {policy.cfg.chunk_size}")
-    return horizon
+    return cfg.horizon(policy.cfg.chunk_size)
 
 
 def step_cost(cfg: SafeRLConfig, broke: dict[str, bool], over: dict[str, float]) -> float:
