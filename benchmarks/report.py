@@ -523,6 +523,34 @@ def profile_step() -> str:
         *table(["operator", "ms per step", "share"], ops)])
 
 
+def small_cell() -> str:
+    f = load("small_cell")["figures"]
+    t = f["target"]
+    rows = [[f"`{name}`", " ".join(a["overrides"]) or "(defaults)", pct(a["mean"]), f"{100 * a['sd']:.1f}",
+             " / ".join(pct(x, 0) for x in a["per_seed"]), f"{max(a['train_seconds']):.0f}",
+             "yes" if a["meets_target"] else "no"] for name, a in f["arms"].items()]
+    comps = [[f"`{name}`", diff(c["difference"], c["seed_t_ci95"]), ci(c["paired_bootstrap_ci95"]),
+              f"{c['mcnemar_p']:.3g}"] for name, c in f["comparisons"].items()]
+    return block("small_cell", [
+        f"The small experiment cell ({', '.join(f['tasks'])}; {f['demos_per_task']} demos per task; train split, "
+        f"{f['eval_episodes_per_task']} episodes per task and seed). Target: mean >= {pct(t['success'], 0)}, "
+        f"sd <= {100 * t['sd']:.0f} points, <= {t['train_seconds']} s of training:", "",
+        *table(["arm", "train overrides", "success (mean)", "sd (points)", "per seed", "slowest training (s)",
+                "meets target"], rows), "",
+        "Each arm against the first, paired by seed and scene (t interval over seeds; pooled paired bootstrap; "
+        "exact McNemar):", "", *table(["arm - first", "difference (points)", "paired bootstrap", "McNemar p"], comps)])
+
+
+def cbf_qp() -> str:
+    f = load("cbf_qp")["figures"]
+    rows = [[r["variant"], f"{r['p50 ms']:.3f}", f"{r['p99 ms']:.3f}", r["steps"]] for r in f["rows"]]
+    return block("cbf_qp", [
+        f"The barrier filter's QP per step, every step sent to OSQP: keeping the workspace and updating it is "
+        f"{f['speedup_p50']:.1f}x faster at the median than a fresh set-up, with the same actions (largest "
+        f"difference {f['max_action_difference']:.2g}):", "",
+        *table(["variant", "p50 ms", "p99 ms", "steps"], rows)])
+
+
 def reliability() -> str:
     f = load("reliability")["figures"]
     kills = [[verb, k["runs"], k["killed"], k["resumed_identical"], k["orphaned_workers"]] for verb, k in f["kills"].items()]
@@ -550,7 +578,8 @@ BLOCKS: dict[str, Callable[[], str]] = {
     for make in (quickstart, quickstart_seeds, metaworld, metaworld_experts, render_fps, training,
                  training_precision, training_accumulation, parallel, optimizers, attention, architectures,
                  architectures_scaling,
-                 sim2real, deploy, safety, evaluation, data, *DATA, reliability, text_encoders, profile_step)
+                 sim2real, deploy, safety, evaluation, data, *DATA, reliability, text_encoders, profile_step,
+                 small_cell, cbf_qp)
 }
 
 

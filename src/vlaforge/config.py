@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from vlaforge.files import atomic_write_text
+from vlaforge.seeds import EVAL_SEEDS
 
 
 @dataclasses.dataclass
@@ -27,6 +28,27 @@ class WorkersConfig:
     def num_workers(self) -> int:
         """Worker processes: the number given, or one per core for 0."""
         return self.workers or os.cpu_count() or 1
+
+
+@dataclasses.dataclass
+class PolicyRunConfig(WorkersConfig):
+    """Base of the verbs that run a trained policy's episodes in worker processes: which policy,
+    the first scene seed (every run compared replays the same scenes) and where results go."""
+
+    policy: str = dataclasses.field(default="", metadata={"help": "policy directory"})
+    seed: int = dataclasses.field(
+        default=EVAL_SEEDS, metadata={"help": "first scene seed (collection seeds stay below 1e9)"}
+    )
+    output_dir: str = dataclasses.field(
+        default="", metadata={"help": "where the results go (a folder named after the verb); empty = beside the policy"}
+    )
+
+
+@dataclasses.dataclass
+class EpisodesConfig(PolicyRunConfig):
+    """A ``PolicyRunConfig`` that evaluates a fixed number of episodes per task."""
+
+    episodes: int = dataclasses.field(default=20, metadata={"help": "episodes per task"})
 
 
 @dataclasses.dataclass

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vlaforge.config import HorizonConfig, WorkersConfig
+from vlaforge.config import EpisodesConfig, HorizonConfig, PolicyRunConfig, WorkersConfig
 from vlaforge.data.config import CollectConfig
 from vlaforge.envs.config import DomainConfig
-from vlaforge.seeds import EVAL_SEEDS
 from vlaforge.train.config import TrainConfig
 
 
@@ -33,13 +32,9 @@ class ActiveConfig(WorkersConfig):
 
 
 @dataclass
-class EvalConfig(WorkersConfig, HorizonConfig):
-    policy: str = field(default="", metadata={"help": "policy directory"})
+class EvalConfig(HorizonConfig, EpisodesConfig):
     split: str = field(default="unseen", metadata={"help": "split to evaluate"})
     tasks: list[str] = field(default_factory=list, metadata={"help": "task families; empty = the policy's tasks"})
-    episodes: int = field(default=20, metadata={"help": "episodes per task"})
-    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed (collection seeds stay below 1e9)"})
-    output_dir: str = field(default="", metadata={"help": "where eval/ goes; empty = beside the policy"})
     videos_per_task: int = field(default=1, metadata={"help": "rollout GIFs per task in the report"})
     max_steps: int = field(default=0, metadata={"help": "episode step limit; 0 = the policy's env setting"})
     suite: str = field(
@@ -53,32 +48,23 @@ class EvalConfig(WorkersConfig, HorizonConfig):
 
 
 @dataclass
-class TransferConfig(WorkersConfig):
-    policy: str = field(default="", metadata={"help": "policy directory (trained in the source simulation)"})
+class TransferConfig(EpisodesConfig):
     targets: list[str] = field(
         default_factory=lambda: ["real-proxy-A", "real-proxy-B", "real-proxy-C"],
         metadata={"help": "named target domains, or suites with the same tasks (tabletop-bullet: another simulator)"},
     )
     split: str = field(default="train", metadata={"help": "scene/instruction split, the same in source and targets"})
-    episodes: int = field(default=20, metadata={"help": "episodes per task in each domain"})
-    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed; every domain replays the same scenes"})
-    output_dir: str = field(default="", metadata={"help": "where transfer/ goes; empty = beside the policy"})
 
 
 @dataclass
-class GeneralizeConfig(WorkersConfig):
-    policy: str = field(default="", metadata={"help": "policy directory"})
+class GeneralizeConfig(EpisodesConfig):
     splits: list[str] = field(
         default_factory=list, metadata={"help": "splits to evaluate, the first the reference; empty = all of the suite's"}
     )
-    episodes: int = field(default=20, metadata={"help": "episodes per task in each split"})
-    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed of every split"})
-    output_dir: str = field(default="", metadata={"help": "where generalization/ goes; empty = beside the policy"})
 
 
 @dataclass
-class ChainConfig(WorkersConfig, HorizonConfig):
-    policy: str = field(default="", metadata={"help": "policy directory (trained on tabletop tasks)"})
+class ChainConfig(HorizonConfig, PolicyRunConfig):
     chains: int = field(default=50, metadata={"help": "chains to run, one scene each"})
     length: int = field(default=5, metadata={"help": "instructions per chain"})
     tasks: list[str] = field(
@@ -86,8 +72,6 @@ class ChainConfig(WorkersConfig, HorizonConfig):
     )
     steps_per_instruction: int = field(default=0, metadata={"help": "step budget of each instruction; 0 = the env's max_steps"})
     split: str = field(default="train", metadata={"help": "scene/instruction split"})
-    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first chain seed (scene and instruction order)"})
-    output_dir: str = field(default="", metadata={"help": "where chains/ goes; empty = beside the policy"})
 
 
 @dataclass
