@@ -541,6 +541,25 @@ def small_cell() -> str:
         "exact McNemar):", "", *table(["arm - first", "difference (points)", "paired bootstrap", "McNemar p"], comps)])
 
 
+def finetune() -> str:
+    f = load("finetune")["figures"]
+    rows = []
+    for k, arms in f["arms"].items():
+        for arm, a in arms.items():
+            rows.append([k, f"`{arm}`", f"{f['params'][arm]['trainable']:,}", pct(a["mean"]), f"{100 * a['sd']:.1f}",
+                         " / ".join(pct(x, 0) for x in a["per_seed"])])
+    comps = [[k, f"`{name}`", diff(c["difference"], c["seed_t_ci95"]), ci(c["paired_bootstrap_ci95"]),
+              f"{c['mcnemar_p']:.3g}"] for k, per in f["comparisons"].items() for name, c in per.items()]
+    n = len(next(iter(next(iter(f["arms"].values())).values()))["per_seed"])
+    return block("finetune", [
+        f"{f['suite']} held-out tasks ({', '.join(f['held_out_tasks'])}), k demos per task, {f['steps']} steps per "
+        f"arm from a base policy trained on the ten training tasks ({f['base']['demos_per_task']} demos each, "
+        f"{f['base']['steps']} steps); {n} training seeds, {f['eval_episodes_per_task']} episodes per task and seed:", "",
+        *table(["k", "arm", "trainable params", "success (mean)", "sd (points)", "per seed"], rows), "",
+        "Paired by seed and scene (t interval over seeds; pooled paired bootstrap; exact McNemar):", "",
+        *table(["k", "comparison", "difference (points)", "paired bootstrap", "McNemar p"], comps)])
+
+
 def cbf_qp() -> str:
     f = load("cbf_qp")["figures"]
     rows = [[r["variant"], f"{r['p50 ms']:.3f}", f"{r['p99 ms']:.3f}", r["steps"]] for r in f["rows"]]
@@ -579,7 +598,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
                  training_precision, training_accumulation, parallel, optimizers, attention, architectures,
                  architectures_scaling,
                  sim2real, deploy, safety, evaluation, data, *DATA, reliability, text_encoders, profile_step,
-                 small_cell, cbf_qp)
+                 small_cell, cbf_qp, finetune)
 }
 
 
