@@ -457,11 +457,14 @@ class LeRobotDataset:
     def verify(self) -> None:
         """Raise on the first manifest or metadata problem (see ``manifest_problems``,
         ``metadata_problems``), naming the file and the repair."""
-        problems = self.manifest_problems() or self.metadata_problems(totals=False)
-        if problems:
-            hint = "" if "vlaforge" in problems[0] else " (`vlaforge data check` lists every problem; an interrupted " \
-                "collection is repaired by `vlaforge collect --resume` with the same arguments)"
-            raise DatasetError(problems[0] + hint)
+        for check, repair in ((self.manifest_problems, "restore a missing or corrupt file from its source; "
+                                                       "`vlaforge data manifest` records an intended edit"),
+                              (lambda: self.metadata_problems(totals=False),
+                               "an interrupted collection is repaired by `vlaforge collect --resume` with the same "
+                               "arguments")):
+            problems = check()
+            if problems:
+                raise DatasetError(f"{problems[0]} (`vlaforge data check` lists every problem; {repair})")
 
     def load(self, check_finite: bool = True, verify: bool = True) -> "EpisodeArrays":
         """Decode every frame: the in-memory arrays the sampler trains from. Quality control
