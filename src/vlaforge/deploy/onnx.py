@@ -56,8 +56,8 @@ def write_onnx(base: Policy, tmp: Path, int8: bool) -> dict:
 
 
 DEPLOY_BACKENDS.register("onnx-fp32")(DeployBackend(
-    lambda base, tmp, options: write_onnx(base, tmp, int8=False), parity_limit=1e-3,
+    lambda base, tmp, options: write_onnx(base, tmp, int8=False), parity_limit=1e-3,  # 3e-6 on the quickstart policy
     summary="the network as an ONNX graph (opset 18) on ONNX Runtime"))
 DEPLOY_BACKENDS.register("onnx-int8")(DeployBackend(
-    lambda base, tmp, options: write_onnx(base, tmp, int8=True), parity_limit=0.5,
+    lambda base, tmp, options: write_onnx(base, tmp, int8=True), parity_limit=1.0,  # 0.16 on the quickstart policy
     summary="the ONNX graph with int8 weights and per-call int8 activations (ORT dynamic quantization)"))
