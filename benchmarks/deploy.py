@@ -24,7 +24,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
 from common import RESULTS, arg, cache_root, cached_json, stage, write
 
 from vlaforge.data.collect import collect
@@ -32,7 +31,7 @@ from vlaforge.data.config import CollectConfig
 from vlaforge.deploy.artifact import deploy
 from vlaforge.deploy.base import DeployOptions
 from vlaforge.deploy.config import PruneConfig
-from vlaforge.deploy.latency import time_policy
+from vlaforge.deploy.latency import cpu_threads, time_policy
 from vlaforge.deploy.prune import prune
 from vlaforge.deploy.server import load_test
 from vlaforge.envs.config import EnvConfig
@@ -108,12 +107,8 @@ def deployed(root: Path, policy: Path, dataset: Path) -> dict[str, Path]:
 def timed(d: Path, threads: int) -> dict:
     """act() latency of the directory as load_policy runs it (its deploy runtime; pruned and
     distilled policies eager on their own weights) with ``threads`` torch and ONNX Runtime threads."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with cpu_threads(threads):
         return time_policy(load_policy(d), load_torch_policy(d), calls=300, warmup=30)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def size_bytes(d: Path) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +67,19 @@ def bench_latency(policy_dir: str, names: list[str], calls: int = 200, warmup: i
             raise ValueError(f"unknown runtime {name!r}; known: {', '.join(runtimes())}")
     if calls < 1 or warmup < 0:
         raise ValueError("calls must be >= 1 and warmup >= 0")
+    with cpu_threads(threads):
+        return _bench(Path(policy_dir), names, calls, warmup)
+
+
+@contextmanager
+def cpu_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads (0 = as set), restored afterwards. ONNX
+    Runtime sessions created inside take the same count (runtime/onnx.py)."""
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _bench(Path(policy_dir), names, calls, warmup)
+        yield
     finally:
         torch.set_num_threads(previous)
 
