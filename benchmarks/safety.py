@@ -106,8 +106,10 @@ def plot_rl(runs: dict, out: Path) -> bytes:
 
 def main() -> None:
     root = cache_root("runs/bench_safety")
-    policy_dir = Path(arg("policy", ""))
-    if not str(arg("policy", "")):
+    policy = arg("policy", "")
+    if policy:
+        policy_dir = Path(policy)
+    else:
         from deploy import base_policy
 
         policy_dir = base_policy(root)[0]
