@@ -1,14 +1,25 @@
-"""Instruction-grounded keypoints: projection of task points, heatmap supervision, word binding."""
+"""Instruction-grounded keypoints: projection of task points, heatmap supervision, word binding,
+and co-training the grounding losses on rendered scenes without demonstrations."""
+
+import json
 
 import numpy as np
 import pytest
 import torch
+from helpers import write_dataset
 
+from vlaforge.data.grounding import render_scenes
 from vlaforge.data.sampler import pixel_columns
 from vlaforge.envs.tabletop import TabletopEnv
 from vlaforge.envs.tabletop.scene import COLORS
+from vlaforge.models.config import PolicyConfig
 from vlaforge.models.language import TextEncoder
 from vlaforge.models.vision import ConvEncoder, cell_centres, heatmap_loss
+from vlaforge.seeds import EVAL_SEEDS, GROUNDING_SCENES, RL_SCENES, TASK_STRIDE
+from vlaforge.train import parallel
+from vlaforge.train.config import TrainConfig
+from vlaforge.train.techniques import Grounding
+from vlaforge.train.trainer import build_run, train
 
 
 @pytest.mark.parametrize("family", ["reach", "pick_place", "put_in_bowl"])
@@ -87,3 +98,74 @@ def test_pixel_columns():
     assert pixel_columns(names, ["top", "front"]) == [[[5, 6], [7, 8]], [[1, 2], [3, 4]]]
     assert pixel_columns(names, ["side"]) is None
     assert pixel_columns(["target_x"], ["front"]) is None
+
+
+def tabletop_env(task: str):
+    return TabletopEnv(task=task)
+
+
+def test_grounding_scenes_are_reproducible_labelled_and_in_their_own_seed_range():
+    a = render_scenes(tabletop_env, ["reach", "pick_place"], 3, max_random_steps=4)
+    b = render_scenes(tabletop_env, ["reach", "pick_place"], 3, max_random_steps=4)
+    assert a.images.shape == (6, 1, 64, 64, 3) and a.images.dtype == np.uint8
+    assert a.state.shape == (6, 4) and a.task_points.shape == (6, 10)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.task_points, b.task_points)
+    assert a.instructions == b.instructions and len(set(map(bytes, a.images))) == 6  # six different scenes
+    assert all(s.startswith(("reach", "go to", "move the gripper")) for s in a.instructions[:3])
+    assert RL_SCENES < GROUNDING_SCENES and GROUNDING_SCENES + 2 * TASK_STRIDE < EVAL_SEEDS
+    env = TabletopEnv(task="pick_place")  # the label is the env's own, for the scene drawn from that seed
+    env.reset(seed=GROUNDING_SCENES + TASK_STRIDE)
+    np.testing.assert_allclose(a.task_points[3, :3], env.task_points()[:3], atol=0.05)  # random steps may nudge it
+    with pytest.raises(ValueError, match="per_task"):
+        render_scenes(tabletop_env, ["reach"], 0)
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    from vlaforge.cli import main
+
+    root = tmp_path_factory.mktemp("grounding")
+    assert main(["collect", "--env.tasks=[reach,press_button]", "--episodes_per_task=2", "--workers=1",
+                 f"--output={root / 'data'}"]) == 0
+    return root / "data"
+
+
+def tiny(data, out, **kw) -> TrainConfig:
+    return TrainConfig(dataset=str(data), output_dir=str(out), steps=3, batch_size=8, tracking="none", ema_decay=0.0,
+                       policy=PolicyConfig(d_model=32, n_layers=1, n_heads=2, vision_channels=[8, 8]), **kw)
+
+
+def test_grounding_frames_replace_a_share_of_each_batch_and_carry_no_actions(demos, tmp_path):
+    cfg = tiny(demos, tmp_path / "run", grounding_scenes=4, grounding_fraction=0.25)
+    d, device = parallel.init(cfg.parallel, torch.device("cpu"))
+    run = build_run(cfg, d, device)
+    (technique,) = [t for t in run.techniques if isinstance(t, Grounding)]
+    plain = run.sampler.sample(8, run.sampler.generator(0, 5))
+    (mixed,) = technique.batches(5, iter([plain]))
+    assert mixed["image"].shape == plain["image"].shape and mixed["keypoints"].shape == plain["keypoints"].shape
+    for key in plain:
+        torch.testing.assert_close(mixed[key][:6], plain[key][:6])  # the demonstrations kept
+    assert not mixed["action_valid"][6:].any() and mixed["action_valid"][:6].equal(plain["action_valid"][:6])
+    frames = render_scenes(tabletop_env, ["reach", "press_button"], 4)
+    labels = torch.from_numpy(run.sampler.standardise_env_state(frames.task_points))
+    assert all(any(torch.allclose(row, label) for label in labels) for row in mixed["env_state"][6:])
+    (again,) = technique.batches(5, iter([plain]))  # the step's seed decides which scenes
+    assert again["env_state"].equal(mixed["env_state"])
+    # No behaviour-cloning signal from them: the head's loss on grounding rows alone is zero.
+    cond = torch.randn(2, cfg.policy.chunk_size, 32)
+    assert run.model.head.loss(cond, mixed["action"][6:], mixed["action_valid"][6:]).item() == 0.0
+
+
+def test_training_with_grounding_scenes_records_them_and_refuses_bad_settings(demos, tmp_path):
+    policy = train(tiny(demos, tmp_path / "run", grounding_scenes=3), show_progress=False)
+    meta = json.loads((policy / "config.json").read_text())
+    assert meta["grounding"]["scenes_per_task"] == 3 and meta["grounding"]["fraction"] == 0.25
+    with pytest.raises(ValueError, match="grounding_fraction"):
+        train(tiny(demos, tmp_path / "bad", grounding_scenes=3, grounding_fraction=1.0), show_progress=False)
+    with pytest.raises(ValueError, match="grounding_scenes must be >= 0"):
+        train(tiny(demos, tmp_path / "bad2", grounding_scenes=-1), show_progress=False)
+    write_dataset(tmp_path / "synthetic", episodes=2)  # no privileged task points
+    with pytest.raises(ValueError, match="synthetic"):
+        train(tiny(tmp_path / "synthetic", tmp_path / "bad3", grounding_scenes=3), show_progress=False)
+    assert not (tmp_path / "bad" / "policy").exists()

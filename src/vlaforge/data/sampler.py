@@ -55,13 +55,20 @@ class ChunkSampler:
             self.wordings = torch.tensor([[tokenizer.encode(o[j % len(o)], max_text_tokens) for j in range(width)]
                                           for o in options], dtype=torch.long)  # (tasks, width, L)
             self.wording_count = torch.tensor([len(o) for o in options])
-        self.env_state = None
+        self.env_state = self.env_state_stats = None
         if data.env_state is not None:  # auxiliary target, standardised over the dataset
             es = data.env_state
-            self.env_state = torch.from_numpy(((es - es.mean(0)) / np.maximum(es.std(0), 1e-3)).astype(np.float32))
+            self.env_state_stats = (es.mean(0), np.maximum(es.std(0), 1e-3))
+            self.env_state = torch.from_numpy(self.standardise_env_state(es))
+        self.pixel_index = pixel_index
         self.keypoints = None
         if pixel_index is not None:  # (N, V, P, 2) image coordinates of the grounded points
             self.keypoints = torch.from_numpy(data.env_state[:, np.asarray(pixel_index)].astype(np.float32))
+
+    def standardise_env_state(self, env_state: np.ndarray) -> np.ndarray:
+        """Privileged env state (N, E) in the dataset's standard units, as the auxiliary loss reads it."""
+        mean, std = self.env_state_stats
+        return ((env_state - mean) / std).astype(np.float32)
 
     def generator(self, seed: int, step: int, micro: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(hash((seed, step, micro)) & 0x7FFF_FFFF_FFFF)

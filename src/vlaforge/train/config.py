@@ -48,6 +48,13 @@ class TrainConfig:
     image_shift: int = field(default=0, metadata={"help": "random-shift augmentation in pixels; 0 = off"})
     color_jitter: float = field(default=0.0, metadata={"help": "colour-jitter strength (0.2 = +-20% brightness, contrast, gains); 0 = off"})
     balance: str = field(default="none", metadata={"help": "none | task | instruction: draw every task (instruction) equally often"})
+    grounding_scenes: int = field(
+        default=0, metadata={"help": "simulated scenes per task, without demonstrations, on which the grounding losses "
+                                     "(target/goal heatmaps and positions) also train; 0 = off"}
+    )
+    grounding_fraction: float = field(
+        default=0.25, metadata={"help": "with grounding_scenes: share of every batch drawn from the grounding scenes"}
+    )
     init_encoder: str = field(
         default="", metadata={"help": "vision encoder from `vlaforge pretrain` (its output directory) to start from"}
     )

@@ -3,6 +3,7 @@
 
 | technique    | flag              | hooks used                                                      |
 |--------------|-------------------|-----------------------------------------------------------------|
+| grounding    | --grounding_scenes | batches (labelled scenes without actions replace a share), meta |
 | alignment    | --align_dataset   | batches (target-domain frames), metrics (CORAL loss)            |
 | qat          | --qat             | prepare_model (fake-quantized Linear layers), meta              |
 | distillation | --teacher         | batches (the teacher's chunks as targets), meta                 |
@@ -12,17 +13,24 @@
 A technique is active when its flag is set (``active``); ``check`` holds its rules on the other
 settings and runs before anything is loaded. The list order is the order hooks run in: target
 frames join a batch before the teacher labels it, QAT wraps the layers before they are masked.
+Grounding goes first: it replaces whole samples, which the later hooks then see like any other.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
+import torch
+
 from vlaforge.data.dataset import LeRobotDataset
+from vlaforge.data.grounding import render_scenes
 from vlaforge.data.sampler import ChunkSampler
-from vlaforge.seeds import ALIGN_STREAM, step_seed
+from vlaforge.envs import policy_env
+from vlaforge.seeds import ALIGN_STREAM, GROUNDING_STREAM, step_seed
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.distill import with_teacher_targets
 from vlaforge.train.lora import add_adapters, merged_state_dict, save_adapter
@@ -71,6 +79,71 @@ class Technique:
     def metrics(self) -> dict:
         """Entries for the logged metrics."""
         return {}
+
+
+class Grounding(Technique):
+    """Grounding co-training (data/grounding.py): ``grounding_fraction`` of every micro-batch is
+    drawn from ``grounding_scenes`` rendered scenes per task, which carry the target/goal labels of
+    the auxiliary losses but no actions (their behaviour-cloning slots are invalid, so they add
+    no behaviour-cloning loss)."""
+
+    flag = "grounding_scenes"
+
+    @staticmethod
+    def check(cfg: TrainConfig) -> None:
+        if cfg.grounding_scenes < 0:
+            raise ValueError(f"grounding_scenes must be >= 0 (0 = off), got {cfg.grounding_scenes}")
+        if not 0 < cfg.grounding_fraction < 1:
+            raise ValueError(f"grounding_fraction must be in (0, 1), got {cfg.grounding_fraction}")
+        if cfg.teacher:
+            raise ValueError("--grounding_scenes does not combine with --teacher: grounding frames have no actions "
+                             "for the teacher to relabel")
+
+    def __init__(self, run: "Run") -> None:
+        super().__init__(run)
+        info = run.dataset.info.get("vlaforge", {})
+        sampler = run.sampler
+        if sampler.env_state is None or not info.get("suite"):
+            raise ValueError(f"--grounding_scenes needs a simulated dataset with privileged task points "
+                             f"(observation.environment_state); {run.cfg.dataset} has none")
+        meta = {"suite": info["suite"], "env": info.get("env") or {}}
+        t0 = time.perf_counter()
+        frames = render_scenes(lambda task: policy_env(meta, task, "train"), list(info["tasks"]),
+                               run.cfg.grounding_scenes)
+        self.seconds = time.perf_counter() - t0
+        if frames.task_points.shape[1] != sampler.env_state.shape[1]:
+            raise ValueError(f"grounding scenes give {frames.task_points.shape[1]} task-point columns, the dataset "
+                             f"{sampler.env_state.shape[1]}: the env settings differ from the data's")
+        p = run.cfg.policy
+        t = p.n_obs_steps  # a still frame: its history is itself
+        self.image = torch.from_numpy(frames.images)[:, None].expand(-1, t, -1, -1, -1, -1)
+        self.state = torch.from_numpy(run.normalizer.norm_state(frames.state).astype(np.float32))[:, None].expand(-1, t, -1)
+        self.tokens = torch.tensor([run.tokenizer.encode(s, p.max_text_tokens) for s in frames.instructions])
+        self.env_state = torch.from_numpy(sampler.standardise_env_state(frames.task_points))
+        self.keypoints = None
+        if sampler.pixel_index is not None:  # (N, T, V, P, 2)
+            kp = torch.from_numpy(frames.task_points[:, np.asarray(sampler.pixel_index)])
+            self.keypoints = kp[:, None].expand(-1, t, -1, -1, -1)
+
+    def batches(self, step: int, micro: Iterator[dict]) -> Iterator[dict]:
+        cfg, d = self.run.cfg, self.run.d
+        n = max(1, round(cfg.grounding_fraction * cfg.batch_size))
+        for m, batch in enumerate(micro):  # the frames from their own stream of the step's seed
+            gen = torch.Generator().manual_seed(hash((cfg.seed + GROUNDING_STREAM, step, m)) & 0x7FFF_FFFF_FFFF)
+            i = torch.randint(0, len(self.tokens), (n * d.dp_size,), generator=gen)[d.dp_rank * n:(d.dp_rank + 1) * n]
+            k = batch["action"].shape[1]
+            extra = {"image": self.image[i], "state": self.state[i], "tokens": self.tokens[i],
+                     "action": torch.zeros(n, k, batch["action"].shape[2]), "action_valid": torch.zeros(n, k, dtype=torch.bool),
+                     "env_state": self.env_state[i]}
+            if self.keypoints is not None:
+                extra["keypoints"] = self.keypoints[i]
+            yield batch | {key: torch.cat([batch[key][: len(batch[key]) - n], v.to(batch[key].dtype)])
+                           for key, v in extra.items()}
+
+    def meta(self) -> dict:
+        cfg = self.run.cfg
+        return {"grounding": {"scenes_per_task": cfg.grounding_scenes, "fraction": cfg.grounding_fraction,
+                              "render_seconds": round(self.seconds, 1)}}
 
 
 class Alignment(Technique):
@@ -222,4 +295,4 @@ def _data_parallel_only(cfg: TrainConfig) -> None:
         raise ValueError("quantization-aware training and pruning run with data parallelism only (dp), not fsdp/tp/pp")
 
 
-TECHNIQUES: tuple[type[Technique], ...] = (Alignment, QuantizationAware, Distillation, Pruning, FineTune)
+TECHNIQUES: tuple[type[Technique], ...] = (Grounding, Alignment, QuantizationAware, Distillation, Pruning, FineTune)

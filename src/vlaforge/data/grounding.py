@@ -1,0 +1,62 @@
+"""Grounding scenes: simulated frames labelled with where the instruction's target and goal are,
+without any demonstration.
+
+A policy trained on a few demonstrations per task localizes the named object on the training
+scenes to a few millimetres and on new scenes only to several centimetres (measured on the
+small cell, 25 demonstrations per task: 4 mm vs 4-11 cm): it memorises the scenes instead of
+learning to find objects. Labels for *where* things are cost nothing in simulation, so the
+grounding losses (target/goal heatmaps and world positions, models/policy.py) can be trained on
+many more scenes than there are demonstrations, the way VLAs co-train on grounding data from
+the web (RT-2, Brohan et al. 2023; pi0.5, Physical Intelligence 2025). No expert runs: each
+scene is a reset of the task's env, then a few uniformly random actions so that the gripper is
+seen away from its start pose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vlaforge.seeds import GROUNDING_SCENES, TASK_STRIDE
+
+
+@dataclass
+class GroundingFrames:
+    """``N`` labelled frames: images uint8 (N, V, H, W, 3), proprio state (N, S), the instruction
+    of each, and the env's privileged task points (N, E) (``task_points``: target and goal xyz,
+    then their image coordinates per camera)."""
+
+    images: np.ndarray
+    state: np.ndarray
+    instructions: list[str]
+    task_points: np.ndarray
+
+
+def render_scenes(make_env, tasks: list[str], per_task: int, max_random_steps: int = 8) -> GroundingFrames:
+    """``per_task`` scenes of every task, drawn from the grounding seed range (seeds.py) so that
+    they are neither demonstration nor evaluation scenes; ``make_env(task)`` builds the task's env
+    (train split, the dataset's settings). The same arguments give the same frames."""
+    if per_task < 1 or max_random_steps < 0:
+        raise ValueError(f"per_task must be >= 1 and max_random_steps >= 0, got {per_task} and {max_random_steps}")
+    images, states, instructions, points = [], [], [], []
+    for t, task in enumerate(tasks):
+        env = make_env(task)
+        sim = env.unwrapped
+        if not hasattr(sim, "task_points"):
+            raise ValueError(f"grounding scenes need an env with privileged task points; {type(sim).__name__} "
+                             f"({task}) has none")
+        for i in range(per_task):
+            seed = GROUNDING_SCENES + t * TASK_STRIDE + i
+            obs, info = env.reset(seed=seed)
+            rng = np.random.default_rng(seed)
+            for _ in range(int(rng.integers(0, max_random_steps + 1))):
+                obs, _, terminated, truncated, info = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+                if terminated or truncated:
+                    break
+            images.append(obs["image"])
+            states.append(np.asarray(obs["state"], np.float32))
+            instructions.append(info["instruction"])
+            points.append(sim.task_points())
+        env.close()
+    return GroundingFrames(np.stack(images), np.stack(states), instructions, np.stack(points).astype(np.float32))
