@@ -530,6 +530,8 @@ def small_cell() -> str:
     rows = [[f"`{name}`", " ".join(a["overrides"]) or "(defaults)", pct(a["mean"]), f"{100 * a['sd']:.1f}",
              " / ".join(pct(x, 0) for x in a["per_seed"]),
              ", ".join(f"{t} {pct(v, 0)}" for t, v in a["per_task_mean"].items()) if "per_task_mean" in a else "",
+             " / ".join(f"{100 * a['target_error_m'][k]:.1f}" for k in ("train_frames", "new_scenes"))
+             if "target_error_m" in a else "",
              f"{statistics.median(a['train_seconds']):.0f}", "yes" if a["meets_target"] else "no"]
             for name, a in f["arms"].items()]
     comps = [[f"`{name}`", diff(c["difference"], c["seed_t_ci95"]), ci(c["paired_bootstrap_ci95"]),
@@ -539,7 +541,7 @@ def small_cell() -> str:
         f"{f['eval_episodes_per_task']} episodes per task and seed). Target: mean >= {pct(t['success'], 0)}, "
         f"sd <= {100 * t['sd']:.0f} points, <= {t['train_seconds']} s of training:", "",
         *table(["arm", "train overrides", "success (mean)", "sd (points)", "per seed", "per task (mean over seeds)",
-                "training s (median)", "meets target"], rows), "",
+                "target error cm (train frames / new scenes)", "training s (median)", "meets target"], rows), "",
         "Training time is the median over seeds; the JSON holds every run's (a run that shared the machine with "
         "other work stands out there).", "",
         "Each arm against the first, paired by seed and scene (t interval over seeds; pooled paired bootstrap; "

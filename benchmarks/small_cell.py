@@ -8,7 +8,8 @@ The cell is 4 tabletop tasks (reach, push, pick_place, press_button) with 25 scr
 task, collected once. Each arm is a training recipe (the trainer's defaults plus the overrides in
 ``ARMS``) trained once per seed on that data and evaluated on the same train-split scenes
 (``--episodes`` per task). Reported per arm: every seed's success, mean, sd, the pooled Wilson
-interval, the mean success per task and the wall time of training; and each arm against the first, paired by seed and
+interval, the mean success per task, the wall time of training and how far off the policy's
+auxiliary head places the target on its training frames and on new scenes (eval/localization.py); and each arm against the first, paired by seed and
 scene (pooled bootstrap, McNemar, per-seed t interval). The target the cell is built for is
 >= 85% success with sd <= 5 points in <= 3 minutes of training. Writes
 benchmarks/results/small_cell.{json,md}. Run it on an idle machine: training time is a figure.
@@ -27,8 +28,10 @@ from vlaforge.cli import parse
 from vlaforge.data.config import CollectConfig
 from vlaforge.envs.config import EnvConfig
 from vlaforge.eval.config import EvalConfig
+from vlaforge.eval.localization import localization_error
 from vlaforge.eval.rollout import evaluate
 from vlaforge.eval.stats import seed_summary
+from vlaforge.runtime.policy import load_policy
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 
@@ -65,6 +68,7 @@ def main(argv: list[str]) -> None:
     data = collect_once(CollectConfig(env=EnvConfig(tasks=TASKS), episodes_per_task=25), root / "data")
     results: dict[str, list[dict]] = {a: [] for a in arms}
     seconds: dict[str, list[float]] = {a: [] for a in arms}
+    located: dict[str, list[dict]] = {a: [] for a in arms}
     for seed in range(n):
         for name in arms:
             run = root / name / f"seed{seed}"
@@ -79,6 +83,8 @@ def main(argv: list[str]) -> None:
             with stage(f"eval {name} seed {seed}"):
                 r = evaluate(EvalConfig(policy=str(run / "policy"), split="train", episodes=episodes, videos_per_task=0,
                                         output_dir=str(run / "eval")), False)
+            with stage(f"localization {name} seed {seed}"):
+                located[name].append(localization_error(load_policy(run / "policy"), str(data)))
             results[name].append(r)
             print(f"{name} seed {seed}: {r['success_rate']:.1%} after {seconds[name][-1]:.0f} s", flush=True)
     figures = {"tasks": TASKS, "demos_per_task": 25, "eval_episodes_per_task": episodes, "steps": steps,
@@ -87,7 +93,9 @@ def main(argv: list[str]) -> None:
         s = seed_summary(results[name])
         per_task = {t: statistics.fmean(r["per_task"][t]["success_rate"] for r in results[name]) for t in TASKS}
         figures["arms"][name] = s | {"overrides": arm_overrides(name, steps) + common, "train_seconds": seconds[name],
-                                     "per_task_mean": per_task,
+                                     "per_task_mean": per_task, "localization": located[name],
+                                     "target_error_m": {k: statistics.fmean(x[k]["target_m"] for x in located[name])
+                                                        for k in ("train_frames", "new_scenes")},
                                      "meets_target": s["mean"] >= 0.85 and s["sd"] <= 0.05
                                      and max(seconds[name]) <= 180}
     for name in arms[1:]:

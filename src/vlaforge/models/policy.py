@@ -92,6 +92,13 @@ class VLAPolicy(nn.Module):
         action and its value estimates from."""
         return self._run(image, state, tokens)[0]
 
+    def aux_prediction(self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The auxiliary head's target and goal (B, aux_dim), in the training data's standard units
+        (eval/localization.py reads it against the truth)."""
+        if not self.aux_dim:
+            raise ValueError("this policy has no auxiliary target/goal head")
+        return self._run(image, state, tokens)[1]
+
     def embed(
         self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
