@@ -8,13 +8,16 @@ import pytest
 import torch
 from helpers import write_dataset
 
+from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.data.grounding import render_scenes
 from vlaforge.data.sampler import pixel_columns
 from vlaforge.envs.tabletop import TabletopEnv
 from vlaforge.envs.tabletop.scene import COLORS
+from vlaforge.eval.localization import localization_error
 from vlaforge.models.config import PolicyConfig
 from vlaforge.models.language import TextEncoder
 from vlaforge.models.vision import ConvEncoder, cell_centres, heatmap_loss
+from vlaforge.runtime.policy import load_policy
 from vlaforge.seeds import EVAL_SEEDS, GROUNDING_SCENES, RL_SCENES, TASK_STRIDE
 from vlaforge.train import parallel
 from vlaforge.train.config import TrainConfig
@@ -169,3 +172,20 @@ def test_training_with_grounding_scenes_records_them_and_refuses_bad_settings(de
     with pytest.raises(ValueError, match="synthetic"):
         train(tiny(tmp_path / "synthetic", tmp_path / "bad3", grounding_scenes=3), show_progress=False)
     assert not (tmp_path / "bad" / "policy").exists()
+
+
+def test_localization_error_reads_the_aux_head_in_metres(demos, tmp_path):
+    policy = load_policy(train(tiny(demos, tmp_path / "run"), show_progress=False))
+    # Planted: a head that always answers 0 in standard units, i.e. the dataset's mean position.
+    policy.model.aux_prediction = lambda image, state, tokens: torch.zeros(1, policy.model.aux_dim)
+    data = LeRobotDataset(str(demos)).load(verify=False)
+    firsts = np.concatenate([[0], np.cumsum(data.lengths)[:-1]])
+    mean = data.env_state.mean(0)
+    expected = np.mean([np.linalg.norm(mean[:2] - data.env_state[i, :2]) for i in firsts])
+    got = localization_error(policy, str(demos), scenes_per_task=2)
+    assert got["train_frames"]["frames"] == len(firsts) and got["new_scenes"]["frames"] == 4
+    assert got["train_frames"]["target_m"] == pytest.approx(expected, rel=1e-5)
+    assert 0.01 < got["new_scenes"]["target_m"] < 0.5
+    write_dataset(tmp_path / "synthetic", episodes=2)
+    with pytest.raises(ValueError, match="synthetic"):
+        localization_error(policy, str(tmp_path / "synthetic"))
