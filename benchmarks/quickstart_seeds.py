@@ -1,11 +1,15 @@
 """The quickstart recipe over several training seeds on one collected dataset: how much of a
-single run's success is the draw of the initial weights and batches.
+single run's success is the draw of the initial weights and batches, and, per training recipe
+(arm), whether a change beats that draw.
 
-    python benchmarks/quickstart_seeds.py [--seeds=3] [--key=value overrides for the quickstart config]
+    python benchmarks/quickstart_seeds.py [--seeds=3] [--arms=[default]] [--key=value quickstart overrides]
 
-Collects the quickstart's data once, then trains one policy per seed (``train.seed``) and
-evaluates each on the same scenes of every split. Writes
-benchmarks/results/quickstart_seeds.{json,md}.
+Collects the quickstart's data once, then trains one policy per arm and seed (``train.seed``)
+and evaluates each on the same scenes of every split. Reported per arm: every seed's success per
+split, mean and sd, the wall time of training, and whether the issue's target is met (train >=
+95%, unseen >= 90%, sd <= 3 points); every arm against the first, paired by seed and scene
+(``common.paired``). Writes benchmarks/results/quickstart_seeds.{json,md}. Run it on an idle
+machine: training time is a figure.
 """
 
 from __future__ import annotations
@@ -13,45 +17,81 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import sys
+import time
 
-from common import arg, cache_root, collect_once, stage, write
+from common import arg, cache_root, collect_once, paired, stage, write
 
 from vlaforge.cli import parse
 from vlaforge.eval.rollout import evaluate
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 
+# One recipe change per arm, as quickstart overrides on top of the defaults.
+ARMS: dict[str, list[str]] = {
+    "default": [],
+    "grounding": ["--train.grounding_scenes=500"],
+}
+TARGET = {"train": 0.95, "unseen": 0.90, "sd": 0.03}
+
 
 def main(argv: list[str]) -> None:
     n = int(arg("seeds", "3", argv))
+    arms = arg("arms", "[default]", argv).strip("[]").split(",")
     if n < 2:
         raise SystemExit(f"--seeds must be >= 2 to measure a spread, got {n}")
-    cfg = parse("quickstart", [a for a in argv if not a.startswith("--seeds=")])
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise SystemExit(f"unknown arm {unknown[0]!r}; allowed: {', '.join(ARMS)}")
+    common = [a for a in argv if not a.startswith(("--seeds=", "--arms="))]
+    base = parse("quickstart", common)
     root = cache_root("runs/bench_quickstart_seeds")
-    data = collect_once(cfg.collect, root / "data")
-    runs = []
+    data = collect_once(base.collect, root / "data")
+    results = {a: {s: [] for s in base.splits} for a in arms}
+    seconds: dict[str, list[float]] = {a: [] for a in arms}
     for seed in range(n):
-        run = root / f"seed{seed}"
-        done = (run / "policy").exists()
-        with stage(f"train seed {seed}", reused=done):
-            if not done:
-                train(dataclasses.replace(cfg.train, dataset=str(data), output_dir=str(run), seed=seed,
-                                          resume=latest_checkpoint(run / "checkpoints") is not None), False)
-        rates, cis = {}, {}
-        for split in cfg.splits:
-            with stage(f"eval seed {seed} {split}"):
-                r = evaluate(dataclasses.replace(cfg.eval, policy=str(run / "policy"), split=split,
-                                                 output_dir=str(run / "eval" / split)), False)
-            rates[split], cis[split] = r["success_rate"], r["ci95"]
-        runs.append({"seed": seed, "success_rate": rates, "ci95": cis})
-    mean = {s: statistics.fmean(r["success_rate"][s] for r in runs) for s in cfg.splits}
-    sd = {s: statistics.stdev(r["success_rate"][s] for r in runs) for s in cfg.splits}
-    rows = [{"seed": r["seed"], **{s: f"{100 * r['success_rate'][s]:.1f}%" for s in cfg.splits}} for r in runs]
-    rows.append({"seed": "mean (sd)", **{s: f"{100 * mean[s]:.1f}% ({100 * sd[s]:.1f})" for s in cfg.splits}})
-    figures = {"runs": runs, "mean": mean, "sd": sd, "train_steps": cfg.train.steps,
-               "episodes_per_task_collected": cfg.collect.episodes_per_task, "eval_episodes_per_task": cfg.eval.episodes}
+        for name in arms:
+            cfg = parse("quickstart", [*common, *ARMS[name]])
+            run = root / name / f"seed{seed}"
+            done = (run / "policy").exists()
+            with stage(f"train {name} seed {seed}", reused=done):
+                t = time.perf_counter()
+                if not done:
+                    train(dataclasses.replace(cfg.train, dataset=str(data), output_dir=str(run), seed=seed,
+                                              resume=latest_checkpoint(run / "checkpoints") is not None), False)
+                seconds[name].append(time.perf_counter() - t)
+            for split in cfg.splits:
+                with stage(f"eval {name} seed {seed} {split}"):
+                    results[name][split].append(evaluate(dataclasses.replace(
+                        cfg.eval, policy=str(run / "policy"), split=split, output_dir=str(run / "eval" / split)), False))
+            print(f"{name} seed {seed}: " + ", ".join(f"{s} {results[name][s][-1]['success_rate']:.1%}"
+                                                      for s in cfg.splits), flush=True)
+    figures = {"arms": {}, "comparisons": {}, "target": TARGET, "train_steps": base.train.steps,
+               "episodes_per_task_collected": base.collect.episodes_per_task, "eval_episodes_per_task": base.eval.episodes}
+    for name in arms:
+        per_split = {s: [r["success_rate"] for r in results[name][s]] for s in base.splits}
+        mean = {s: statistics.fmean(v) for s, v in per_split.items()}
+        sd = {s: statistics.stdev(v) for s, v in per_split.items()}
+        figures["arms"][name] = {
+            "overrides": ARMS[name] + common, "per_seed": per_split, "mean": mean, "sd": sd,
+            "train_seconds": seconds[name],
+            "per_task_mean": {s: {t: statistics.fmean(r["per_task"][t]["success_rate"] for r in results[name][s])
+                                  for t in results[name][s][0]["per_task"]} for s in base.splits},
+            "meets_target": all(mean.get(s, 0.0) >= TARGET[s] and sd.get(s, 1.0) <= TARGET["sd"]
+                                for s in ("train", "unseen")),
+        }
+    for name in arms[1:]:
+        figures["comparisons"][f"{name} - {arms[0]}"] = {s: paired(results[name][s], results[arms[0]][s])
+                                                         for s in base.splits}
+    rows = [{"arm": a, "seed": str(i), **{s: f"{100 * figures['arms'][a]['per_seed'][s][i]:.1f}%" for s in base.splits},
+             "train s": f"{seconds[a][i]:.0f}"} for a in arms for i in range(n)]
+    rows += [{"arm": a, "seed": "mean (sd)", **{s: f"{100 * figures['arms'][a]['mean'][s]:.1f}% "
+                                                   f"({100 * figures['arms'][a]['sd'][s]:.1f})" for s in base.splits},
+              "train s": f"{statistics.fmean(seconds[a]):.0f}"} for a in arms]
+    rows += [{"arm": k, "seed": "paired", **{s: f"{100 * c[s]['difference']:+.1f} seed-t [{100 * c[s]['seed_t_ci95'][0]:+.1f}, "
+                                                f"{100 * c[s]['seed_t_ci95'][1]:+.1f}]" for s in base.splits}, "train s": ""}
+             for k, c in figures["comparisons"].items()]
     write("quickstart_seeds", figures, rows, f"The quickstart recipe over {n} training seeds (same data, same scenes)",
-          seeds={"collect_scenes_from": cfg.collect.seed, "train": list(range(n)), "eval_scenes_from": cfg.eval.seed})
+          seeds={"collect_scenes_from": base.collect.seed, "train": list(range(n)), "eval_scenes_from": base.eval.seed})
 
 
 if __name__ == "__main__":
