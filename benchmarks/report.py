@@ -529,9 +529,8 @@ def small_cell() -> str:
     t = f["target"]
     rows = [[f"`{name}`", " ".join(a["overrides"]) or "(defaults)", pct(a["mean"]), f"{100 * a['sd']:.1f}",
              " / ".join(pct(x, 0) for x in a["per_seed"]),
-             ", ".join(f"{t} {pct(v, 0)}" for t, v in a["per_task_mean"].items()) if "per_task_mean" in a else "",
-             " / ".join(f"{100 * a['target_error_m'][k]:.1f}" for k in ("train_frames", "new_scenes"))
-             if "target_error_m" in a else "",
+             ", ".join(f"{t} {pct(v, 0)}" for t, v in a["per_task_mean"].items()),
+             " / ".join(f"{100 * a['target_error_m'][k]:.1f}" for k in ("train_frames", "new_scenes")),
              f"{statistics.median(a['train_seconds']):.0f}", "yes" if a["meets_target"] else "no"]
             for name, a in f["arms"].items()]
     comps = [[f"`{name}`", diff(c["difference"], c["seed_t_ci95"]), ci(c["paired_bootstrap_ci95"]),
