@@ -151,30 +151,3 @@ def test_a_committed_v1_policy_directory_keeps_loading_and_acting_the_same():
     obs = {"image": rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8),
            "state": np.asarray(expected["state"], np.float32), "instruction": expected["instruction"]}
     np.testing.assert_allclose(policy.act(obs), expected["actions"], atol=1e-5)
-
-
-def test_aux_to_actions_starts_as_the_identity_and_reads_the_estimate_without_training_it():
-    spec = {"image_size": 64, "cameras": ["front"], "state_dim": 4, "action_dim": 4, "vocab_size": 10, "aux_dim": 6}
-    cfg = dict(d_model=32, n_layers=1, n_heads=2, vision_channels=[8, 8])
-    torch.manual_seed(0)
-    plain = build_policy(PolicyConfig(**cfg), spec)
-    torch.manual_seed(0)
-    skip = build_policy(PolicyConfig(aux_to_actions=True, **cfg), spec)
-    missing = skip.load_state_dict(plain.state_dict(), strict=False).missing_keys
-    assert sorted(missing) == [f"aux_mlp.{i}.{w}" for i in (0, 2) for w in ("bias", "weight")]
-    g = torch.Generator().manual_seed(1)
-    image = torch.randint(0, 255, (2, 1, 1, 64, 64, 3), dtype=torch.uint8, generator=g)
-    state, tokens = torch.randn(2, 1, 4, generator=g), torch.randint(1, 10, (2, 5), generator=g)
-    torch.testing.assert_close(skip(image, state, tokens), plain(image, state, tokens))  # zero-initialised output
-    with torch.no_grad():
-        skip.aux_mlp[2].weight.normal_(0, 0.5)
-        skip.aux_head.weight.add_(torch.randn_like(skip.aux_head.weight))
-    cond, aux, _ = skip._run(image, state, tokens)
-    moved = skip.head.predict(cond)
-    with torch.no_grad():  # the actions depend on the estimate ...
-        skip.aux_head.bias.add_(3.0)
-    assert not torch.allclose(skip(image, state, tokens), moved.detach())
-    skip.zero_grad()
-    skip.head.loss(*skip._run(image, state, tokens)[:1], torch.zeros(2, 8, 4), torch.ones(2, 8, dtype=torch.bool)).backward()
-    assert skip.aux_head.weight.grad is None or not skip.aux_head.weight.grad.any()  # ... which BC does not train
-    assert skip.aux_mlp[0].weight.grad.abs().sum() > 0

@@ -69,13 +69,6 @@ class VLAPolicy(nn.Module):
         if aux_dim:
             self.aux_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
             self.aux_head = nn.Linear(d, aux_dim)
-        # Perception -> positions -> actions: each action query reads the auxiliary estimate of
-        # where the target and goal are. Zero-initialised output, so it starts as the identity.
-        self.aux_mlp = None
-        if aux_dim and cfg.aux_to_actions:
-            self.aux_mlp = nn.Sequential(nn.Linear(d + aux_dim, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
-            nn.init.zeros_(self.aux_mlp[2].weight)
-            nn.init.zeros_(self.aux_mlp[2].bias)
 
     def forward(
         self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator | None = None
@@ -133,17 +126,12 @@ class VLAPolicy(nn.Module):
         return patches[:, -1].float()
 
     def readout(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The head's query tokens (B, K, d); the auxiliary prediction (B, aux_dim) from the last
-        token, which with ``aux_to_actions`` the query tokens also read."""
+        """The head's query tokens (B, K, d); the auxiliary prediction from the last token."""
         x = self.ln_f(x)
         k = self.cfg.chunk_size
-        if not self.aux_dim:
-            return x[:, -k:], None
-        cond, aux = x[:, -k - 1 : -1], self.aux_head(x[:, -1])
-        if self.aux_mlp is not None:  # the estimate is read, not trained, by behaviour cloning
-            where = aux.detach()[:, None].expand(-1, k, -1).to(cond.dtype)
-            cond = cond + self.aux_mlp(torch.cat([cond, where], -1))
-        return cond, aux
+        if self.aux_dim:
+            return x[:, -k - 1 : -1], self.aux_head(x[:, -1])
+        return x[:, -k:], None
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         loss = bc_loss(self.head, *self._run(batch["image"], batch["state"], batch["tokens"]), batch)

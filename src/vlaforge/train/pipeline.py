@@ -52,7 +52,7 @@ class Stage(nn.Module):
                 if hasattr(model, name):
                     setattr(model, name, None)
         if not self.last:
-            for name in ("ln_f", "head", "aux_head", "aux_mlp"):
+            for name in ("ln_f", "head", "aux_head"):
                 if hasattr(model, name):
                     setattr(model, name, None)
         self.model = model
