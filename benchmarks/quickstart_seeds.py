@@ -29,7 +29,8 @@ from vlaforge.train.trainer import train
 # One recipe change per arm, as quickstart overrides on top of the defaults.
 ARMS: dict[str, list[str]] = {
     "default": [],
-    "grounding": ["--train.grounding_scenes=500"],
+    "grounding": ["--train.grounding_scenes=250"],
+    "grounding+lr3e-3": ["--train.grounding_scenes=250", "--train.optim.lr=3e-3"],
 }
 TARGET = {"train": 0.95, "unseen": 0.90, "sd": 0.03}
 
