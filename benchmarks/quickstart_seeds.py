@@ -62,12 +62,14 @@ def main(argv: list[str]) -> None:
                 seconds[name].append(time.perf_counter() - t)
             for split in cfg.splits:
                 with stage(f"eval {name} seed {seed} {split}"):
-                    results[name][split].append(evaluate(dataclasses.replace(
-                        cfg.eval, policy=str(run / "policy"), split=split, output_dir=str(run / "eval" / split)), False))
+                    eval_cfg = dataclasses.replace(cfg.eval, policy=str(run / "policy"), split=split,
+                                                   output_dir=str(run / "eval" / split))
+                    results[name][split].append(evaluate(eval_cfg, False))
             print(f"{name} seed {seed}: " + ", ".join(f"{s} {results[name][s][-1]['success_rate']:.1%}"
                                                       for s in cfg.splits), flush=True)
     figures = {"arms": {}, "comparisons": {}, "target": TARGET, "train_steps": base.train.steps,
-               "episodes_per_task_collected": base.collect.episodes_per_task, "eval_episodes_per_task": base.eval.episodes}
+               "episodes_per_task_collected": base.collect.episodes_per_task,
+               "eval_episodes_per_task": base.eval.episodes}
     for name in arms:
         per_split = {s: [r["success_rate"] for r in results[name][s]] for s in base.splits}
         mean = {s: statistics.fmean(v) for s, v in per_split.items()}
@@ -83,14 +85,16 @@ def main(argv: list[str]) -> None:
     for name in arms[1:]:
         figures["comparisons"][f"{name} - {arms[0]}"] = {s: paired(results[name][s], results[arms[0]][s])
                                                          for s in base.splits}
-    rows = [{"arm": a, "seed": str(i), **{s: f"{100 * figures['arms'][a]['per_seed'][s][i]:.1f}%" for s in base.splits},
+    arm = figures["arms"]
+    rows = [{"arm": a, "seed": str(i), **{s: f"{100 * arm[a]['per_seed'][s][i]:.1f}%" for s in base.splits},
              "train s": f"{seconds[a][i]:.0f}"} for a in arms for i in range(n)]
-    rows += [{"arm": a, "seed": "mean (sd)", **{s: f"{100 * figures['arms'][a]['mean'][s]:.1f}% "
-                                                   f"({100 * figures['arms'][a]['sd'][s]:.1f})" for s in base.splits},
+    rows += [{"arm": a, "seed": "mean (sd)",
+              **{s: f"{100 * arm[a]['mean'][s]:.1f}% ({100 * arm[a]['sd'][s]:.1f})" for s in base.splits},
               "train s": f"{statistics.fmean(seconds[a]):.0f}"} for a in arms]
-    rows += [{"arm": k, "seed": "paired", **{s: f"{100 * c[s]['difference']:+.1f} seed-t [{100 * c[s]['seed_t_ci95'][0]:+.1f}, "
-                                                f"{100 * c[s]['seed_t_ci95'][1]:+.1f}]" for s in base.splits}, "train s": ""}
-             for k, c in figures["comparisons"].items()]
+    rows += [{"arm": k, "seed": "paired", "train s": "",
+              **{s: "{:+.1f} seed-t [{:+.1f}, {:+.1f}]".format(100 * c[s]["difference"],
+                                                               *(100 * x for x in c[s]["seed_t_ci95"]))
+                 for s in base.splits}} for k, c in figures["comparisons"].items()]
     write("quickstart_seeds", figures, rows, f"The quickstart recipe over {n} training seeds (same data, same scenes)",
           seeds={"collect_scenes_from": base.collect.seed, "train": list(range(n)), "eval_scenes_from": base.eval.seed})
 

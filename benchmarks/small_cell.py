@@ -9,8 +9,9 @@ task, collected once. Each arm is a training recipe (the trainer's defaults plus
 ``ARMS``) trained once per seed on that data and evaluated on the same train-split scenes
 (``--episodes`` per task). Reported per arm: every seed's success, mean, sd, the pooled Wilson
 interval, the mean success per task, the wall time of training and how far off the policy's
-auxiliary head places the target on its training frames and on new scenes (eval/localization.py); and each arm against the first, paired by seed and
-scene (pooled bootstrap, McNemar, per-seed t interval). The target the cell is built for is
+auxiliary head places the target on its training frames and on new scenes
+(eval/localization.py); and each arm against the first, paired by seed and scene (pooled
+bootstrap, McNemar, per-seed t interval). The target the cell is built for is
 >= 85% success with sd <= 5 points in <= 3 minutes of training. Writes
 benchmarks/results/small_cell.{json,md}. Run it on an idle machine: training time is a figure.
 """

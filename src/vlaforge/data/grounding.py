@@ -1,10 +1,10 @@
 """Grounding scenes: simulated frames labelled with where the instruction's target and goal are,
 without any demonstration.
 
-A policy trained on a few demonstrations per task localizes the named object on the training
-scenes to a few millimetres and on new scenes only to several centimetres (measured on the
-small cell, 25 demonstrations per task: 4 mm vs 4-11 cm): it memorises the scenes instead of
-learning to find objects. Labels for *where* things are cost nothing in simulation, so the
+A policy trained on a few demonstrations per task places the named object far better on its
+training scenes than on new ones (the small cell's ``target error`` figures,
+benchmarks/results/small_cell.json, measured by eval/localization.py): it memorises the scenes
+instead of learning to find objects. Labels for *where* things are cost nothing in simulation, so the
 grounding losses (target/goal heatmaps and world positions, models/policy.py) can be trained on
 many more scenes than there are demonstrations, the way VLAs co-train on grounding data from
 the web (RT-2, Brohan et al. 2023; pi0.5, Physical Intelligence 2025). No expert runs: each
@@ -37,8 +37,9 @@ def render_scenes(make_env, tasks: list[str], per_task: int, max_random_steps: i
     """``per_task`` scenes of every task, drawn from the grounding seed range (seeds.py) so that
     they are neither demonstration nor evaluation scenes; ``make_env(task)`` builds the task's env
     (train split, the dataset's settings). The same arguments give the same frames."""
-    if per_task < 1 or max_random_steps < 0:
-        raise ValueError(f"per_task must be >= 1 and max_random_steps >= 0, got {per_task} and {max_random_steps}")
+    if not 1 <= per_task <= TASK_STRIDE or max_random_steps < 0:
+        raise ValueError(f"per_task must be in [1, {TASK_STRIDE}] and max_random_steps >= 0, got {per_task} and "
+                         f"{max_random_steps}")
     images, states, instructions, points = [], [], [], []
     for t, task in enumerate(tasks):
         env = make_env(task)
@@ -51,7 +52,8 @@ def render_scenes(make_env, tasks: list[str], per_task: int, max_random_steps: i
             obs, info = env.reset(seed=seed)
             rng = np.random.default_rng(seed)
             for _ in range(int(rng.integers(0, max_random_steps + 1))):
-                obs, _, terminated, truncated, info = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+                action = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+                obs, _, terminated, truncated, info = env.step(action)
                 if terminated or truncated:
                     break
             images.append(obs["image"])

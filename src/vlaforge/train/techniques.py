@@ -3,7 +3,7 @@
 
 | technique    | flag              | hooks used                                                      |
 |--------------|-------------------|-----------------------------------------------------------------|
-| grounding    | --grounding_scenes | batches (labelled scenes without actions replace a share), meta |
+| grounding    | --grounding_scenes | batches (labelled scenes without actions replace a share), meta|
 | alignment    | --align_dataset   | batches (target-domain frames), metrics (CORAL loss)            |
 | qat          | --qat             | prepare_model (fake-quantized Linear layers), meta              |
 | distillation | --teacher         | batches (the teacher's chunks as targets), meta                 |
@@ -117,7 +117,8 @@ class Grounding(Technique):
         p = run.cfg.policy
         t = p.n_obs_steps  # a still frame: its history is itself
         self.image = torch.from_numpy(frames.images)[:, None].expand(-1, t, -1, -1, -1, -1)
-        self.state = torch.from_numpy(run.normalizer.norm_state(frames.state).astype(np.float32))[:, None].expand(-1, t, -1)
+        state = torch.from_numpy(run.normalizer.norm_state(frames.state).astype(np.float32))
+        self.state = state[:, None].expand(-1, t, -1)
         self.tokens = torch.tensor([run.tokenizer.encode(s, p.max_text_tokens) for s in frames.instructions])
         self.env_state = torch.from_numpy(sampler.standardise_env_state(frames.task_points))
         self.keypoints = None
@@ -133,8 +134,8 @@ class Grounding(Technique):
             i = torch.randint(0, len(self.tokens), (n * d.dp_size,), generator=gen)[d.dp_rank * n:(d.dp_rank + 1) * n]
             k = batch["action"].shape[1]
             extra = {"image": self.image[i], "state": self.state[i], "tokens": self.tokens[i],
-                     "action": torch.zeros(n, k, batch["action"].shape[2]), "action_valid": torch.zeros(n, k, dtype=torch.bool),
-                     "env_state": self.env_state[i]}
+                     "action": torch.zeros(n, k, batch["action"].shape[2]),
+                     "action_valid": torch.zeros(n, k, dtype=torch.bool), "env_state": self.env_state[i]}
             if self.keypoints is not None:
                 extra["keypoints"] = self.keypoints[i]
             yield batch | {key: torch.cat([batch[key][: len(batch[key]) - n], v.to(batch[key].dtype)])
