@@ -161,13 +161,28 @@ def quickstart() -> str:
 
 
 def quickstart_seeds() -> str:
-    d = load("quickstart_seeds")
-    f = d["figures"]
-    rows = [[r["seed"], pct(r["success_rate"]["train"]), pct(r["success_rate"]["unseen"])] for r in f["runs"]]
-    lines = [f"The quickstart recipe over {len(f['runs'])} training seeds on one collected dataset:", "",
-             *table(["training seed", "train split", "unseen split"], rows), "",
-             f"Mean over seeds: train {pct(f['mean']['train'])} (sd {100 * f['sd']['train']:.1f} points), "
-             f"unseen {pct(f['mean']['unseen'])} (sd {100 * f['sd']['unseen']:.1f} points)."]
+    f = load("quickstart_seeds")["figures"]
+    t = f["target"]
+    rows = [[f"`{name}`", " ".join(a["overrides"]) or "(defaults)",
+             *[f"{pct(a['mean'][s])} (sd {100 * a['sd'][s]:.1f}; {' / '.join(pct(x, 0) for x in a['per_seed'][s])})"
+               for s in ("train", "unseen")],
+             f"{statistics.median(a['train_seconds']):.0f}", "yes" if a["meets_target"] else "no"]
+            for name, a in f["arms"].items()]
+    tasks = [[f"`{name}`", s, ", ".join(f"{k} {pct(v, 0)}" for k, v in a["per_task_mean"][s].items())]
+             for name, a in f["arms"].items() for s in ("train", "unseen")]
+    comps = [[f"`{name}`", s, diff(c[s]["difference"], c[s]["seed_t_ci95"]), ci(c[s]["paired_bootstrap_ci95"]),
+              f"{c[s]['mcnemar_p']:.3g}"] for name, c in f["comparisons"].items() for s in ("train", "unseen")]
+    n = len(next(iter(f["arms"].values()))["per_seed"]["train"])
+    lines = [f"The quickstart recipe over {n} training seeds on one collected dataset ({f['train_steps']} steps, "
+             f"{f['eval_episodes_per_task']} episodes per task and split). Target: train >= {pct(t['train'], 0)} and "
+             f"unseen >= {pct(t['unseen'], 0)}, sd <= {100 * t['sd']:.0f} points:", "",
+             *table(["arm", "overrides", "train split: mean (sd; per seed)", "unseen split", "training s (median)",
+                     "meets target"], rows), "", "Per task, mean over seeds:", "",
+             *table(["arm", "split", "per task"], tasks)]
+    if comps:
+        lines += ["", "Each arm against the first, paired by seed and scene (t interval over seeds; pooled paired "
+                      "bootstrap; exact McNemar):", "",
+                  *table(["arm - first", "split", "difference (points)", "paired bootstrap", "McNemar p"], comps)]
     return block("quickstart_seeds", lines)
 
 
