@@ -12,7 +12,7 @@ from vlaforge.eval.config import AblateConfig
 GRID = """
 base:
   collect: {env: {tasks: [reach]}, episodes_per_task: 1, workers: 1}
-  train: {steps: 3, batch_size: 4, tracking: none, ckpt_every: 100,
+  train: {steps: 3, batch_size: 4, tracking: none, ckpt_every: 100, grounding_scenes: 3,
           policy: {d_model: 32, n_layers: 1, n_heads: 2, vision_channels: [8, 8]}}
   eval: {episodes: 2, workers: 1, max_steps: 8, videos_per_task: 0}
   splits: [train]

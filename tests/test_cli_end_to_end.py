@@ -15,7 +15,7 @@ from vlaforge.cli import main
 TINY = ["--collect.env.tasks=[reach]", "--collect.episodes_per_task=1", "--collect.workers=1", "--train.steps=2",
         "--train.batch_size=4", "--train.tracking=none", "--train.policy.d_model=32", "--train.policy.n_layers=1",
         "--train.policy.n_heads=2", "--train.policy.vision_channels=[8,8]", "--eval.episodes=2", "--eval.workers=1",
-        "--eval.max_steps=10", "--eval.videos_per_task=0", "--splits=[train,unseen]"]
+        "--eval.max_steps=10", "--eval.videos_per_task=0", "--splits=[train,unseen]", "--train.grounding_scenes=3"]
 
 
 def test_quickstart_runs_collect_train_eval_and_resumes(tmp_path, capsys):
@@ -28,6 +28,7 @@ def test_quickstart_runs_collect_train_eval_and_resumes(tmp_path, capsys):
         assert r["episodes"] == 2 and s["success_rate"][split] == r["success_rate"]
         assert (out / "eval" / split / "report.html").is_file()
     assert (out / "train" / "policy" / "model.safetensors").is_file() and (out / "config.yaml").is_file()
+    assert json.loads((out / "train" / "policy" / "config.json").read_text())["grounding"]["scenes_per_task"] == 3
     weights = (out / "train" / "policy" / "model.safetensors").read_bytes()
     assert main(["quickstart", f"--output_dir={out}", *TINY]) == 0  # a finished policy is reused, not retrained
     assert json.loads((out / "summary.json").read_text())["reused_stages"] == ["collect", "train"]

@@ -55,3 +55,14 @@ def test_help_shows_the_defaults_a_parent_sets_for_its_sections():
     assert quick["collect.episodes_per_task"] == QuickstartConfig().collect.episodes_per_task == 150
     rl = {key: default for key, _, default, _ in describe_fields(SafeRLConfig)}
     assert rl["safety.max_speed"] == 0.25 and rl["cost_limit"] == 5.0
+
+
+def test_a_partial_section_keeps_the_parents_defaults_for_it():
+    from vlaforge.eval.config import QuickstartConfig
+
+    full = QuickstartConfig()
+    assert full.train.grounding_scenes > 0 and full.collect.episodes_per_task == 150  # set by the parent's factories
+    part = from_dict(QuickstartConfig, {"train": {"steps": 3, "policy": {"d_model": 32}}, "collect": {"workers": 1}})
+    assert (part.train.steps, part.train.policy.d_model, part.collect.workers) == (3, 32, 1)
+    assert part.train.grounding_scenes == full.train.grounding_scenes and part.train.optim.lr == full.train.optim.lr
+    assert part.collect.episodes_per_task == 150 and part.train.policy.n_layers == full.train.policy.n_layers

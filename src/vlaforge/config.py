@@ -127,7 +127,8 @@ def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
     hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(fields)
     kwargs = {}
     for key, value in data.items():
         if key not in names:
@@ -135,10 +136,30 @@ def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
             raise ConfigError(f"unknown config key {prefix + str(key)!r}; valid keys in {where}: {', '.join(names)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
+            # A partial section overrides the parent's default for it (a default_factory may set
+            # values of its own), not the section type's bare defaults.
+            default = _field_default(fields[key])
+            if default is not None and isinstance(value, dict):
+                value = _merged(to_dict(default), value)
             kwargs[key] = from_dict(hint, value, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(value, hint, prefix + key)
     return cls(**kwargs)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    """The field's default value (a fresh one from its factory), or None when it has none."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _merged(base: dict, update: dict) -> dict:
+    """``base`` with ``update`` laid over it, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def to_dict(cfg: Any) -> dict:
