@@ -23,6 +23,7 @@ from common import arg, cache_root, collect_once, paired, stage, write
 
 from vlaforge.cli import parse
 from vlaforge.eval.rollout import evaluate
+from vlaforge.eval.stats import seed_summary
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 
@@ -73,14 +74,12 @@ def main(argv: list[str]) -> None:
                "episodes_per_task_collected": base.collect.episodes_per_task,
                "eval_episodes_per_task": base.eval.episodes}
     for name in arms:
-        per_split = {s: [r["success_rate"] for r in results[name][s]] for s in base.splits}
-        mean = {s: statistics.fmean(v) for s, v in per_split.items()}
-        sd = {s: statistics.stdev(v) for s, v in per_split.items()}
+        summary = {s: seed_summary(results[name][s]) for s in base.splits}
+        mean, sd = ({s: x[key] for s, x in summary.items()} for key in ("mean", "sd"))
         figures["arms"][name] = {
-            "overrides": ARMS[name] + common, "per_seed": per_split, "mean": mean, "sd": sd,
-            "train_seconds": seconds[name],
-            "per_task_mean": {s: {t: statistics.fmean(r["per_task"][t]["success_rate"] for r in results[name][s])
-                                  for t in results[name][s][0]["per_task"]} for s in base.splits},
+            "overrides": ARMS[name] + common, "per_seed": {s: x["per_seed"] for s, x in summary.items()},
+            "mean": mean, "sd": sd, "train_seconds": seconds[name],
+            "per_task_mean": {s: x["per_task_mean"] for s, x in summary.items()},
             "meets_target": all(mean.get(s, 0.0) >= TARGET[s] and sd.get(s, 1.0) <= TARGET["sd"]
                                 for s in ("train", "unseen")),
         }

@@ -92,9 +92,8 @@ def main(argv: list[str]) -> None:
                "target": {"success": 0.85, "sd": 0.05, "train_seconds": 180}, "arms": {}, "comparisons": {}}
     for name in arms:
         s = seed_summary(results[name])
-        per_task = {t: statistics.fmean(r["per_task"][t]["success_rate"] for r in results[name]) for t in TASKS}
         figures["arms"][name] = s | {"overrides": arm_overrides(name, steps) + common, "train_seconds": seconds[name],
-                                     "per_task_mean": per_task, "localization": located[name],
+                                     "localization": located[name],
                                      "target_error_m": {k: statistics.fmean(x[k]["target_m"] for x in located[name])
                                                         for k in ("train_frames", "new_scenes")},
                                      "meets_target": s["mean"] >= 0.85 and s["sd"] <= 0.05

@@ -20,6 +20,10 @@ def test_seed_summary_on_known_counts():
     assert s["per_seed"] == [0.9, 0.7, 0.8] and s["mean"] == pytest.approx(0.8) and s["sd"] == pytest.approx(0.1)
     assert s["pooled"] == pytest.approx(0.8) and s["pooled_ci95"] == list(wilson_interval(24, 30)) and s["episodes"] == 30
     assert seed_summary([{"successes": 3, "episodes": 4}])["sd"] == 0.0
+    assert "per_task_mean" not in s
+    tasks = [{"a": {"success_rate": 1.0}, "b": {"success_rate": 0.5}}, {"a": {"success_rate": 0.5}, "b": {"success_rate": 0.0}}]
+    both = seed_summary([{"successes": 3, "episodes": 4, "per_task": t} for t in tasks])
+    assert both["per_task_mean"] == {"a": 0.75, "b": 0.25}
 
 
 def test_train_seeds_writes_one_run_per_seed(tmp_path):

@@ -58,7 +58,7 @@ class ChunkSampler:
         self.env_state = self.env_state_stats = None
         if data.env_state is not None:  # auxiliary target, standardised over the dataset
             es = data.env_state
-            self.env_state_stats = (es.mean(0), np.maximum(es.std(0), 1e-3))
+            self.env_state_stats = env_state_stats(es)
             self.env_state = torch.from_numpy(self.standardise_env_state(es))
         self.pixel_index = pixel_index
         self.keypoints = None
@@ -124,6 +124,12 @@ class ChunkSampler:
             "action": self.action[ai],  # (B, K, A)
             "action_valid": self.action_valid[i],  # (B, K)
         }
+
+
+def env_state_stats(env_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (floored at 1e-3) of a dataset's privileged env state (N, E): the standard
+    units the auxiliary target/goal head is trained and read in."""
+    return env_state.mean(0), np.maximum(env_state.std(0), 1e-3)
 
 
 BALANCE = ("none", "task", "instruction")

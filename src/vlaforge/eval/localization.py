@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from vlaforge.data.dataset import LeRobotDataset
+from vlaforge.data.sampler import env_state_stats
 from vlaforge.envs import policy_env
 from vlaforge.runtime.policy import Policy
 from vlaforge.seeds import EVAL_SEEDS
@@ -28,7 +29,7 @@ def localization_error(policy: Policy, dataset: str, scenes_per_task: int = 20) 
     data = LeRobotDataset(dataset).load(verify=False)
     if data.env_state is None:
         raise ValueError(f"{dataset} has no observation.environment_state to read the predictions against")
-    mean, std = data.env_state.mean(0), np.maximum(data.env_state.std(0), 1e-3)
+    mean, std = env_state_stats(data.env_state)
     firsts = np.concatenate([[0], np.cumsum(data.lengths)[:-1]])
     train = [(data.images[i], data.state[i], data.tasks[data.task_index[i]], data.env_state[i]) for i in firsts]
     new = []

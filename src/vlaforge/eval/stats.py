@@ -130,12 +130,17 @@ def fleiss_kappa(counts: list[list[int]]) -> float:
 def seed_summary(results: list[dict]) -> dict:
     """Evaluations of one recipe trained with several seeds (results.json dicts with successes and
     episodes): each seed's success, their mean and sd (the seed-to-seed spread a single run
-    hides), and the Wilson interval of every episode pooled (which does not count that spread)."""
+    hides), and the Wilson interval of every episode pooled (which does not count that spread);
+    when every evaluation has ``per_task``, each task's success averaged over seeds too."""
     if not results:
         raise ValueError("seed_summary needs at least one evaluation")
     rates = [r["successes"] / r["episodes"] for r in results]
     k, n = sum(r["successes"] for r in results), sum(r["episodes"] for r in results)
     mean = sum(rates) / len(rates)
     sd = (sum((x - mean) ** 2 for x in rates) / (len(rates) - 1)) ** 0.5 if len(rates) > 1 else 0.0
-    return {"per_seed": rates, "mean": mean, "sd": sd, "pooled": k / n, "pooled_ci95": list(wilson_interval(k, n)),
-            "episodes": n}
+    out = {"per_seed": rates, "mean": mean, "sd": sd, "pooled": k / n, "pooled_ci95": list(wilson_interval(k, n)),
+           "episodes": n}
+    if all("per_task" in r for r in results):
+        out["per_task_mean"] = {t: sum(r["per_task"][t]["success_rate"] for r in results) / len(results)
+                                for t in results[0]["per_task"]}
+    return out

@@ -130,7 +130,7 @@ class Grounding(Technique):
         cfg, d = self.run.cfg, self.run.d
         n = max(1, round(cfg.grounding_fraction * cfg.batch_size))
         for m, batch in enumerate(micro):  # the frames from their own stream of the step's seed
-            gen = torch.Generator().manual_seed(hash((cfg.seed + GROUNDING_STREAM, step, m)) & 0x7FFF_FFFF_FFFF)
+            gen = self.run.sampler.generator(cfg.seed + GROUNDING_STREAM, step, m)
             i = torch.randint(0, len(self.tokens), (n * d.dp_size,), generator=gen)[d.dp_rank * n:(d.dp_rank + 1) * n]
             k = batch["action"].shape[1]
             extra = {"image": self.image[i], "state": self.state[i], "tokens": self.tokens[i],
