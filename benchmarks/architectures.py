@@ -1,15 +1,21 @@
-"""Architecture ablation: every action head x backbone x feed-forward, trained on the same
-tabletop data with the same budget, and the cost of observation history for transformer vs Mamba.
+"""Architecture ablation: every action head x backbone, trained on the same data with the same
+recipe and budget over several training seeds, and the cost of observation history for
+transformer vs Mamba.
 
-    python benchmarks/architectures.py [--part=all|scaling|ablation] [--steps=1000] [--episodes=20]
-                                       [--only=dit-mamba-mlp,...]
+    python benchmarks/architectures.py [--part=all|scaling|ablation] [--seeds=3] [--steps=1100]
+                                       [--episodes=25] [--only=dit-mamba-mlp,regression-transformer-moe,...]
 
-Ablation: the quickstart's dataset (7 tasks x 150 demonstrations); each configuration trains
-``steps`` optimizer steps of batch 64 (bf16 autocast, seed 0) and is evaluated on
-``episodes`` new scenes per task of the train split. Reported: success with its Wilson 95%
-interval, parameters, training samples/s (median over the run's log) and batch-1
-``Policy.act`` latency p50/p99 (all cores, after warm-up). Finished configurations are kept
-(runs/bench_architectures/<name>/result.json), so an interrupted run continues.
+Ablation: the small experiment cell (4 tabletop tasks x 25 demonstrations, collected once; the
+cell of benchmarks/small_cell.py); each configuration trains the quickstart's recipe (its
+TrainConfig defaults: grounding co-training, peak lr 3e-3, batch 64, bf16 autocast) for
+``steps`` optimizer steps with training seeds 0 .. n-1, and is evaluated on the same
+``episodes`` new scenes per task of the train split. Reported per configuration: every seed's
+success, mean, sd, the pooled Wilson interval, mean success per task, parameters, training
+wall time and samples/s (median over the run's log), and batch-1 ``Policy.act`` latency p50/p99
+of the seed-0 policy (all cores, after warm-up); each configuration against the first and each
+Mamba configuration against its transformer twin, paired by seed and scene. Finished runs are
+kept (runs/bench_architectures/<key>/<config>/seed<i>/result.json), so an interrupted run
+continues. Run it on an idle machine: wall times and latencies are figures.
 
 Scaling: the fusion backbone alone (4 layers, d_model 128, batch 8) on the token sequence of a
 policy with T history frames (25 + 34 T tokens): forward + backward time and peak memory, each
@@ -32,25 +38,22 @@ from pathlib import Path
 
 import matplotlib
 import torch
-from common import RESULTS, arg, cache_root, stage, write
+from common import RESULTS, arg, cache_root, collect_once, paired, small_cell, stage, write
 
-from vlaforge.data.collect import collect
-from vlaforge.data.config import CollectConfig
-from vlaforge.eval.config import EvalConfig
+from vlaforge.eval.config import EvalConfig, QuickstartConfig
 from vlaforge.eval.rollout import evaluate
+from vlaforge.eval.stats import seed_summary
 from vlaforge.models.config import PolicyConfig
 from vlaforge.registry import BACKBONES, FFNS, HEADS
 from vlaforge.runtime.policy import load_policy
 from vlaforge.seeds import EVAL_SEEDS
 from vlaforge.train.checkpoint import latest_checkpoint
-from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import train
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-GRID = [(h, b, f) for f in ("mlp", "moe") for h in ("regression", "tokenized", "dit", "flow")
-        for b in ("transformer", "mamba")]
+GRID = [(h, b, "mlp") for h in ("regression", "tokenized", "dit", "flow") for b in ("transformer", "mamba")]
 TOKENS_FIXED, TOKENS_PER_FRAME = 25, 34  # text 16 + chunk 8 + aux 1; 33 keypoint tokens + 1 proprio per frame
 HISTORY = (1, 2, 4, 8, 16, 32, 64)
 
@@ -74,28 +77,30 @@ def latency_ms(policy_dir: Path, calls: int = 100) -> tuple[float, float]:
     return times[len(times) // 2] * 1000, times[int(0.99 * (len(times) - 1))] * 1000
 
 
-def run_config(root: Path, head: str, backbone: str, ffn: str, data: Path, steps: int, episodes: int) -> dict:
-    name = f"{head}-{backbone}-{ffn}"
-    out = root / name
-    done = out / "result.json"
+def run_config(run: Path, head: str, backbone: str, ffn: str, data: Path, steps: int, episodes: int,
+               seed: int) -> dict:
+    """Train one configuration with the quickstart's recipe into ``run`` and evaluate it; the
+    evaluation's results.json plus the run's cost. A finished run (result.json) is reused and an
+    interrupted training resumed."""
+    done = run / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
-    policy_dir = out / "train" / "policy"
+    policy_dir = run / "train" / "policy"
+    recipe = QuickstartConfig().train
+    t = time.perf_counter()
     if not policy_dir.exists():
-        cfg = TrainConfig(dataset=str(data), output_dir=str(out / "train"), steps=steps, tracking="none",
-                          resume=latest_checkpoint(out / "train" / "checkpoints") is not None,
-                          policy=PolicyConfig(head=head, backbone=backbone, ffn=ffn))
-        train(cfg, show_progress=True)
-    log = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
-    summary = json.loads((out / "train" / "train_summary.json").read_text())
+        cfg = dataclasses.replace(recipe, dataset=str(data), output_dir=str(run / "train"), steps=steps, seed=seed,
+                                  tracking="none", resume=latest_checkpoint(run / "train" / "checkpoints") is not None,
+                                  policy=dataclasses.replace(recipe.policy, head=head, backbone=backbone, ffn=ffn))
+        train(cfg, show_progress=False)
+    seconds = time.perf_counter() - t
+    log = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((run / "train" / "train_summary.json").read_text())
     ev = evaluate(EvalConfig(policy=str(policy_dir), split="train", episodes=episodes, videos_per_task=0,
-                             output_dir=str(out / "eval")), show_progress=True)
-    p50, p99 = latency_ms(policy_dir)
-    result = {"name": name, "head": head, "backbone": backbone, "ffn": ffn, "params": summary["params"],
-              "steps": steps, "samples_per_s": statistics.median(r["samples_per_s"] for r in log[1:] or log),
-              "final_loss": log[-1]["loss"], "success": ev["success_rate"], "ci95": ev["ci95"],
-              "episodes": ev["episodes"], "per_task": {k: v["success_rate"] for k, v in ev["per_task"].items()},
-              "latency_ms_p50": p50, "latency_ms_p99": p99, "threads": torch.get_num_threads()}
+                             output_dir=str(run / "eval")), show_progress=False)
+    result = ev | {"head": head, "backbone": backbone, "ffn": ffn, "seed": seed, "params": summary["params"],
+                   "train_seconds": seconds, "final_loss": log[-1]["loss"],
+                   "samples_per_s": statistics.median(r["samples_per_s"] for r in log[1:] or log)}
     for key in ("moe_dropped", "moe_balance_loss"):
         if key in log[-1]:
             result[key] = log[-1][key]
@@ -181,29 +186,57 @@ def main() -> None:
 
 
 def ablation() -> None:
-    steps, episodes = int(arg("steps", "1000")), int(arg("episodes", "20"))
-    only = [tuple(n.split("-")) for n in arg("only", "").split(",") if n]
-    for h, b, f in only:
-        HEADS.get(h), BACKBONES.get(b), FFNS.get(f)  # unknown names fail before any work
+    """Every head x backbone (``--only`` picks configurations, a ``moe`` feed-forward included)
+    trained with the quickstart's recipe on the small experiment cell, ``--seeds`` training seeds
+    each, evaluated on the same scenes; each configuration against the first, paired by seed and
+    scene."""
+    n, steps, episodes = int(arg("seeds", "3")), int(arg("steps", "1100")), int(arg("episodes", "25"))
+    if n < 2:
+        raise SystemExit(f"--seeds must be >= 2 (sd and paired intervals need them), got {n}")
+    only = [tuple(name.split("-")) for name in arg("only", "").split(",") if name]
+    for name in only:
+        if len(name) != 3:
+            raise SystemExit(f"--only takes head-backbone-ffn names such as dit-mamba-mlp, got {'-'.join(name)!r}")
+        HEADS.get(name[0]), BACKBONES.get(name[1]), FFNS.get(name[2])  # unknown names fail before any work
+    grid = only or GRID
     root = cache_root("runs/bench_architectures")
-    data = root / "data"
-    with stage("collect", reused=(data / "meta").exists()):
-        collect(dataclasses.replace(CollectConfig(episodes_per_task=150), output=str(data),
-                                    resume=(data / "meta").exists()), show_progress=True)
-    results = []
-    for h, b, f in only or GRID:
-        with stage(f"{h}-{b}-{f}", reused=(root / f"{h}-{b}-{f}" / "result.json").is_file()):
-            results.append(run_config(root, h, b, f, data, steps, episodes))
-    rows = [{"head": r["head"], "backbone": r["backbone"], "ffn": r["ffn"],
-             "success": f"{r['success']:.1%} [{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}]",
-             "params (M)": round(r["params"] / 1e6, 2), "train samples/s": round(r["samples_per_s"], 1),
-             "act p50 ms": round(r["latency_ms_p50"], 1), "act p99 ms": round(r["latency_ms_p99"], 1)}
-            for r in results]
-    protocol = {"steps": steps, "batch_size": 64, "precision": "bf16", "eval_split": "train",
-                "episodes_per_task": episodes, "dataset": "quickstart collect, 150 demos x 7 tasks"}
-    write("architectures", {"protocol": protocol, "results": results}, rows,
-          f"Architecture ablation: {steps} steps each, {episodes} episodes per task, 2 CPU cores",
-          seeds={"collect_scenes_from": 0, "train": 0, "eval_scenes_from": EVAL_SEEDS})
+    cell = small_cell()
+    data = collect_once(cell, root / "data")
+    runs: dict[str, list[dict]] = {f"{h}-{b}-{f}": [] for h, b, f in grid}
+    for seed in range(n):
+        for h, b, f in grid:
+            name = f"{h}-{b}-{f}"
+            with stage(f"{name} seed {seed}", reused=(root / name / f"seed{seed}" / "result.json").is_file()):
+                runs[name].append(run_config(root / name / f"seed{seed}", h, b, f, data, steps, episodes, seed))
+            print(f"{name} seed {seed}: {runs[name][-1]['success_rate']:.1%}", flush=True)
+    for h, b, f in grid:
+        name = f"{h}-{b}-{f}"
+        with stage(f"latency {name}"):
+            p50, p99 = latency_ms(root / name / "seed0" / "train" / "policy")
+        runs[name][0]["latency_ms"] = [p50, p99]
+    configs, first = {}, next(iter(runs))
+    for name, rs in runs.items():
+        configs[name] = seed_summary(rs) | {
+            "head": rs[0]["head"], "backbone": rs[0]["backbone"], "ffn": rs[0]["ffn"], "params": rs[0]["params"],
+            "samples_per_s": [r["samples_per_s"] for r in rs], "train_seconds": [r["train_seconds"] for r in rs],
+            "final_loss": [r["final_loss"] for r in rs], "latency_ms_p50_p99": rs[0]["latency_ms"],
+            "moe": [{k: r[k] for k in ("moe_dropped", "moe_balance_loss") if k in r} for r in rs]}
+    comparisons = {f"{name} - {first}": paired(rs, runs[first]) for name, rs in runs.items() if name != first}
+    for h, f in dict.fromkeys((h, f) for h, _, f in grid):  # the backbone alone, head and ffn held
+        a, b = f"{h}-mamba-{f}", f"{h}-transformer-{f}"
+        if a in runs and b in runs:
+            comparisons[f"{a} - {b}"] = paired(runs[a], runs[b])
+    rows = [{"config": name, "success": f"{100 * c['mean']:.1f}% ({100 * c['sd']:.1f})",
+             "per seed": " / ".join(f"{100 * x:.0f}" for x in c["per_seed"]),
+             "params (M)": round(c["params"] / 1e6, 2),
+             "train samples/s": round(statistics.median(c["samples_per_s"]), 1),
+             "act p50 ms": round(c["latency_ms_p50_p99"][0], 1)} for name, c in configs.items()]
+    protocol = {"steps": steps, "recipe": "quickstart train defaults (grounding 250 scenes per task, lr 3e-3)",
+                "eval_split": "train", "episodes_per_task": episodes, "tasks": cell.env.tasks,
+                "demos_per_task": cell.episodes_per_task, "seeds": n}
+    write("architectures", {"protocol": protocol, "configs": configs, "comparisons": comparisons}, rows,
+          f"Architecture ablation on the small cell: {steps} steps, {n} training seeds per configuration",
+          seeds={"collect": cell.seed, "train": list(range(n)), "eval_scenes_from": EVAL_SEEDS})
 
 
 if __name__ == "__main__":

@@ -159,6 +159,16 @@ def arg(name: str, default: str, argv: list[str] | None = None) -> str:
                 default)
 
 
+def small_cell():
+    """The small experiment cell's collection: 4 tabletop tasks (push and pick_place, the hard
+    ones, among them) x 25 scripted demos; the budget a recipe or architecture comparison can
+    afford over several seeds on 2 cores (benchmarks/small_cell.py, architectures.py)."""
+    from vlaforge.data.config import CollectConfig
+    from vlaforge.envs.config import EnvConfig
+
+    return CollectConfig(env=EnvConfig(tasks=["reach", "push", "pick_place", "press_button"]), episodes_per_task=25)
+
+
 def collect_once(collect_cfg, data: Path) -> Path:
     """Collect ``collect_cfg`` into ``data`` once, as the stage "collect": a finished collection
     (its ``done`` marker) is reused, an interrupted one resumed."""

@@ -23,11 +23,9 @@ import statistics
 import sys
 import time
 
-from common import arg, cache_root, collect_once, paired, stage, write
+from common import arg, cache_root, collect_once, paired, small_cell, stage, write
 
 from vlaforge.cli import parse
-from vlaforge.data.config import CollectConfig
-from vlaforge.envs.config import EnvConfig
 from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.localization import localization_error
 from vlaforge.eval.rollout import evaluate
@@ -36,7 +34,6 @@ from vlaforge.runtime.policy import load_policy
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 
-TASKS = ["reach", "push", "pick_place", "press_button"]
 # One lever per arm, on top of the trainer's defaults: (overrides, multiple of the cell's step
 # budget). batch32 halves the batch and doubles the steps, about the same wall time as default;
 # grounding co-trains the target/goal losses on 250 rendered scenes per task (data/grounding.py),
@@ -66,7 +63,8 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"--seeds must be >= 2 (sd and intervals need them), got {n}")
     common = [a for a in argv if not a.startswith(("--seeds=", "--arms=", "--steps=", "--episodes="))]
     root = cache_root("runs/bench_small_cell")
-    data = collect_once(CollectConfig(env=EnvConfig(tasks=TASKS), episodes_per_task=25), root / "data")
+    cell = small_cell()
+    data = collect_once(cell, root / "data")
     results: dict[str, list[dict]] = {a: [] for a in arms}
     seconds: dict[str, list[float]] = {a: [] for a in arms}
     located: dict[str, list[dict]] = {a: [] for a in arms}
@@ -88,7 +86,7 @@ def main(argv: list[str]) -> None:
                 located[name].append(localization_error(load_policy(run / "policy"), str(data)))
             results[name].append(r)
             print(f"{name} seed {seed}: {r['success_rate']:.1%} after {seconds[name][-1]:.0f} s", flush=True)
-    figures = {"tasks": TASKS, "demos_per_task": 25, "eval_episodes_per_task": episodes, "steps": steps,
+    figures = {"tasks": cell.env.tasks, "demos_per_task": cell.episodes_per_task, "eval_episodes_per_task": episodes, "steps": steps,
                "target": {"success": 0.85, "sd": 0.05, "train_seconds": 180}, "arms": {}, "comparisons": {}}
     for name in arms:
         s = seed_summary(results[name])
@@ -110,7 +108,7 @@ def main(argv: list[str]) -> None:
                                                     f" McNemar p={c['mcnemar_p']:.2g}", "train s": ""}
              for k, c in figures["comparisons"].items()]
     write("small_cell", figures, rows, f"Small experiment cell (4 tasks x 25 demos) over {n} training seeds",
-          seeds={"collect": CollectConfig().seed, "train": list(range(n)), "eval_scenes_from": EvalConfig().seed})
+          seeds={"collect": cell.seed, "train": list(range(n)), "eval_scenes_from": EvalConfig().seed})
 
 
 if __name__ == "__main__":
