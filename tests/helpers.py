@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from vlaforge.data.collect import ACTION_NAMES, STATE_NAMES
 from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, make_features
+from vlaforge.envs.base import ACTION_NAMES, STATE_NAMES
 
 TASKS = ["reach the red cube", "press the button"]
 

@@ -18,8 +18,8 @@ import pytest
 from helpers import synthetic_episode
 
 import vlaforge.files as files_module
-from vlaforge.data.collect import ACTION_NAMES, STATE_NAMES
 from vlaforge.data.dataset import DatasetError, DatasetWriter, LeRobotDataset, make_features
+from vlaforge.envs.base import ACTION_NAMES, STATE_NAMES
 
 FEATURES = make_features(["front"], 32, STATE_NAMES, ACTION_NAMES)
 TASKS = ["reach the red cube", "go to the blue ball", "reach the red cube", "press the green button"]

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import synthetic_episode, write_dataset
 
-from vlaforge.data.collect import ACTION_NAMES, STATE_NAMES
 from vlaforge.data.dataset import DatasetError, DatasetWriter, LeRobotDataset, make_features
+from vlaforge.envs.base import ACTION_NAMES, STATE_NAMES
 
 
 def test_round_trip_is_exact(tmp_path):

@@ -12,9 +12,9 @@ import pytest
 from helpers import write_dataset
 
 from vlaforge.cli import main
-from vlaforge.data.collect import ACTION_NAMES, STATE_NAMES
 from vlaforge.data.dataset import DatasetWriter, make_features
 from vlaforge.data.manifest import build_manifest, dataset_hash, diff_manifests, write_manifest
+from vlaforge.envs.base import ACTION_NAMES, STATE_NAMES
 
 
 def test_hash_changes_iff_content_changes(tmp_path):

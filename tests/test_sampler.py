@@ -6,11 +6,11 @@ import torch
 from helpers import synthetic_episode, write_dataset
 
 from vlaforge.data.augment import random_shift
-from vlaforge.data.collect import ACTION_NAMES, STATE_NAMES
 from vlaforge.data.dataset import DatasetWriter, LeRobotDataset, make_features
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.sampler import ChunkSampler
 from vlaforge.data.tokenizer import WordTokenizer
+from vlaforge.envs.base import ACTION_NAMES, STATE_NAMES
 
 
 def test_history_and_chunks_respect_episode_bounds(tmp_path):

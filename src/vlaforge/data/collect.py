@@ -24,8 +24,6 @@ from vlaforge.envs.randomization.wrapper import job_domain, worker_domain_env
 from vlaforge.pool import map_in_workers
 from vlaforge.seeds import EVAL_SEEDS, RETRY_STRIDE, TASK_STRIDE
 
-STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_opening"]
-ACTION_NAMES = ["dx", "dy", "dz", "gripper"]
 RETRIES = 5
 
 
@@ -152,7 +150,8 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
         raise ValueError(f"collection seeds {first}..{last} must lie in [0, {EVAL_SEEDS}), below the evaluation seeds")
     domain = job_domain(cfg.domain)
     out = Path(cfg.output)
-    features = make_features(cfg.env.cameras, cfg.env.image_size, STATE_NAMES, ACTION_NAMES, suite.env_state_columns(cfg.env.cameras))
+    features = make_features(cfg.env.cameras, cfg.env.image_size, list(suite.state_names), list(suite.action_names),
+                             suite.env_state_columns(cfg.env.cameras))
     extra = {"vlaforge": {"suite": suite.name, "split": cfg.split, "tasks": tasks, "env": asdict(cfg.env) | {"tasks": tasks},
                           "domain": domain}}
     writer = DatasetWriter(out, features, suite.fps, resume=cfg.resume, extra_info=extra)

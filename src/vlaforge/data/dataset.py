@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,7 +62,8 @@ def decode_png(payload: bytes) -> np.ndarray:
 
 
 def make_features(
-    cameras: list[str], image_size: int, state_names: list[str], action_names: list[str], env_state_names: list[str] | None = None
+    cameras: list[str], image_size: int, state_names: Sequence[str], action_names: Sequence[str],
+    env_state_names: list[str] | None = None
 ) -> dict:
     """LeRobot v3.0 feature spec for our observation/action contract (plus optional privileged state)."""
     features = {
@@ -73,8 +74,8 @@ def make_features(
         }
         for cam in cameras
     }
-    features["observation.state"] = {"dtype": "float32", "shape": [len(state_names)], "names": state_names}
-    features["action"] = {"dtype": "float32", "shape": [len(action_names)], "names": action_names}
+    features["observation.state"] = {"dtype": "float32", "shape": [len(state_names)], "names": list(state_names)}
+    features["action"] = {"dtype": "float32", "shape": [len(action_names)], "names": list(action_names)}
     if env_state_names:
         features[ENV_STATE] = {"dtype": "float32", "shape": [len(env_state_names)], "names": env_state_names}
     for key, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),

@@ -49,6 +49,11 @@ def robot_env(env: gym.Env) -> RobotEnv:
     return base
 
 
+# The end-effector interface of the tabletop and Meta-World suites: proprio and action columns.
+STATE_NAMES = ("ee_x", "ee_y", "ee_z", "gripper_opening")
+ACTION_NAMES = ("dx", "dy", "dz", "gripper")
+
+
 @dataclass(frozen=True)
 class Suite:
     """A family of language-conditioned tasks with scripted experts."""
@@ -69,6 +74,9 @@ class Suite:
     # Splits that stand for their own task list (Meta-World's held-out tasks, difficulty groups);
     # other splits vary scenes or wording over the suite's tasks.
     split_tasks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Column names of the proprio state and the action the suite's envs use (recorded datasets).
+    state_names: tuple[str, ...] = STATE_NAMES
+    action_names: tuple[str, ...] = ACTION_NAMES
 
     def resolve(self, cfg: EnvConfig) -> EnvConfig:
         """``cfg`` with the suite's default cameras and step limit filled in where left empty."""
