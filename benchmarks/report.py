@@ -304,14 +304,23 @@ def optimizers() -> str:
 
 
 def architectures() -> str:
-    d = load("architectures")
-    p = d["figures"]["protocol"]
-    rows = [[r["head"], r["backbone"], r["ffn"], r["success"], r["params (M)"], r["train samples/s"], r["act p50 ms"]]
-            for r in d["rows"]]
+    f = load("architectures")["figures"]
+    p = f["protocol"]
+    rows = [[c["head"], c["backbone"], c["ffn"], pct(c["mean"]), f"{100 * c['sd']:.1f}",
+             " / ".join(pct(x, 0) for x in c["per_seed"]), ci(c["pooled_ci95"]),
+             ", ".join(f"{t} {pct(v, 0)}" for t, v in c["per_task_mean"].items()), round(c["params"] / 1e6, 2),
+             round(statistics.median(c["samples_per_s"]), 1), f"{statistics.median(c['train_seconds']):.0f}",
+             round(c["latency_ms_p50_p99"][0], 1)] for c in f["configs"].values()]
+    comps = [[f"`{name}`", diff(c["difference"], c["seed_t_ci95"]), ci(c["paired_bootstrap_ci95"]),
+              f"{c['mcnemar_p']:.3g}"] for name, c in f["comparisons"].items()]
     return block("architectures", [
-        f"Architecture ablation ({p['steps']} steps, one training seed per cell, {p['episodes_per_task']} episodes "
-        f"per task, `{p['eval_split']}` split):", "",
-        *table(["head", "backbone", "ffn", "success (95% CI)", "params (M)", "train samples/s", "act p50 ms"], rows)])
+        f"Architecture ablation on the small cell ({', '.join(p['tasks'])}; {p['demos_per_task']} demos per task), "
+        f"{p['recipe']}, {p['steps']} steps, {p['seeds']} training seeds per configuration, "
+        f"{p['episodes_per_task']} episodes per task and seed on the `{p['eval_split']}` split:", "",
+        *table(["head", "backbone", "ffn", "success (mean)", "sd (points)", "per seed", "pooled 95% CI",
+                "per task (mean over seeds)", "params (M)", "train samples/s", "train s (median)", "act p50 ms"], rows),
+        "", "Paired by seed and scene (t interval over seeds; pooled paired bootstrap; exact McNemar):", "",
+        *table(["comparison", "difference (points)", "paired bootstrap", "McNemar p"], comps)])
 
 
 def attention() -> str:
@@ -562,6 +571,19 @@ def small_cell() -> str:
         "exact McNemar):", "", *table(["arm - first", "difference (points)", "paired bootstrap", "McNemar p"], comps)])
 
 
+def libero_experts() -> str:
+    f = load("libero_experts")["figures"]
+    rows = [[f"`{name}`", pct(x["success"]), ci(x["ci95"]), f"{x['tasks_with_expert']} / {x['tasks']}",
+             pct(x["success_where_scripted"]),
+             f"{statistics.median(x['steps_per_s_one_core']):.0f}" if x["steps_per_s_one_core"] else "",
+             "; ".join(sorted(x["no_expert"])) or "none"] for name, x in f["suites"].items()]
+    return block("libero_experts", [
+        f"Scripted LIBERO experts on the first {f['trials_per_task']} fixed initial states of every task (a task "
+        f"without a script counts as failed):", "",
+        *table(["suite", "success", "95% CI", "tasks scripted", "success where scripted", "env steps/s (1 core)",
+                "tasks without a script"], rows)])
+
+
 def finetune() -> str:
     f = load("finetune")["figures"]
     rows = []
@@ -619,7 +641,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
                  training_precision, training_accumulation, parallel, optimizers, attention, architectures,
                  architectures_scaling,
                  sim2real, deploy, safety, evaluation, data, *DATA, reliability, text_encoders, profile_step,
-                 small_cell, cbf_qp, finetune)
+                 small_cell, cbf_qp, finetune, libero_experts)
 }
 
 
