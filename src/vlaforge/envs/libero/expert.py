@@ -11,9 +11,9 @@ lower than a fingertip and wider than the hand, are not held this way: a known f
 into the on or off range. Motion is a proportional controller on the end-effector position
 (OSC_POSE: an action of 1 asks for 5 cm) and on the gripper's yaw about the world z axis (1 =
 0.5 rad). Conjunctions run their parts in order; things bound for the same destination (two
-cans into one basket) get equal shares of its longer side. Goals without a script (``Open``, ``Close``,
-and placing into a drawer or microwave, which needs opening first) raise a ValueError naming
-what is missing.
+cans into one basket) get equal shares of its longer side. Goals without a script (``Open``,
+``Close``, and placing into a drawer or microwave, which needs opening first) raise a ValueError
+naming what is missing.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ TURN_MARGIN = 0.3  # how far past the edge of an on/off range a knob is turned (
 POSITION_SCALE, YAW_SCALE = 0.05, 0.5  # metres / radians asked for by an action of 1
 GAIN = 1.5
 CLEARANCE = 0.10  # above the tallest thing on the way (m)
+GRIP_SITE = "gripper0_grip_site"  # the point between the fingertips that OSC_POSE moves
 
 
 def body_geoms(model, root: int) -> list[int]:
@@ -74,6 +75,7 @@ class LiberoExpert:
         # (kind "move" | "wait", where to (a function: the point is re-read every step), gripper,
         # yaw, a function to call when the waypoint is reached)
         self.plan: list[tuple] = []
+        self.reset()
 
     def reset(self) -> None:
         self.plan, self.goal_index, self.hold = [], 0, 0
@@ -138,9 +140,9 @@ class LiberoExpert:
         def take() -> None:
             # Measured in the hand: where the fingers hold the thing relative to its box.
             lo, hi = self._box(thing)
-            hand = self.env.data.site("gripper0_grip_site").xpos
-            grip.update(below=hand[2] - lo[2], offset=hand[:2] - (lo[:2] + hi[:2]) / 2)
-            grip["carry"] = max(place()[2], hand[2]) + CLEARANCE
+            at = hand()
+            grip.update(below=at[2] - lo[2], offset=at[:2] - (lo[:2] + hi[:2]) / 2)
+            grip["carry"] = max(place()[2], at[2]) + CLEARANCE
 
         def place() -> np.ndarray:
             target, top = self._destination(dest)
@@ -151,10 +153,17 @@ class LiberoExpert:
         def above(point: np.ndarray, height: float) -> np.ndarray:
             return np.array([point[0], point[1], height])
 
-        self.plan = [("move", lambda: above(self._grasp(thing)[0], self._grasp(thing)[0][2] + CLEARANCE), -1.0, yaw, None),
+        def hand() -> np.ndarray:
+            return self.env.data.site(GRIP_SITE).xpos
+
+        def over_grasp() -> np.ndarray:
+            grasp = self._grasp(thing)[0]
+            return above(grasp, grasp[2] + CLEARANCE)
+
+        self.plan = [("move", over_grasp, -1.0, yaw, None),
                      ("move", lambda: self._grasp(thing)[0], -1.0, yaw, None),
                      ("wait", None, 1.0, yaw, take),
-                     ("move", lambda: above(self.env.data.site("gripper0_grip_site").xpos, grip["carry"]), 1.0, yaw, None),
+                     ("move", lambda: above(hand(), grip["carry"]), 1.0, yaw, None),
                      ("move", lambda: above(place(), grip["carry"]), 1.0, yaw, None),
                      ("move", place, 1.0, yaw, None),
                      ("wait", None, -1.0, yaw, None),
@@ -199,14 +208,14 @@ class LiberoExpert:
         action = np.zeros(7)
         action[6] = gripper
         # The closing line is symmetric under a half turn: take the nearer of yaw, yaw + pi.
-        yaw_error = wrap((yaw() if callable(yaw) else yaw) - self._closing_yaw())
+        yaw_error = wrap(yaw - self._closing_yaw())
         yaw_error = wrap(yaw_error + np.pi) if abs(yaw_error) > np.pi / 2 else yaw_error
         action[5] = np.clip(GAIN * yaw_error / YAW_SCALE, -1, 1)
         self.hold += 1
         if kind == "wait":
             done = self.hold >= 15
         else:
-            error = point() - env.data.site("gripper0_grip_site").xpos
+            error = point() - env.data.site(GRIP_SITE).xpos
             action[:3] = np.clip(GAIN * error / POSITION_SCALE, -1, 1)
             done = (np.linalg.norm(error) < 0.01 and abs(yaw_error) < 0.05) or self.hold >= 80
         if done:
