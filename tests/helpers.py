@@ -40,6 +40,24 @@ def write_dataset(root, episodes=4, seed=0, size=64, length=12, tasks=TASKS, ima
     return writer, eps
 
 
+# The smallest policy the tests train: end-to-end plumbing, not learning.
+TINY_POLICY = ["--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2", "--policy.vision_channels=[8,8]"]
+
+
+def tiny_train_and_eval(data, run, max_steps: int) -> dict:
+    """Train a tiny policy on ``data`` for 3 steps into ``run`` and evaluate it on one train-split
+    episode per task of at most ``max_steps`` steps; returns that evaluation's results.json."""
+    import json
+
+    from vlaforge.cli import main
+
+    assert main(["train", f"--dataset={data}", f"--output_dir={run}", "--steps=3", "--batch_size=4",
+                 "--tracking=none", *TINY_POLICY]) == 0
+    assert main(["eval", f"--policy={run / 'policy'}", "--split=train", "--episodes=1", "--workers=1",
+                 f"--max_steps={max_steps}", "--videos_per_task=0"]) == 0
+    return json.loads((run / "eval" / "train" / "results.json").read_text())
+
+
 def train_tiny_policy(root, episodes_per_task: int, steps: int):
     """Expert demos of reach and press_button and a tiny policy trained on them, under ``root``
     (``data/``, ``run/policy``); returns the policy directory."""
@@ -48,6 +66,5 @@ def train_tiny_policy(root, episodes_per_task: int, steps: int):
     assert main(["collect", "--env.tasks=[reach,press_button]", f"--episodes_per_task={episodes_per_task}",
                  "--workers=1", f"--output={root / 'data'}"]) == 0
     assert main(["train", f"--dataset={root / 'data'}", f"--output_dir={root / 'run'}", f"--steps={steps}",
-                 "--batch_size=8", "--tracking=none", "--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2",
-                 "--policy.vision_channels=[8,8]"]) == 0
+                 "--batch_size=8", "--tracking=none", *TINY_POLICY]) == 0
     return root / "run" / "policy"

@@ -6,12 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_POLICY
 
 from vlaforge.cli import main
 from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.eval.active import choose, chunk_variance, k_center_greedy
-
-TINY = ["--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2", "--policy.vision_channels=[8,8]"]
 
 
 def test_k_center_picks_one_point_per_cluster():
@@ -64,7 +63,7 @@ def policy(tmp_path_factory):
     assert main(["collect", "--env.tasks=[reach,press_button]", "--episodes_per_task=2", "--workers=1",
                  f"--output={root / 'data'}"]) == 0
     assert main(["train", f"--dataset={root / 'data'}", f"--output_dir={root / 'run'}", "--steps=20", "--batch_size=8",
-                 "--tracking=none", "--policy.dropout=0.2", *TINY]) == 0
+                 "--tracking=none", "--policy.dropout=0.2", *TINY_POLICY]) == 0
     return root
 
 
@@ -107,7 +106,7 @@ def test_ensemble_and_head_uncertainty(policy, tmp_path):
     for name, extra in (("seed1", ["--seed=1"]), ("flow", ["--policy.head=flow", "--policy.sample_steps=2",
                                                           "--policy.head_layers=1"])):
         assert main(["train", f"--dataset={data}", f"--output_dir={tmp_path / name}", "--steps=10", "--batch_size=8",
-                     "--tracking=none", *TINY, *extra]) == 0
+                     "--tracking=none", *TINY_POLICY, *extra]) == 0
     common = ["--select=2", "--pool_per_task=2", "--horizon=2", "--samples=3", "--workers=1", "--strategy=uncertainty"]
     ens = tmp_path / "ens.json"
     assert main(["active", f"--policy={policy / 'run' / 'policy'}", f"--ensemble=[{tmp_path / 'seed1' / 'policy'}]",

@@ -2,6 +2,8 @@
 
 import json
 
+from helpers import TINY_POLICY
+
 from vlaforge.cli import main
 from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.seeds import EVAL_SEEDS
@@ -12,8 +14,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert main(["collect", "--env.tasks=[reach,press_button]", "--episodes_per_task=2", "--workers=1",
                  f"--output={data}"]) == 0
     assert main(["train", f"--dataset={data}", f"--output_dir={run}", "--steps=4", "--batch_size=4",
-                 "--tracking=none", "--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2",
-                 "--policy.vision_channels=[8,8]"]) == 0
+                 "--tracking=none", *TINY_POLICY]) == 0
     assert main(["eval", f"--policy={run}/policy", "--split=unseen", "--episodes=2", "--workers=2",
                  "--max_steps=12", "--videos_per_task=1"]) == 0
     out = run / "eval/unseen"

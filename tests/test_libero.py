@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import tiny_train_and_eval
 
 from vlaforge.cli import main
 from vlaforge.envs import get_suite
@@ -171,12 +172,7 @@ def test_collect_train_eval_end_to_end(tmp_path):
     assert info["features"]["observation.images.robot0_eye_in_hand"]["shape"] == [64, 64, 3]
     assert info["features"]["observation.state"]["shape"] == [8] and info["features"]["action"]["shape"] == [7]
     assert "agentview.target_u" in info["features"]["observation.environment_state"]["names"]
-    assert main(["train", f"--dataset={data}", f"--output_dir={run}", "--steps=3", "--batch_size=4",
-                 "--tracking=none", "--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2",
-                 "--policy.vision_channels=[8,8]"]) == 0
-    assert main(["eval", f"--policy={run / 'policy'}", "--split=train", "--episodes=1", "--workers=1",
-                 "--max_steps=3", "--videos_per_task=0"]) == 0
-    results = json.loads((run / "eval" / "train" / "results.json").read_text())
+    results = tiny_train_and_eval(data, run, max_steps=3)
     assert results["suite"] == "libero-object" and list(results["per_task"]) == [task]
     assert results["episodes_detail"][0]["seed"] == EVAL_SEEDS  # the protocol's first fixed init state
 

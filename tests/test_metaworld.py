@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import tiny_train_and_eval
 
 from vlaforge.cli import main
 from vlaforge.envs import get_suite
@@ -120,10 +121,5 @@ def test_collect_train_eval_end_to_end(tmp_path):
     info = json.loads((data / "meta/info.json").read_text())
     assert info["features"]["observation.images.corner2"]["shape"][:2] == [64, 64]
     assert "corner2.goal_v" in info["features"]["observation.environment_state"]["names"]
-    assert main(["train", f"--dataset={data}", f"--output_dir={run}", "--steps=3", "--batch_size=4",
-                 "--tracking=none", "--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2",
-                 "--policy.vision_channels=[8,8]"]) == 0
-    assert main(["eval", f"--policy={run / 'policy'}", "--split=train", "--episodes=1", "--workers=1",
-                 "--max_steps=10", "--videos_per_task=0"]) == 0
-    results = json.loads((run / "eval" / "train" / "results.json").read_text())
+    results = tiny_train_and_eval(data, run, max_steps=10)
     assert results["suite"] == "metaworld-mt10" and sorted(results["per_task"]) == ["drawer-close", "reach"]

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import write_dataset
+from helpers import TINY_POLICY, write_dataset
 from safetensors.torch import load_file
 
 from vlaforge.cli import main
@@ -86,9 +86,8 @@ def test_resume_is_exact(frames, tmp_path):
 def test_behaviour_cloning_starts_from_the_encoder(frames, tmp_path):
     run = pretrain(PretrainConfig(datasets=[str(frames)], method="mae", output_dir=str(tmp_path / "mae"), **SMALL),
                    show_progress=False)
-    tiny = ["--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2", "--policy.vision_channels=[8,8]"]
     args = ["train", f"--dataset={frames}", "--steps=1", "--batch_size=4", "--tracking=none", "--ema_decay=0", "--optim.lr=1e-9"]
-    assert main([*args, f"--output_dir={tmp_path / 'bc'}", f"--init_encoder={run}", *tiny]) == 0
+    assert main([*args, f"--output_dir={tmp_path / 'bc'}", f"--init_encoder={run}", *TINY_POLICY]) == 0
     policy = load_file(str(tmp_path / "bc" / "policy" / "model.safetensors"))
     encoder = load_file(str(run / "encoder.safetensors"))
     assert all(torch.allclose(policy[f"vision.{k}"], v, atol=1e-6) for k, v in encoder.items())
@@ -96,7 +95,7 @@ def test_behaviour_cloning_starts_from_the_encoder(frames, tmp_path):
     assert meta["init_encoder"]["method"] == "mae"
     # A policy of another width cannot take it, and says why.
     assert main([*args, f"--output_dir={tmp_path / 'wide'}", f"--init_encoder={run}", "--policy.d_model=64"]) == 2
-    assert main([*args, f"--output_dir={tmp_path / 'none'}", f"--init_encoder={tmp_path}", *tiny]) == 2
+    assert main([*args, f"--output_dir={tmp_path / 'none'}", f"--init_encoder={tmp_path}", *TINY_POLICY]) == 2
 
 
 def test_bad_input(frames, tmp_path, capsys):

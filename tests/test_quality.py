@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import TINY_POLICY
 
 from vlaforge.cli import main
 from vlaforge.data.annotate import paraphrases
@@ -187,9 +188,8 @@ def test_paraphrases_and_training_reads_them(expert, tmp_path):
     tasks = LeRobotDataset(data).tasks
     assert set(table) == {t for t in tasks if paraphrases(t, 2)} and len(table) >= len(tasks) - 1
     assert all(1 <= len(v) <= 2 for v in table.values())
-    tiny = ["--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2", "--policy.vision_channels=[8,8]"]
     assert main(["train", f"--dataset={data}", f"--output_dir={tmp_path / 'run'}", "--steps=2", "--batch_size=4",
-                 "--tracking=none", *tiny]) == 0
+                 "--tracking=none", *TINY_POLICY]) == 0
     vocab = set(json.loads((tmp_path / "run" / "policy" / "config.json").read_text())["vocab"])
     words = {w for v in table.values() for x in v for w in x.split()}
     assert words <= vocab

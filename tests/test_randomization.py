@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import TINY_POLICY
 
 from vlaforge.cli import main
 from vlaforge.config import ConfigError
@@ -216,7 +217,7 @@ def test_collect_and_transfer_end_to_end(tmp_path, capsys):
     draws = [json.loads(e["vlaforge/domain"]) for e in episodes]
     assert len(draws) == 2 and draws[0] != draws[1] and set(draws[0]) == {"visual", "physics", "sensor"}
     assert main(["train", f"--dataset={data}", f"--output_dir={run}", "--steps=2", "--batch_size=4", "--tracking=none",
-                 "--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2", "--policy.vision_channels=[8,8]"]) == 0
+                 *TINY_POLICY]) == 0
     bullet = ["tabletop-bullet"] if importlib.util.find_spec("pybullet") else []
     assert main(["transfer", f"--policy={run}/policy", f"--targets=[{','.join(['real-proxy-A', 'real-proxy-C', *bullet])}]",
                  "--episodes=2", "--workers=1"]) == 0
@@ -241,7 +242,7 @@ def test_robustness_sweep(tmp_path):
     data, run = tmp_path / "data", tmp_path / "run"
     assert main(["collect", "--env.tasks=[reach]", "--episodes_per_task=1", "--workers=1", f"--output={data}"]) == 0
     assert main(["train", f"--dataset={data}", f"--output_dir={run}", "--steps=2", "--batch_size=4", "--tracking=none",
-                 "--policy.d_model=32", "--policy.n_layers=1", "--policy.n_heads=2", "--policy.vision_channels=[8,8]"]) == 0
+                 *TINY_POLICY]) == 0
     assert main(["eval", f"--policy={run}/policy", "--split=train", "--episodes=1", "--workers=1", "--max_steps=10",
                  "--perturb=[lighting=0..1,latency=0..1]", "--videos_per_task=0"]) == 0
     out = run / "eval/train/robustness"
