@@ -237,13 +237,16 @@ class LiberoEnv(gym.Env):
         state = np.concatenate([o["robot0_eef_pos"], axis_angle(o["robot0_eef_quat"]), o["robot0_gripper_qpos"]])
         return {"image": self.render_views(), "state": state.astype(np.float32), "instruction": self.instruction}
 
+    def thing(self, name: str):
+        """The BDDL object or fixture called ``name`` (LIBERO's model of it), or None."""
+        return self.domain.objects_dict.get(name) or self.domain.fixtures_dict.get(name)
+
     def position(self, name: str) -> np.ndarray:
         """World position (3,) of a BDDL object or fixture (its root body) or region (its site)."""
-        d = self.domain
-        thing = d.objects_dict.get(name) or d.fixtures_dict.get(name)
+        thing = self.thing(name)
         if thing is not None:
             return self.data.body(thing.root_body).xpos.copy()
-        if name in d.object_sites_dict:
+        if name in self.domain.object_sites_dict:
             return self.data.site(name).xpos.copy()
         raise KeyError(f"{name!r} is no object, fixture or region of {self.task}")
 

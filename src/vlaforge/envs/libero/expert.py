@@ -75,15 +75,22 @@ class LiberoExpert:
         # (kind "move" | "wait", where to (a function: the point is re-read every step), gripper,
         # yaw, a function to call when the waypoint is reached)
         self.plan: list[tuple] = []
+        self._geom_cache: dict[int, list[int]] = {}
         self.reset()
 
     def reset(self) -> None:
         self.plan, self.goal_index, self.hold = [], 0, 0
 
+    def _geoms(self, body: int) -> list[int]:
+        """``body_geoms`` of a body, found once: the model's structure never changes, and the
+        boxes are read several times per step."""
+        if body not in self._geom_cache:
+            self._geom_cache[body] = body_geoms(self.env.model, body)
+        return self._geom_cache[body]
+
     def _box(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         env = self.env
-        thing = env.domain.objects_dict.get(name) or env.domain.fixtures_dict.get(name)
-        return world_box(env.model, env.data, body_geoms(env.model, env.model.body(thing.root_body).id))
+        return world_box(env.model, env.data, self._geoms(env.model.body(env.thing(name).root_body).id))
 
     def _closing_yaw(self) -> float:
         """Yaw of the line between the fingers (the direction the gripper closes along)."""
@@ -174,11 +181,11 @@ class LiberoExpert:
         """Turn a knob on a vertical hinge (a stove's) into its on or off range: grasp it on its
         axis across its narrower side, turn the hand about the axis, let go."""
         env = self.env
-        thing = env.domain.fixtures_dict.get(name) or env.domain.objects_dict.get(name)
+        thing = env.thing(name)
         joint = env.model.joint(thing.joints[0]).id
         ranges = thing.object_properties["articulation"]["default_turnon_ranges" if on else "default_turnoff_ranges"]
         target = min(ranges) + TURN_MARGIN if on else max(ranges) - TURN_MARGIN
-        lo, hi = world_box(env.model, env.data, body_geoms(env.model, env.model.jnt_bodyid[joint]))
+        lo, hi = world_box(env.model, env.data, self._geoms(env.model.jnt_bodyid[joint]))
         size = hi - lo
         yaw = 0.0 if size[0] <= size[1] else np.pi / 2
         anchor = env.data.xanchor[joint]
