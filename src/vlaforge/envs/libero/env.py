@@ -211,7 +211,7 @@ class LiberoEnv(gym.Env):
             self._env.reset()
         trial = seed - EVAL_SEEDS
         if 0 <= trial < len(self.init_states):
-            self.raw_obs = self._env.set_init_state(self.init_states[trial])
+            self._env.set_init_state(self.init_states[trial])
         for _ in range(SETTLE_STEPS):
             self.raw_obs, _, _, _ = self._env.step(SETTLE_ACTION)
         self.steps = 0
