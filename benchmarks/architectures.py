@@ -209,17 +209,14 @@ def ablation() -> None:
             with stage(f"{name} seed {seed}", reused=(root / name / f"seed{seed}" / "result.json").is_file()):
                 runs[name].append(run_config(root / name / f"seed{seed}", h, b, f, data, steps, episodes, seed))
             print(f"{name} seed {seed}: {runs[name][-1]['success_rate']:.1%}", flush=True)
-    for h, b, f in grid:
-        name = f"{h}-{b}-{f}"
-        with stage(f"latency {name}"):
-            p50, p99 = latency_ms(root / name / "seed0" / "train" / "policy")
-        runs[name][0]["latency_ms"] = [p50, p99]
     configs, first = {}, next(iter(runs))
     for name, rs in runs.items():
+        with stage(f"latency {name}"):
+            latency = latency_ms(root / name / "seed0" / "train" / "policy")
         configs[name] = seed_summary(rs) | {
             "head": rs[0]["head"], "backbone": rs[0]["backbone"], "ffn": rs[0]["ffn"], "params": rs[0]["params"],
             "samples_per_s": [r["samples_per_s"] for r in rs], "train_seconds": [r["train_seconds"] for r in rs],
-            "final_loss": [r["final_loss"] for r in rs], "latency_ms_p50_p99": rs[0]["latency_ms"],
+            "final_loss": [r["final_loss"] for r in rs], "latency_ms_p50_p99": list(latency),
             "moe": [{k: r[k] for k in ("moe_dropped", "moe_balance_loss") if k in r} for r in rs]}
     comparisons = {f"{name} - {first}": paired(rs, runs[first]) for name, rs in runs.items() if name != first}
     for h, f in dict.fromkeys((h, f) for h, _, f in grid):  # the backbone alone, head and ffn held
