@@ -309,7 +309,7 @@ def fuzz_campaign(root: Path, requests: int, rng: np.random.Generator) -> dict:
             local["crash"] += 1
             local["crash_examples"] = (local["crash_examples"] + [f"{type(e).__name__}: {e}"[:120]])[:5]
     http = {"ok_finite": 0, "client_error": 0, "ok_non_finite": 0, "server_error": 0}
-    server = PolicyServer(policy, token="t", port=0).start()
+    server = PolicyServer(policy, port=0).start()
     try:
         for i in range(requests):
             img, state = random_image(rng, shape), random_state(rng, dim)
@@ -318,7 +318,7 @@ def fuzz_campaign(root: Path, requests: int, rng: np.random.Generator) -> dict:
                     "instruction": random_text(rng)}
             payload = json.dumps(body).encode() if i % 7 else rng.bytes(int(rng.integers(0, 300)))
             req = urllib.request.Request(server.url + "/act", data=payload, method="POST",
-                                         headers={"Authorization": "Bearer t"})
+                                         headers={"Authorization": f"Bearer {server.token}"})
             try:
                 with urllib.request.urlopen(req, timeout=30) as r:
                     actions = np.asarray(json.loads(r.read())["actions"], dtype=np.float64)

@@ -584,6 +584,52 @@ def libero_experts() -> str:
                 "tasks without a script"], rows)])
 
 
+def serving() -> str:
+    f = load("serving")["figures"]
+    one = f["one_robot"]
+    rows = [[k, f"{v['p50_ms']:.2f}", f"{v['p99_ms']:.2f}", f"{v['overhead_p50_ms']:+.2f}" if k != "local" else ""]
+            for k, v in one.items()]
+    fleet = [[n, f"{x['p50_ms']:.1f}", f"{x['p99_ms']:.1f}", pct(x["miss_rate"]), f"{x['mean_batch']:.2f}",
+              f"{x['achieved_hz_per_robot']:.1f}", x["errors"]]
+             for n, x in [*f["fleets"].items(), ("8, max_batch 1", f["fleet_8_unbatched"])]]
+    bursts = [[k, b["errors"], pct(b["error_rate"]), f"{b['requests_per_s']:.0f}", f"{b['p50_ms']:.1f}",
+               f"{b['p99_ms']:.1f}"] for k, b in f["http_bursts"].items()]
+    met = f["meets_targets"]
+    exports = [[e["head"], e["sample_steps"], f"{e['eager']['p50_ms']:.2f}", f"{e['onnx']['p50_ms']:.2f}",
+                f"{e['eager']['p50_ms'] / e['onnx']['p50_ms']:.2f}x", sig(e["onnx"]["max_action_diff"])]
+               for e in f["sampling_exports"].values()]
+    return block("serving", [
+        f"One robot asking back to back (batch-1 `act()` of a {f['policy_params'] / 1e6:.2f} M-parameter policy; "
+        "overhead = p50 minus the in-process p50):", "",
+        *table(["path", "p50 ms", "p99 ms", "overhead p50 ms"], rows), "",
+        f"Robots on WebSocket sessions at {f['rate_hz']:g} Hz each, {f['fleets']['1']['seconds']:g} s per row, server "
+        f"and robots on the same 2 cores (latency from the tick; a miss is a reply after the next tick, "
+        f"{f['period_ms']:.0f} ms):", "",
+        *table(["robots", "p50 ms", "p99 ms", "deadline misses", "mean batch", "achieved Hz per robot", "errors"], fleet),
+        "",
+        "50 HTTP clients released at once, 20 requests each:", "",
+        *table(["connections", "errors", "error rate", "requests/s", "p50 ms", "p99 ms"], bursts), "",
+        "Sampling heads exported to ONNX (loop unrolled, noise an input), batch-1 `act()` p50, the same weights at "
+        "each step count:", "",
+        *table(["head", "sampling steps", "eager ms", "ONNX Runtime ms", "speed-up", "max action difference"],
+               exports), "",
+        f"Targets: stream overhead <= 1 ms at p50 ({'met' if met['stream_overhead'] else 'not met'}: "
+        f"{one['stream']['overhead_p50_ms']:+.2f} ms); >= 8 robots at {f['rate_hz']:g} Hz with p99 under the period "
+        f"({'met' if met['robots_at_rate'] else 'not met'}: {f['most_robots_p99_under_period']} robots)."])
+
+
+def realtime() -> str:
+    d = load("realtime")
+    f = d["figures"]
+    cols = list(d["rows"][0])
+    return block("realtime", [
+        f"A {f['head']}-head policy on its {len(f['tasks'])} tasks, {f['episodes_per_task']} episodes per task and cell "
+        f"(the same ones in every cell), {f['rate_hz']:g} Hz, replanning after {f['horizon']} of {f['chunk_size']} "
+        "actions, latency added to every query; jump and jerk in action units at the ticks where a new chunk takes "
+        "over; each mode against naive at the same latency, paired by episode:", "",
+        *table(cols, [[r[c] for c in cols] for r in d["rows"]])])
+
+
 def finetune() -> str:
     f = load("finetune")["figures"]
     rows = []
@@ -641,7 +687,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
                  training_precision, training_accumulation, parallel, optimizers, attention, architectures,
                  architectures_scaling,
                  sim2real, deploy, safety, evaluation, data, *DATA, reliability, text_encoders, profile_step,
-                 small_cell, cbf_qp, finetune, libero_experts)
+                 small_cell, cbf_qp, finetune, libero_experts, serving, realtime)
 }
 
 

@@ -1,6 +1,7 @@
 """The user-facing verbs end to end through the CLI: quickstart (what `make demo` runs), serve
 (a real server process answering a client) and bench."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from helpers import train_tiny_policy
 
 from vlaforge.cli import main
@@ -38,30 +40,33 @@ def test_quickstart_runs_collect_train_eval_and_resumes(tmp_path, capsys):
     assert "stepz" in capsys.readouterr().err
 
 
-def test_serve_answers_a_client_with_the_local_policys_actions(tmp_path):
+@pytest.mark.parametrize("protocol", ["http", "stream"])
+def test_serve_answers_a_client_with_the_local_policys_actions(tmp_path, protocol):
     from vlaforge.deploy.latency import observation
     from vlaforge.deploy.server import PolicyClient
     from vlaforge.runtime.policy import load_policy
 
+    client = PolicyClient
+    if protocol == "stream":
+        pytest.importorskip("websockets", reason="the stream protocol needs websockets (pip install 'vlaforge[serve]')")
+        from vlaforge.deploy.stream import StreamClient as client
     policy_dir = train_tiny_policy(tmp_path, episodes_per_task=1, steps=2)
+    token = "k3y-from-the-environment-7Qz"
     proc = subprocess.Popen([sys.executable, "-m", "vlaforge", "serve", f"--policy={policy_dir}", "--port=0",
-                             "--token=secret"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ))
+                             f"--protocol={protocol}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, VLAFORGE_TOKEN=token))
     try:
         line = proc.stdout.readline()
         assert "serving" in line, proc.stderr.read()
+        assert token not in line and "$VLAFORGE_TOKEN" in line
         url = line.split(" at ")[1].split(" ")[0]
         local = load_policy(policy_dir)
         obs = observation(local)
-        remote = PolicyClient(url, "secret").act(obs)
+        remote = client(url, token).act(obs)
         local.reset()
         np.testing.assert_allclose(remote, local.act(obs), atol=1e-5)
-        bad = PolicyClient(url, "wrong")
-        try:
-            bad.act(obs)
-            raise AssertionError("a wrong token was accepted")
-        except Exception as e:
-            assert "401" in str(e)
+        with pytest.raises(RuntimeError, match="401"):
+            client(url, "wrong-token-of-enough-length").act(obs)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -79,6 +84,12 @@ def test_bench_latency_and_server_through_the_cli(tmp_path, capsys):
     assert main(["bench", "server", f"--policy={policy_dir}", "--clients=2", "--requests=3", f"--output={out}"]) == 0
     r = json.loads(out.read_text())
     assert r["requests"] == 6 and r["errors"] == 0 and r["latency_ms_p99"] >= r["latency_ms_p50"] > 0
+    if importlib.util.find_spec("websockets"):
+        out = tmp_path / "stream.json"
+        assert main(["bench", "stream", f"--policy={policy_dir}", "--calls=5", "--warmup=1", "--robots=2",
+                     "--rate_hz=10", "--seconds=0.5", f"--output={out}"]) == 0
+        r = json.loads(out.read_text())
+        assert r["one_robot"]["stream"]["calls"] == 5 and r["fleet"]["robots"] == 2 and r["fleet"]["errors"] == 0
     assert main(["bench", "throughput", f"--policy={policy_dir}"]) == 2
     assert "unknown benchmark 'throughput'" in capsys.readouterr().err
     assert Path(policy_dir).is_dir()

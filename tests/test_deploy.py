@@ -186,12 +186,28 @@ def test_deploy_errors_are_clear(trained, tmp_path, capsys):
         load_policy(out)
 
 
-def test_sampling_heads_refuse_onnx_export(tmp_path):
+@pytest.mark.parametrize("head", ["flow", pytest.param("dit", marks=pytest.mark.slow)])
+def test_sampling_heads_export_with_their_noise_as_an_input(head, tmp_path):
+    """The sampling loop is unrolled into the graph and the initial noise is an input: the ONNX
+    policy draws it from the session's generator as PyTorch does, so every seed's chunk matches,
+    and different seeds give different chunks."""
+    import onnx
+
     write_dataset(tmp_path / "data", episodes=2)
-    policy = train(TrainConfig(dataset=str(tmp_path / "data"), output_dir=str(tmp_path / "run"), steps=1, batch_size=4,
-                               tracking="none", policy=PolicyConfig(**{**TINY.__dict__, "head": "flow"})), False)
-    assert main(["export", "onnx", f"--policy={policy}", f"--output={tmp_path / 'onnx'}"]) == 2
-    assert not (tmp_path / "onnx").exists()
+    policy = train(TrainConfig(dataset=str(tmp_path / "data"), output_dir=str(tmp_path / "run"), steps=2, batch_size=4,
+                               tracking="none", policy=PolicyConfig(**{**TINY.__dict__, "head": head,
+                                                                       "sample_steps": 3})), False)
+    assert main(["export", "onnx", f"--policy={policy}", f"--output={tmp_path / 'onnx'}"]) == 0
+    graph = onnx.load(str(tmp_path / "onnx/model.onnx")).graph
+    assert [i.name for i in graph.input] == ["image", "state", "tokens", "noise"]
+    torch_policy, onnx_policy = load_policy(policy), load_policy(tmp_path / "onnx")
+    obs = observation(torch_policy)
+    chunks = []
+    for seed in (0, 1):
+        torch_policy.reset(seed), onnx_policy.reset(seed)
+        chunks.append(onnx_policy.act(obs))
+        np.testing.assert_allclose(chunks[-1], torch_policy.act(obs), atol=1e-4)
+    assert np.abs(chunks[0] - chunks[1]).max() > 1e-3
 
 
 def test_control_cli_runs_a_deployed_policy_in_real_time(trained, tmp_path):

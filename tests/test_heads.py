@@ -105,11 +105,16 @@ def test_schedule_and_bad_config():
 
 @pytest.mark.parametrize("name", HEADS_ALL)
 def test_every_head_meets_the_contract(name):
-    """Flags and methods the toolkit relies on; an exportable head's prediction ignores the
-    generator (ONNX export traces a fixed graph), a sampling head's does not."""
+    """Flags and methods the toolkit relies on: a sampling head's prediction depends on the
+    generator, a deterministic one's does not; given the initial noise, every head's prediction
+    is a function of its inputs alone (what batching several robots and ONNX export rely on)."""
     assert issubclass(HEADS.get(name), ActionHead)
     head = make_head(name)
     cond = torch.randn(2, 3, 32)
     a, b = head.predict(cond, torch.Generator().manual_seed(1)), head.predict(cond, torch.Generator().manual_seed(2))
     assert torch.equal(a, b) != HEADS.get(name).samples
-    assert not (HEADS.get(name).samples and HEADS.get(name).exportable)
+    noise = torch.randn(a.shape, generator=torch.Generator().manual_seed(3))
+    c = head.predict(cond, torch.Generator().manual_seed(1), noise)
+    assert torch.equal(c, head.predict(cond, torch.Generator().manual_seed(2), noise))
+    if HEADS.get(name).samples:  # the noise is the generator's first draw
+        assert torch.equal(a, head.predict(cond, None, torch.randn(a.shape, generator=torch.Generator().manual_seed(1))))

@@ -129,7 +129,7 @@ def test_act_never_returns_a_non_finite_action():
 
 def test_a_non_finite_prediction_raises_instead_of_being_returned(monkeypatch):
     policy = make_policy()
-    monkeypatch.setattr(policy, "predict", lambda *a: np.full((8, 4), np.nan, np.float32))
+    monkeypatch.setattr(policy, "predict_rows", lambda *a: np.full((1, 8, 4), np.nan, np.float32))
     obs = {"image": np.zeros((1, 64, 64, 3), np.uint8), "state": np.zeros(4, np.float32), "instruction": "reach"}
     with pytest.raises(FloatingPointError, match="non-finite action"):
         policy.act(obs)

@@ -251,8 +251,8 @@ def _bench(cfg: BenchConfig) -> Any:
 
     from vlaforge.deploy.latency import bench_latency
 
-    if cfg.what not in ("latency", "server"):
-        raise ValueError(f"unknown benchmark {cfg.what!r}; known: latency, server")
+    if cfg.what not in ("latency", "server", "stream"):
+        raise ValueError(f"unknown benchmark {cfg.what!r}; known: latency, server, stream")
     if not cfg.policy:
         raise ValueError(f"bench {cfg.what} needs --policy=DIR")
     out = Path(cfg.output) if cfg.output else Path(cfg.policy) / f"{cfg.what}.json"
@@ -264,6 +264,19 @@ def _bench(cfg: BenchConfig) -> Any:
         out.write_text(json.dumps({"policy": cfg.policy, **r}, indent=2))
         print(f"{r['requests']} requests from {r['clients']} clients: {r['requests_per_s']:.1f} requests/s, "
               f"p50 {r['latency_ms_p50']:.1f} ms, p99 {r['latency_ms_p99']:.1f} ms, {r['errors']} errors; written to {out}")
+        return
+    if cfg.what == "stream":
+        from vlaforge.deploy.stream import fleet_test, overhead_test
+        from vlaforge.runtime.policy import load_policy
+
+        policy = load_policy(cfg.policy)
+        one = overhead_test(policy, cfg.calls, cfg.warmup)
+        fleet = fleet_test(policy, cfg.robots, cfg.rate_hz, cfg.seconds, cfg.max_batch, cfg.max_wait_ms)
+        out.write_text(json.dumps({"policy": cfg.policy, "one_robot": one, "fleet": fleet}, indent=2))
+        print(f"one robot: act() p50 {one['local']['p50_ms']:.2f} ms, over the stream +{one['stream']['overhead_p50_ms']:.2f} "
+              f"ms, over HTTP +{one['http']['overhead_p50_ms']:.2f} ms; {fleet['robots']} robots at {fleet['rate_hz']:g} Hz: "
+              f"p50 {fleet['p50_ms']:.1f} ms, p99 {fleet['p99_ms']:.1f} ms, {fleet['miss_rate']:.1%} deadline misses, "
+              f"mean batch {fleet['mean_batch']:.2f}, {fleet['errors']} errors; written to {out}")
         return
     rows = bench_latency(cfg.policy, cfg.runtimes, cfg.calls, cfg.warmup, cfg.threads)
     out.write_text(json.dumps({"policy": cfg.policy, "rows": rows}, indent=2))
@@ -283,25 +296,44 @@ def _control(cfg: ControlConfig) -> Any:
     r = run_control(cfg)
     out = Path(cfg.output) if cfg.output else Path(cfg.policy) / "control.json"
     out.write_text(json.dumps(r, indent=2))
-    mode = "async" if cfg.asynchronous else "sync"
+    mode = ("async" if cfg.asynchronous else "sync") + (", real-time chunking" if cfg.rtc else "")
     print(f"{mode} at {cfg.rate_hz:g} Hz: success {r['success_rate']:.1%}, deadline misses {r['deadline_miss_rate']:.1%} "
-          f"of ticks, inference p50 {r['inference_ms_p50']:.1f} ms; written to {out}")
+          f"of ticks, inference p50 {r['inference_ms_p50']:.1f} ms, action jump at chunk switches "
+          f"{r['jump_at_switch']:.3f} (elsewhere {r['jump_elsewhere']:.3f}); written to {out}")
 
 
 def _serve(cfg: ServeConfig) -> Any:
-    from vlaforge.deploy.server import PolicyServer
+    import threading
+
     from vlaforge.runtime.policy import load_policy
 
     if not cfg.policy:
         raise ValueError("serve needs --policy=DIR")
+    if cfg.protocol not in ("http", "stream"):
+        raise ValueError(f"unknown --protocol={cfg.protocol!r}; known: http, stream")
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {cfg.host} exposes the policy beyond this machine; keep the token secret", file=sys.stderr)
-    server = PolicyServer(load_policy(cfg.policy), cfg.token or os.environ.get("VLAFORGE_TOKEN", ""), cfg.host, cfg.port)
-    print(f"serving {cfg.policy} at {server.url} (POST /act, GET /info); token: {server.token}", flush=True)
+    given = cfg.token or os.environ.get("VLAFORGE_TOKEN", "")
+    policy = load_policy(cfg.policy)
+    if cfg.protocol == "http":
+        from vlaforge.deploy.server import PolicyServer
+
+        server = PolicyServer(policy, given, cfg.host, cfg.port, cfg.timeout_s, cfg.max_per_client).start()
+        what = "POST /act, GET /info"
+    else:
+        from vlaforge.deploy.stream import StreamServer
+
+        server = StreamServer(policy, given, cfg.host, cfg.port, cfg.max_batch, cfg.max_wait_ms,
+                              max_per_client=cfg.max_per_client).start()
+        what = "a WebSocket per robot, msgpack messages"
+    # A token the user chose (flag or environment) is never echoed into logs; a generated one must be.
+    shown = f"token: {server.token}" if not given else \
+        f"token: the one from {'--token' if cfg.token else '$VLAFORGE_TOKEN'}"
+    print(f"serving {cfg.policy} at {server.url} ({what}); {shown}", flush=True)
     try:
-        server.httpd.serve_forever()
+        threading.Event().wait()
     except KeyboardInterrupt:
-        server.httpd.server_close()
+        server.stop()
 
 
 def _prune(cfg: PruneConfig) -> Any:
@@ -367,8 +399,8 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "control": (ControlConfig, _control, "run a policy in real time: fixed rate, chunking, async inference"),
     "prune": (PruneConfig, _prune, "prune a policy (unstructured, channels, heads) and fine-tune it with the mask held"),
     "safe-rl": (SafeRLConfig, _safe_rl, "constrained RL fine-tuning (PPO-Lagrangian) under a violation-cost budget"),
-    "bench": (BenchConfig, _bench, "vlaforge bench latency|server --policy=DIR: act() p50/p99, server load test"),
-    "serve": (ServeConfig, _serve, "serve a policy's actions over HTTP (token, 127.0.0.1 by default)"),
+    "bench": (BenchConfig, _bench, "vlaforge bench latency|server|stream --policy=DIR: act() p50/p99, server load tests"),
+    "serve": (ServeConfig, _serve, "serve a policy's actions over HTTP or a WebSocket stream (token, 127.0.0.1)"),
     "quickstart": (QuickstartConfig, _quickstart, "collect -> train -> eval on the built-in suite"),
     "runs": (RunsConfig, _runs, "list training runs: status, step, loss, dataset hash, commit"),
 }

@@ -42,7 +42,7 @@ class PruneConfig:
 
 @dataclass
 class BenchConfig:
-    what: str = field(default="latency", metadata={"help": "latency | server (also the first bare argument)"})
+    what: str = field(default="latency", metadata={"help": "latency | server | stream (also the first bare argument)"})
     policy: str = field(default="", metadata={"help": "policy directory"})
     runtimes: list[str] = field(
         default_factory=lambda: ["eager", "bf16", "compile", "dynamic-int8", "int8-weight", "int4-weight", "static-int8",
@@ -55,6 +55,11 @@ class BenchConfig:
     threads: int = field(default=0, metadata={"help": "CPU threads for torch and ONNX Runtime; 0 = all cores"})
     clients: int = field(default=4, metadata={"help": "server: concurrent loopback clients"})
     requests: int = field(default=50, metadata={"help": "server: requests per client"})
+    robots: int = field(default=8, metadata={"help": "stream: robots, one connection each"})
+    rate_hz: float = field(default=20.0, metadata={"help": "stream: requests per second per robot"})
+    seconds: float = field(default=5.0, metadata={"help": "stream: length of the fleet run"})
+    max_batch: int = field(default=16, metadata={"help": "stream: most requests in one forward pass"})
+    max_wait_ms: float = field(default=2.0, metadata={"help": "stream: longest wait for other robots' requests"})
     output: str = field(default="", metadata={"help": "JSON file for the table; empty = <policy>/<what>.json"})
 
 
@@ -63,7 +68,19 @@ class ServeConfig:
     policy: str = field(default="", metadata={"help": "policy directory (trained or deployed)"})
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind; 127.0.0.1 keeps it on this machine"})
     port: int = field(default=8765, metadata={"help": "TCP port (0 = any free port)"})
-    token: str = field(default="", metadata={"help": "bearer token; empty = $VLAFORGE_TOKEN or a random one, printed"})
+    token: str = field(
+        default="", metadata={"help": "bearer token, >= 16 characters; empty = $VLAFORGE_TOKEN or a random one, printed"}
+    )
+    protocol: str = field(
+        default="http", metadata={"help": "http (JSON, one request at a time) | stream (WebSocket + msgpack, a "
+                                          "session per robot, batched)"}
+    )
+    timeout_s: float = field(
+        default=10.0, metadata={"help": "http: seconds a request may take to arrive, and any socket read or write"}
+    )
+    max_per_client: int = field(default=64, metadata={"help": "concurrent connections allowed from one address"})
+    max_batch: int = field(default=16, metadata={"help": "stream: most requests in one forward pass"})
+    max_wait_ms: float = field(default=2.0, metadata={"help": "stream: longest wait for other robots' requests"})
 
 
 @dataclass
@@ -77,5 +94,9 @@ class ControlConfig:
     horizon: int = field(default=4, metadata={"help": "actions executed from a chunk before the next query"})
     asynchronous: bool = field(default=True, metadata={"help": "compute the next chunk while the current one executes"})
     ensemble: float = field(default=-1.0, metadata={"help": "temporal ensembling weight m (ACT); < 0 = off"})
+    rtc: bool = field(
+        default=False, metadata={"help": "real-time chunking: inpaint each new chunk to continue the current one "
+                                         "(flow and dit heads)"}
+    )
     extra_latency_ms: float = field(default=0.0, metadata={"help": "artificial delay added to every query"})
     output: str = field(default="", metadata={"help": "JSON file; empty = <policy>/control.json"})

@@ -10,11 +10,19 @@ skipped. A tick with no action available is a deadline miss: the robot holds sti
 (``hold_action``).
 
 Temporal ensembling (ACT, Zhao et al. 2023) averages every stored chunk's prediction for the
-current tick with weights exp(-m * i), i = 0 for the oldest chunk.
+current tick with weights exp(-m * i), i = 0 for the oldest chunk. Real-time chunking (RTC,
+Black et al. 2025; sampling heads only) instead generates the next chunk to continue the
+current one: the actions that will execute while it is computed (the delay, estimated from the
+last queries' latency) are frozen and the rest of the overlap guided (``Policy.act_inpainted``).
+
+Smoothness is measured where it suffers, at the ticks where a new chunk takes over: the action
+jump |a_t - a_{t-1}| and the action jerk |a_t - 2 a_{t-1} + a_{t-2}| over the arm dimensions
+(all but the last, the gripper), against the same at the other ticks.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,28 +43,52 @@ class LoopStats:
     overruns: int = 0  # ticks whose own work (env step + action selection) exceeded the period
     inference_ms: list[float] = field(default_factory=list)
     skipped_actions: int = 0  # chunk actions for ticks that passed while they were computed
+    actions: list[np.ndarray] = field(default_factory=list)  # the executed actions, one per tick
+    switches: list[int] = field(default_factory=list)  # ticks at which a new chunk took over
 
     def summary(self) -> dict:
         inf = self.inference_ms or [0.0]
         return {"steps": self.steps, "success": self.success, "queries": self.queries,
                 "deadline_misses": self.deadline_misses, "miss_rate": self.deadline_misses / max(self.steps, 1),
                 "overruns": self.overruns, "skipped_actions": self.skipped_actions,
-                "inference_ms_p50": float(np.median(inf)), "inference_ms_p99": float(np.percentile(inf, 99))}
+                "inference_ms_p50": float(np.median(inf)), "inference_ms_p99": float(np.percentile(inf, 99)),
+                **smoothness(np.asarray(self.actions), self.switches)}
+
+
+def smoothness(actions: np.ndarray, switches: list[int]) -> dict:
+    """Mean action jump and jerk (arm dimensions) at the ticks where a new chunk took over and at
+    the others; NaN where there is no such tick. ``actions`` (T, A)."""
+    out = {}
+    if actions.ndim != 2 or len(actions) < 3:
+        return {f"{m}_{w}": float("nan") for m in ("jump", "jerk") for w in ("at_switch", "elsewhere")}
+    arm = actions[:, :-1].astype(np.float64)
+    jump = np.linalg.norm(np.diff(arm, axis=0), axis=1)  # jump[t - 1] is |a_t - a_{t-1}|
+    jerk = np.linalg.norm(np.diff(arm, n=2, axis=0), axis=1)  # jerk[t - 2] is |a_t - 2 a_{t-1} + a_{t-2}|
+    at = np.zeros(len(arm), bool)
+    at[[t for t in switches if 0 < t < len(arm)]] = True
+    for name, values, first in (("jump", jump, 1), ("jerk", jerk, 2)):
+        mask = at[first:]
+        out[f"{name}_at_switch"] = float(values[mask].mean()) if mask.any() else float("nan")
+        out[f"{name}_elsewhere"] = float(values[~mask].mean()) if (~mask).any() else float("nan")
+    return out
 
 
 class RealTimeController:
     """Runs ``policy`` (anything with ``reset()`` and ``act(obs) -> (K, A)``) at ``rate_hz``."""
 
     def __init__(self, policy, rate_hz: float = 20.0, horizon: int = 4, asynchronous: bool = True,
-                 ensemble: float | None = None, hold_action: np.ndarray = HOLD_ACTION) -> None:
+                 ensemble: float | None = None, hold_action: np.ndarray = HOLD_ACTION, rtc: bool = False) -> None:
         if rate_hz <= 0:
             raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         if ensemble is not None and ensemble < 0:
             raise ValueError(f"the ensembling weight m must be >= 0, got {ensemble}")
+        if rtc and ensemble is not None:
+            raise ValueError("real-time chunking and temporal ensembling are alternatives: choose one")
         self.policy, self.period, self.horizon = policy, 1.0 / rate_hz, horizon
         self.asynchronous, self.ensemble, self.hold = asynchronous, ensemble, np.asarray(hold_action, np.float32)
+        self.rtc = rtc
 
     # --- action selection -----------------------------------------------------------------
     def _select(self, chunks: list[tuple[int, np.ndarray]], tick: int) -> np.ndarray | None:
@@ -70,9 +102,12 @@ class RealTimeController:
         stacked = np.stack([a for _, a in covering])
         return (weights[:, None] * stacked).sum(0) / weights.sum()
 
-    def _query(self, obs: dict, stats: LoopStats) -> np.ndarray:
+    def _query(self, obs: dict, stats: LoopStats, committed: np.ndarray | None = None, delay: int = 0) -> np.ndarray:
         t = time.perf_counter()
-        chunk = np.asarray(self.policy.act(obs), dtype=np.float32)
+        if committed is not None and len(committed):
+            chunk = np.asarray(self.policy.act_inpainted(obs, committed, delay), dtype=np.float32)
+        else:
+            chunk = np.asarray(self.policy.act(obs), dtype=np.float32)
         stats.inference_ms.append(1000 * (time.perf_counter() - t))
         stats.queries += 1
         return chunk
@@ -88,8 +123,8 @@ class RealTimeController:
         lock = threading.Lock()
         pending: list[threading.Thread] = []
 
-        def infer(observation: dict, tick: int) -> None:
-            chunk = self._query(observation, stats)
+        def infer(observation: dict, tick: int, committed: np.ndarray | None = None, delay: int = 0) -> None:
+            chunk = self._query(observation, stats, committed, delay)
             with lock:
                 chunks.append((tick, chunk))
                 del chunks[:-8]  # older chunks no longer cover any future tick of interest
@@ -101,11 +136,16 @@ class RealTimeController:
                 newest = chunks[-1] if chunks else None
             due = self.ensemble is not None or newest is None or tick - newest[0] >= self.horizon
             if due and not (pending and pending[0].is_alive()):
+                args = (obs, tick)
+                if self.rtc and newest is not None:
+                    # Ticks that will pass before the new chunk arrives, from the slowest recent query.
+                    delay = math.ceil(max(stats.inference_ms[-3:]) / (1000 * self.period)) if self.asynchronous else 0
+                    args = (obs, tick, newest[1][tick - newest[0]:], max(delay, 1 if self.asynchronous else 0))
                 if self.asynchronous:
-                    pending[:] = [threading.Thread(target=infer, args=(obs, tick), daemon=True)]
+                    pending[:] = [threading.Thread(target=infer, args=args, daemon=True)]
                     pending[0].start()
                 else:
-                    infer(obs, tick)
+                    infer(*args)
                     if stats.inference_ms[-1] > 1000 * self.period:
                         stats.deadline_misses += 1  # this tick's action was ready only after its deadline
             with lock:
@@ -113,10 +153,12 @@ class RealTimeController:
                 fresh = chunks[-1] if chunks else None
             if fresh is not None and fresh is not used:
                 stats.skipped_actions += tick - fresh[0]
+                stats.switches.append(tick)
                 used = fresh
             if action is None:
                 stats.deadline_misses += 1
                 action = self.hold
+            stats.actions.append(np.asarray(action, np.float32))
             work_start = time.perf_counter()
             obs, _, terminated, truncated, info = env.step(action)
             stats.steps += 1
@@ -149,6 +191,10 @@ class DelayedPolicy:
         time.sleep(self.delay_s)
         return self.policy.act(obs)
 
+    def act_inpainted(self, obs: dict, committed: np.ndarray, delay: int) -> np.ndarray:
+        time.sleep(self.delay_s)
+        return self.policy.act_inpainted(obs, committed, delay)
+
 
 def run_control(cfg) -> dict:
     """``cfg.episodes`` real-time episodes per task in the policy's suite; a ControlConfig."""
@@ -163,7 +209,8 @@ def run_control(cfg) -> dict:
     suite = get_suite(policy.meta["suite"])
     tasks = suite.check(cfg.tasks or policy.meta["tasks"], cfg.split)
     agent = DelayedPolicy(policy, cfg.extra_latency_ms / 1000) if cfg.extra_latency_ms else policy
-    ctl = RealTimeController(agent, cfg.rate_hz, cfg.horizon, cfg.asynchronous, cfg.ensemble if cfg.ensemble >= 0 else None)
+    ctl = RealTimeController(agent, cfg.rate_hz, cfg.horizon, cfg.asynchronous, cfg.ensemble if cfg.ensemble >= 0 else None,
+                             rtc=cfg.rtc)
     episodes = []
     for task in tasks:
         env = policy_env(policy.meta, task, cfg.split)
@@ -172,7 +219,17 @@ def run_control(cfg) -> dict:
         env.close()
     total = max(sum(e["steps"] for e in episodes), 1)
     return {"policy": cfg.policy, "rate_hz": cfg.rate_hz, "horizon": cfg.horizon, "asynchronous": cfg.asynchronous,
-            "ensemble": cfg.ensemble if cfg.ensemble >= 0 else None, "extra_latency_ms": cfg.extra_latency_ms,
+            "ensemble": cfg.ensemble if cfg.ensemble >= 0 else None, "rtc": cfg.rtc,
+            "extra_latency_ms": cfg.extra_latency_ms,
             "success_rate": sum(e["success"] for e in episodes) / len(episodes),
             "deadline_miss_rate": sum(e["deadline_misses"] for e in episodes) / total,
-            "inference_ms_p50": float(np.median([e["inference_ms_p50"] for e in episodes])), "episodes": episodes}
+            "inference_ms_p50": float(np.median([e["inference_ms_p50"] for e in episodes])),
+            **{k: _nanmean([e[k] for e in episodes]) for k in SMOOTHNESS}, "episodes": episodes}
+
+
+SMOOTHNESS = ("jump_at_switch", "jump_elsewhere", "jerk_at_switch", "jerk_elsewhere")
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")

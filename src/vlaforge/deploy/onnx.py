@@ -3,7 +3,10 @@ runtime/onnx.py; the parity check against PyTorch: deploy/artifact.py).
 
 The graph maps (uint8 images, normalised states, tokens) to the normalised action chunk; the
 tokenizer, normaliser and observation history stay in Python around it, exactly as for the
-PyTorch policy. Heads that sample noise (dit, flow) are not exported yet.
+PyTorch policy. A sampling head (dit, flow) is exported with its sampling loop unrolled
+(``sample_steps`` denoiser calls in the graph) and its initial noise (B, K, A) as a fourth
+input, so the graph is deterministic and the runtime draws the noise from the session's
+generator exactly as the PyTorch policy does.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 from vlaforge.deploy.base import DeployBackend
 from vlaforge.registry import DEPLOY_BACKENDS, HEADS
 from vlaforge.runtime.onnx import _ort
-from vlaforge.runtime.policy import Policy, example_inputs
+from vlaforge.runtime.policy import Policy, WithNoise, example_inputs
 
 INPUTS = ("image", "state", "tokens")
 
@@ -26,12 +29,15 @@ def export_onnx(policy: Policy, path: Path) -> None:
     if not HEADS.get(policy.cfg.head).exportable:
         supported = [h for h in HEADS.names() if HEADS.get(h).exportable]
         raise ValueError(f"ONNX export supports the {', '.join(supported)} heads; this policy's head is "
-                         f"{policy.cfg.head!r} (its sampling loop is not exported yet)")
+                         f"{policy.cfg.head!r}, which is not marked exportable")
+    model, inputs, names = policy.model.float().eval(), example_inputs(policy), list(INPUTS)
+    if HEADS.get(policy.cfg.head).samples:
+        model, names = WithNoise(model), [*names, "noise"]
+        inputs = (*inputs, torch.randn(1, policy.cfg.chunk_size, policy.action_dim, generator=torch.Generator().manual_seed(0)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(policy.model.float().eval(), example_inputs(policy), str(path), input_names=list(INPUTS),
-                          output_names=["actions"], dynamo=True, opset_version=18, verbose=False,
-                          external_data=False)
+        torch.onnx.export(model, inputs, str(path), input_names=names, output_names=["actions"], dynamo=True,
+                          opset_version=18, verbose=False, external_data=False)
 
 
 def quantize_int8(src: Path, dst: Path) -> None:

@@ -71,11 +71,16 @@ class VLAPolicy(nn.Module):
             self.aux_head = nn.Linear(d, aux_dim)
 
     def forward(
-        self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator | None = None
+        self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None, guide: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """image uint8 (B, T, V, H, W, 3), state (B, T, S), tokens (B, L) -> normalised actions
-        (B, K, A); a sampling head draws its noise from ``generator``."""
-        return self.head.predict(self._run(image, state, tokens)[0], generator)
+        (B, K, A); a sampling head starts from ``noise`` (B, K, A) or draws it from ``generator``,
+        and with ``guide`` (prefix (B, K, A), weights (B, K)) inpaints committed actions."""
+        cond = self._run(image, state, tokens)[0]
+        if guide is not None:
+            return self.head.predict(cond, generator, noise, guide)
+        return self.head.predict(cond, generator) if noise is None else self.head.predict(cond, generator, noise)
 
     def _run(
         self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor

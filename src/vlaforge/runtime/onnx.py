@@ -33,9 +33,17 @@ def session(path: Path, threads: int = 0):
 
 
 def onnx_predict(sess):
-    """``Policy.predict`` on an ONNX Runtime session."""
-    def predict(images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
+    """One row's prediction on an ONNX Runtime session (``RuntimePolicy``'s ``predict_fn``); a
+    sampling head's graph also takes the initial noise."""
+    wants_noise = "noise" in {i.name for i in sess.get_inputs()}
+
+    def predict(images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor,
+                noise: torch.Tensor | None = None) -> np.ndarray:
         feeds = {"image": images.numpy(), "state": states.numpy().astype(np.float32), "tokens": tokens.numpy()}
+        if wants_noise:
+            if noise is None:
+                raise ValueError("this ONNX graph samples: it needs the initial noise (B, K, A)")
+            feeds["noise"] = noise.numpy().astype(np.float32)
         return sess.run(None, feeds)[0][0]
 
     return predict

@@ -29,11 +29,38 @@ from vlaforge.envs.base import check_observation
 from vlaforge.files import atomic_dir, sha256_file
 from vlaforge.models.config import PolicyConfig
 from vlaforge.models.policy import build_policy
+from vlaforge.registry import HEADS
 
 # A state this many training standard deviations out is not a state of the task (a unit mix-up, a
 # sensor fault); far enough out, its features overflow and the actions turn NaN.
 STATE_LIMIT = 1e4
 CHECKED = ("model.safetensors", "normalization.json")  # files whose sha256 config.json records
+
+
+class Session:
+    """What one robot (one episode) carries between calls: the observation history the policy
+    stacks, and the generator a sampling head's initial noise comes from. A server keeps one per
+    connected robot, so robots never see each other's frames."""
+
+    def __init__(self, n_obs_steps: int, device: torch.device | str = "cpu") -> None:
+        self.history: deque = deque(maxlen=n_obs_steps)
+        self.noise = torch.Generator(device)
+
+    def reset(self, seed: int = 0) -> None:
+        self.history.clear()
+        self.noise.manual_seed(seed)
+
+
+def rtc_weights(chunk: int, delay: int, overlap: int) -> np.ndarray:
+    """RTC's soft mask over a chunk of ``chunk`` steps (Black et al. 2025, eq. 5): 1 for the
+    ``delay`` steps that execute while the chunk is computed, c (e^c - 1) / (e - 1) with
+    c = (overlap - i) / (overlap - delay + 1) over the rest of the ``overlap`` with the committed
+    actions, 0 after it. (chunk,) float32."""
+    i = np.arange(chunk, dtype=np.float64)
+    delay, overlap = min(max(delay, 0), chunk), min(max(overlap, 0), chunk)
+    c = (overlap - i) / max(overlap - delay + 1, 1)
+    w = np.where(i < delay, 1.0, np.where(i < overlap, c * np.expm1(c) / np.expm1(1.0), 0.0))
+    return w.astype(np.float32)
 
 
 class Policy:
@@ -42,25 +69,30 @@ class Policy:
     def __init__(self, model: nn.Module, normalizer: Normalizer, tokenizer: WordTokenizer | SubwordTokenizer,
                  meta: dict) -> None:
         self.model = model.eval()
-        self._setup(model.cfg, normalizer, tokenizer, meta)
-        self._noise = torch.Generator(next(model.parameters()).device)
-        self.reset()
+        self._setup(model.cfg, normalizer, tokenizer, meta, next(model.parameters()).device)
 
     def _setup(self, cfg: PolicyConfig, normalizer: Normalizer, tokenizer: WordTokenizer | SubwordTokenizer,
-               meta: dict) -> None:
+               meta: dict, device: torch.device | str = "cpu") -> None:
         """What every runtime of a policy shares: config, normaliser, tokenizer, input shapes."""
         self.cfg = cfg
         self.normalizer, self.tokenizer, self.meta = normalizer, tokenizer, meta
         spec = meta["spec"]
         self.image_shape = (len(spec["cameras"]), spec["image_size"], spec["image_size"], 3)
-        self.state_dim = spec["state_dim"]
-        self._history: deque = deque(maxlen=cfg.n_obs_steps)
+        self.state_dim, self.action_dim = spec["state_dim"], spec["action_dim"]
+        self.samples = HEADS.get(cfg.head).samples
+        self.device = torch.device(device)
+        self.session = self.new_session()
+
+    def new_session(self) -> Session:
+        """A fresh history and noise generator (seed 0), e.g. for another robot."""
+        session = Session(self.cfg.n_obs_steps, self.device)
+        session.reset()
+        return session
 
     def reset(self, seed: int = 0) -> None:
         """Forget the observation history and restart the head's noise from ``seed`` (call at
         every episode start), so an episode's sampled chunks are reproducible."""
-        self._history.clear()
-        self._noise.manual_seed(seed)
+        self.session.reset(seed)
 
     def act(self, obs: dict) -> np.ndarray:
         """One observation dict -> (chunk_size, action_dim) float32 actions in env units.
@@ -68,14 +100,75 @@ class Policy:
         Raises ValueError for an observation outside the contract (``check_observation``, or a
         state ``STATE_LIMIT`` standard deviations from the training data) and FloatingPointError
         rather than return a non-finite action."""
-        pred = self.predict(*self.inputs(obs))
+        out = self.act_many([obs], [self.session])[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def act_many(self, observations: list[dict], sessions: list[Session]) -> list[np.ndarray | Exception]:
+        """One observation per session -> one action chunk each (as ``act`` returns it), from a
+        single forward pass over all of them. A row that ``act`` would refuse gets its exception
+        in its place (ValueError, FloatingPointError), and the others are unaffected: one robot's
+        bad frame never fails another's request. Each session's noise comes from its own
+        generator, so a batched row equals the same call made alone (up to float rounding)."""
+        if len(observations) != len(sessions) or len({id(s) for s in sessions}) != len(sessions):
+            raise ValueError("act_many needs one observation per session, and distinct sessions")
+        out: list[np.ndarray | Exception] = [ValueError("not run")] * len(observations)
+        rows, inputs = [], []
+        for i, (obs, session) in enumerate(zip(observations, sessions)):
+            try:
+                inputs.append(self.inputs(obs, session))
+                rows.append(i)
+            except ValueError as e:
+                out[i] = e
+        if not rows:
+            return out
+        k, a = self.cfg.chunk_size, self.action_dim
+        noise = torch.stack([torch.randn(k, a, generator=sessions[i].noise, device=self.device) for i in rows]) \
+            if self.samples else None
+        images, states, tokens = (torch.cat(parts) for parts in zip(*inputs))
+        for i, pred in zip(rows, self.predict_rows(images, states, tokens, noise)):
+            out[i] = self._env_units(pred)
+        return out
+
+    def _env_units(self, pred: np.ndarray) -> np.ndarray | FloatingPointError:
+        """A normalised chunk (K, A) -> float32 env-unit actions clipped to [-1, 1], or the error
+        for a non-finite one (never returned as actions)."""
         if not np.all(np.isfinite(pred)):
-            raise FloatingPointError("the policy produced a non-finite action; refusing to return it")
+            return FloatingPointError("the policy produced a non-finite action; refusing to return it")
         return np.clip(self.normalizer.unnorm_action(pred), -1.0, 1.0).astype(np.float32)
 
-    def inputs(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Check ``obs``, push it onto the history and return the model inputs: uint8 images
-        (1, T, V, H, W, 3), normalised states (1, T, S) and instruction tokens (1, L)."""
+    def act_inpainted(self, obs: dict, committed: np.ndarray, delay: int) -> np.ndarray:
+        """Real-time chunking (RTC, Black et al. 2025): the next chunk for ``obs`` generated to
+        continue ``committed`` (P, A), the actions of the current chunk from this tick on in env
+        units. Its first ``delay`` steps (executed while this chunk is computed) are held to
+        them, the rest of the overlap is guided with RTC's exponentially decaying weights, and
+        the steps past the overlap are free. Needs a sampling head (flow, dit) and the PyTorch
+        runtime; -> (K, A) as ``act``."""
+        if not self.samples or isinstance(self, RuntimePolicy):
+            raise ValueError(f"real-time chunking inpaints a sampling head's chunk in PyTorch; this policy's head is "
+                             f"{self.cfg.head!r}{' on a deployed runtime' if isinstance(self, RuntimePolicy) else ''} "
+                             "(use temporal ensembling instead)")
+        k = self.cfg.chunk_size
+        committed = np.asarray(committed, np.float64)[:k]
+        prefix = np.zeros((k, self.action_dim), np.float32)
+        prefix[: len(committed)] = self.normalizer.norm_action(committed)
+        weights = torch.from_numpy(rtc_weights(k, delay, len(committed)))[None]
+        images, states, tokens = self.inputs(obs)
+        noise = torch.randn(1, k, self.action_dim, generator=self.session.noise, device=self.device)
+        with torch.no_grad():
+            out = self.model(images.to(self.device), states.to(self.device), tokens.to(self.device), None, noise,
+                             (torch.from_numpy(prefix)[None].to(self.device), weights.to(self.device)))
+        chunk = self._env_units(out[0].float().cpu().numpy())
+        if isinstance(chunk, Exception):
+            raise chunk
+        return chunk
+
+    def inputs(self, obs: dict, session: Session | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Check ``obs``, push it onto the session's history (the policy's own by default) and
+        return the model inputs: uint8 images (1, T, V, H, W, 3), normalised states (1, T, S) and
+        instruction tokens (1, L)."""
+        history = (session or self.session).history
         check_observation(obs, self.image_shape, self.state_dim)
         image = torch.from_numpy(np.ascontiguousarray(obs["image"]))
         normed = self.normalizer.norm_state(np.asarray(obs["state"], np.float64))
@@ -86,21 +179,30 @@ class Policy:
             raise ValueError(f"observation state[{i}] = {value:.3g} is {far[i]:.3g} standard deviations from the "
                              f"training data (limit {STATE_LIMIT:g}): not a state this policy knows")
         state = torch.from_numpy(normed.astype(np.float32))
-        if not self._history:
-            self._history.extend([(image, state)] * self.cfg.n_obs_steps)
+        if not history:
+            history.extend([(image, state)] * self.cfg.n_obs_steps)
         else:
-            self._history.append((image, state))
-        images = torch.stack([h[0] for h in self._history])[None]
-        states = torch.stack([h[1] for h in self._history])[None].float()
+            history.append((image, state))
+        images = torch.stack([h[0] for h in history])[None]
+        states = torch.stack([h[1] for h in history])[None].float()
         tokens = torch.tensor([self.tokenizer.encode(obs["instruction"], self.cfg.max_text_tokens)])
         return images, states, tokens
 
-    @torch.no_grad()
     def predict(self, images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
-        """Model inputs -> the normalised action chunk (K, A) of the first batch element."""
-        device = next(self.model.parameters()).device
-        out = self.model(images.to(device), states.to(device), tokens.to(device), self._noise)
-        return out[0].float().cpu().numpy()
+        """Model inputs -> the normalised action chunk (K, A) of the first batch element (a
+        sampling head draws its noise from the policy's session)."""
+        noise = torch.randn(1, self.cfg.chunk_size, self.action_dim, generator=self.session.noise,
+                            device=self.device) if self.samples else None
+        return self.predict_rows(images[:1], states[:1], tokens[:1], noise)[0]
+
+    @torch.no_grad()
+    def predict_rows(self, images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor,
+                     noise: torch.Tensor | None = None) -> np.ndarray:
+        """Model inputs of B rows (and a sampling head's initial noise (B, K, A)) -> the
+        normalised action chunks (B, K, A), in one forward pass."""
+        args = [t.to(self.device) for t in (images, states, tokens)]
+        out = self.model(*args) if noise is None else self.model(*args, None, noise.to(self.device))
+        return out.float().cpu().numpy()
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the policy directory atomically (a temporary directory renamed into place)."""
@@ -164,18 +266,30 @@ def load_torch_policy(d: Path, device: str = "cpu", verify: bool = True) -> Poli
 
 
 class RuntimePolicy(Policy):
-    """A policy whose network call is ``predict_fn`` (a compiled, quantized or ORT network)."""
+    """A policy whose network call is ``predict_fn`` (a compiled, quantized or ORT network) on
+    one row: batched calls run row by row."""
 
     def __init__(self, base: Policy, predict_fn: Callable) -> None:
         self._setup(base.cfg, base.normalizer, base.tokenizer, base.meta)
         self._predict_fn = predict_fn
-        self.reset()
 
-    def reset(self, seed: int = 0) -> None:
-        self._history.clear()
+    def predict_rows(self, images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor,
+                     noise: torch.Tensor | None = None) -> np.ndarray:
+        return np.stack([self._predict_fn(images[i : i + 1], states[i : i + 1], tokens[i : i + 1],
+                                          *(() if noise is None else (noise[i : i + 1],)))
+                         for i in range(len(images))])
 
-    def predict(self, images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
-        return self._predict_fn(images, states, tokens)
+
+class WithNoise(nn.Module):
+    """A sampling policy network with its initial noise (B, K, A) as a fourth input instead of a
+    generator: the form graph exports (ONNX, PT2E) take, deterministic given its inputs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.model(image, state, tokens, None, noise)
 
 
 def example_inputs(policy, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

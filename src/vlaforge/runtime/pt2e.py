@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from vlaforge.registry import DEPLOY_RUNTIMES
-from vlaforge.runtime.policy import Policy, RuntimePolicy, example_inputs, load_torch_policy
+from vlaforge.runtime.policy import Policy, RuntimePolicy, WithNoise, example_inputs, load_torch_policy
 
 INPUTS = ("images", "states", "tokens")  # the model's arguments, one row per calibration sample
 CALIBRATION_FILE = "calibration.safetensors"
@@ -39,9 +39,16 @@ def static_int8(policy: Policy, calibration: list[tuple]) -> torch.nn.Module:
         raise ValueError("static-int8 needs at least one calibration sample")
     quantizer = xiq.X86InductorQuantizer()
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+    model, example = policy.model.float().eval(), example_inputs(policy)
+    if policy.samples:  # the initial noise as a fourth input (as in the ONNX export), drawn for calibration
+        g = torch.Generator().manual_seed(0)
+        model = WithNoise(model)
+        shape = (1, policy.cfg.chunk_size, policy.action_dim)
+        example = (*example, torch.randn(shape, generator=g))
+        calibration = [(*x, torch.randn(shape, generator=g)) for x in calibration]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graph = torch.export.export(policy.model.float().eval(), example_inputs(policy)).module()
+        graph = torch.export.export(model, example).module()
         prepared = prepare_pt2e(graph, quantizer)
         with torch.no_grad():
             for x in calibration:
@@ -51,8 +58,9 @@ def static_int8(policy: Policy, calibration: list[tuple]) -> torch.nn.Module:
 
 def module_predict(module: torch.nn.Module):
     @torch.no_grad()
-    def predict(images, states, tokens) -> np.ndarray:
-        return module(images, states.float(), tokens)[0].float().numpy()
+    def predict(images, states, tokens, noise=None) -> np.ndarray:
+        extra = () if noise is None else (noise,)
+        return module(images, states.float(), tokens, *extra)[0].float().numpy()
 
     return predict
 

@@ -55,7 +55,7 @@ class Autocast(nn.Module):
         self.model = model.float().eval()
         self.cfg = model.cfg  # what Policy reads off its network
 
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+    def forward(self, *args: torch.Tensor | None) -> torch.Tensor:
         with torch.autocast("cpu", torch.bfloat16):
             return self.model(*args).float()
 

@@ -13,7 +13,7 @@ import math
 import torch
 
 from vlaforge.models.config import PolicyConfig
-from vlaforge.models.heads.base import ActionHead
+from vlaforge.models.heads.base import ActionHead, inpaint
 from vlaforge.models.heads.dit import DiT
 from vlaforge.registry import HEADS
 
@@ -28,6 +28,7 @@ def cosine_alpha_bar(steps: int) -> torch.Tensor:
 @HEADS.register("dit")
 class DiffusionHead(ActionHead):
     samples = True
+    exportable = True  # the sampling loop unrolls; the initial noise is a graph input
 
     def __init__(self, cfg: PolicyConfig, action_dim: int, low: torch.Tensor, high: torch.Tensor) -> None:
         super().__init__()
@@ -48,16 +49,22 @@ class DiffusionHead(ActionHead):
         err = (self.net(noisy, t.float() / self.steps, cond).float() - noise).pow(2).mean(-1)
         return (err * valid.float()).mean()
 
-    def predict(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def predict(self, cond: torch.Tensor, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None, guide: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """DDIM from the noise. ``guide`` = (prefix (B, K, A), weights (B, K)) inpaints the chunk
+        (real-time chunking): see ``inpaint``."""
         b, k = cond.shape[:2]
-        x = torch.randn(b, k, len(self.low), generator=generator, device=cond.device)
+        x = torch.randn(b, k, len(self.low), generator=generator, device=cond.device) if noise is None else noise
+        start = x
         levels = torch.linspace(self.steps - 1, 0, self.sample_steps, device=cond.device).round().long()
         for i, t in enumerate(levels):
             ab = self.alpha_bar[t]
+            if guide is not None:  # the committed actions noised to this level along the same noise
+                x = inpaint(x, ab.sqrt() * guide[0] + (1 - ab).sqrt() * start, guide[1])
             eps = self.net(x, t.float().expand(b) / self.steps, cond).float()
             x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(self.low, self.high)
             if i + 1 == len(levels):
-                return x0
+                return x0 if guide is None else inpaint(x0, guide[0], guide[1])
             ab_next = self.alpha_bar[levels[i + 1]]
             eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()  # the noise consistent with the clipped x0
             x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps

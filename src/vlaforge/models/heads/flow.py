@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from vlaforge.models.config import PolicyConfig
-from vlaforge.models.heads.base import ActionHead
+from vlaforge.models.heads.base import ActionHead, inpaint
 from vlaforge.models.heads.dit import DiT
 from vlaforge.registry import HEADS
 
@@ -18,6 +18,7 @@ from vlaforge.registry import HEADS
 @HEADS.register("flow")
 class FlowHead(ActionHead):
     samples = True
+    exportable = True  # the sampling loop unrolls; the initial noise is a graph input
 
     def __init__(self, cfg: PolicyConfig, action_dim: int, low: torch.Tensor, high: torch.Tensor) -> None:
         super().__init__()
@@ -34,11 +35,16 @@ class FlowHead(ActionHead):
         err = (self.net(x, t, cond).float() - (noise - action)).pow(2).mean(-1)
         return (err * valid.float()).mean()
 
-    def predict(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def predict(self, cond: torch.Tensor, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None, guide: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Euler integration of the velocity from t = 1 (noise) to 0. ``guide`` = (prefix
+        (B, K, A), weights (B, K)) inpaints the chunk (real-time chunking): see ``inpaint``."""
         b, k = cond.shape[:2]
-        x = torch.randn(b, k, self.action_dim, generator=generator, device=cond.device)
-        dt = 1.0 / self.sample_steps
+        x0 = torch.randn(b, k, self.action_dim, generator=generator, device=cond.device) if noise is None else noise
+        x, dt = x0, 1.0 / self.sample_steps
         for i in range(self.sample_steps):
-            t = torch.full((b,), 1.0 - i * dt, device=cond.device)
-            x = x - dt * self.net(x, t, cond).float()
-        return x
+            t = 1.0 - i * dt
+            if guide is not None:
+                x = inpaint(x, t * x0 + (1 - t) * guide[0], guide[1])  # the committed actions' point at level t
+            x = x - dt * self.net(x, torch.full((b,), t, device=cond.device), cond).float()
+        return x if guide is None else inpaint(x, guide[0], guide[1])

@@ -23,5 +23,6 @@ class RegressionHead(nn.Linear, ActionHead):
         err = (self(cond).float() - action).abs().mean(-1)
         return (err * valid.float()).mean()
 
-    def predict(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def predict(self, cond: torch.Tensor, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
         return self(cond)

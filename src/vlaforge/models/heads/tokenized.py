@@ -46,5 +46,6 @@ class TokenizedHead(ActionHead):
         ce = F.cross_entropy(logits.flatten(0, -2), self.tokenize(action).flatten(), reduction="none")
         return (ce.view(action.shape).mean(-1) * valid.float()).mean()
 
-    def predict(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def predict(self, cond: torch.Tensor, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
         return self.detokenize(self._logits(cond).argmax(-1))

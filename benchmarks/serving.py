@@ -1,0 +1,185 @@
+"""Serving a policy to robots over the loopback: what the transport adds to act(), how many
+robots one 2-core machine serves at a control rate, and why connections were reset under load.
+
+    python benchmarks/serving.py [--seconds=10] [--rate_hz=20]
+
+1. One robot asking back to back: act() in process against the same call over HTTP/JSON and
+   over the WebSocket stream (``vlaforge.deploy.stream.overhead_test``).
+2. A fleet: 1-16 robots, each its own WebSocket session at ``rate_hz`` on its own clock, for
+   ``seconds`` (``fleet_test``): p50/p99 latency from the tick, deadline misses (a reply after
+   the next tick), mean forward-pass batch; plus 8 robots with batching off (max_batch 1).
+3. 50 HTTP clients at once, 20 requests each: a new connection per request against the
+   listen backlog of 5 (Python's default, the server's before this benchmark's issue) and of
+   256, and kept-alive connections (today's client): the connection resets an outside tester
+   saw, reproduced and gone.
+4. The sampling heads (flow, DiT) exported to ONNX with their loop unrolled and the noise as an
+   input: batch-1 act() latency, eager against ONNX Runtime, at 1, 5 and 10 sampling steps
+   (the same weights: sample_steps does not enter training), and the largest action difference.
+
+The policy is the default architecture (1.14 M parameters) trained briefly on 2 tasks x 5
+demonstrations: latency does not depend on what the weights learned. Server and robots share
+the machine's 2 cores, as they would on a robot's computer. Writes benchmarks/results/serving.{json,md}.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from common import arg, cache_root, stage, write
+
+from vlaforge.data.collect import collect
+from vlaforge.data.config import CollectConfig
+from vlaforge.deploy.artifact import deploy
+from vlaforge.deploy.latency import observation, time_policy
+from vlaforge.deploy.server import PolicyClient, PolicyServer
+from vlaforge.deploy.stream import fleet_test, overhead_test
+from vlaforge.envs.config import EnvConfig
+from vlaforge.models.config import PolicyConfig
+from vlaforge.runtime.policy import load_policy
+from vlaforge.train.config import TrainConfig
+from vlaforge.train.trainer import train
+
+FLEETS = [1, 2, 4, 8, 12, 16]
+
+
+SAMPLE_STEPS = [1, 5, 10]
+
+
+def make_policy(root: Path) -> Path:
+    data, run = root / "data", root / "train"
+    with stage("collect", reused=(data / "meta").exists()):
+        if not (data / "meta").exists():
+            collect(CollectConfig(env=EnvConfig(tasks=["reach", "push"]), episodes_per_task=5, output=str(data)),
+                    show_progress=False)
+    with stage("train", reused=(run / "policy").exists()):
+        if not (run / "policy").exists():
+            train(TrainConfig(dataset=str(data), output_dir=str(run), steps=50, tracking="none"), show_progress=False)
+    return run / "policy"
+
+
+def sampling_exports(root: Path, data: Path) -> dict:
+    """Per head and sampling-step count: eager and ONNX Runtime act() latency, and parity."""
+    out = {}
+    for head in ("flow", "dit"):
+        for steps in SAMPLE_STEPS:
+            run = root / f"{head}_{steps}"
+            with stage(f"make {head}, {steps} sampling steps", reused=(run / "onnx").exists()):
+                if not (run / "train" / "policy").exists():
+                    train(TrainConfig(dataset=str(data), output_dir=str(run / "train"), steps=50, tracking="none",
+                                      policy=PolicyConfig(head=head, sample_steps=steps)), show_progress=False)
+                if not (run / "onnx").exists():
+                    deploy(run / "train" / "policy", run / "onnx", "onnx-fp32")
+            with stage(f"time {head}, {steps} sampling steps"):
+                eager = load_policy(run / "train" / "policy")
+                onnx = time_policy(load_policy(run / "onnx"), eager, calls=200, warmup=20)
+                out[f"{head}-{steps}"] = {"head": head, "sample_steps": steps, "onnx": onnx,
+                                          "eager": time_policy(eager, load_policy(run / "train" / "policy"),
+                                                               calls=200, warmup=20),
+                                          "parity_max_abs": json.loads((run / "onnx" / "deploy.json").read_text())[
+                                              "parity_max_abs"]}
+    return out
+
+
+def http_burst(policy, clients: int, requests: int, backlog: int, keep_alive: bool) -> dict:
+    """``clients`` threads released at once, ``requests`` /act calls each; a new connection per
+    request (urllib) or one kept-alive connection per client (PolicyClient)."""
+    server = PolicyServer(policy, port=0).start()
+    server.httpd.socket.listen(backlog)  # Linux applies a new backlog to a listening socket
+    obs = observation(policy)
+    body = json.dumps({"image": base64.b64encode(obs["image"].tobytes()).decode(), "image_shape": list(obs["image"].shape),
+                       "state": obs["state"].tolist(), "instruction": obs["instruction"]}).encode()
+    errors: list[str] = []
+    latencies: list[float] = []
+    gate = threading.Barrier(clients)
+
+    def fresh_connection_call() -> None:
+        req = urllib.request.Request(server.url + "/act", data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {server.token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            r.read()
+
+    def worker() -> None:
+        client = PolicyClient(server.url, server.token) if keep_alive else None
+        gate.wait()
+        for _ in range(requests):
+            t = time.perf_counter()
+            try:
+                client.act(obs) if keep_alive else fresh_connection_call()
+                latencies.append(1000 * (time.perf_counter() - t))
+            except (OSError, RuntimeError, urllib.error.URLError) as e:
+                errors.append(type(e).__name__ + ": " + str(e)[:80])
+        if client:
+            client.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    server.stop()
+    lat = latencies or [float("nan")]
+    return {"clients": clients, "requests": clients * requests, "backlog": backlog, "keep_alive": keep_alive,
+            "errors": len(errors), "error_rate": len(errors) / (clients * requests),
+            "error_examples": sorted(set(errors))[:3], "requests_per_s": len(latencies) / wall,
+            "p50_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99))}
+
+
+def main() -> None:
+    seconds, rate = float(arg("seconds", "10")), float(arg("rate_hz", "20"))
+    root = cache_root("runs/bench_serving")
+    policy = load_policy(make_policy(root))
+    with stage("one robot: act, HTTP, stream"):
+        one = overhead_test(policy, calls=300, warmup=30)
+    fleets = {}
+    for n in FLEETS:
+        with stage(f"fleet of {n}"):
+            fleets[n] = fleet_test(policy, robots=n, rate_hz=rate, seconds=seconds)
+    with stage("fleet of 8, batching off"):
+        unbatched = fleet_test(policy, robots=8, rate_hz=rate, seconds=seconds, max_batch=1)
+    bursts = {}
+    for name, backlog, keep in (("new connection per request, backlog 5", 5, False),
+                                ("new connection per request, backlog 256", 256, False),
+                                ("kept-alive connections, backlog 256", 256, True)):
+        with stage(f"HTTP burst: {name}"):
+            bursts[name] = http_burst(policy, clients=50, requests=20, backlog=backlog, keep_alive=keep)
+    exports = sampling_exports(root, root / "data")
+    period_ms = 1000 / rate
+    most = max([n for n, f in fleets.items() if f["p99_ms"] < period_ms and f["errors"] == 0], default=0)
+    rows = [{"what": f"one robot, {k}", "p50 ms": f"{v['p50_ms']:.2f}", "p99 ms": f"{v['p99_ms']:.2f}",
+             "overhead p50 ms": f"{v['overhead_p50_ms']:.2f}" if "overhead_p50_ms" in v else "", "misses": "",
+             "mean batch": "", "errors": ""} for k, v in one.items()]
+    for label, f in [*((f"{n} robots at {rate:g} Hz", fleets[n]) for n in FLEETS), ("8 robots, max_batch 1", unbatched)]:
+        rows.append({"what": label, "p50 ms": f"{f['p50_ms']:.2f}", "p99 ms": f"{f['p99_ms']:.2f}", "overhead p50 ms": "",
+                     "misses": f"{100 * f['miss_rate']:.1f}%", "mean batch": f"{f['mean_batch']:.2f}",
+                     "errors": str(f["errors"])})
+    for name, b in bursts.items():
+        rows.append({"what": f"50 HTTP clients x 20, {name}", "p50 ms": f"{b['p50_ms']:.1f}", "p99 ms": f"{b['p99_ms']:.1f}",
+                     "overhead p50 ms": "", "misses": "", "mean batch": "",
+                     "errors": f"{b['errors']} ({100 * b['error_rate']:.1f}%)"})
+    for name, e in exports.items():
+        rows.append({"what": f"{e['head']} head, {e['sample_steps']} sampling steps: eager / ONNX Runtime",
+                     "p50 ms": f"{e['eager']['p50_ms']:.2f} / {e['onnx']['p50_ms']:.2f}",
+                     "p99 ms": f"{e['eager']['p99_ms']:.2f} / {e['onnx']['p99_ms']:.2f}", "overhead p50 ms": "",
+                     "misses": "", "mean batch": "", "errors": f"max action diff {e['onnx']['max_action_diff']:.2g}"})
+    figures = {"policy_params": sum(p.numel() for p in policy.model.parameters()), "rate_hz": rate,
+               "period_ms": period_ms, "one_robot": one, "fleets": {str(n): f for n, f in fleets.items()},
+               "fleet_8_unbatched": unbatched, "http_bursts": bursts,
+               "sampling_exports": exports, "most_robots_p99_under_period": most,
+               "targets": {"stream_overhead_p50_ms": 1.0, "robots_at_rate": 8},
+               "meets_targets": {"stream_overhead": one["stream"]["overhead_p50_ms"] <= 1.0,
+                                 "robots_at_rate": most >= 8}}
+    write("serving", figures, rows, "Serving over the loopback: transport overhead, robots at a control rate, "
+          "connection resets", seeds={"fleet_phases": 0, "observation": 0, "collect_scenes_from": 0, "train": 0})
+
+
+if __name__ == "__main__":
+    main()
