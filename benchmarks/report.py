@@ -551,7 +551,8 @@ def profile_step() -> str:
 def small_cell() -> str:
     f = load("small_cell")["figures"]
     t = f["target"]
-    rows = [[f"`{name}`", " ".join(a["overrides"]) or "(defaults)", pct(a["mean"]), f"{100 * a['sd']:.1f}",
+    rows = [[f"`{name}`", " ".join([*a["overrides"], *(f"eval.{k}={v}" for k, v in a.get("eval", {}).items())])
+             or "(defaults)", pct(a["mean"]), f"{100 * a['sd']:.1f}",
              " / ".join(pct(x, 0) for x in a["per_seed"]),
              ", ".join(f"{t} {pct(v, 0)}" for t, v in a["per_task_mean"].items()),
              " / ".join(f"{100 * a['target_error_m'][k]:.1f}" for k in ("train_frames", "new_scenes")),
@@ -563,7 +564,7 @@ def small_cell() -> str:
         f"The small experiment cell ({', '.join(f['tasks'])}; {f['demos_per_task']} demos per task; train split, "
         f"{f['eval_episodes_per_task']} episodes per task and seed). Target: mean >= {pct(t['success'], 0)}, "
         f"sd <= {100 * t['sd']:.0f} points, <= {t['train_seconds']} s of training:", "",
-        *table(["arm", "train overrides", "success (mean)", "sd (points)", "per seed", "per task (mean over seeds)",
+        *table(["arm", "overrides", "success (mean)", "sd (points)", "per seed", "per task (mean over seeds)",
                 "target error cm (train frames / new scenes)", "training s (median)", "meets target"], rows), "",
         "Training time is the median over seeds; the JSON holds every run's (a run that shared the machine with "
         "other work stands out there).", "",

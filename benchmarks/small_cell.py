@@ -3,11 +3,13 @@ training recipe, over several seeds.
 
     python benchmarks/small_cell.py [--seeds=3] [--arms=[default,shift4,batch32,lr3e-3]] [--steps=1100]
                                     [--episodes=25] [train overrides for every arm]
+    python benchmarks/small_cell.py --arms=[grounding+lr3e-3,grounding+lr3e-3+horizon2,grounding+lr3e-3+horizon1]
 
 The cell is 4 tabletop tasks (reach, push, pick_place, press_button) with 25 scripted demos per
 task, collected once. Each arm is a training recipe (the trainer's defaults plus the overrides in
 ``ARMS``) trained once per seed on that data and evaluated on the same train-split scenes
-(``--episodes`` per task). Reported per arm: every seed's success, mean, sd, the pooled Wilson
+(``--episodes`` per task); an arm that changes only how the policy runs (how many actions of a
+chunk execute before the next query) evaluates another arm's policies. Reported per arm: every seed's success, mean, sd, the pooled Wilson
 interval, the mean success per task, the wall time of training and how far off the policy's
 auxiliary head places the target on its training frames and on new scenes
 (eval/localization.py); and each arm against the first, paired by seed and scene (pooled
@@ -34,26 +36,45 @@ from vlaforge.runtime.policy import load_policy
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 
-# One lever per arm, on top of the trainer's defaults: (overrides, multiple of the cell's step
-# budget). batch32 halves the batch and doubles the steps, about the same wall time as default;
-# grounding co-trains the target/goal losses on 250 rendered scenes per task (data/grounding.py),
-# rendered inside the timed training.
-ARMS: dict[str, tuple[list[str], int]] = {
-    "default": ([], 1),
-    "shift4": (["--image_shift=4"], 1),
-    "batch32": (["--batch_size=32"], 2),
-    "lr3e-3": (["--optim.lr=3e-3"], 1),
-    "grounding": (["--grounding_scenes=250"], 1),
-    "grounding+lr3e-3": (["--grounding_scenes=250", "--optim.lr=3e-3"], 1),
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One lever on top of the trainer's defaults: train overrides, the multiple of the cell's
+    step budget, and evaluation settings. An arm that only changes how the policy is run
+    (``eval``) names the arm whose trained policies it evaluates (``trained_as``)."""
+
+    train: tuple[str, ...] = ()
+    multiple: int = 1
+    eval: tuple[tuple[str, int], ...] = ()
+    trained_as: str = ""
+
+
+QUICKSTART = ("--grounding_scenes=250", "--optim.lr=3e-3")
+# batch32 halves the batch and doubles the steps, about the same wall time as default; grounding
+# co-trains the target/goal losses on 250 rendered scenes per task (data/grounding.py), rendered
+# inside the timed training; the horizon arms execute 2 or 1 actions of each 8-action chunk
+# before asking again (default: half the chunk, 4), the same trained policies.
+ARMS: dict[str, Arm] = {
+    "default": Arm(),
+    "shift4": Arm(("--image_shift=4",)),
+    "batch32": Arm(("--batch_size=32",), 2),
+    "lr3e-3": Arm(("--optim.lr=3e-3",)),
+    "grounding": Arm(("--grounding_scenes=250",)),
+    "grounding+lr3e-3": Arm(QUICKSTART),
+    "grounding+lr3e-3+horizon2": Arm(QUICKSTART, eval=(("action_horizon", 2),), trained_as="grounding+lr3e-3"),
+    "grounding+lr3e-3+horizon1": Arm(QUICKSTART, eval=(("action_horizon", 1),), trained_as="grounding+lr3e-3"),
 }
+
+
+def arm(name: str) -> Arm:
+    if name not in ARMS:
+        raise SystemExit(f"unknown arm {name!r}; allowed: {', '.join(ARMS)}")
+    return ARMS[name]
 
 
 def arm_overrides(name: str, steps: int) -> list[str]:
     """The arm's train overrides, its step count included."""
-    if name not in ARMS:
-        raise SystemExit(f"unknown arm {name!r}; allowed: {', '.join(ARMS)}")
-    overrides, multiple = ARMS[name]
-    return [f"--steps={multiple * steps}", *overrides]
+    return [f"--steps={arm(name).multiple * steps}", *arm(name).train]
 
 
 def main(argv: list[str]) -> None:
@@ -68,22 +89,30 @@ def main(argv: list[str]) -> None:
     results: dict[str, list[dict]] = {a: [] for a in arms}
     seconds: dict[str, list[float]] = {a: [] for a in arms}
     located: dict[str, list[dict]] = {a: [] for a in arms}
+    trained: dict[tuple[str, int], float] = {}  # (training arm, seed) -> its training seconds
+    where: dict[tuple[str, int], dict] = {}  # (training arm, seed) -> its localization error
     for seed in range(n):
         for name in arms:
-            run = root / name / f"seed{seed}"
-            cfg = parse("train", [*arm_overrides(name, steps), *common])
+            source = arm(name).trained_as or name
+            run = root / source / f"seed{seed}"
+            cfg = parse("train", [*arm_overrides(source, steps), *common])
             done = (run / "policy").exists()
-            with stage(f"train {name} seed {seed}", reused=done):
-                t = time.perf_counter()
-                if not done:
-                    train(dataclasses.replace(cfg, dataset=str(data), output_dir=str(run), seed=seed, tracking="none",
-                                              resume=latest_checkpoint(run / "checkpoints") is not None), False)
-                seconds[name].append(time.perf_counter() - t)
+            if (source, seed) not in trained:
+                with stage(f"train {source} seed {seed}", reused=done):
+                    t = time.perf_counter()
+                    if not done:
+                        train(dataclasses.replace(cfg, dataset=str(data), output_dir=str(run), seed=seed,
+                                                  tracking="none",
+                                                  resume=latest_checkpoint(run / "checkpoints") is not None), False)
+                    trained[source, seed] = time.perf_counter() - t
+            seconds[name].append(trained[source, seed])
             with stage(f"eval {name} seed {seed}"):
                 r = evaluate(EvalConfig(policy=str(run / "policy"), split="train", episodes=episodes, videos_per_task=0,
-                                        output_dir=str(run / "eval")), False)
-            with stage(f"localization {name} seed {seed}"):
-                located[name].append(localization_error(load_policy(run / "policy"), str(data)))
+                                        output_dir=str(run / f"eval_{name}"), **dict(arm(name).eval)), False)
+            if (source, seed) not in where:
+                with stage(f"localization {source} seed {seed}"):
+                    where[source, seed] = localization_error(load_policy(run / "policy"), str(data))
+            located[name].append(where[source, seed])
             results[name].append(r)
             print(f"{name} seed {seed}: {r['success_rate']:.1%} after {seconds[name][-1]:.0f} s", flush=True)
     figures = {"tasks": cell.env.tasks, "demos_per_task": cell.episodes_per_task, "eval_episodes_per_task": episodes, "steps": steps,
@@ -91,6 +120,7 @@ def main(argv: list[str]) -> None:
     for name in arms:
         s = seed_summary(results[name])
         figures["arms"][name] = s | {"overrides": arm_overrides(name, steps) + common, "train_seconds": seconds[name],
+                                     "eval": dict(arm(name).eval), "trained_as": arm(name).trained_as or name,
                                      "localization": located[name],
                                      "target_error_m": {k: statistics.fmean(x[k]["target_m"] for x in located[name])
                                                         for k in ("train_frames", "new_scenes")},
