@@ -28,7 +28,7 @@ from vlaforge.eval.compare import bootstrap_difference, mcnemar_exact
 from vlaforge.eval.config import QuickstartConfig
 from vlaforge.eval.stats import wilson_interval
 from vlaforge.models.config import PolicyConfig
-from vlaforge.runtime.policy import load_policy
+from vlaforge.runtime.policy import load_policy, on_policy_thread
 from vlaforge.seeds import EVAL_SEEDS
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import train
@@ -89,8 +89,9 @@ def main() -> None:
     episodes = int(arg("episodes", "6"))
     latencies = [float(v) for v in arg("latencies", "[0,50,100,200]").strip("[]").split(",")]
     root = cache_root("runs/bench_realtime")
-    policy_dir = flow_policy(root)
-    policy = load_policy(policy_dir)
+    # Training, loading and every query on the policy thread, as the control loop runs it.
+    policy_dir = on_policy_thread(flow_policy, root)
+    policy = on_policy_thread(load_policy, policy_dir)
     tasks = policy.meta["tasks"]
     cells: dict[str, dict[str, list[dict]]] = {}
     for latency in latencies:

@@ -18,7 +18,8 @@ robots one 2-core machine serves at a control rate, and why connections were res
 
 The policy is the default architecture (1.14 M parameters) trained briefly on 2 tasks x 5
 demonstrations: latency does not depend on what the weights learned. Server and robots share
-the machine's 2 cores, as they would on a robot's computer. Writes benchmarks/results/serving.{json,md}.
+the machine's 2 cores, as they would on a robot's computer, and every torch call of the process
+runs on its one policy thread (as `vlaforge serve` does). Writes benchmarks/results/serving.{json,md}.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from vlaforge.deploy.server import PolicyClient, PolicyServer
 from vlaforge.deploy.stream import fleet_test, overhead_test
 from vlaforge.envs.config import EnvConfig
 from vlaforge.models.config import PolicyConfig
-from vlaforge.runtime.policy import load_policy
+from vlaforge.runtime.policy import load_policy, on_policy_thread
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import train
 
@@ -136,7 +137,9 @@ def http_burst(policy, clients: int, requests: int, backlog: int, keep_alive: bo
 def main() -> None:
     seconds, rate = float(arg("seconds", "10")), float(arg("rate_hz", "20"))
     root = cache_root("runs/bench_serving")
-    policy = load_policy(make_policy(root))
+    # Every torch call of this process runs on the policy thread, the servers' included: torch
+    # on a second thread would slow all of them (vlaforge.runtime.policy.policy_thread).
+    policy = on_policy_thread(lambda: load_policy(make_policy(root)))
     with stage("one robot: act, HTTP, stream"):
         one = overhead_test(policy, calls=300, warmup=30)
     fleets = {}
@@ -151,7 +154,7 @@ def main() -> None:
                                 ("kept-alive connections, backlog 256", 256, True)):
         with stage(f"HTTP burst: {name}"):
             bursts[name] = http_burst(policy, clients=50, requests=20, backlog=backlog, keep_alive=keep)
-    exports = sampling_exports(root, root / "data")
+    exports = on_policy_thread(sampling_exports, root, root / "data")
     period_ms = 1000 / rate
     most = max([n for n, f in fleets.items() if f["p99_ms"] < period_ms and f["errors"] == 0], default=0)
     rows = [{"what": f"one robot, {k}", "p50 ms": f"{v['p50_ms']:.2f}", "p99 ms": f"{v['p99_ms']:.2f}",

@@ -61,7 +61,7 @@ def test_every_backend_deploys_within_its_parity_limit_and_acts_through_load_pol
     base, deployed = load_policy(trained), load_policy(out)
     obs = observation(base)
     assert np.abs(deployed.act(obs) - base.act(obs)).max() < min(limit, 0.25)  # rounding moves actions a little
-    if method not in ("onnx-fp32", "compile"):  # the others round: a method that did nothing would show 0
+    if method not in ("onnx-fp32", "compile", "sliced"):  # the others round: a method that did nothing would show 0
         assert info["parity_max_abs"] > 0
     if "int" in method and method != "static-int8":  # static-int8 stores fp32 weights + calibration frames
         # int8/int4 weights; the tiny test model is mostly convolutions, norms and constants, which stay fp32

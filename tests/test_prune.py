@@ -74,3 +74,41 @@ def test_bad_pruning_specs(trained, tmp_path, capsys):
     assert main(["prune", f"--policy={trained[1]}", "--method=heads", "--sparsity=0.5",
                  f"--output_dir={tmp_path / 'x'}"]) == 2
     assert "--dataset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["channels", "heads"])
+def test_sliced_model_equals_the_masked_one_and_is_smaller(trained, method, tmp_path):
+    """Cutting the zeroed channels (heads) out of the tensors changes no output, shrinks the
+    parameter count by what pruning removed, and both the sliced torch runtime and the ONNX
+    export carry the smaller network."""
+    import numpy as np
+
+    from vlaforge.deploy.artifact import deploy
+    from vlaforge.deploy.latency import observation
+    from vlaforge.runtime.policy import example_inputs
+    from vlaforge.runtime.torch_methods import sliced
+
+    policy = load_policy(trained[1])
+    masks = pruning_masks(policy.model, method, 0.5)
+    apply_masks(policy.model, masks)
+    small = sliced(policy.model)
+    x = example_inputs(policy, batch=3)
+    with torch.no_grad():
+        torch.testing.assert_close(small(*x), policy.model(*x), atol=1e-5, rtol=1e-5)
+    full, cut = (sum(p.numel() for p in m.parameters()) for m in (policy.model, small))
+    zeroed = sum(int((m == 0).sum()) for m in masks.values())
+    assert full - cut >= 0.9 * zeroed  # what pruning zeroed is gone (head pruning also drops q and k rows)
+    if method == "heads":
+        assert all(a.n_heads == 2 for a in small.modules() if type(a).__name__ == "Attention")
+    pruned_dir = policy.save(tmp_path / "pruned")
+    deployed = load_policy(deploy(pruned_dir, tmp_path / "sliced", "sliced"))
+    assert sum(p.numel() for p in deployed.model.parameters()) == cut
+    obs = observation(policy)
+    policy.reset(), deployed.reset()
+    np.testing.assert_allclose(deployed.act(obs), policy.act(obs), atol=1e-5)
+    assert sliced(small) is not small and sum(p.numel() for p in sliced(small).parameters()) == cut  # idempotent
+    pytest.importorskip("onnxruntime")
+    onnx_dir = deploy(pruned_dir, tmp_path / "onnx", "onnx-fp32")
+    dense_dir = deploy(trained[1], tmp_path / "onnx_dense", "onnx-fp32")
+    saved = (dense_dir / "model.onnx").stat().st_size - (onnx_dir / "model.onnx").stat().st_size
+    assert saved >= 0.9 * 4 * (full - cut)  # the graph stores the sliced fp32 weights

@@ -267,9 +267,9 @@ def _bench(cfg: BenchConfig) -> Any:
         return
     if cfg.what == "stream":
         from vlaforge.deploy.stream import fleet_test, overhead_test
-        from vlaforge.runtime.policy import load_policy
+        from vlaforge.runtime.policy import load_policy, on_policy_thread
 
-        policy = load_policy(cfg.policy)
+        policy = on_policy_thread(load_policy, cfg.policy)
         one = overhead_test(policy, cfg.calls, cfg.warmup)
         fleet = fleet_test(policy, cfg.robots, cfg.rate_hz, cfg.seconds, cfg.max_batch, cfg.max_wait_ms)
         out.write_text(json.dumps({"policy": cfg.policy, "one_robot": one, "fleet": fleet}, indent=2))
@@ -313,8 +313,10 @@ def _serve(cfg: ServeConfig) -> Any:
         raise ValueError(f"unknown --protocol={cfg.protocol!r}; known: http, stream")
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {cfg.host} exposes the policy beyond this machine; keep the token secret", file=sys.stderr)
+    from vlaforge.runtime.policy import on_policy_thread
+
     given = cfg.token or os.environ.get("VLAFORGE_TOKEN", "")
-    policy = load_policy(cfg.policy)
+    policy = on_policy_thread(load_policy, cfg.policy)  # the servers run it there: torch on one thread
     if cfg.protocol == "http":
         from vlaforge.deploy.server import PolicyServer
 

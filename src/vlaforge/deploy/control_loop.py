@@ -25,9 +25,12 @@ from __future__ import annotations
 import math
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from vlaforge.runtime.policy import on_policy_thread, policy_thread
 
 HOLD_ACTION = np.array([0.0, 0.0, 0.0, -1.0], dtype=np.float32)
 
@@ -103,6 +106,8 @@ class RealTimeController:
         return (weights[:, None] * stacked).sum(0) / weights.sum()
 
     def _query(self, obs: dict, stats: LoopStats, committed: np.ndarray | None = None, delay: int = 0) -> np.ndarray:
+        """One query of the policy, timed; it runs on the process's policy thread, whether the
+        loop waits for it (sync) or not (async): torch on two threads slows both."""
         t = time.perf_counter()
         if committed is not None and len(committed):
             chunk = np.asarray(self.policy.act_inpainted(obs, committed, delay), dtype=np.float32)
@@ -116,12 +121,12 @@ class RealTimeController:
     def run_episode(self, env, seed: int, max_steps: int | None = None) -> LoopStats:
         """One episode of ``env`` from ``seed`` under real-time control."""
         obs, info = env.reset(seed=seed)
-        self.policy.reset(seed)
+        on_policy_thread(self.policy.reset, seed)
         limit = max_steps or getattr(env.unwrapped, "max_steps", 100)
         stats = LoopStats()
         chunks: list[tuple[int, np.ndarray]] = []
         lock = threading.Lock()
-        pending: list[threading.Thread] = []
+        pending: list[Future] = []
 
         def infer(observation: dict, tick: int, committed: np.ndarray | None = None, delay: int = 0) -> None:
             chunk = self._query(observation, stats, committed, delay)
@@ -135,17 +140,18 @@ class RealTimeController:
             with lock:
                 newest = chunks[-1] if chunks else None
             due = self.ensemble is not None or newest is None or tick - newest[0] >= self.horizon
-            if due and not (pending and pending[0].is_alive()):
+            if due and not (pending and not pending[0].done()):
                 args = (obs, tick)
                 if self.rtc and newest is not None:
                     # Ticks that will pass before the new chunk arrives, from the slowest recent query.
                     delay = math.ceil(max(stats.inference_ms[-3:]) / (1000 * self.period)) if self.asynchronous else 0
                     args = (obs, tick, newest[1][tick - newest[0]:], max(delay, 1 if self.asynchronous else 0))
                 if self.asynchronous:
-                    pending[:] = [threading.Thread(target=infer, args=args, daemon=True)]
-                    pending[0].start()
+                    if pending:
+                        pending[0].result()  # done: raises what the last query raised
+                    pending[:] = [policy_thread().submit(infer, *args)]
                 else:
-                    infer(*args)
+                    on_policy_thread(infer, *args)
                     if stats.inference_ms[-1] > 1000 * self.period:
                         stats.deadline_misses += 1  # this tick's action was ready only after its deadline
             with lock:
@@ -173,8 +179,8 @@ class RealTimeController:
                 time.sleep(deadline - now)
             else:
                 deadline = now  # late: re-anchor instead of bursting to catch up
-        for thread in pending:
-            thread.join()
+        for query in pending:
+            query.result()
         return stats
 
 
@@ -205,7 +211,7 @@ def run_control(cfg) -> dict:
         raise ValueError("control needs --policy=DIR")
     if cfg.episodes < 1 or cfg.extra_latency_ms < 0:
         raise ValueError("episodes must be >= 1 and extra_latency_ms >= 0")
-    policy = load_policy(cfg.policy)
+    policy = on_policy_thread(load_policy, cfg.policy)  # all of the policy's torch work on one thread
     suite = get_suite(policy.meta["suite"])
     tasks = suite.check(cfg.tasks or policy.meta["tasks"], cfg.split)
     agent = DelayedPolicy(policy, cfg.extra_latency_ms / 1000) if cfg.extra_latency_ms else policy

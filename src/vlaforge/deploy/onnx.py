@@ -3,7 +3,9 @@ runtime/onnx.py; the parity check against PyTorch: deploy/artifact.py).
 
 The graph maps (uint8 images, normalised states, tokens) to the normalised action chunk; the
 tokenizer, normaliser and observation history stay in Python around it, exactly as for the
-PyTorch policy. A sampling head (dit, flow) is exported with its sampling loop unrolled
+PyTorch policy. The channels and heads a pruned policy has zeroed are sliced out of the
+tensors before export (``runtime/torch_methods.sliced``), so the graph is the smaller network.
+A sampling head (dit, flow) is exported with its sampling loop unrolled
 (``sample_steps`` denoiser calls in the graph) and its initial noise (B, K, A) as a fourth
 input, so the graph is deterministic and the runtime draws the noise from the session's
 generator exactly as the PyTorch policy does.
@@ -20,6 +22,7 @@ from vlaforge.deploy.base import DeployBackend
 from vlaforge.registry import DEPLOY_BACKENDS, HEADS
 from vlaforge.runtime.onnx import _ort
 from vlaforge.runtime.policy import Policy, WithNoise, example_inputs
+from vlaforge.runtime.torch_methods import sliced
 
 INPUTS = ("image", "state", "tokens")
 
@@ -30,7 +33,8 @@ def export_onnx(policy: Policy, path: Path) -> None:
         supported = [h for h in HEADS.names() if HEADS.get(h).exportable]
         raise ValueError(f"ONNX export supports the {', '.join(supported)} heads; this policy's head is "
                          f"{policy.cfg.head!r}, which is not marked exportable")
-    model, inputs, names = policy.model.float().eval(), example_inputs(policy), list(INPUTS)
+    # A pruned policy's dead channels and heads are cut out first (exact; no-op when none are).
+    model, inputs, names = sliced(policy.model), example_inputs(policy), list(INPUTS)
     if HEADS.get(policy.cfg.head).samples:
         model, names = WithNoise(model), [*names, "noise"]
         inputs = (*inputs, torch.randn(1, policy.cfg.chunk_size, policy.action_dim, generator=torch.Generator().manual_seed(0)))

@@ -39,6 +39,7 @@ TORCH_BACKENDS = {
     "int4-weight": (2.5, "int4 weight-only Linear layers, groups of 32 inputs (torchao)"),
     "bf16": (0.25, "fp32 weights run under bf16 autocast"),
     "compile": (1e-3, "fp32 weights run through torch.compile (Inductor)"),
+    "sliced": (1e-4, "channels and heads zeroed by pruning cut out of the tensors: a smaller network, the same function"),
 }
 
 

@@ -24,9 +24,9 @@ binds 127.0.0.1 unless told otherwise and treats every client as hostile:
 
 A well-formed observation the policy refuses (a state far outside its training data) gets 422; a
 non-finite action is never sent (500 instead), and replies are strict JSON. One policy, one
-robot: requests reach the policy one at a time (it keeps the observation history; ``reset``
-starts a new episode). Connections are kept alive (HTTP/1.1), so a client pays for its TCP
-handshake once.
+robot: requests reach the policy one at a time, on the process's policy thread (it keeps the
+observation history; ``reset`` starts a new episode). Connections are kept alive (HTTP/1.1), so a
+client pays for its TCP handshake once.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+
+from vlaforge.runtime.policy import on_policy_thread
 
 MAX_BODY = 4 * 1024 * 1024
 MAX_INSTRUCTION = 256
@@ -206,6 +208,12 @@ class _Server(ThreadingHTTPServer):
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+def _reset_and_act(policy, obs: dict, reset: bool, seed: int) -> np.ndarray:
+    if reset:
+        policy.reset(seed)
+    return policy.act(obs)
 
 
 class PolicyServer:
@@ -378,11 +386,9 @@ class PolicyServer:
                 except BadRequest as e:
                     return self._reply(400, {"error": str(e)})
                 with server.lock:
-                    if reset:
-                        p.reset(seed)
                     t = time.perf_counter()
                     try:
-                        actions = p.act(obs)
+                        actions = on_policy_thread(_reset_and_act, p, obs, reset, seed)
                     except FloatingPointError as e:
                         return self._reply(500, {"error": str(e)})
                     except ValueError as e:  # well-formed, but not an observation this policy can act on

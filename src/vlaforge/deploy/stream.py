@@ -31,12 +31,12 @@ import hmac
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from vlaforge.deploy.server import MAX_BODY, BadRequest, check_token, observation_fields
+from vlaforge.runtime.policy import on_policy_thread, policy_thread
 
 PATH = "/stream"
 STREAM_FIELDS = {"id", "image", "state", "instruction", "reset", "seed"}
@@ -107,7 +107,6 @@ class StreamServer:
         self.max_sessions, self.max_per_client = max_sessions, max_per_client
         self.sessions: dict[object, str] = {}  # connection -> client address
         self.batches: list[int] = []  # sizes of the forward passes run (the load test reads them)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="policy")  # the network runs off the event loop
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server = None
@@ -131,7 +130,6 @@ class StreamServer:
             asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
-        self._executor.shutdown(wait=True)
 
     async def _open(self) -> None:
         from websockets.asyncio.server import serve
@@ -211,7 +209,7 @@ class StreamServer:
                 except TimeoutError:
                     break
             t = time.perf_counter()
-            results = await loop.run_in_executor(self._executor, self._forward, batch)
+            results = await loop.run_in_executor(policy_thread(), self._forward, batch)  # off the event loop
             ms = 1000 * (time.perf_counter() - t)
             self.batches.append(len(batch))
             for request, result in zip(batch, results):
@@ -278,7 +276,10 @@ def overhead_test(policy, calls: int = 200, warmup: int = 20) -> dict:
     http, stream = PolicyServer(policy, port=0).start(), StreamServer(policy, port=0).start()
     clients = {"http": PolicyClient(http.url, http.token), "stream": StreamClient(stream.url, stream.token)}
     local = policy.new_session()
-    ways = {"local": lambda: policy.act_many([obs], [local])[0], **{k: (lambda c=c: c.act(obs)) for k, c in clients.items()}}
+    # The local call runs on the policy thread too: the servers' calls do, and a second thread
+    # running torch would slow both (runtime/policy.py, policy_thread).
+    ways = {"local": lambda: on_policy_thread(policy.act_many, [obs], [local])[0],
+            **{k: (lambda c=c: c.act(obs)) for k, c in clients.items()}}
     times: dict[str, list[float]] = {k: [] for k in ways}
     try:
         for i in range(warmup + calls):
