@@ -252,6 +252,9 @@ class PolicyServer:
 
             def setup(self) -> None:
                 self.timeout = self.server.timeout_s  # every recv/send on this connection
+                # A reply is written as headers then body: with Nagle's algorithm the body waits for
+                # the client's delayed ACK of the headers (40 ms on Linux) on a kept-alive connection.
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 super().setup()
 
             def log_message(self, *args) -> None:  # keep the console for the caller
@@ -429,6 +432,8 @@ class PolicyClient:
             fresh = self._conn is None
             if fresh:
                 self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                self._conn.connect()
+                self._conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # headers, then body
             try:
                 self._conn.request(method, path, data, headers)
                 r = self._conn.getresponse()
