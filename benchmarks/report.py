@@ -614,6 +614,10 @@ def serving() -> str:
         "each step count:", "",
         *table(["head", "sampling steps", "eager ms", "ONNX Runtime ms", "speed-up", "max action difference"],
                exports), "",
+        *(["Why one policy thread per process: `act()` p50 on one thread against a second thread after the first "
+           "had run torch, each in a fresh process: " + "; ".join(
+               f"{c['threads']} torch thread(s) {c['one_thread_ms']:.2f} ms / {c['second_thread_ms']:.2f} ms"
+               for c in f["thread_contention"]) + ".", ""] if "thread_contention" in f else []),
         f"Targets: stream overhead <= 1 ms at p50 ({'met' if met['stream_overhead'] else 'not met'}: "
         f"{one['stream']['overhead_p50_ms']:+.2f} ms); >= 8 robots at {f['rate_hz']:g} Hz with p99 under the period "
         f"({'met' if met['robots_at_rate'] else 'not met'}: {f['most_robots_p99_under_period']} robots)."])

@@ -15,6 +15,9 @@ robots one 2-core machine serves at a control rate, and why connections were res
 4. The sampling heads (flow, DiT) exported to ONNX with their loop unrolled and the noise as an
    input: batch-1 act() latency, eager against ONNX Runtime, at 1, 5 and 10 sampling steps
    (the same weights: sample_steps does not enter training), and the largest action difference.
+5. Why servers run the policy on one thread: in a fresh process, act() p50 on the main thread
+   alone, then on a second thread after the main one has run torch, with torch's default
+   threads and with one.
 
 The policy is the default architecture (1.14 M parameters) trained briefly on 2 tasks x 5
 demonstrations: latency does not depend on what the weights learned. Server and robots share
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -85,6 +90,39 @@ def sampling_exports(root: Path, data: Path) -> dict:
                                                                calls=200, warmup=20),
                                           "parity_max_abs": json.loads((run / "onnx" / "deploy.json").read_text())[
                                               "parity_max_abs"]}
+    return out
+
+
+CONTENTION = """
+import json, sys, time, threading
+import numpy as np, torch
+from concurrent.futures import ThreadPoolExecutor
+from vlaforge.deploy.latency import observation
+from vlaforge.runtime.policy import load_policy
+torch.set_num_threads(int(sys.argv[2]) or torch.get_num_threads())
+policy = load_policy(sys.argv[1])
+obs = observation(policy)
+def p50(calls=100):
+    for _ in range(10):
+        policy.act(obs)
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter(); policy.act(obs); times.append(1000 * (time.perf_counter() - t))
+    return float(np.median(times))
+one = p50()
+second = ThreadPoolExecutor(1).submit(p50).result()
+print(json.dumps({"threads": torch.get_num_threads(), "one_thread_ms": one, "second_thread_ms": second}))
+"""
+
+
+def thread_contention(policy_dir: Path) -> list[dict]:
+    """act() p50 on one thread, then on a second one, each in a fresh process (a process that
+    has run torch on two threads stays slowed), at torch's default thread count and at 1."""
+    out = []
+    for threads in (0, 1):
+        run = subprocess.run([sys.executable, "-c", CONTENTION, str(policy_dir), str(threads)], capture_output=True,
+                             text=True, check=True)
+        out.append(json.loads(run.stdout.strip().splitlines()[-1]))
     return out
 
 
@@ -155,6 +193,8 @@ def main() -> None:
         with stage(f"HTTP burst: {name}"):
             bursts[name] = http_burst(policy, clients=50, requests=20, backlog=backlog, keep_alive=keep)
     exports = on_policy_thread(sampling_exports, root, root / "data")
+    with stage("act() on one thread and on two"):
+        contention = thread_contention(root / "train" / "policy")
     period_ms = 1000 / rate
     most = max([n for n, f in fleets.items() if f["p99_ms"] < period_ms and f["errors"] == 0], default=0)
     rows = [{"what": f"one robot, {k}", "p50 ms": f"{v['p50_ms']:.2f}", "p99 ms": f"{v['p99_ms']:.2f}",
@@ -173,10 +213,14 @@ def main() -> None:
                      "p50 ms": f"{e['eager']['p50_ms']:.2f} / {e['onnx']['p50_ms']:.2f}",
                      "p99 ms": f"{e['eager']['p99_ms']:.2f} / {e['onnx']['p99_ms']:.2f}", "overhead p50 ms": "",
                      "misses": "", "mean batch": "", "errors": f"max action diff {e['onnx']['max_action_diff']:.2g}"})
+    for c in contention:
+        rows.append({"what": f"act() with {c['threads']} torch threads: one thread / a second thread after the first",
+                     "p50 ms": f"{c['one_thread_ms']:.2f} / {c['second_thread_ms']:.2f}", "p99 ms": "",
+                     "overhead p50 ms": "", "misses": "", "mean batch": "", "errors": ""})
     figures = {"policy_params": sum(p.numel() for p in policy.model.parameters()), "rate_hz": rate,
                "period_ms": period_ms, "one_robot": one, "fleets": {str(n): f for n, f in fleets.items()},
                "fleet_8_unbatched": unbatched, "http_bursts": bursts,
-               "sampling_exports": exports, "most_robots_p99_under_period": most,
+               "sampling_exports": exports, "thread_contention": contention, "most_robots_p99_under_period": most,
                "targets": {"stream_overhead_p50_ms": 1.0, "robots_at_rate": 8},
                "meets_targets": {"stream_overhead": one["stream"]["overhead_p50_ms"] <= 1.0,
                                  "robots_at_rate": most >= 8}}

@@ -47,8 +47,9 @@ _executor_lock = threading.Lock()
 def policy_thread() -> ThreadPoolExecutor:
     """The process's one thread for running policies when several threads want to (servers,
     the asynchronous control loop). Why one: torch's OpenMP runtime gives every OS thread that
-    runs parallel ops its own team of workers, and two teams on the same cores fight; measured
-    on 2 cores, ``act`` took 3.7 ms on one thread and 9.8 ms once a second thread had run it."""
+    runs parallel ops its own team of workers, and two teams on the same cores fight: ``act``
+    on a second thread, once the first has run torch, is several times slower on 2 cores
+    (benchmarks/serving.py measures it)."""
     global _executor
     with _executor_lock:
         if _executor is None:
