@@ -7,8 +7,10 @@ success change on the same evaluation, in one table.
 
 Methods: fp32 eager (the baseline), bf16 autocast, torch.compile, dynamic int8, torchao int8 and
 int4 weight-only, PT2E static int8 (calibrated on the dataset), ONNX Runtime fp32 and int8,
+OpenVINO fp32,
 unstructured / channel / head pruning at several sparsities with 300 fine-tuning steps each
-(a sparsity-against-success curve), int4 QAT (300 steps from the
+(a sparsity-against-success curve) and the channel / head prunes sliced (their dead units cut out
+of the tensors, the only form in which pruning can speed a policy up), int4 QAT (300 steps from the
 policy, then int4-weight), a distilled student (d_model 64, 2 layers, learning the fp32
 policy's chunks for 2000 steps). Every row's latency is measured on that row's own policy
 directory (1 thread and all threads, after warm-up) and every row's success is evaluated, bf16
@@ -46,7 +48,7 @@ from vlaforge.train.config import OptimConfig, TrainConfig
 from vlaforge.train.trainer import train
 
 TASKS = ["pick_place", "open_drawer", "press_button"]
-MULTI_THREAD = ("fp32", "onnx-fp32", "onnx-int8", "static-int8", "distill-small")
+MULTI_THREAD = ("fp32", "onnx-fp32", "onnx-int8", "openvino-fp32", "static-int8", "distill-small")
 # Sparsity against success, each point fine-tuned for 300 steps with its mask held.
 SPARSITY_SWEEP = [("unstructured", 0.25), ("unstructured", 0.5), ("unstructured", 0.75), ("unstructured", 0.9),
                   ("channels", 0.25), ("channels", 0.5), ("channels", 0.75), ("heads", 0.25), ("heads", 0.5)]
@@ -76,10 +78,15 @@ def deployed(root: Path, policy: Path, dataset: Path) -> dict[str, Path]:
     """Every method's policy directory (made once per cache root, reused on re-runs)."""
     makers = {m: (lambda d, m=m: deploy(policy, d, m, DeployOptions(dataset=str(dataset))))
               for m in ("bf16", "compile", "dynamic-int8", "int8-weight", "int4-weight", "static-int8", "onnx-int8",
-                        "onnx-fp32")}
+                        "onnx-fp32", "openvino-fp32")}
     for method, sparsity in SPARSITY_SWEEP:
         makers[f"prune-{method}-{sparsity:g}"] = lambda d, m=method, sp=sparsity: prune(PruneConfig(
             policy=str(policy), dataset=str(dataset), method=m, sparsity=sp, steps=300, output_dir=str(d)))
+    # The structured prunes with their dead channels / heads cut out of the tensors (made after them).
+    for method, sparsity in SPARSITY_SWEEP:
+        if method in ("channels", "heads"):
+            makers[f"sliced-{method}-{sparsity:g}"] = lambda d, m=method, sp=sparsity: deploy(
+                root / f"prune-{m}-{sp:g}" / "policy", d, "sliced")
     # A quarter-width, two-layer student of the fp32 policy.
     makers["distill-small"] = lambda d: train(TrainConfig(
         dataset=str(dataset), output_dir=str(d), steps=2000, teacher=str(policy),

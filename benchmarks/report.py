@@ -38,6 +38,8 @@ COMMANDS = {
     "active_learning": "python benchmarks/active_learning.py "
                        "--strategies=[random,uncertainty,both,diversity,both-cap4]",
     "architectures": "python benchmarks/architectures.py --part=ablation",
+    "small_cell_horizon": "python benchmarks/small_cell.py --arms=[grounding+lr3e-3,grounding+lr3e-3+horizon2,"
+                          "grounding+lr3e-3+horizon1] --name=small_cell_horizon",
     "architectures_scaling": "python benchmarks/architectures.py --part=scaling",
     "parallel_cpu": "python benchmarks/parallel.py",
     "sim2real": "python benchmarks/sim2real.py --steps=2000 --demos=80 --episodes=30 --adapt_steps=200 "
@@ -548,8 +550,8 @@ def profile_step() -> str:
         *table(["operator", "ms per step", "share"], ops)])
 
 
-def small_cell() -> str:
-    f = load("small_cell")["figures"]
+def small_cell(name: str = "small_cell") -> str:
+    f = load(name)["figures"]
     t = f["target"]
     rows = [[f"`{name}`", " ".join([*a["overrides"], *(f"eval.{k}={v}" for k, v in a.get("eval", {}).items())])
              or "(defaults)", pct(a["mean"]), f"{100 * a['sd']:.1f}",
@@ -560,7 +562,7 @@ def small_cell() -> str:
             for name, a in f["arms"].items()]
     comps = [[f"`{name}`", diff(c["difference"], c["seed_t_ci95"]), ci(c["paired_bootstrap_ci95"]),
               f"{c['mcnemar_p']:.3g}"] for name, c in f["comparisons"].items()]
-    return block("small_cell", [
+    return block(name, [
         f"The small experiment cell ({', '.join(f['tasks'])}; {f['demos_per_task']} demos per task; train split, "
         f"{f['eval_episodes_per_task']} episodes per task and seed). Target: mean >= {pct(t['success'], 0)}, "
         f"sd <= {100 * t['sd']:.0f} points, <= {t['train_seconds']} s of training:", "",
@@ -570,6 +572,10 @@ def small_cell() -> str:
         "other work stands out there).", "",
         "Each arm against the first, paired by seed and scene (t interval over seeds; pooled paired bootstrap; "
         "exact McNemar):", "", *table(["arm - first", "difference (points)", "paired bootstrap", "McNemar p"], comps)])
+
+
+def small_cell_horizon() -> str:
+    return small_cell("small_cell_horizon")
 
 
 def libero_experts() -> str:
@@ -692,7 +698,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
                  training_precision, training_accumulation, parallel, optimizers, attention, architectures,
                  architectures_scaling,
                  sim2real, deploy, safety, evaluation, data, *DATA, reliability, text_encoders, profile_step,
-                 small_cell, cbf_qp, finetune, libero_experts, serving, realtime)
+                 small_cell, small_cell_horizon, cbf_qp, finetune, libero_experts, serving, realtime)
 }
 
 

@@ -3,13 +3,15 @@ training recipe, over several seeds.
 
     python benchmarks/small_cell.py [--seeds=3] [--arms=[default,shift4,batch32,lr3e-3]] [--steps=1100]
                                     [--episodes=25] [train overrides for every arm]
-    python benchmarks/small_cell.py --arms=[grounding+lr3e-3,grounding+lr3e-3+horizon2,grounding+lr3e-3+horizon1]
+    python benchmarks/small_cell.py --arms=[grounding+lr3e-3,grounding+lr3e-3+horizon2,grounding+lr3e-3+horizon1] \
+                                    --name=small_cell_horizon
 
 The cell is 4 tabletop tasks (reach, push, pick_place, press_button) with 25 scripted demos per
 task, collected once. Each arm is a training recipe (the trainer's defaults plus the overrides in
 ``ARMS``) trained once per seed on that data and evaluated on the same train-split scenes
 (``--episodes`` per task); an arm that changes only how the policy runs (how many actions of a
-chunk execute before the next query) evaluates another arm's policies. Reported per arm: every seed's success, mean, sd, the pooled Wilson
+chunk execute before the next query) evaluates another arm's policies. ``--name`` names the
+results file (default small_cell), so a second set of arms does not replace the first. Reported per arm: every seed's success, mean, sd, the pooled Wilson
 interval, the mean success per task, the wall time of training and how far off the policy's
 auxiliary head places the target on its training frames and on new scenes
 (eval/localization.py); and each arm against the first, paired by seed and scene (pooled
@@ -82,7 +84,8 @@ def main(argv: list[str]) -> None:
     arms = arg("arms", "[" + ",".join(ARMS) + "]", argv).strip("[]").split(",")
     if n < 2:
         raise SystemExit(f"--seeds must be >= 2 (sd and intervals need them), got {n}")
-    common = [a for a in argv if not a.startswith(("--seeds=", "--arms=", "--steps=", "--episodes="))]
+    results_name = arg("name", "small_cell", argv)
+    common = [a for a in argv if not a.startswith(("--seeds=", "--arms=", "--steps=", "--episodes=", "--name="))]
     root = cache_root("runs/bench_small_cell")
     cell = small_cell()
     data = collect_once(cell, root / "data")
@@ -137,7 +140,7 @@ def main(argv: list[str]) -> None:
                                                     f"[{100 * c['seed_t_ci95'][0]:+.1f}, {100 * c['seed_t_ci95'][1]:+.1f}]"
                                                     f" McNemar p={c['mcnemar_p']:.2g}", "train s": ""}
              for k, c in figures["comparisons"].items()]
-    write("small_cell", figures, rows, f"Small experiment cell (4 tasks x 25 demos) over {n} training seeds",
+    write(results_name, figures, rows, f"Small experiment cell (4 tasks x 25 demos) over {n} training seeds",
           seeds={"collect": cell.seed, "train": list(range(n)), "eval_scenes_from": EvalConfig().seed})
 
 

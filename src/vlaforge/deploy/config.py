@@ -46,7 +46,7 @@ class BenchConfig:
     policy: str = field(default="", metadata={"help": "policy directory"})
     runtimes: list[str] = field(
         default_factory=lambda: ["eager", "bf16", "compile", "dynamic-int8", "int8-weight", "int4-weight", "static-int8",
-                                 "onnx-fp32", "onnx-int8"],
+                                 "onnx-fp32", "onnx-int8", "openvino-fp32"],
         metadata={"help": "eager (the fp32 policy) and deploy backends (`vlaforge list`); each is deployed through "
                           "the same path as quantize, parity checked, then timed"},
     )

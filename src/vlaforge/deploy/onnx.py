@@ -65,6 +65,19 @@ def write_onnx(base: Policy, tmp: Path, int8: bool) -> dict:
             "fp32_size_bytes": fp32_bytes, "opset": 18}
 
 
+def write_openvino(base: Policy, tmp: Path) -> dict:
+    """The ONNX graph for OpenVINO's CPU plugin (it compiles the graph at load)."""
+    from vlaforge.runtime.openvino import _ov
+
+    _ov()
+    export_onnx(base, tmp / "model.onnx")
+    size = (tmp / "model.onnx").stat().st_size
+    return {"runtime": "openvino", "model": "model.onnx", "size_bytes": size, "fp32_size_bytes": size, "opset": 18}
+
+
+DEPLOY_BACKENDS.register("openvino-fp32")(DeployBackend(
+    lambda base, tmp, options: write_openvino(base, tmp), parity_limit=1e-3,
+    summary="the ONNX graph compiled by OpenVINO for the CPU (latency hint)"))
 DEPLOY_BACKENDS.register("onnx-fp32")(DeployBackend(
     lambda base, tmp, options: write_onnx(base, tmp, int8=False), parity_limit=1e-3,  # 3e-6 on the quickstart policy
     summary="the network as an ONNX graph (opset 18) on ONNX Runtime"))

@@ -3,9 +3,9 @@ and the files it reads. A runtime is one function registered under its name,
 ``load(d, info, file, verify) -> Policy``, where ``info`` is deploy.json and ``file(key)`` gives
 the file deploy.json names under ``key``, confined to ``d`` and checked against its sha256:
 
-    {"runtime": "onnxruntime" | "torch" | "torch-pt2e", "method": "onnx-fp32" | "onnx-int8" |
+    {"runtime": "onnxruntime" | "openvino" | "torch" | "torch-pt2e", "method": "onnx-fp32" | "onnx-int8" |
      "dynamic-int8" | "int8-weight" | "int4-weight" | "static-int8" | ...,
-     "model" (onnxruntime) | "calibration_file" (torch-pt2e): "<a file in this directory>",
+     "model" (onnxruntime, openvino) | "calibration_file" (torch-pt2e): "<a file in this directory>",
      "size_bytes": ..., "parity_max_abs": ..., "sha256": "<of that file>"}
 
 A deployed directory is data, never code: every file it names is a plain file inside it, and no
@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from vlaforge.registry import DEPLOY_RUNTIMES
-from vlaforge.runtime import onnx, pt2e, torch_methods  # noqa: F401  (registration)
+from vlaforge.runtime import onnx, openvino, pt2e, torch_methods  # noqa: F401  (registration)
 from vlaforge.runtime.policy import check_sha256
 
 
