@@ -31,9 +31,6 @@ import base64
 import json
 import subprocess
 import sys
-import threading
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -44,7 +41,7 @@ from vlaforge.data.collect import collect
 from vlaforge.data.config import CollectConfig
 from vlaforge.deploy.artifact import deploy
 from vlaforge.deploy.latency import observation, time_policy
-from vlaforge.deploy.server import PolicyClient, PolicyServer
+from vlaforge.deploy.server import PolicyClient, PolicyServer, run_clients
 from vlaforge.deploy.stream import fleet_test, overhead_test
 from vlaforge.envs.config import EnvConfig
 from vlaforge.models.config import PolicyConfig
@@ -134,9 +131,6 @@ def http_burst(policy, clients: int, requests: int, backlog: int, keep_alive: bo
     obs = observation(policy)
     body = json.dumps({"image": base64.b64encode(obs["image"].tobytes()).decode(), "image_shape": list(obs["image"].shape),
                        "state": obs["state"].tolist(), "instruction": obs["instruction"]}).encode()
-    errors: list[str] = []
-    latencies: list[float] = []
-    gate = threading.Barrier(clients)
 
     def fresh_connection_call() -> None:
         req = urllib.request.Request(server.url + "/act", data=body, method="POST",
@@ -144,31 +138,18 @@ def http_burst(policy, clients: int, requests: int, backlog: int, keep_alive: bo
         with urllib.request.urlopen(req, timeout=30) as r:
             r.read()
 
-    def worker() -> None:
-        client = PolicyClient(server.url, server.token) if keep_alive else None
-        gate.wait()
-        for _ in range(requests):
-            t = time.perf_counter()
-            try:
-                client.act(obs) if keep_alive else fresh_connection_call()
-                latencies.append(1000 * (time.perf_counter() - t))
-            except (OSError, RuntimeError, urllib.error.URLError) as e:
-                errors.append(type(e).__name__ + ": " + str(e)[:80])
-        if client:
-            client.close()
+    def connect():
+        if not keep_alive:
+            return fresh_connection_call, (lambda: None)
+        client = PolicyClient(server.url, server.token)
+        return (lambda: client.act(obs)), client.close
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    r = run_clients(connect, clients, requests)
     server.stop()
-    lat = latencies or [float("nan")]
+    lat = r["latencies"] or [float("nan")]
     return {"clients": clients, "requests": clients * requests, "backlog": backlog, "keep_alive": keep_alive,
-            "errors": len(errors), "error_rate": len(errors) / (clients * requests),
-            "error_examples": sorted(set(errors))[:3], "requests_per_s": len(latencies) / wall,
+            "errors": len(r["errors"]), "error_rate": len(r["errors"]) / (clients * requests),
+            "error_examples": sorted(set(r["errors"]))[:3], "requests_per_s": len(r["latencies"]) / r["wall_s"],
             "p50_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99))}
 
 

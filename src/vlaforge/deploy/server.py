@@ -41,6 +41,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -474,6 +475,37 @@ class PolicyClient:
         return np.asarray(self._call("POST", "/act", payload)["actions"], np.float32)
 
 
+def run_clients(connect: Callable[[], tuple[Callable[[], object], Callable[[], None]]], clients: int,
+                requests: int) -> dict:
+    """``clients`` threads, released together, each calling ``connect()`` (-> its request
+    function and its close) and then making ``requests`` timed requests; errors are counted,
+    not raised (a load test measures the server under load). -> latencies (ms), error
+    messages, wall seconds."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    gate = threading.Barrier(clients)
+
+    def worker() -> None:
+        call, close = connect()
+        gate.wait()
+        for _ in range(requests):
+            t = time.perf_counter()
+            try:
+                call()
+                latencies.append(1000 * (time.perf_counter() - t))
+            except Exception as e:
+                errors.append(f"{type(e).__name__}: {str(e)[:80]}")
+        close()
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"latencies": latencies, "errors": errors, "wall_s": time.perf_counter() - t0}
+
+
 def load_test(policy, clients: int = 4, requests: int = 50) -> dict:
     """A bounded loopback load test: ``clients`` threads each send ``requests`` /act calls."""
     from vlaforge.deploy.latency import observation
@@ -482,30 +514,15 @@ def load_test(policy, clients: int = 4, requests: int = 50) -> dict:
         raise ValueError("clients and requests must be >= 1")
     server = PolicyServer(policy, port=0).start()
     obs = observation(policy)
-    latencies: list[float] = []
-    errors: list[str] = []
 
-    def worker() -> None:
+    def connect():
         client = PolicyClient(server.url, server.token)
-        for _ in range(requests):
-            t = time.perf_counter()
-            try:
-                client.act(obs)
-                latencies.append(1000 * (time.perf_counter() - t))
-            except Exception as e:  # counted, not raised: the test measures the server under load
-                errors.append(str(e))
-        client.close()
+        return (lambda: client.act(obs)), client.close
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    r = run_clients(connect, clients, requests)
     server.stop()
-    lat = latencies or [float("nan")]
-    return {"clients": clients, "requests": clients * requests, "errors": len(errors),
-            "error_examples": sorted(set(errors))[:3], "wall_s": wall,
-            "requests_per_s": len(latencies) / wall, "latency_ms_p50": float(np.median(lat)),
+    lat = r["latencies"] or [float("nan")]
+    return {"clients": clients, "requests": clients * requests, "errors": len(r["errors"]),
+            "error_examples": sorted(set(r["errors"]))[:3], "wall_s": r["wall_s"],
+            "requests_per_s": len(r["latencies"]) / r["wall_s"], "latency_ms_p50": float(np.median(lat)),
             "latency_ms_p99": float(np.percentile(lat, 99))}
