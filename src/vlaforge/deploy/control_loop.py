@@ -144,8 +144,9 @@ class RealTimeController:
                 args = (obs, tick)
                 if self.rtc and newest is not None:
                     # Ticks that will pass before the new chunk arrives, from the slowest recent query.
-                    delay = math.ceil(max(stats.inference_ms[-3:]) / (1000 * self.period)) if self.asynchronous else 0
-                    args = (obs, tick, newest[1][tick - newest[0]:], max(delay, 1 if self.asynchronous else 0))
+                    delay = max(1, math.ceil(max(stats.inference_ms[-3:]) / (1000 * self.period))) \
+                        if self.asynchronous else 0
+                    args = (obs, tick, newest[1][tick - newest[0]:], delay)
                 if self.asynchronous:
                     if pending:
                         pending[0].result()  # done: raises what the last query raised

@@ -150,9 +150,7 @@ class Policy:
                 out[i] = e
         if not rows:
             return out
-        k, a = self.cfg.chunk_size, self.action_dim
-        noise = torch.stack([torch.randn(k, a, generator=sessions[i].noise, device=self.device) for i in rows]) \
-            if self.samples else None
+        noise = torch.cat([self._initial_noise(sessions[i]) for i in rows]) if self.samples else None
         images, states, tokens = (torch.cat(parts) for parts in zip(*inputs))
         for i, pred in zip(rows, self.predict_rows(images, states, tokens, noise)):
             out[i] = self._env_units(pred)
@@ -180,13 +178,9 @@ class Policy:
         committed = np.asarray(committed, np.float64)[:k]
         prefix = np.zeros((k, self.action_dim), np.float32)
         prefix[: len(committed)] = self.normalizer.norm_action(committed)
-        weights = torch.from_numpy(rtc_weights(k, delay, len(committed)))[None]
-        images, states, tokens = self.inputs(obs)
-        noise = torch.randn(1, k, self.action_dim, generator=self.session.noise, device=self.device)
-        with torch.no_grad():
-            out = self.model(images.to(self.device), states.to(self.device), tokens.to(self.device), None, noise,
-                             (torch.from_numpy(prefix)[None].to(self.device), weights.to(self.device)))
-        chunk = self._env_units(out[0].float().cpu().numpy())
+        guide = (torch.from_numpy(prefix)[None], torch.from_numpy(rtc_weights(k, delay, len(committed)))[None])
+        pred = self.predict_rows(*self.inputs(obs), self._initial_noise(self.session), guide)[0]
+        chunk = self._env_units(pred)
         if isinstance(chunk, Exception):
             raise chunk
         return chunk
@@ -218,17 +212,26 @@ class Policy:
     def predict(self, images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
         """Model inputs -> the normalised action chunk (K, A) of the first batch element (a
         sampling head draws its noise from the policy's session)."""
-        noise = torch.randn(1, self.cfg.chunk_size, self.action_dim, generator=self.session.noise,
-                            device=self.device) if self.samples else None
+        noise = self._initial_noise(self.session) if self.samples else None
         return self.predict_rows(images[:1], states[:1], tokens[:1], noise)[0]
+
+    def _initial_noise(self, session: Session) -> torch.Tensor:
+        """A sampling head's starting noise (1, K, A), the next draw of ``session``'s generator."""
+        return torch.randn(1, self.cfg.chunk_size, self.action_dim, generator=session.noise, device=self.device)
 
     @torch.no_grad()
     def predict_rows(self, images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor,
-                     noise: torch.Tensor | None = None) -> np.ndarray:
-        """Model inputs of B rows (and a sampling head's initial noise (B, K, A)) -> the
-        normalised action chunks (B, K, A), in one forward pass."""
+                     noise: torch.Tensor | None = None,
+                     guide: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+        """Model inputs of B rows (and a sampling head's initial noise (B, K, A); for real-time
+        chunking the guide (prefix (B, K, A), weights (B, K))) -> the normalised action chunks
+        (B, K, A), in one forward pass."""
         args = [t.to(self.device) for t in (images, states, tokens)]
-        out = self.model(*args) if noise is None else self.model(*args, None, noise.to(self.device))
+        if noise is None:
+            out = self.model(*args)
+        else:
+            extra = () if guide is None else (tuple(t.to(self.device) for t in guide),)
+            out = self.model(*args, None, noise.to(self.device), *extra)
         return out.float().cpu().numpy()
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -301,7 +304,10 @@ class RuntimePolicy(Policy):
         self._predict_fn = predict_fn
 
     def predict_rows(self, images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor,
-                     noise: torch.Tensor | None = None) -> np.ndarray:
+                     noise: torch.Tensor | None = None,
+                     guide: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+        if guide is not None:
+            raise ValueError("a deployed runtime runs its exported graph, which takes no inpainting guide")
         return np.stack([self._predict_fn(images[i : i + 1], states[i : i + 1], tokens[i : i + 1],
                                           *(() if noise is None else (noise[i : i + 1],)))
                          for i in range(len(images))])
