@@ -8,9 +8,11 @@ success change on the same evaluation, in one table.
 Methods: fp32 eager (the baseline), bf16 autocast, torch.compile, dynamic int8, torchao int8 and
 int4 weight-only, PT2E static int8 (calibrated on the dataset), ONNX Runtime fp32 and int8,
 OpenVINO fp32,
-unstructured / channel / head pruning at several sparsities with 300 fine-tuning steps each
-(a sparsity-against-success curve) and the channel / head prunes sliced (their dead units cut out
-of the tensors, the only form in which pruning can speed a policy up), int4 QAT (300 steps from the
+unstructured / channel / head / channel+head ("structured") pruning at several sparsities with
+300 fine-tuning steps each (a sparsity-against-success curve), the structured prunes sliced (their
+dead units cut out of the tensors, the only form in which pruning can speed a policy up) and
+some of them exported to ONNX Runtime and OpenVINO (sliced before export; the "vs dense, same
+runtime" column compares each with the unpruned policy in the same runtime), int4 QAT (300 steps from the
 policy, then int4-weight), a distilled student (d_model 64, 2 layers, learning the fp32
 policy's chunks for 2000 steps). Every row's latency is measured on that row's own policy
 directory (1 thread and all threads, after warm-up) and every row's success is evaluated, bf16
@@ -51,7 +53,11 @@ TASKS = ["pick_place", "open_drawer", "press_button"]
 MULTI_THREAD = ("fp32", "onnx-fp32", "onnx-int8", "openvino-fp32", "static-int8", "distill-small")
 # Sparsity against success, each point fine-tuned for 300 steps with its mask held.
 SPARSITY_SWEEP = [("unstructured", 0.25), ("unstructured", 0.5), ("unstructured", 0.75), ("unstructured", 0.9),
-                  ("channels", 0.25), ("channels", 0.5), ("channels", 0.75), ("heads", 0.25), ("heads", 0.5)]
+                  ("channels", 0.25), ("channels", 0.5), ("channels", 0.75), ("heads", 0.25), ("heads", 0.5),
+                  ("structured", 0.5), ("structured", 0.75)]
+# Pruned policies run by the graph runtimes (the export slices first): where pruning pays off.
+PRUNED_RUNTIMES = [(f"prune-{p}", rt) for p in ("channels-0.75", "heads-0.5", "structured-0.5", "structured-0.75")
+                   for rt in ("onnx-fp32", "openvino-fp32")]
 
 
 def base_policy(root: Path) -> tuple[Path, Path]:
@@ -84,9 +90,11 @@ def deployed(root: Path, policy: Path, dataset: Path) -> dict[str, Path]:
             policy=str(policy), dataset=str(dataset), method=m, sparsity=sp, steps=300, output_dir=str(d)))
     # The structured prunes with their dead channels / heads cut out of the tensors (made after them).
     for method, sparsity in SPARSITY_SWEEP:
-        if method in ("channels", "heads"):
+        if method != "unstructured":
             makers[f"sliced-{method}-{sparsity:g}"] = lambda d, m=method, sp=sparsity: deploy(
                 root / f"prune-{m}-{sp:g}" / "policy", d, "sliced")
+    for pruned, runtime in PRUNED_RUNTIMES:
+        makers[f"{pruned}+{runtime}"] = lambda d, p=pruned, rt=runtime: deploy(root / p / "policy", d, rt)
     # A quarter-width, two-layer student of the fp32 policy.
     makers["distill-small"] = lambda d: train(TrainConfig(
         dataset=str(dataset), output_dir=str(d), steps=2000, teacher=str(policy),
@@ -153,6 +161,8 @@ def main() -> None:
         rows.append({"method": name, "size MB": f"{size_bytes(methods[name]) / 1e6:.2f}",
                      "p50 ms (1 thread)": f"{l1['p50_ms']:.2f}", "p99 ms (1 thread)": f"{l1['p99_ms']:.2f}",
                      "speed-up (1 thread)": f"{lat1['fp32']['p50_ms'] / l1['p50_ms']:.2f}x",
+                     "vs dense, same runtime": f"{lat1[dense_runtime(name)]['p50_ms'] / l1['p50_ms']:.2f}x"
+                                               if dense_runtime(name) else "",
                      f"p50 ms ({threads} threads)": f"{latn[name]['p50_ms']:.2f}" if name in latn else "",
                      "success": f"{100 * r['success_rate']:.1f}%",
                      "change vs fp32": f"{100 * (r['success_rate'] - base['success_rate']):+.1f} "
@@ -164,6 +174,13 @@ def main() -> None:
     figures["pruning_curve"] = pruning_curve(results, RESULTS / "deploy_pruning.png")
     write("deploy", figures, rows, "Deployment methods: size, batch-1 act() latency, success change",
           seeds={"collect_scenes_from": 0, "train": 0, "eval_scenes_from": EVAL_SEEDS, "latency_observation": 0})
+
+
+def dense_runtime(name: str) -> str:
+    """The unpruned row a sliced or pruned-and-exported row is compared with ('' for other rows)."""
+    if name.startswith("sliced-"):
+        return "fp32"
+    return name.partition("+")[2]
 
 
 def pruning_curve(results: dict, out: Path) -> dict:

@@ -374,6 +374,34 @@ def sim2real() -> str:
         *table(cols, [[r[c] for c in cols] for r in d["rows"]])])
 
 
+def deploy_aims(rows: list[dict]) -> list[str]:
+    """The serving issue's two deployment aims, judged on the rows: the fastest row within 1 point of
+    fp32's success, and the fastest pruned row within 2 points."""
+    def x(r: dict, col: str) -> float:
+        return float(r[col].rstrip("x")) if r.get(col) else 0.0
+
+    def change(r: dict) -> float:
+        return float(r["change vs fp32"].split()[0])
+
+    lines = []
+    close = [r for r in rows if abs(change(r)) <= 1.0]
+    if close:
+        best = max(close, key=lambda r: x(r, "speed-up (1 thread)"))
+        got = x(best, "speed-up (1 thread)")
+        lines += ["", f"Aim, the best CPU runtime at least 5x fp32 eager at batch 1 within 1 point of its success: "
+                      f"{'met' if got >= 5 else 'not met'} in this run (best within 1 point: {best['method']}, "
+                      f"{got:.2f}x, change {best['change vs fp32']})."]
+    pruned = [r for r in rows if r.get("vs dense, same runtime") and change(r) >= -2.0]
+    if pruned:
+        best = max(pruned, key=lambda r: x(r, "vs dense, same runtime"))
+        got = x(best, "vs dense, same runtime")
+        lines += ["", f"Aim, pruning that makes the policy at least 1.5x faster at no more than 2 points success loss: "
+                      f"{'met' if got >= 1.5 else 'not met'} in this run (best: {best['method']}, {got:.2f}x the "
+                      f"unpruned policy in the same runtime, {best['speed-up (1 thread)']} fp32 eager, change "
+                      f"{best['change vs fp32']})."]
+    return lines
+
+
 def deploy() -> str:
     d = load("deploy")
     cols = [c for c in d["rows"][0] if c != "p99 ms (1 thread)"]
@@ -390,6 +418,7 @@ def deploy() -> str:
         lines += ["", f"Aim, ONNX Runtime fp32 at least 3x faster than fp32 eager at batch 1 with no success change "
                       f"beyond its interval: {'met' if met else 'not met'} in this run "
                       f"({speedup:.2f}x, change {change})."]
+    lines += deploy_aims(d["rows"])
     server = d["figures"].get("server_load_test")
     if server:
         lines += ["", "Policy server, loopback, 4 clients x 50 requests:", "",

@@ -51,6 +51,9 @@ def test_structured_pruning_zeros_whole_heads_and_channels(trained):
         dead = fc1.weight.abs().sum(1) == 0
         assert int(dead.sum()) == fc1.out_features // 2
         assert torch.equal(dead, fc2.weight.abs().sum(0) == 0) and torch.all(fc1.bias[dead] == 0)
+    model = load_policy(trained[1]).model
+    both = pruning_masks(model, "structured", 0.5)
+    assert both.keys() == pruning_masks(model, "channels", 0.5).keys() | pruning_masks(model, "heads", 0.5).keys()
 
 
 def test_prune_cli_fine_tunes_with_the_mask_held(trained, tmp_path):
@@ -76,7 +79,7 @@ def test_bad_pruning_specs(trained, tmp_path, capsys):
     assert "--dataset" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("method", ["channels", "heads"])
+@pytest.mark.parametrize("method", ["channels", "heads", "structured"])
 def test_sliced_model_equals_the_masked_one_and_is_smaller(trained, method, tmp_path):
     """Cutting the zeroed channels (heads) out of the tensors changes no output, shrinks the
     parameter count by what pruning removed, and both the sliced torch runtime and the ONNX
@@ -98,7 +101,7 @@ def test_sliced_model_equals_the_masked_one_and_is_smaller(trained, method, tmp_
     full, cut = (sum(p.numel() for p in m.parameters()) for m in (policy.model, small))
     zeroed = sum(int((m == 0).sum()) for m in masks.values())
     assert full - cut >= 0.9 * zeroed  # what pruning zeroed is gone (head pruning also drops q and k rows)
-    if method == "heads":
+    if method in ("heads", "structured"):
         assert all(a.n_heads == 2 for a in small.modules() if type(a).__name__ == "Attention")
     pruned_dir = policy.save(tmp_path / "pruned")
     deployed = load_policy(deploy(pruned_dir, tmp_path / "sliced", "sliced"))

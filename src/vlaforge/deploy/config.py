@@ -33,7 +33,7 @@ class QuantizeConfig:
 class PruneConfig:
     policy: str = field(default="", metadata={"help": "policy directory to prune"})
     dataset: str = field(default="", metadata={"help": "dataset for the fine-tuning (its training data)"})
-    method: str = field(default="unstructured", metadata={"help": "unstructured | channels | heads"})
+    method: str = field(default="unstructured", metadata={"help": "unstructured | channels | heads | structured (channels and heads)"})
     sparsity: float = field(default=0.5, metadata={"help": "fraction of weights (or channels, heads) removed"})
     steps: int = field(default=300, metadata={"help": "fine-tuning steps with the mask held; 0 = none"})
     lr: float = field(default=3e-4, metadata={"help": "fine-tuning peak learning rate"})

@@ -3,6 +3,8 @@
     unstructured  global magnitude pruning over every Linear and Conv2d weight
     channels      whole hidden channels of the fusion MLPs, scored by ||fc1 row|| * ||fc2 column||
     heads         whole attention heads of the fusion blocks, scored by ||v rows|| * ||proj columns||
+    structured    channels and heads together, each at the given sparsity (the two touch disjoint
+                  weights, so their masks are simply merged)
 
 The trainer re-applies the masks after every optimizer step (``--prune=method:sparsity``), so
 pruned weights stay exactly zero; ``vlaforge prune`` (deploy/prune.py) drives it. The structured
@@ -16,7 +18,7 @@ from torch import nn
 
 from vlaforge.models.transformer import MLP, Attention
 
-METHODS = ("unstructured", "channels", "heads")
+METHODS = ("unstructured", "channels", "heads", "structured")
 
 
 def _lowest(scores: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -42,6 +44,8 @@ def pruning_masks(model: nn.Module, method: str, sparsity: float) -> dict[str, t
         k = int(round(sparsity * flat.numel()))
         threshold = flat.kthvalue(k).values if k else flat.new_tensor(-1.0)
         return {n: (params[n].detach().abs() > threshold).float() for n in names}
+    if method == "structured":
+        return pruning_masks(model, "channels", sparsity) | pruning_masks(model, "heads", sparsity)
     for name, m in model.named_modules():
         if method == "channels" and isinstance(m, MLP):
             fc1, fc2 = m[0], m[2]
