@@ -34,7 +34,6 @@ ARMS: dict[str, list[str]] = {
     "default": [],
     "plain": ["--train.grounding_scenes=0", "--train.optim.lr=1e-3"],
     "grounding-only": ["--train.optim.lr=1e-3"],
-    "auxcond": ["--train.policy.aux_conditioning=true"],
 }
 TARGET = {"train": 0.95, "unseen": 0.90, "sd": 0.03}
 

@@ -40,6 +40,8 @@ COMMANDS = {
     "architectures": "python benchmarks/architectures.py --part=ablation",
     "small_cell_horizon": "python benchmarks/small_cell.py --arms=[grounding+lr3e-3,grounding+lr3e-3+horizon2,"
                           "grounding+lr3e-3+horizon1] --name=small_cell_horizon",
+    "small_cell_auxcond": "git checkout 88213d9 && python benchmarks/small_cell.py "
+                          "--arms=[grounding+lr3e-3,grounding+lr3e-3+auxcond] --name=small_cell_auxcond",
     "architectures_scaling": "python benchmarks/architectures.py --part=scaling",
     "parallel_cpu": "python benchmarks/parallel.py",
     "sim2real": "python benchmarks/sim2real.py --steps=2000 --demos=80 --episodes=30 --adapt_steps=200 "
@@ -607,6 +609,10 @@ def small_cell_horizon() -> str:
     return small_cell("small_cell_horizon")
 
 
+def small_cell_auxcond() -> str:
+    return small_cell("small_cell_auxcond")
+
+
 def libero_experts() -> str:
     f = load("libero_experts")["figures"]
     rows = [[f"`{name}`", pct(x["success"]), ci(x["ci95"]), f"{x['tasks_with_expert']} / {x['tasks']}",
@@ -727,7 +733,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
                  training_precision, training_accumulation, parallel, optimizers, attention, architectures,
                  architectures_scaling,
                  sim2real, deploy, safety, evaluation, data, *DATA, reliability, text_encoders, profile_step,
-                 small_cell, small_cell_horizon, cbf_qp, finetune, libero_experts, serving, realtime)
+                 small_cell, small_cell_horizon, small_cell_auxcond, cbf_qp, finetune, libero_experts, serving, realtime)
 }
 
 

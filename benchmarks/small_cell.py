@@ -55,8 +55,7 @@ QUICKSTART = ("--grounding_scenes=250", "--optim.lr=3e-3")
 # batch32 halves the batch and doubles the steps, about the same wall time as default; grounding
 # co-trains the target/goal losses on 250 rendered scenes per task (data/grounding.py), rendered
 # inside the timed training; the horizon arms execute 2 or 1 actions of each 8-action chunk
-# before asking again (default: half the chunk, 4), the same trained policies; auxcond feeds the
-# aux head's target/goal estimate and the proprio state to the action queries.
+# before asking again (default: half the chunk, 4), the same trained policies.
 ARMS: dict[str, Arm] = {
     "default": Arm(),
     "shift4": Arm(("--image_shift=4",)),
@@ -66,7 +65,6 @@ ARMS: dict[str, Arm] = {
     "grounding+lr3e-3": Arm(QUICKSTART),
     "grounding+lr3e-3+horizon2": Arm(QUICKSTART, eval=(("action_horizon", 2),), trained_as="grounding+lr3e-3"),
     "grounding+lr3e-3+horizon1": Arm(QUICKSTART, eval=(("action_horizon", 1),), trained_as="grounding+lr3e-3"),
-    "grounding+lr3e-3+auxcond": Arm((*QUICKSTART, "--policy.aux_conditioning=true")),
 }
 
 

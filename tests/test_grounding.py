@@ -134,10 +134,9 @@ def demos(tmp_path_factory):
     return root / "data"
 
 
-def tiny(data, out, aux_conditioning=False, **kw) -> TrainConfig:
+def tiny(data, out, **kw) -> TrainConfig:
     return TrainConfig(dataset=str(data), output_dir=str(out), steps=3, batch_size=8, tracking="none", ema_decay=0.0,
-                       policy=PolicyConfig(d_model=32, n_layers=1, n_heads=2, vision_channels=[8, 8],
-                                           aux_conditioning=aux_conditioning), **kw)
+                       policy=PolicyConfig(d_model=32, n_layers=1, n_heads=2, vision_channels=[8, 8]), **kw)
 
 
 def test_grounding_frames_replace_a_share_of_each_batch_and_carry_no_actions(demos, tmp_path):
@@ -190,35 +189,3 @@ def test_localization_error_reads_the_aux_head_in_metres(demos, tmp_path):
     write_dataset(tmp_path / "synthetic", episodes=2)
     with pytest.raises(ValueError, match="synthetic"):
         localization_error(policy, str(tmp_path / "synthetic"))
-
-
-def test_aux_conditioning_feeds_the_estimate_to_the_actions_but_not_the_bc_gradient(demos, tmp_path):
-    """The action chunk depends on the aux head's estimate (planted: change the estimate, the
-    actions move), starts out equal to the unconditioned policy (zero-initialised last layer),
-    and behaviour cloning sends no gradient into the aux head through it."""
-    cfg = tiny(demos, tmp_path / "run", aux_conditioning=True)
-    d, device = parallel.init(cfg.parallel, torch.device("cpu"))
-    run = build_run(cfg, d, device)
-    model = run.model.float().eval()
-    batch = run.sampler.sample(4, torch.Generator().manual_seed(0))
-    x = (batch["image"], batch["state"], batch["tokens"])
-    with torch.no_grad():
-        start = model(*x)
-        aux_in, model.aux_in = model.aux_in, None
-        torch.testing.assert_close(model(*x), start)  # zero-initialised: the unconditioned policy
-        model.aux_in = aux_in
-        model.aux_in[2].bias.zero_()
-        torch.nn.init.normal_(model.aux_in[2].weight, std=0.5)
-        assert not torch.allclose(model(*x), start, atol=1e-4)
-        before = model(*x)
-        model.aux_head.bias.add_(1.0)  # move the estimate
-        assert not torch.allclose(model(*x), before, atol=1e-4)
-    cond, aux, _ = model._run(*x)
-    model.head.loss(cond, batch["action"], batch["action_valid"]).backward()
-    assert model.aux_head.weight.grad is None or model.aux_head.weight.grad.abs().sum() == 0
-    assert model.aux_in[0].weight.grad.abs().sum() > 0
-    policy = load_policy(train(cfg, show_progress=False))
-    assert policy.cfg.aux_conditioning and policy.model.aux_in is not None
-    write_dataset(tmp_path / "synthetic", episodes=2)  # no privileged task points
-    with pytest.raises(ValueError, match="aux_conditioning"):
-        train(tiny(tmp_path / "synthetic", tmp_path / "bad", aux_conditioning=True), show_progress=False)

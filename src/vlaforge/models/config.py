@@ -20,10 +20,6 @@ class PolicyConfig:
     text_encoder: str = field(default="words", metadata={"help": "instruction tokens and embeddings: words | wordllama"})
     text_finetune: bool = field(default=False, metadata={"help": "wordllama: train the pretrained embeddings too"})
     dropout: float = field(default=0.0, metadata={"help": "dropout in the transformer"})
-    aux_conditioning: bool = field(
-        default=False,
-        metadata={"help": "feed the auxiliary head's target/goal estimate and the proprio state to the action queries"},
-    )
     head: str = field(default="regression", metadata={"help": "action head: regression | tokenized | dit | flow"})
     backbone: str = field(default="transformer", metadata={"help": "fusion token mixer: transformer | mamba"})
     ffn: str = field(default="mlp", metadata={"help": "fusion feed-forward: mlp | moe"})

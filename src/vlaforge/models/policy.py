@@ -69,18 +69,6 @@ class VLAPolicy(nn.Module):
         if aux_dim:
             self.aux_query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
             self.aux_head = nn.Linear(d, aux_dim)
-        # Predict, then act: the action queries get the (detached) target/goal estimate next to
-        # the current proprio state, so "how far is the gripper from the target" is one small MLP
-        # away instead of something the queries must dig out of the residual stream. The last
-        # layer starts at zero, so training begins from the unconditioned policy.
-        self.aux_in = None
-        if cfg.aux_conditioning:
-            if not aux_dim:
-                raise ValueError("policy.aux_conditioning needs a dataset with privileged task points "
-                                 "(observation.environment_state), which this one lacks")
-            self.aux_in = nn.Sequential(nn.Linear(aux_dim + state_dim, d), nn.GELU(), nn.Linear(d, d))
-            nn.init.zeros_(self.aux_in[2].weight)
-            nn.init.zeros_(self.aux_in[2].bias)
 
     def forward(
         self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator | None = None,
@@ -102,7 +90,7 @@ class VLAPolicy(nn.Module):
         x, mask, heatmaps = self.embed(image, state, tokens)
         for block in self.blocks.values():
             x = block(x, mask)
-        return (*self.readout(x, state), heatmaps)
+        return (*self.readout(x), heatmaps)
 
     def query_tokens(self, image: torch.Tensor, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The action head's conditioning tokens (B, K, d): what RL fine-tuning reads its mean
@@ -142,20 +130,13 @@ class VLAPolicy(nn.Module):
         patches, _ = self.vision(image.flatten(0, 2), text, text_mask)
         return patches[:, -1].float()
 
-    def readout(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The head's query tokens (B, K, d); the auxiliary prediction (B, aux_dim) from the last
-        token. With ``aux_conditioning`` the queries get ``aux_in([aux, state (B, T, S) at the last
-        frame])`` added, the estimate detached so that only its own loss trains it."""
+    def readout(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The head's query tokens (B, K, d); the auxiliary prediction from the last token."""
         x = self.ln_f(x)
         k = self.cfg.chunk_size
-        if not self.aux_dim:
-            return x[:, -k:], None
-        cond, aux = x[:, -k - 1 : -1], self.aux_head(x[:, -1])
-        if self.aux_in is not None:
-            if state is None:
-                raise ValueError("policy.aux_conditioning needs the proprio state at readout")
-            cond = cond + self.aux_in(torch.cat([aux.detach(), state[:, -1].to(aux.dtype)], -1))[:, None].to(cond.dtype)
-        return cond, aux
+        if self.aux_dim:
+            return x[:, -k - 1 : -1], self.aux_head(x[:, -1])
+        return x[:, -k:], None
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         loss = bc_loss(self.head, *self._run(batch["image"], batch["state"], batch["tokens"]), batch)

@@ -43,9 +43,6 @@ class Stage(nn.Module):
     def __init__(self, model: nn.Module, index: int, n_stages: int) -> None:
         super().__init__()
         self.first, self.last = index == 0, index == n_stages - 1
-        if getattr(model, "aux_in", None) is not None:
-            raise ValueError("policy.aux_conditioning reads the proprio state at the last layer; it cannot be "
-                             "split into pipeline stages (use parallel.pp=1)")
         keep = set(stage_layers(len(model.blocks), n_stages)[index])
         for name in list(model.blocks):
             if name not in keep:
