@@ -636,7 +636,14 @@ def serving() -> str:
              for n, x in [*f["fleets"].items(), ("8, max_batch 1", f["fleet_8_unbatched"])]]
     bursts = [[k, b["errors"], pct(b["error_rate"]), f"{b['requests_per_s']:.0f}", f"{b['p50_ms']:.1f}",
                f"{b['p99_ms']:.1f}"] for k, b in f["http_bursts"].items()]
-    met = f["meets_targets"]
+    # Every fleet size up to the figure must keep p99 under the period (serving.fleet_capacity;
+    # files written before that rule stored the largest passing size alone, so recompute).
+    capacity = 0
+    for n in sorted(f["fleets"], key=int):
+        if f["fleets"][n]["p99_ms"] >= f["period_ms"] or f["fleets"][n]["errors"]:
+            break
+        capacity = int(n)
+    met = {"stream_overhead": f["meets_targets"]["stream_overhead"], "robots_at_rate": capacity >= 8}
     exports = [[e["head"], e["sample_steps"], f"{e['eager']['p50_ms']:.2f}", f"{e['onnx']['p50_ms']:.2f}",
                 f"{e['eager']['p50_ms'] / e['onnx']['p50_ms']:.2f}x", sig(e["onnx"]["max_action_diff"])]
                for e in f["sampling_exports"].values()]
@@ -661,7 +668,8 @@ def serving() -> str:
                for c in f["thread_contention"]) + ".", ""] if "thread_contention" in f else []),
         f"Targets: stream overhead <= 1 ms at p50 ({'met' if met['stream_overhead'] else 'not met'}: "
         f"{one['stream']['overhead_p50_ms']:+.2f} ms); >= 8 robots at {f['rate_hz']:g} Hz with p99 under the period "
-        f"({'met' if met['robots_at_rate'] else 'not met'}: {f['most_robots_p99_under_period']} robots)."])
+        f"({'met' if met['robots_at_rate'] else 'not met'}: "
+        f"{f'every fleet up to {capacity} robots kept p99 under it' if capacity else 'already the 1-robot p99 was over it'})."])
 
 
 def realtime() -> str:
