@@ -626,6 +626,18 @@ def libero_experts() -> str:
                 "tasks without a script"], rows)])
 
 
+def fleet_capacity(fleets: dict, period_ms: float) -> int:
+    """The most robots such that every fleet size up to it kept p99 under the period without
+    errors (a larger fleet passing after a smaller one failed is noise, not capacity).
+    ``fleets``: robots (int or str) -> a fleet_test result; benchmarks/serving.py uses it too."""
+    most = 0
+    for n in sorted(fleets, key=int):
+        if fleets[n]["p99_ms"] >= period_ms or fleets[n]["errors"]:
+            break
+        most = int(n)
+    return most
+
+
 def serving() -> str:
     f = load("serving")["figures"]
     one = f["one_robot"]
@@ -636,13 +648,8 @@ def serving() -> str:
              for n, x in [*f["fleets"].items(), ("8, max_batch 1", f["fleet_8_unbatched"])]]
     bursts = [[k, b["errors"], pct(b["error_rate"]), f"{b['requests_per_s']:.0f}", f"{b['p50_ms']:.1f}",
                f"{b['p99_ms']:.1f}"] for k, b in f["http_bursts"].items()]
-    # Every fleet size up to the figure must keep p99 under the period (serving.fleet_capacity;
-    # files written before that rule stored the largest passing size alone, so recompute).
-    capacity = 0
-    for n in sorted(f["fleets"], key=int):
-        if f["fleets"][n]["p99_ms"] >= f["period_ms"] or f["fleets"][n]["errors"]:
-            break
-        capacity = int(n)
+    # Recomputed: files written before fleet_capacity's rule stored the largest passing size alone.
+    capacity = fleet_capacity(f["fleets"], f["period_ms"])
     met = {"stream_overhead": f["meets_targets"]["stream_overhead"], "robots_at_rate": capacity >= 8}
     exports = [[e["head"], e["sample_steps"], f"{e['eager']['p50_ms']:.2f}", f"{e['onnx']['p50_ms']:.2f}",
                 f"{e['eager']['p50_ms'] / e['onnx']['p50_ms']:.2f}x", sig(e["onnx"]["max_action_diff"])]

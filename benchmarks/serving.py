@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from common import arg, cache_root, stage, write
+from report import fleet_capacity
 
 from vlaforge.data.collect import collect
 from vlaforge.data.config import CollectConfig
@@ -151,17 +152,6 @@ def http_burst(policy, clients: int, requests: int, backlog: int, keep_alive: bo
             "errors": len(r["errors"]), "error_rate": len(r["errors"]) / (clients * requests),
             "error_examples": sorted(set(r["errors"]))[:3], "requests_per_s": len(r["latencies"]) / r["wall_s"],
             "p50_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99))}
-
-
-def fleet_capacity(fleets: dict, period_ms: float) -> int:
-    """The most robots such that every fleet size up to it kept p99 under the period without
-    errors (a larger fleet passing after a smaller one failed is noise, not capacity)."""
-    most = 0
-    for n in sorted(fleets, key=int):
-        if fleets[n]["p99_ms"] >= period_ms or fleets[n]["errors"]:
-            break
-        most = int(n)
-    return most
 
 
 def main() -> None:

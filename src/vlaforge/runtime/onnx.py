@@ -32,6 +32,18 @@ def session(path: Path, threads: int = 0):
     return ort.InferenceSession(str(path), opts, providers=providers)
 
 
+def graph_feeds(wants_noise: bool, images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor,
+                noise: torch.Tensor | None) -> dict[str, np.ndarray]:
+    """The exported graph's inputs by name (deploy/onnx.py's INPUTS, plus the initial noise
+    (B, K, A) of a sampling head's graph), for any runtime that runs that graph."""
+    feeds = {"image": images.numpy(), "state": states.numpy().astype(np.float32), "tokens": tokens.numpy()}
+    if wants_noise:
+        if noise is None:
+            raise ValueError("this ONNX graph samples: it needs the initial noise (B, K, A)")
+        feeds["noise"] = noise.numpy().astype(np.float32)
+    return feeds
+
+
 def onnx_predict(sess):
     """One row's prediction on an ONNX Runtime session (``RuntimePolicy``'s ``predict_fn``); a
     sampling head's graph also takes the initial noise."""
@@ -39,12 +51,7 @@ def onnx_predict(sess):
 
     def predict(images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor,
                 noise: torch.Tensor | None = None) -> np.ndarray:
-        feeds = {"image": images.numpy(), "state": states.numpy().astype(np.float32), "tokens": tokens.numpy()}
-        if wants_noise:
-            if noise is None:
-                raise ValueError("this ONNX graph samples: it needs the initial noise (B, K, A)")
-            feeds["noise"] = noise.numpy().astype(np.float32)
-        return sess.run(None, feeds)[0][0]
+        return sess.run(None, graph_feeds(wants_noise, images, states, tokens, noise))[0][0]
 
     return predict
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from vlaforge.registry import DEPLOY_RUNTIMES
+from vlaforge.runtime.onnx import graph_feeds
 from vlaforge.runtime.policy import RuntimePolicy, load_torch_policy
 
 
@@ -35,16 +36,12 @@ def compiled_model(path: Path, threads: int = 0):
 
 def openvino_predict(model):
     """One row's prediction on a compiled OpenVINO model (``RuntimePolicy``'s ``predict_fn``)."""
-    names = {p.get_any_name() for p in model.inputs}
+    wants_noise = "noise" in {p.get_any_name() for p in model.inputs}
     request = model.create_infer_request()
 
     def predict(images: torch.Tensor, states: torch.Tensor, tokens: torch.Tensor,
                 noise: torch.Tensor | None = None) -> np.ndarray:
-        feeds = {"image": images.numpy(), "state": states.numpy().astype(np.float32), "tokens": tokens.numpy()}
-        if "noise" in names:
-            if noise is None:
-                raise ValueError("this graph samples: it needs the initial noise (B, K, A)")
-            feeds["noise"] = noise.numpy().astype(np.float32)
+        feeds = graph_feeds(wants_noise, images, states, tokens, noise)
         return np.asarray(request.infer(feeds)[model.outputs[0]])[0]
 
     return predict
