@@ -11,6 +11,7 @@ from helpers import TINY_POLICY
 
 from vlaforge.cli import main
 from vlaforge.data.annotate import paraphrases
+from vlaforge.data.collect import EPISODE_COLUMNS
 from vlaforge.data.config import DataConfig
 from vlaforge.data.dataset import DATA_PATH, DatasetWriter, EpisodeFrames, LeRobotDataset
 from vlaforge.data.manifest import dataset_hash
@@ -30,7 +31,7 @@ def plant(src, dst, defects):
     and appending the episodes ``defects['extra']`` returns."""
     ds = LeRobotDataset(src)
     eps = load_episodes(ds)
-    w = DatasetWriter(dst, ds.features, ds.fps, extra_info={"vlaforge": ds.info["vlaforge"]})
+    w = DatasetWriter(dst, ds.features, ds.fps, extra_info={"vlaforge": ds.info["vlaforge"]}, extra_columns=EPISODE_COLUMNS)
     frames = [EpisodeFrames(e.images, e.state, e.action, e.task, e.env_state) for e in eps]
     rows = [{k: v for k, v in e.row.items() if k.startswith("vlaforge/")} for e in eps]
     for i, f in enumerate(frames):
@@ -153,6 +154,10 @@ def test_relabel_uses_what_the_episode_achieved(planted, tmp_path, capsys):
     assert e["vlaforge/relabelled_from"] == LeRobotDataset(planted).episodes[8]["tasks"][0]
     assert "open the drawer" in ds.tasks
     assert flagged(out, rules=["failed"])["failed"] == []
+    # One schema in every episode file, the new column null where an episode was not relabelled
+    # (lerobot refuses a dataset whose episode files differ in their columns).
+    assert len({pq.read_schema(f).remove_metadata() for f in (out / "meta/episodes").rglob("*.parquet")}) == 1
+    assert ds.episodes[0]["vlaforge/relabelled_from"] is None
 
 
 def test_achieved_reads_the_final_state():

@@ -14,9 +14,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vlaforge.config import save_yaml
+from vlaforge.data import video
 from vlaforge.data.config import CollectConfig
 from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, encode_png, make_features
 from vlaforge.data.manifest import write_manifest
@@ -25,6 +27,9 @@ from vlaforge.pool import map_in_workers
 from vlaforge.seeds import EVAL_SEEDS, RETRY_STRIDE, TASK_STRIDE
 
 RETRIES = 5
+# The columns collect adds to each episode's metadata row (all rows carry all, null where unset).
+EPISODE_COLUMNS = {"vlaforge/task": pa.string(), "vlaforge/seed": pa.int64(), "vlaforge/success": pa.bool_(),
+                   "vlaforge/achieved": pa.string(), "vlaforge/domain": pa.string()}
 
 
 def scene_seed(first: int, task_index: int, episode: int) -> int:
@@ -55,9 +60,10 @@ def _worker_init() -> None:
 
 def run_expert_episode(
     suite_name: str, env_cfg: dict, split: str, task: str, seed: int, noise: float, post_success_steps: int = 0,
-    domain: dict | None = None, keep_failures: bool = False,
+    domain: dict | None = None, keep_failures: bool = False, video_codec: str = "",
 ) -> dict | None:
-    """One expert episode (retrying new scenes if the expert fails); PNG frames included.
+    """One expert episode (retrying new scenes if the expert fails); the cameras encoded here,
+    in the worker, as each frame's PNG bytes or (``video_codec``) one MP4 per camera.
 
     In a randomized ``domain`` the expert still acts on the true simulator state, so
     demonstrations stay correct while what the policy will see (and how actions land) varies.
@@ -106,7 +112,8 @@ def run_expert_episode(
                 "achieved": [t for t in _achieved(sim) if t not in held_at_start],
                 "instruction": info["instruction"],
                 "images": imgs,
-                "pngs": [[encode_png(f) for f in imgs[:, v]] for v in range(imgs.shape[1])],
+                "encoded": [video.encode(imgs[:, v], suite.fps, video_codec) if video_codec else [encode_png(f) for f in imgs[:, v]]
+                            for v in range(imgs.shape[1])],
                 "state": np.stack(states),
                 "action": np.stack(actions),
                 "env_state": np.stack(env_states) if env_states else None,
@@ -124,6 +131,22 @@ def _achieved(sim) -> list[str]:
     return achieved(sim.episode, sim.state())
 
 
+def _check_resume(out: Path, run: dict) -> None:
+    """Refuse to resume a collection whose suite, split, tasks, env or domain differ from the
+    dataset's (its episodes would mix two definitions under one info.json)."""
+    info = out / "meta/info.json"
+    if not info.is_file():
+        return
+    try:
+        recorded = json.loads(info.read_text()).get("vlaforge", {})
+    except (json.JSONDecodeError, AttributeError):
+        return  # LeRobotDataset names the corrupt file when the writer opens it
+    changed = [k for k in run if k in recorded and json.loads(json.dumps(run[k])) != recorded[k]]
+    if changed:
+        raise ValueError(f"cannot resume {out}: its {', '.join(changed)} differ from this run's "
+                         f"(recorded in {info}); collect into a new --output instead (nothing was changed)")
+
+
 def _job(args: tuple) -> dict | None:
     return run_expert_episode(*args)
 
@@ -137,6 +160,7 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     tasks = suite.check(cfg.env.tasks, cfg.split)
     if not 1 <= cfg.episodes_per_task <= TASK_STRIDE:
         raise ValueError(f"episodes_per_task must be in [1, {TASK_STRIDE}]")
+    video.check_codec(cfg.video_codec)
     if cfg.workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = one per core), got {cfg.workers}")
     if not (math.isfinite(cfg.noise) and cfg.noise >= 0):
@@ -151,14 +175,16 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     domain = job_domain(cfg.domain)
     out = Path(cfg.output)
     features = make_features(cfg.env.cameras, cfg.env.image_size, list(suite.state_names), list(suite.action_names),
-                             suite.env_state_columns(cfg.env.cameras))
+                             suite.env_state_columns(cfg.env.cameras), cfg.video_codec if cfg.video else "", suite.fps)
     extra = {"vlaforge": {"suite": suite.name, "split": cfg.split, "tasks": tasks, "env": asdict(cfg.env) | {"tasks": tasks},
                           "domain": domain}}
-    writer = DatasetWriter(out, features, suite.fps, resume=cfg.resume, extra_info=extra)
+    if cfg.resume:
+        _check_resume(out, extra["vlaforge"])
+    writer = DatasetWriter(out, features, suite.fps, resume=cfg.resume, extra_info=extra, extra_columns=EPISODE_COLUMNS)
     save_yaml(cfg, out / "collect_config.yaml")
     done_seeds = {(e.get("vlaforge/task"), e.get("vlaforge/seed")) for e in writer.episodes}
     jobs = [(suite.name, asdict(cfg.env), cfg.split, task, seed, cfg.noise, cfg.post_success_steps, domain,
-             cfg.keep_failures)
+             cfg.keep_failures, cfg.video_codec if cfg.video else "")
             for task, seed in scenes if (task, seed) not in done_seeds]
     workers = cfg.num_workers()
     failed = 0
@@ -175,10 +201,10 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
                 writer.add_episode(
                     EpisodeFrames(result["images"], result["state"], result["action"], result["instruction"],
                                   result["env_state"]),
-                    encoded_images=result["pngs"],
+                    encoded_images=result["encoded"],
                     extra={"vlaforge/task": task, "vlaforge/seed": seed, "vlaforge/success": result["success"],
-                           "vlaforge/achieved": json.dumps(result["achieved"])}
-                    | ({"vlaforge/domain": json.dumps(result["domain"])} if domain else {}),
+                           "vlaforge/achieved": json.dumps(result["achieved"]),
+                           "vlaforge/domain": json.dumps(result["domain"]) if domain else None},
                 )
             progress.advance(bar)
     write_manifest(out)

@@ -27,6 +27,8 @@ class CollectConfig(WorkersConfig):
     )
     resume: bool = field(default=False, metadata={"help": "continue an interrupted collection in `output`"})
     domain: DomainConfig = field(default_factory=DomainConfig)
+    video: bool = field(default=False, metadata={"help": "store the cameras as MP4 video (LeRobot v3.0) instead of PNG"})
+    video_codec: str = field(default="av1", metadata={"help": "video: av1 (SVT-AV1, LeRobot's default) | h264"})
 
 
 @dataclass

@@ -5,16 +5,21 @@
     meta/tasks.parquet                            task string -> task_index
     meta/episodes/chunk-XXX/file-XXX.parquet      one row per episode (lengths, file locations)
     data/chunk-XXX/file-XXX.parquet               frame table; images as PNG {bytes, path} structs
+    videos/<key>/chunk-XXX/file-XXX.mp4           a camera stream stored as video instead (data/video.py)
 
 The writer puts each episode in its own data file and its own episode-metadata file, each written
 to a temporary name and renamed, data before metadata. An episode listed in meta/episodes is
 therefore complete on disk, and an interrupted collection leaves every finished episode readable.
+Every episode-metadata file carries one schema (the ``lerobot`` package refuses a dataset whose
+files differ): the same statistics columns as ``lerobot`` writes, and the extra columns the
+writer was told of up front, null where an episode has no value.
 The reader accepts several episodes per file (as the ``lerobot`` package writes them) and
 recomputes the totals from meta/episodes rather than trusting info.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -29,6 +34,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from vlaforge import files
+from vlaforge.data import video
 from vlaforge.files import sha256_file
 
 CODEBASE_VERSION = "v3.0"
@@ -39,6 +45,8 @@ VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.m
 IMAGE_PREFIX = "observation.images."
 ENV_STATE = "observation.environment_state"
 PARAPHRASES_PATH = "meta/paraphrases.json"  # vlaforge's addition: instruction -> other wordings
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}  # lerobot's, for quantile normalisation
+FRAME_KEYS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 
 
 class DatasetError(ValueError):
@@ -63,24 +71,26 @@ def decode_png(payload: bytes) -> np.ndarray:
 
 def make_features(
     cameras: list[str], image_size: int, state_names: Sequence[str], action_names: Sequence[str],
-    env_state_names: list[str] | None = None
+    env_state_names: list[str] | None = None, video_codec: str = "", fps: int = 10
 ) -> dict:
-    """LeRobot v3.0 feature spec for our observation/action contract (plus optional privileged state)."""
+    """LeRobot v3.0 feature spec for our observation/action contract (plus optional privileged
+    state); with ``video_codec`` the cameras are stored as video streams at ``fps``."""
+    if video_codec:
+        video.check_codec(video_codec)
     features = {
         f"{IMAGE_PREFIX}{cam}": {
-            "dtype": "image",
+            "dtype": "video" if video_codec else "image",
             "shape": [image_size, image_size, 3],
             "names": ["height", "width", "channels"],
-        }
+        } | ({"info": video.feature_info(video_codec, image_size, image_size, fps)} if video_codec else {})
         for cam in cameras
     }
     features["observation.state"] = {"dtype": "float32", "shape": [len(state_names)], "names": list(state_names)}
     features["action"] = {"dtype": "float32", "shape": [len(action_names)], "names": list(action_names)}
     if env_state_names:
         features[ENV_STATE] = {"dtype": "float32", "shape": [len(env_state_names)], "names": env_state_names}
-    for key, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
-                       ("index", "int64"), ("task_index", "int64")):
-        features[key] = {"dtype": dtype, "shape": [1], "names": None}
+    for key in FRAME_KEYS:
+        features[key] = {"dtype": "float32" if key == "timestamp" else "int64", "shape": [1], "names": None}
     return features
 
 
@@ -101,7 +111,10 @@ class EpisodeFrames:
 
 
 class DatasetWriter:
-    """Appends episodes to a LeRobot v3.0 dataset directory, crash-safely."""
+    """Appends episodes to a LeRobot v3.0 dataset directory, crash-safely.
+
+    ``extra_columns`` declares the columns (name -> arrow type) that ``add_episode(extra=...)``
+    may add to an episode's metadata row; every row carries all of them, null where not given."""
 
     def __init__(
         self,
@@ -111,11 +124,16 @@ class DatasetWriter:
         robot_type: str = "vlaforge_tabletop_gripper",
         resume: bool = False,
         extra_info: dict | None = None,
+        extra_columns: dict[str, pa.DataType] | None = None,
     ) -> None:
         self.root = Path(root)
         self.features, self.fps, self.robot_type = features, fps, robot_type
         self.extra_info = extra_info or {}
+        self.extra_columns = dict(extra_columns or {})
         self.cameras = [k[len(IMAGE_PREFIX):] for k in features if k.startswith(IMAGE_PREFIX)]
+        self.video_keys = [k for k, f in features.items() if f["dtype"] == "video"]
+        for key in self.video_keys:
+            video.check_codec(features[key].get("info", {}).get("video.codec", ""))
         existing = (self.root / "meta").exists() or (self.root / "data").exists()
         if existing and not resume:
             raise FileExistsError(
@@ -125,17 +143,21 @@ class DatasetWriter:
         self.tasks: dict[str, int] = {}
         self.episodes: list[dict] = []
         self.total_frames = 0
+        self.schema: pa.Schema | None = None  # of an episode-metadata row: fixed by the first row
         if existing:
             self._resume()
 
     def _resume(self) -> None:
         """Continue a dataset, repairing what an interrupted writer left behind.
 
-        The episode's metadata row is the commit point (written after its data file): every
-        listed episode is complete, and everything global is derived from the rows here and
-        rewritten at once. Task indices are those of tasks.parquet plus, in episode order, the
-        tasks of rows written after it (exactly the indices they were given); stats come from
-        the rows' own statistics; orphaned data files and temporary files are removed."""
+        The episode's metadata row is the commit point (written after its data and video files):
+        every listed episode is complete, and everything global is derived from the rows here
+        and rewritten at once. Task indices are those of tasks.parquet plus, in episode order,
+        the tasks of rows written after it (exactly the indices they were given); stats come
+        from the rows' own statistics; orphaned data/video files and temporary files are
+        removed. Rows written by an older writer (fewer statistics, an extra column missing)
+        get the missing statistics computed and the missing columns null, and their files are
+        rewritten, so every metadata file keeps one schema."""
         old = LeRobotDataset(self.root)
         if old.info["features"] != self.features or old.info["fps"] != self.fps:
             raise DatasetError(f"cannot resume into {self.root}: its features or fps differ from this run's")
@@ -144,16 +166,31 @@ class DatasetWriter:
             self.tasks.setdefault(row["tasks"][0], len(self.tasks))
         self.episodes = old.episodes
         self.total_frames = sum(e["length"] for e in old.episodes)
-        keys = _stat_keys(self.features)
-        if any(f"stats/{k}/count" not in row for row in self.episodes for k in keys):  # written before rows held them
+        unknown = sorted({k for row in self.episodes for k in row} - set(self._row_columns()))
+        if unknown:
+            raise DatasetError(f"cannot resume into {self.root}: its episode rows hold columns this run does not "
+                               f"write ({', '.join(unknown)}); nothing was changed")
+        stale = [i for i, row in enumerate(self.episodes) if set(row) != set(self._row_columns())]
+        if any(any(c.startswith("stats/") and c not in row for c in self._row_columns()) for row in self.episodes):
             data = old.load(verify=False)
             starts = np.concatenate([[0], np.cumsum(data.lengths)[:-1]])
             for row, s, n in zip(self.episodes, starts, data.lengths):
                 sl = slice(s, s + n)
                 env = None if data.env_state is None else data.env_state[sl]
-                row.update(self._row_stats(EpisodeFrames(data.images[sl], data.state[sl], data.action[sl], "", env)))
+                ep = EpisodeFrames(data.images[sl], data.state[sl], data.action[sl], "", env)
+                row.update(self._row_stats(ep, row["dataset_from_index"], self.tasks[row["tasks"][0]], row["episode_index"]))
+        for row in self.episodes:
+            row.update({c: None for c in self.extra_columns if c not in row})
+        self.schema = self._schema_of(self.episodes[0])
+        for f in sorted({(self.episodes[i]["meta/episodes/chunk_index"], self.episodes[i]["meta/episodes/file_index"])
+                         for i in stale}):
+            rows = [r for r in self.episodes if (r["meta/episodes/chunk_index"], r["meta/episodes/file_index"]) == f]
+            _atomic_write_table(self.root / EPISODES_PATH.format(chunk_index=f[0], file_index=f[1]),
+                                pa.Table.from_pylist(rows, schema=self.schema))
         used = {DATA_PATH.format(chunk_index=e["data/chunk_index"], file_index=e["data/file_index"]) for e in self.episodes}
-        for path in [*self.root.glob("data/chunk-*/*"), *self.root.glob("meta/**/*.tmp")]:
+        used |= {VIDEO_PATH.format(video_key=k, chunk_index=e[f"videos/{k}/chunk_index"],
+                                   file_index=e[f"videos/{k}/file_index"]) for e in self.episodes for k in self.video_keys}
+        for path in [*self.root.glob("data/chunk-*/*"), *self.root.glob("videos/*/chunk-*/*"), *self.root.glob("meta/**/*.tmp")]:
             if path.is_file() and path.relative_to(self.root).as_posix() not in used:
                 path.unlink()
         self._write_meta()
@@ -161,6 +198,21 @@ class DatasetWriter:
     @property
     def num_episodes(self) -> int:
         return len(self.episodes)
+
+    def _row_columns(self) -> list[str]:
+        """Every column of an episode-metadata row, in order."""
+        cols = ["episode_index", "tasks", "length", "data/chunk_index", "data/file_index", "dataset_from_index",
+                "dataset_to_index", "meta/episodes/chunk_index", "meta/episodes/file_index"]
+        cols += [f"stats/{k}/{s}" for k in _stat_keys(self.features) for s in STATS]
+        cols += [f"videos/{k}/{c}" for k in self.video_keys
+                 for c in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")]
+        return cols + list(self.extra_columns)
+
+    def _schema_of(self, row: dict) -> pa.Schema:
+        """The arrow schema of every row: the fixed columns' types as inferred from ``row``, the
+        extra columns' as declared."""
+        fixed = pa.Table.from_pylist([{k: row[k] for k in row if k not in self.extra_columns}]).schema
+        return pa.schema([*fixed, *(pa.field(k, t) for k, t in self.extra_columns.items())])
 
     def _validate(self, ep: EpisodeFrames) -> None:
         n = len(ep.action)
@@ -188,9 +240,15 @@ class DatasetWriter:
     ) -> int:
         """Validate and write one episode; returns its index. Earlier episodes are never touched.
 
-        ``extra`` adds columns to the episode's metadata row (the collector records task and seed).
+        ``encoded_images`` holds, per camera, what a worker already encoded (its frames' PNG
+        bytes, or for a video feature the MP4 bytes of ``video.encode``), None to encode here;
+        ``extra`` fills declared extra columns of the episode's metadata row (the collector
+        records task and seed).
         """
         self._validate(ep)
+        unknown = sorted(set(extra or {}) - set(self.extra_columns))
+        if unknown:
+            raise ValueError(f"episode metadata columns {unknown} are not declared; allowed: {sorted(self.extra_columns)}")
         n = len(ep.action)
         index = self.num_episodes
         chunk, file = divmod(index, CHUNKS_SIZE)
@@ -198,17 +256,24 @@ class DatasetWriter:
         start = self.total_frames
         columns: dict[str, pa.Array] = {}
         image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        videos = {}
         for v, cam in enumerate(self.cameras):
-            pngs = encoded_images[v] if encoded_images else [encode_png(img) for img in ep.images[:, v]]
-            columns[f"{IMAGE_PREFIX}{cam}"] = pa.array([{"bytes": b, "path": None} for b in pngs], type=image_type)
+            key = f"{IMAGE_PREFIX}{cam}"
+            encoded = encoded_images[v] if encoded_images else None
+            if key in self.video_keys:
+                codec = self.features[key]["info"]["video.codec"]
+                path = self.root / VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file)
+                files.atomic_write_bytes(path, encoded if encoded is not None else video.encode(ep.images[:, v], self.fps, codec))
+                videos |= {f"videos/{key}/chunk_index": chunk, f"videos/{key}/file_index": file,
+                           f"videos/{key}/from_timestamp": 0.0, f"videos/{key}/to_timestamp": n / self.fps}
+                continue
+            pngs = encoded if encoded is not None else [encode_png(img) for img in ep.images[:, v]]
+            columns[key] = pa.array([{"bytes": b, "path": None} for b in pngs], type=image_type)
         for key, arr in ep.arrays():
             dim = arr.shape[1]
             columns[key] = pa.FixedSizeListArray.from_arrays(pa.array(arr.astype(np.float32).ravel()), dim)
-        columns["timestamp"] = pa.array(np.arange(n, dtype=np.float32) / self.fps)
-        columns["frame_index"] = pa.array(np.arange(n, dtype=np.int64))
-        columns["episode_index"] = pa.array(np.full(n, index, dtype=np.int64))
-        columns["index"] = pa.array(np.arange(start, start + n, dtype=np.int64))
-        columns["task_index"] = pa.array(np.full(n, task_index, dtype=np.int64))
+        for key, values in _frame_columns(n, start, index, task_index, self.fps).items():
+            columns[key] = pa.array(values)
         _atomic_write_table(self.root / DATA_PATH.format(chunk_index=chunk, file_index=file), pa.table(columns))
         row = {
             "episode_index": index,
@@ -221,26 +286,36 @@ class DatasetWriter:
             "meta/episodes/chunk_index": chunk,
             "meta/episodes/file_index": file,
         }
-        row.update(self._row_stats(ep))
-        row.update(extra or {})
-        _atomic_write_table(self.root / EPISODES_PATH.format(chunk_index=chunk, file_index=file), pa.Table.from_pylist([row]))
+        row.update(self._row_stats(ep, start, task_index, index))
+        row.update(videos)
+        row.update({k: (extra or {}).get(k) for k in self.extra_columns})
+        if self.schema is None:
+            self.schema = self._schema_of(row)
+        _atomic_write_table(self.root / EPISODES_PATH.format(chunk_index=chunk, file_index=file),
+                            pa.Table.from_pylist([row], schema=self.schema))
         self.episodes.append(row)
         self.total_frames += n
         self._write_meta()
         return index
 
-    def _row_stats(self, ep: EpisodeFrames) -> dict:
+    def _row_stats(self, ep: EpisodeFrames, start: int, task_index: int, index: int | None = None) -> dict:
         """The episode's own statistics, kept in its metadata row (as LeRobot v3.0 does) so the
-        dataset's stats can always be re-derived from its finished episodes: per dimension for
-        state/action (D,), per channel over every pixel scaled to [0, 1] for images (3,)."""
+        dataset's stats can always be re-derived from its finished episodes: for every feature
+        lerobot computes them for, per dimension (D,) for vectors and frame columns, per channel
+        (3,) over every pixel scaled to [0, 1] for cameras; count is the episode's frames."""
+        n = len(ep.action)
+        index = self.num_episodes if index is None else index
         arrays = [(key, arr.astype(np.float64)) for key, arr in ep.arrays()]
-        imgs = ep.images.astype(np.float64) / 255.0
-        arrays += [(f"{IMAGE_PREFIX}{cam}", imgs[:, v].reshape(-1, 3)) for v, cam in enumerate(self.cameras)]
+        arrays += [(key, np.asarray(v)[:, None]) for key, v in _frame_columns(n, start, index, task_index, self.fps).items()]
         row = {}
         for key, arr in arrays:
-            for stat, fn in (("mean", np.mean), ("std", np.std), ("min", np.min), ("max", np.max)):
-                row[f"stats/{key}/{stat}"] = fn(arr, axis=0).tolist()
-            row[f"stats/{key}/count"] = [len(ep.action)]  # frames: every frame has as many pixels
+            row |= {f"stats/{key}/{stat}": fn(arr, axis=0).tolist() for stat, fn in (("mean", np.mean), ("std", np.std))}
+            row |= {f"stats/{key}/min": arr.min(0).tolist(), f"stats/{key}/max": arr.max(0).tolist()}
+            row |= {f"stats/{key}/{q}": np.quantile(arr, p, axis=0).astype(np.float64).tolist() for q, p in QUANTILES.items()}
+            row[f"stats/{key}/count"] = [n]
+        for v, cam in enumerate(self.cameras):
+            row |= {f"stats/{IMAGE_PREFIX}{cam}/{stat}": value for stat, value in _pixel_stats(ep.images[:, v]).items()}
+            row[f"stats/{IMAGE_PREFIX}{cam}/count"] = [n]  # frames, as lerobot counts them, not pixels
         return row
 
     def _write_meta(self) -> None:
@@ -260,21 +335,53 @@ class DatasetWriter:
             "fps": self.fps,
             "splits": {"train": f"0:{n}"},
             "data_path": DATA_PATH,
-            "video_path": None,
+            "video_path": VIDEO_PATH if self.video_keys else None,
             "features": self.features,
             **self.extra_info,
         }
         files.atomic_write_bytes(self.root / "meta/info.json", json.dumps(info, indent=2).encode())
 
 
+def _frame_columns(n: int, start: int, index: int, task_index: int, fps: int) -> dict[str, np.ndarray]:
+    """The per-frame bookkeeping columns of an episode of ``n`` frames (each (n,))."""
+    return {"timestamp": np.arange(n, dtype=np.float32) / np.float32(fps), "frame_index": np.arange(n, dtype=np.int64),
+            "episode_index": np.full(n, index, dtype=np.int64), "index": np.arange(start, start + n, dtype=np.int64),
+            "task_index": np.full(n, task_index, dtype=np.int64)}
+
+
+def _pixel_stats(images: np.ndarray) -> dict[str, list[float]]:
+    """Per-channel statistics of (T, H, W, 3) uint8 frames scaled to [0, 1], exact, from each
+    channel's 256-bin histogram: quantiles as np.quantile's linear interpolation over the pixels."""
+    counts = np.stack([np.bincount(images[..., c].ravel(), minlength=256) for c in range(3)]).astype(np.float64)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    total = counts[0].sum()
+    mean = counts @ values / total
+    out = {"mean": mean.tolist(), "std": np.sqrt(np.maximum(counts @ values**2 / total - mean**2, 0.0)).tolist(),
+           "min": [values[np.flatnonzero(c)[0]] for c in counts], "max": [values[np.flatnonzero(c)[-1]] for c in counts]}
+    cum = np.cumsum(counts, axis=1)
+    for name, p in QUANTILES.items():
+        pos = p * (total - 1)  # the sorted pixels' fractional position
+        lo, hi = np.floor(pos), np.ceil(pos)
+        v_lo = values[[np.searchsorted(c, lo, side="right") for c in cum]]
+        v_hi = values[[np.searchsorted(c, hi, side="right") for c in cum]]
+        out[name] = (v_lo + (pos - lo) * (v_hi - v_lo)).tolist()
+    return out
+
+
+STATS = ("mean", "std", "min", "max", *QUANTILES, "count")
+
+
 def _stat_keys(features: dict) -> list[str]:
-    return [k for k, f in features.items() if f["dtype"] in ("image", "video") or k in ("observation.state", "action", ENV_STATE)]
+    """Every feature lerobot keeps statistics of: all but strings."""
+    return [k for k, f in features.items() if f["dtype"] != "string"]
 
 
 def aggregate_stats(rows: list[dict], keys: list[str]) -> dict:
-    """Dataset statistics pooled from per-episode ones (each row's ``stats/{key}/{mean,std,min,max,count}``):
+    """Dataset statistics pooled from per-episode ones (each row's ``stats/{key}/{stat}``):
     mean = sum n_i m_i / N, var = sum n_i (s_i^2 + m_i^2) / N - mean^2 (population variance, as
-    np.std). Image keys get LeRobot's (3, 1, 1) shape. Rows in episode order, so a resumed
+    np.std); quantiles are the count-weighted mean of the episodes' quantiles, as lerobot pools
+    them (exact for the median of identically distributed episodes, an approximation in the
+    tails). Image keys get LeRobot's (3, 1, 1) shape. Rows in episode order, so a resumed
     collection derives byte-identical stats to an uninterrupted one."""
     out = {}
     for key in keys:
@@ -292,8 +399,12 @@ def aggregate_stats(rows: list[dict], keys: list[str]) -> dict:
             "std": std.reshape(shape).tolist(),
             "min": lo.min(0).reshape(shape).tolist(),
             "max": hi.max(0).reshape(shape).tolist(),
-            "count": [int(total)],
         }
+        for q in QUANTILES:
+            if f"stats/{key}/{q}" in rows[0]:
+                qs = np.array([r[f"stats/{key}/{q}"] for r in rows], dtype=np.float64).reshape(len(rows), -1)
+                out[key][q] = ((n * qs).sum(0) / total).reshape(shape).tolist()
+        out[key]["count"] = [int(total)]
     return out
 
 
@@ -369,6 +480,22 @@ class LeRobotDataset:
         self.episodes = sorted(rows, key=lambda r: r["episode_index"])
         if not self.episodes:
             raise DatasetError(f"dataset {self.root} has no episodes")
+        if any(not e.get("tasks") for e in self.episodes):
+            self._tasks_from_frames()
+
+    def _tasks_from_frames(self) -> None:
+        """Fill the ``tasks`` of episode rows that lack it (lerobot's image-to-video conversion
+        writes none) from the task_index of the episode's frames."""
+        named: dict[int, list[str]] = {}
+        for e, rows in self.episode_tables(["episode_index", "task_index"]):
+            indices = sorted(set(rows["task_index"].to_pylist()))
+            bad = [i for i in indices if not 0 <= i < len(self.tasks)]
+            if bad:
+                raise DatasetError(f"episode {e['episode_index']}: task_index {bad[0]} is not in {self.root / 'meta/tasks.parquet'}")
+            named[e["episode_index"]] = [self.tasks[i] for i in indices]
+        for e in self.episodes:
+            if not e.get("tasks"):
+                e["tasks"] = named[e["episode_index"]]
 
     def _read_tasks(self) -> list[str]:
         table = _read_table(self.root / "meta/tasks.parquet")
@@ -483,41 +610,43 @@ class LeRobotDataset:
         images, states, actions, env_states, ep_idx, task_idx = [], [], [], [], [], []
         has_env_state = ENV_STATE in self.features
         lengths, ep_tasks = [], []
-        for (chunk, file), eps in sorted(by_file.items()):
-            path = self.root / DATA_PATH.format(chunk_index=chunk, file_index=file)
-            table = _read_table(path)
-            missing = [k for k in ("observation.state", "action", "episode_index", "task_index") if k not in table.column_names]
-            if missing:
-                raise DatasetError(f"dataset file {path} lacks columns {missing}")
-            col_ep = table["episode_index"].to_numpy()
-            for e in eps:
-                rows = np.flatnonzero(col_ep == e["episode_index"])
-                if len(rows) != e["length"]:
-                    raise DatasetError(
-                        f"dataset file {path}: episode {e['episode_index']} has {len(rows)} frames, "
-                        f"meta/episodes says {e['length']}"
-                    )
-                sub = table.take(pa.array(rows))
-                views = []
-                for key in self.image_keys:
-                    if self.features[key]["dtype"] == "video":
-                        views.append(_decode_video(self.root, self.info, key, e))
-                    else:
-                        views.append(np.stack([_decode_image(v, path, self.root) for v in sub[key].to_pylist()]))
-                images.append(np.stack(views, axis=1))
-                st = np.asarray(sub["observation.state"].to_pylist(), dtype=np.float32)
-                ac = np.asarray(sub["action"].to_pylist(), dtype=np.float32)
-                for name, arr in (("observation.state", st), ("action", ac)) if check_finite else ():
-                    if not np.all(np.isfinite(arr)):
-                        raise DatasetError(f"dataset file {path}: {name} of episode {e['episode_index']} has NaN/inf")
-                states.append(st)
-                actions.append(ac)
-                if has_env_state:
-                    env_states.append(np.asarray(sub[ENV_STATE].to_pylist(), dtype=np.float32))
-                ep_idx.append(np.full(len(rows), len(lengths), dtype=np.int64))
-                task_idx.append(sub["task_index"].to_numpy().astype(np.int64))
-                lengths.append(len(rows))
-                ep_tasks.append(e.get("vlaforge/task") or e["tasks"][0])
+        with contextlib.ExitStack() as stack:
+            readers = _VideoFiles(self.root, self.info, stack)
+            for (chunk, file), eps in sorted(by_file.items()):
+                path = self.root / DATA_PATH.format(chunk_index=chunk, file_index=file)
+                table = _read_table(path)
+                missing = [k for k in ("observation.state", "action", "episode_index", "task_index") if k not in table.column_names]
+                if missing:
+                    raise DatasetError(f"dataset file {path} lacks columns {missing}")
+                col_ep = table["episode_index"].to_numpy()
+                for e in eps:
+                    rows = np.flatnonzero(col_ep == e["episode_index"])
+                    if len(rows) != e["length"]:
+                        raise DatasetError(
+                            f"dataset file {path}: episode {e['episode_index']} has {len(rows)} frames, "
+                            f"meta/episodes says {e['length']}"
+                        )
+                    sub = table.take(pa.array(rows))
+                    views = []
+                    for key in self.image_keys:
+                        if self.features[key]["dtype"] == "video":
+                            views.append(readers.span(key, e))
+                        else:
+                            views.append(np.stack([_decode_image(v, path, self.root) for v in sub[key].to_pylist()]))
+                    images.append(np.stack(views, axis=1))
+                    st = np.asarray(sub["observation.state"].to_pylist(), dtype=np.float32)
+                    ac = np.asarray(sub["action"].to_pylist(), dtype=np.float32)
+                    for name, arr in (("observation.state", st), ("action", ac)) if check_finite else ():
+                        if not np.all(np.isfinite(arr)):
+                            raise DatasetError(f"dataset file {path}: {name} of episode {e['episode_index']} has NaN/inf")
+                    states.append(st)
+                    actions.append(ac)
+                    if has_env_state:
+                        env_states.append(np.asarray(sub[ENV_STATE].to_pylist(), dtype=np.float32))
+                    ep_idx.append(np.full(len(rows), len(lengths), dtype=np.int64))
+                    task_idx.append(sub["task_index"].to_numpy().astype(np.int64))
+                    lengths.append(len(rows))
+                    ep_tasks.append(e.get("vlaforge/task") or e["tasks"][0])
         expected = tuple(self.features[self.image_keys[0]]["shape"])
         imgs = np.concatenate(images)
         if imgs.shape[2:] != expected:
@@ -537,6 +666,8 @@ class LeRobotDataset:
         )
 
 
+
+
 def _decode_image(value, path: Path, root: Path) -> np.ndarray:
     if isinstance(value, dict):
         payload = value.get("bytes")
@@ -553,23 +684,39 @@ def _decode_image(value, path: Path, root: Path) -> np.ndarray:
         raise DatasetError(f"dataset file {path}: an image cannot be decoded ({e})") from None
 
 
-def _decode_video(root: Path, info: dict, key: str, episode: dict) -> np.ndarray:
-    """Frames of one episode from a LeRobot video file (needs PyAV: pip install av)."""
-    try:
-        import av
-    except ImportError:
-        raise DatasetError(f"feature {key!r} is stored as video; install PyAV (pip install av) to read it") from None
-    path = root / info["video_path"].format(
-        video_key=key, chunk_index=episode[f"videos/{key}/chunk_index"], file_index=episode[f"videos/{key}/file_index"]
-    )
-    t0, t1 = episode[f"videos/{key}/from_timestamp"], episode[f"videos/{key}/to_timestamp"]
-    frames = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            t = float(frame.pts * frame.time_base)
-            if t0 - 1e-4 <= t < t1 - 1e-4:
-                frames.append(frame.to_ndarray(format="rgb24"))
-    return np.stack(frames[: episode["length"]])
+class _VideoFiles:
+    """The open video files of a load, one reader per file: episodes read in order decode each
+    file once, front to back (opening the file anew for each episode decoded it from its first
+    frame every time: quadratic in the episodes per file)."""
+
+    def __init__(self, root: Path, info: dict, stack: contextlib.ExitStack) -> None:
+        self.root, self.info, self.stack = root, info, stack
+        self.open: dict[Path, video.VideoReader] = {}
+
+    def span(self, key: str, episode: dict) -> np.ndarray:
+        """The episode's frames of video feature ``key``: (length, H, W, 3) uint8."""
+        try:
+            path = self.root / self.info["video_path"].format(
+                video_key=key, chunk_index=episode[f"videos/{key}/chunk_index"], file_index=episode[f"videos/{key}/file_index"])
+            t0, t1 = episode[f"videos/{key}/from_timestamp"], episode[f"videos/{key}/to_timestamp"]
+        except (KeyError, TypeError, AttributeError) as e:
+            raise DatasetError(f"{self.root}: episode {episode['episode_index']} lacks the video location of {key!r} "
+                               f"(meta/info.json video_path and videos/{key}/* columns): {e!r}") from None
+        if path not in self.open:
+            if not path.is_file():
+                raise DatasetError(f"dataset file is missing: {path}")
+            try:
+                self.open[path] = self.stack.enter_context(video.VideoReader(path))
+            except ValueError as e:
+                raise DatasetError(str(e)) from None
+        try:
+            frames = self.open[path].span(t0, t1)
+        except ValueError as e:
+            raise DatasetError(str(e)) from None
+        if len(frames) != episode["length"]:
+            raise DatasetError(f"video {path}: episode {episode['episode_index']} has {len(frames)} frames in "
+                               f"[{t0}, {t1}) s, meta/episodes says {episode['length']}")
+        return frames
 
 
 @dataclass

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from vlaforge.data.config import DataConfig
 from vlaforge.data.dataset import PARAPHRASES_PATH, DatasetWriter, EpisodeFrames, LeRobotDataset
@@ -255,16 +256,27 @@ def rewrite(ds: LeRobotDataset, eps: list[Episode], output: str, keep: dict[int,
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty; choose another --output (nothing was changed)")
     extra_info = {k: v for k, v in ds.info.items() if k == "vlaforge"}
+    # Every vlaforge/* column of the input plus those the specs add, declared up front so every
+    # row of the output carries all of them (a relabelled episode's relabelled_from, null elsewhere).
+    inferred = pa.Table.from_pylist(ds.episodes).schema
+    columns = {f.name: pa.string() if pa.types.is_null(f.type) else f.type for f in inferred if f.name.startswith("vlaforge/")}
+    for spec in keep.values():
+        for k, v in spec.get("extra", {}).items():
+            columns.setdefault(k, pa.Table.from_pylist([{k: v}]).schema.field(k).type)
+    pngs_of = [k for k in ds.image_keys if ds.features[k]["dtype"] == "image"]
     with atomic_dir(out) as tmp:  # renamed into place once whole (onto an empty out); removed on failure
-        writer = DatasetWriter(tmp, ds.features, ds.fps, robot_type=ds.info.get("robot_type", "unknown"), extra_info=extra_info)
-        # The stored PNG bytes, so a rewritten episode keeps its exact bytes (and content hash).
-        stored = ds.episode_tables([*ds.image_keys, "episode_index"])
+        writer = DatasetWriter(tmp, ds.features, ds.fps, robot_type=ds.info.get("robot_type", "unknown"),
+                               extra_info=extra_info, extra_columns=columns)
+        # The stored PNG bytes, so a rewritten episode keeps its exact bytes (and content hash);
+        # video streams are encoded anew from the decoded frames (one more lossy generation).
+        stored = ds.episode_tables([*pngs_of, "episode_index"])
         for ep, (_, rows) in zip(eps, stored):
             if ep.index not in keep:
                 continue
             spec = keep[ep.index]
             frames = np.arange(len(ep.action)) if spec.get("frames") is None else np.asarray(spec["frames"])
-            pngs = [[rows[key][int(f)].as_py()["bytes"] for f in frames] for key in ds.image_keys]
+            pngs = [[rows[key][int(f)].as_py()["bytes"] for f in frames] if key in pngs_of else None
+                    for key in ds.image_keys]
             extra = {k: v for k, v in ep.row.items() if k.startswith("vlaforge/")} | spec.get("extra", {})
             writer.add_episode(EpisodeFrames(ep.images[frames], ep.state[frames], ep.action[frames], spec.get("task", ep.task),
                                              None if ep.env_state is None else ep.env_state[frames]),
