@@ -626,6 +626,40 @@ def libero_experts() -> str:
                 "tasks without a script"], rows)])
 
 
+def video() -> str:
+    f = load("video")["figures"]
+    st, png = f["storage"], f["storage"]["png"]
+    rows = [[k, f"{s['bytes_per_frame']:.0f}", f"{s['vs_png']:.1f}x", f"{s['dataset_bytes'] / 1e6:.1f}",
+             f"{s['mean_abs_error']:.2f}", "lossless" if k == "png" else f"{s['psnr_db']:.1f}", f"{s['encode_fps']:.0f}",
+             f"{s['decode_fps']:.0f}", f"{s['random_access_fps']:.0f}"] for k, s in st.items()]
+    succ = [[k, pct(s["mean"]), f"{100 * s['sd']:.1f}", " / ".join(pct(x, 0) for x in f["per_seed_success"][k])]
+            for k, s in f["success"].items()]
+    comps = [[k, diff(c["difference"], c["seed_t_ci95"]), ci(c["paired_bootstrap_ci95"]), f"{c['mcnemar_p']:.3g}"]
+             for k, c in f["comparisons"].items()]
+    n = len(next(iter(f["per_seed_success"].values())))
+    episodes = len(f["tasks"]) * f["demos_per_task"]
+
+    def scale(k: str) -> str:
+        per = 1e6 / episodes / 1e9
+        return f"{st[k]['image_bytes'] * per:.0f} GB + {(st[k]['dataset_bytes'] - st[k]['image_bytes']) * per:.0f} GB"
+
+    return block("video", [
+        f"The small cell ({len(f['tasks'])} tasks x {f['demos_per_task']} demos, {png['frames']} frames of 64 px) stored "
+        f"three ways from the same scenes; error against the lossless PNG frames (0-255 scale); speeds on one "
+        f"process (decode: the whole dataset through `LeRobotDataset.load`; random access: one frame per file "
+        f"opened):", "",
+        *table(["storage", "image bytes/frame", "smaller than PNG", "dataset MB", "mean abs error", "PSNR dB",
+                "encode frames/s", "decode frames/s", "random access frames/s"], rows), "",
+        f"The small cell's default recipe ({f['steps']} steps) trained on each, {n} seeds, {f['eval_episodes_per_task']} "
+        f"episodes per task and seed on the same scenes:", "",
+        *table(["storage", "success (mean)", "sd (points)", "per seed"], succ), "",
+        "Paired by seed and scene (t interval over seeds; pooled paired bootstrap; exact McNemar):", "",
+        *table(["comparison", "difference (points)", "paired bootstrap", "McNemar p"], comps), "",
+        f"Scaled to 10^6 episodes of this cell's mean length ({png['frames'] / episodes:.0f} frames, one 64 px "
+        f"camera): {scale('png')} for PNG, {scale('av1')} for AV1 and {scale('h264')} for H.264 (image bytes + the "
+        f"rest of the dataset: the data tables and the per-episode metadata files)."])
+
+
 def fleet_capacity(fleets: dict, period_ms: float) -> int:
     """The most robots such that every fleet size up to it kept p99 under the period without
     errors (a larger fleet passing after a smaller one failed is noise, not capacity).
@@ -748,7 +782,8 @@ BLOCKS: dict[str, Callable[[], str]] = {
                  training_precision, training_accumulation, parallel, optimizers, attention, architectures,
                  architectures_scaling,
                  sim2real, deploy, safety, evaluation, data, *DATA, reliability, text_encoders, profile_step,
-                 small_cell, small_cell_horizon, small_cell_auxcond, cbf_qp, finetune, libero_experts, serving, realtime)
+                 small_cell, small_cell_horizon, small_cell_auxcond, cbf_qp, finetune, libero_experts, serving, realtime,
+                 video)
 }
 
 

@@ -4,6 +4,7 @@ on gloo matching one process with the whole batch; sharded checkpoints resumed i
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import warnings
@@ -155,6 +156,28 @@ def test_two_process_run_matches_one_process(reference, mode):
     assert summary["world_size"] == 2 and summary["effective_batch"] == 8
     held = summary["local_param_fraction"]  # rank 0's share of the weights
     assert {"dp": held == 1.0, "fsdp": 0.45 < held < 0.55, "tp": 0.5 < held < 0.9, "pp": 0.5 < held < 1.0}[mode], held
+
+
+def test_two_nodes_on_loopback_match_one_process(reference):
+    """What a two-machine cluster runs, on one machine: two torchrun agents (``--nnodes=2``, one
+    process per node) meeting through c10d rendezvous on 127.0.0.1, data parallel across them."""
+    tmp, single = reference
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp / "two_nodes"
+    args = [f"--dataset={tmp / 'data'}", f"--output_dir={out}", *TINY, "--parallel.dp=2", "--batch_size=4"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+           f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=vlaforge-two-nodes", "--local_addr=127.0.0.1",
+           "-m", "vlaforge", "train", *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    agents = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
+    logs = [a.communicate(timeout=300)[0] for a in agents]
+    assert [a.returncode for a in agents] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    assert losses(out) == pytest.approx(losses(single), rel=1e-4)
+    for k, v in weights(single).items():
+        torch.testing.assert_close(weights(out)[k], v, atol=2e-4, rtol=1e-3, msg=k)
+    assert json.loads((out / "train_summary.json").read_text())["world_size"] == 2
 
 
 @pytest.mark.parametrize("mode", ["fsdp", "pp"])

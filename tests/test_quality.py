@@ -14,8 +14,9 @@ from vlaforge.data.annotate import paraphrases
 from vlaforge.data.collect import EPISODE_COLUMNS
 from vlaforge.data.config import DataConfig
 from vlaforge.data.dataset import DATA_PATH, DatasetWriter, EpisodeFrames, LeRobotDataset
+from vlaforge.data.episodes import load_episodes
 from vlaforge.data.manifest import dataset_hash
-from vlaforge.data.quality import check_dataset, load_episodes
+from vlaforge.data.quality import check_dataset
 
 
 @pytest.fixture(scope="module")

@@ -163,7 +163,8 @@ def _active(cfg: ActiveConfig) -> Any:
 
 
 def _data(cfg: DataConfig) -> Any:
-    actions = ("check", "clean", "relabel", "paraphrase", "manifest", "diff")
+    actions = ("check", "clean", "relabel", "paraphrase", "manifest", "diff", "convert", "merge", "split", "delete",
+               "view")
     if cfg.action not in actions:
         raise ValueError(f"unknown data action {cfg.action!r}; known: {', '.join(actions)}")
     if cfg.action == "check":
@@ -193,6 +194,23 @@ def _data(cfg: DataConfig) -> Any:
 
         table = paraphrase_dataset(cfg)
         print(f"{sum(map(len, table.values()))} wordings for {len(table)} instructions in {Path(cfg.dataset) / 'meta/paraphrases.json'}")
+    elif cfg.action in ("convert", "merge", "split", "delete"):
+        from vlaforge.data import tools
+
+        s = {"convert": tools.convert, "merge": tools.merge, "split": tools.split, "delete": tools.split}[cfg.action](cfg)
+        if cfg.action == "convert":
+            print(f"{s['episodes']} episodes converted to v3.0 in {cfg.output}"
+                  + (f"; features dropped: {', '.join(s['dropped_features'])}" if s["dropped_features"] else "")
+                  + (f"; renamed: {s['renamed_features']}" if s["renamed_features"] else ""))
+        elif cfg.action == "merge":
+            print(f"{s['episodes']} episodes of {len(cfg.datasets)} datasets written to {cfg.output}")
+        else:
+            print("; ".join(f"{n} episodes written to {out}" for out, n in s["outputs"].items()))
+    elif cfg.action == "view":
+        from vlaforge.data.view import view
+
+        s = view(cfg)
+        print(f"{s['frames']} frames of episodes {s['episodes']} written to {s['output']}; open it with: rerun {s['output']}")
     elif cfg.action == "manifest":
         from vlaforge.data.manifest import write_manifest
 
@@ -386,7 +404,8 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "train": (TrainConfig, _train, "train a policy on a dataset"),
     "pretrain": (PretrainConfig, _pretrain, "self-supervised pretraining of the vision encoder: --method=mae|simclr|moco|predictive"),
     "active": (ActiveConfig, _active, "active learning: choose the next scenes to demonstrate by uncertainty and diversity"),
-    "data": (DataConfig, _data, "vlaforge data check|clean|relabel|paraphrase|manifest|diff: curation and versions"),
+    "data": (DataConfig, _data, "vlaforge data check|clean|relabel|paraphrase|manifest|diff|convert|merge|split|delete|view: "
+                                     "curation, versions and tools"),
     "eval": (EvalConfig, _eval, "evaluate a policy in closed loop; writes results.json and report.html"),
     "ablate": (AblateConfig, _ablate, "run a grid of component toggles / data sizes: vlaforge ablate --grid grid.yaml"),
     "generalize": (GeneralizeConfig, _generalize, "evaluate on every split; gaps to the train split with intervals"),
@@ -495,7 +514,10 @@ def main(argv: list[str] | None = None) -> int:
     positional = {"export": "format", "bench": "what", "human-eval": "action", "report": "path"}.get(verb)
     if positional and rest and not rest[0].startswith("-"):
         rest = [f"--{positional}={rest[0]}", *rest[1:]]
-    if verb == "data":  # vlaforge data ACTION [DATASET [OTHER]]
+    if verb == "data" and rest[:1] == ["merge"]:  # vlaforge data merge A B [C ...]
+        bare = list(itertools.takewhile(lambda x: not x.startswith("-"), rest[1:]))
+        rest = ["--action=merge", *([f"--datasets={json.dumps(bare)}"] if bare else []), *rest[1 + len(bare):]]
+    elif verb == "data":  # vlaforge data ACTION [DATASET [OTHER]]
         bare = list(itertools.takewhile(lambda x: not x.startswith("-"), rest))[:3]
         keys = ("action", "dataset", "other")
         rest = [f"--{k}={v}" for k, v in zip(keys, bare)] + rest[len(bare):]

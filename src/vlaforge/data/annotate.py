@@ -20,8 +20,8 @@ import numpy as np
 
 from vlaforge.data.config import DataConfig
 from vlaforge.data.dataset import PARAPHRASES_PATH, LeRobotDataset
+from vlaforge.data.episodes import load_episodes, write_episodes
 from vlaforge.data.manifest import write_manifest
-from vlaforge.data.quality import load_episodes, rewrite
 from vlaforge.files import atomic_write_json
 
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -105,7 +105,7 @@ def relabel_dataset(cfg: DataConfig) -> dict:
         relabelled += 1
     if not keep:
         raise ValueError(f"no episode of {cfg.dataset} is successful or relabellable; nothing to write")
-    rewrite(ds, eps, cfg.output, keep)
+    write_episodes([(ds, eps, keep)], cfg.output)
     summary = {"dataset": cfg.dataset, "output": cfg.output, "kept": len(keep), "relabelled": relabelled,
                "dropped_nothing_achieved": dropped}
     (Path(cfg.output) / "relabel.json").write_text(json.dumps(summary, indent=2))

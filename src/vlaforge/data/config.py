@@ -33,10 +33,18 @@ class CollectConfig(WorkersConfig):
 
 @dataclass
 class DataConfig:
-    action: str = field(default="check", metadata={"help": "check | clean | relabel | paraphrase | manifest | diff"})
+    action: str = field(default="check", metadata={
+        "help": "check | clean | relabel | paraphrase | manifest | diff | convert | merge | split | delete | view"})
     dataset: str = field(default="data/tabletop", metadata={"help": "the dataset (diff: the older version)"})
     other: str = field(default="", metadata={"help": "diff: the newer version (a dataset directory or a manifest.json)"})
-    output: str = field(default="", metadata={"help": "clean/relabel: the new dataset; check: report directory (default <dataset>/qc)"})
+    output: str = field(default="", metadata={"help": "clean/relabel/convert/merge/split/delete: the new dataset; "
+                                                      "check: report directory (default <dataset>/qc); "
+                                                      "view: the .rrd file (default <dataset>/view.rrd)"})
+    datasets: list[str] = field(default_factory=list, metadata={"help": "merge: the datasets to combine, in order"})
+    episodes: list[int] = field(default_factory=list, metadata={
+        "help": "split/delete: episode indices to take out; view: episodes to show (default the first)"})
+    tasks: list[str] = field(default_factory=list, metadata={"help": "split/delete: tasks (or instructions) to take out"})
+    rest: str = field(default="", metadata={"help": "split: where the episodes not taken out go (optional)"})
     rules: list[str] = field(default_factory=list, metadata={"help": "check: rules to run; empty = all"})
     drop: list[str] = field(
         default_factory=lambda: ["nan", "failed", "truncated", "jerky", "duplicate", "outlier"],

@@ -61,6 +61,11 @@ def episode_hashes(ds: LeRobotDataset) -> list[dict]:
             for value in rows[name].to_pylist():
                 payload = value["bytes"] if isinstance(value, dict) and "bytes" in value else value
                 digest.update(payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+        for key in (k for k in ds.image_keys if ds.features[k]["dtype"] == "video"):  # its stream: file and span
+            path = ds.root / ds.info["video_path"].format(video_key=key, chunk_index=e[f"videos/{key}/chunk_index"],
+                                                          file_index=e[f"videos/{key}/file_index"])
+            digest.update(sha256_file(path).encode() + json.dumps(
+                [e[f"videos/{key}/from_timestamp"], e[f"videos/{key}/to_timestamp"]]).encode())
         out.append({"index": e["episode_index"], "task": e["tasks"][0], "length": e["length"], "sha256": digest.hexdigest()})
     return out
 

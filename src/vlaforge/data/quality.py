@@ -20,41 +20,18 @@ from __future__ import annotations
 import html
 import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from vlaforge.data.config import DataConfig
-from vlaforge.data.dataset import PARAPHRASES_PATH, DatasetWriter, EpisodeFrames, LeRobotDataset
-from vlaforge.data.manifest import episode_hashes, write_manifest
-from vlaforge.files import atomic_dir, atomic_write_json
+from vlaforge.data.dataset import LeRobotDataset
+from vlaforge.data.episodes import Episode, load_episodes, write_episodes
+from vlaforge.data.manifest import episode_hashes
+from vlaforge.files import atomic_write_json
 from vlaforge.registry import Registry
 
 RULES: Registry = Registry("quality rule")
-
-
-@dataclass
-class Episode:
-    index: int
-    row: dict  # its meta/episodes row
-    images: np.ndarray  # (T, V, H, W, 3)
-    state: np.ndarray
-    action: np.ndarray
-    env_state: np.ndarray | None
-
-    @property
-    def task(self) -> str:
-        return self.row["tasks"][0]
-
-
-def load_episodes(ds: LeRobotDataset) -> list[Episode]:
-    data = ds.load(check_finite=False, verify=False)  # check_dataset reports what verify would refuse
-    starts = np.concatenate([[0], np.cumsum(data.lengths)[:-1]])
-    return [Episode(i, row, data.images[s:s + n], data.state[s:s + n], data.action[s:s + n],
-                    None if data.env_state is None else data.env_state[s:s + n])
-            for i, (row, s, n) in enumerate(zip(ds.episodes, starts, data.lengths))]
 
 
 def _runs(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
@@ -247,46 +224,6 @@ def write_check_report(report: dict, eps: list[Episode], out: Path) -> Path:
     return write_page(out, f"Quality control: {report['dataset']}", "\n".join(body), "qc.html")
 
 
-def rewrite(ds: LeRobotDataset, eps: list[Episode], output: str, keep: dict[int, dict]) -> Path:
-    """Write the episodes in ``keep`` (index -> {frames: kept frame indices or None, task,
-    extra}) to a new dataset at ``output``, with exact image bytes, then its manifest."""
-    out = Path(output)
-    if out.resolve() == ds.root.resolve():
-        raise ValueError("the output must be a new directory: the input dataset is never modified")
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} already exists and is not empty; choose another --output (nothing was changed)")
-    extra_info = {k: v for k, v in ds.info.items() if k == "vlaforge"}
-    # Every vlaforge/* column of the input plus those the specs add, declared up front so every
-    # row of the output carries all of them (a relabelled episode's relabelled_from, null elsewhere).
-    inferred = pa.Table.from_pylist(ds.episodes).schema
-    columns = {f.name: pa.string() if pa.types.is_null(f.type) else f.type for f in inferred if f.name.startswith("vlaforge/")}
-    for spec in keep.values():
-        for k, v in spec.get("extra", {}).items():
-            columns.setdefault(k, pa.Table.from_pylist([{k: v}]).schema.field(k).type)
-    pngs_of = [k for k in ds.image_keys if ds.features[k]["dtype"] == "image"]
-    with atomic_dir(out) as tmp:  # renamed into place once whole (onto an empty out); removed on failure
-        writer = DatasetWriter(tmp, ds.features, ds.fps, robot_type=ds.info.get("robot_type", "unknown"),
-                               extra_info=extra_info, extra_columns=columns)
-        # The stored PNG bytes, so a rewritten episode keeps its exact bytes (and content hash);
-        # video streams are encoded anew from the decoded frames (one more lossy generation).
-        stored = ds.episode_tables([*pngs_of, "episode_index"])
-        for ep, (_, rows) in zip(eps, stored):
-            if ep.index not in keep:
-                continue
-            spec = keep[ep.index]
-            frames = np.arange(len(ep.action)) if spec.get("frames") is None else np.asarray(spec["frames"])
-            pngs = [[rows[key][int(f)].as_py()["bytes"] for f in frames] if key in pngs_of else None
-                    for key in ds.image_keys]
-            extra = {k: v for k, v in ep.row.items() if k.startswith("vlaforge/")} | spec.get("extra", {})
-            writer.add_episode(EpisodeFrames(ep.images[frames], ep.state[frames], ep.action[frames], spec.get("task", ep.task),
-                                             None if ep.env_state is None else ep.env_state[frames]),
-                               encoded_images=pngs, extra=extra)
-        if ds.paraphrases:
-            (tmp / PARAPHRASES_PATH).write_text(json.dumps(ds.paraphrases, indent=2))
-        write_manifest(tmp)
-    return out
-
-
 def clean_dataset(cfg: DataConfig) -> dict:
     """Drop the episodes flagged by ``cfg.drop`` rules, trim idle segments; write the new dataset."""
     if not cfg.output:
@@ -311,7 +248,7 @@ def clean_dataset(cfg: DataConfig) -> dict:
         keep[ep.index] = {"frames": [t for t in range(len(ep.action)) if t not in cut] if cut else None}
     if not keep:
         raise ValueError(f"every episode of {cfg.dataset} is flagged; nothing to write")
-    rewrite(ds, eps, cfg.output, keep)
+    write_episodes([(ds, eps, keep)], cfg.output)
     summary = {"dataset": cfg.dataset, "output": cfg.output, "kept": len(keep), "dropped": len(dropped),
                "dropped_by_rule": {n: sum(r == n for r in dropped.values()) for n in cfg.drop}, "frames_trimmed": trimmed,
                "dropped_episodes": {str(k): v for k, v in sorted(dropped.items())}}
