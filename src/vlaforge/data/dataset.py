@@ -424,11 +424,12 @@ def _tasks_table(tasks: dict[str, int]) -> pa.Table:
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
-def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+def _read_table(path: Path, columns: list[str] | None = None, filters: list | None = None) -> pa.Table:
+    """``filters`` (pyarrow's row filters) skip the row groups whose statistics rule them out."""
     if not path.is_file():
         raise DatasetError(f"dataset file is missing: {path}")
     try:
-        return pq.read_table(path, columns=columns)
+        return pq.read_table(path, columns=columns, filters=filters)
     except Exception as e:  # pyarrow raises several types for truncated/garbled files
         raise DatasetError(f"corrupt or truncated dataset file {path}: {e}") from None
 
@@ -594,18 +595,21 @@ class LeRobotDataset:
             if problems:
                 raise DatasetError(f"{problems[0]} (`vlaforge data check` lists every problem; {repair})")
 
-    def load(self, check_finite: bool = True, verify: bool = True) -> "EpisodeArrays":
+    def load(self, check_finite: bool = True, verify: bool = True, episodes: Sequence[int] | None = None) -> "EpisodeArrays":
         """Decode every frame: the in-memory arrays the sampler trains from. Quality control
         loads with ``check_finite=False`` to report NaN episodes instead of refusing them;
         ``verify`` first checks the files against the dataset's manifest and its metadata
-        against its episodes (``verify()``)."""
+        against its episodes (``verify()``). ``episodes`` (positions in ``self.episodes``)
+        decodes only those, in dataset order, reading only the row groups that hold them: the
+        streaming sampler's window."""
         if verify:
             self.verify()
         for key in ("observation.state", "action"):
             if key not in self.features:
                 raise DatasetError(f"{self.root}: feature {key!r} is missing from meta/info.json")
+        chosen = self.episodes if episodes is None else [self.episodes[i] for i in sorted(set(episodes))]
         by_file: dict[tuple[int, int], list[dict]] = {}
-        for e in self.episodes:
+        for e in chosen:
             by_file.setdefault((e["data/chunk_index"], e["data/file_index"]), []).append(e)
         images, states, actions, env_states, ep_idx, task_idx = [], [], [], [], [], []
         has_env_state = ENV_STATE in self.features
@@ -614,7 +618,8 @@ class LeRobotDataset:
             readers = _VideoFiles(self.root, self.info, stack)
             for (chunk, file), eps in sorted(by_file.items()):
                 path = self.root / DATA_PATH.format(chunk_index=chunk, file_index=file)
-                table = _read_table(path)
+                table = _read_table(path, filters=None if episodes is None else
+                                    [("episode_index", "in", [e["episode_index"] for e in eps])])
                 missing = [k for k in ("observation.state", "action", "episode_index", "task_index") if k not in table.column_names]
                 if missing:
                     raise DatasetError(f"dataset file {path} lacks columns {missing}")

@@ -90,26 +90,39 @@ class ChunkSampler:
         else:
             i = torch.multinomial(self.weights, total, replacement=True, generator=gen)
         mine = slice(rank * batch_size, (rank + 1) * batch_size)
+        return self.augment(self.gather(i[mine]), self.task_index[i], mine, gen, shift, jitter)
+
+    def draw(self, seed: int, step: int, micro: int, batch_size: int, shift: int = 0,
+             part: tuple[int, int] = (0, 1), jitter: float = 0.0) -> dict[str, torch.Tensor]:
+        """Micro-batch ``micro`` of training step ``step``: ``sample`` with the step's generator
+        (the interface the trainer calls, shared with the streaming sampler)."""
+        return self.sample(batch_size, self.generator(seed, step, micro), shift, part, jitter)
+
+    def augment(self, batch: dict[str, torch.Tensor], task_index: torch.Tensor, mine: slice, gen: torch.Generator,
+                shift: int = 0, jitter: float = 0.0) -> dict[str, torch.Tensor]:
+        """Wordings, colour jitter and shifts for a drawn batch. The random draws cover every
+        rank's samples (``task_index`` (total,)) and ``mine`` selects this rank's, so ranks
+        together draw what one process with the whole batch draws."""
+        total = len(task_index)
         if self.wordings is not None:
-            pick = (torch.rand(total, generator=gen) * self.wording_count[self.task_index[i]]).long()
-            words = self.wordings[self.task_index[i], pick][mine]
+            pick = (torch.rand(total, generator=gen) * self.wording_count[task_index]).long()
+            batch["tokens"] = self.wordings[task_index, pick][mine]
         if jitter > 0:
             factors = [f[mine] for f in jitter_factors(total, jitter, gen)]
+            batch["image"] = apply_jitter(batch["image"], *factors)
         if shift > 0:
             dy = torch.randint(-shift, shift + 1, (total,), generator=gen)
             dx = torch.randint(-shift, shift + 1, (total,), generator=gen)
             offset = torch.stack([dx, dy], -1)[mine]
-        batch = self.gather(i[mine])
-        if self.wordings is not None:
-            batch["tokens"] = words
-        if jitter > 0:
-            batch["image"] = apply_jitter(batch["image"], *factors)
-        if shift > 0:
             batch["image"] = random_shift(batch["image"], offset)
             if "keypoints" in batch:  # content moved by -offset pixels; labels follow it
                 size = torch.tensor(batch["image"].shape[-2:-4:-1], dtype=torch.float32)  # (W, H)
                 batch["keypoints"] = batch["keypoints"] - (2 * offset.float() / size)[:, None, None, None]
         return batch
+
+    @property
+    def env_state_dim(self) -> int | None:
+        return None if self.env_state is None else int(self.env_state.shape[1])
 
     def gather(self, i: torch.Tensor) -> dict[str, torch.Tensor]:
         oi = self.obs_index[i]

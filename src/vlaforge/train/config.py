@@ -69,6 +69,10 @@ class TrainConfig:
     seeds: list[int] = field(
         default_factory=list, metadata={"help": "train one run per seed into output_dir/seed<N> (overrides seed)"}
     )
+    loader: str = field(default="auto", metadata={
+        "help": "memory | stream | auto: decode the whole dataset into memory, or stream windows of episodes from "
+                "disk (bounded memory); auto streams when the decoded frames would take over a quarter of free memory"})
+    stream_window: int = field(default=64, metadata={"help": "stream: episodes per shuffle window (memory holds two)"})
     verify_data: bool = field(
         default=True, metadata={"help": "check the dataset's files against its manifest.json (sha256) before training"}
     )

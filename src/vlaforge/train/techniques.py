@@ -103,7 +103,7 @@ class Grounding(Technique):
         super().__init__(run)
         info = run.dataset.info.get("vlaforge", {})
         sampler = run.sampler
-        if sampler.env_state is None or not info.get("suite"):
+        if sampler.env_state_dim is None or not info.get("suite"):
             raise ValueError(f"--grounding_scenes needs a simulated dataset with privileged task points "
                              f"(observation.environment_state); {run.cfg.dataset} has none")
         meta = {"suite": info["suite"], "env": info.get("env") or {}}
@@ -111,9 +111,9 @@ class Grounding(Technique):
         frames = render_scenes(lambda task: policy_env(meta, task, "train"), list(info["tasks"]),
                                run.cfg.grounding_scenes)
         self.seconds = time.perf_counter() - t0
-        if frames.task_points.shape[1] != sampler.env_state.shape[1]:
+        if frames.task_points.shape[1] != sampler.env_state_dim:
             raise ValueError(f"grounding scenes give {frames.task_points.shape[1]} task-point columns, the dataset "
-                             f"{sampler.env_state.shape[1]}: the env settings differ from the data's")
+                             f"{sampler.env_state_dim}: the env settings differ from the data's")
         p = run.cfg.policy
         t = p.n_obs_steps  # a still frame: its history is itself
         self.image = torch.from_numpy(frames.images)[:, None].expand(-1, t, -1, -1, -1, -1)

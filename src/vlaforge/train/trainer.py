@@ -34,6 +34,8 @@ from vlaforge.config import load_yaml, to_dict
 from vlaforge.data.dataset import ENV_STATE, LeRobotDataset
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.sampler import ChunkSampler, pixel_columns
+from vlaforge.data.streaming import StreamingSampler
+from vlaforge.files import atomic_write_json
 from vlaforge.models.config import PolicyConfig
 from vlaforge.models.policy import build_policy
 from vlaforge.registry import TEXT_ENCODERS
@@ -233,6 +235,47 @@ def train_seeds(cfg: TrainConfig, show_progress: bool = True) -> list[Path]:
     return out
 
 
+LOADERS = ("auto", "memory", "stream")
+
+
+def choose_loader(cfg: TrainConfig, ds: LeRobotDataset, run_dir: Path, record_it: bool = True) -> tuple[str, str]:
+    """``memory`` or ``stream`` and why: ``auto`` streams when the decoded frames would take over
+    a quarter of the memory available now (the rest is for the model, optimizer, batches and the
+    evaluation that may follow). The two draw different batches, so a resumed ``auto`` run keeps
+    the choice recorded in ``loader.json`` (written by the main rank, ``record_it``) whatever
+    memory the machine has now."""
+    if cfg.loader not in LOADERS:
+        raise ValueError(f"unknown loader {cfg.loader!r}; known: {', '.join(LOADERS)}")
+    record = run_dir / "loader.json"
+    if cfg.loader == "auto" and cfg.resume and record.is_file():
+        kept = json.loads(record.read_text())
+        loader, why = kept["loader"], f"{kept['reason']}; kept on resume"
+    else:
+        frames = sum(e["length"] for e in ds.episodes)
+        need = frames * sum(int(np.prod(ds.features[k]["shape"])) for k in ds.image_keys)  # uint8 bytes
+        free = available_memory()
+        why = f"decoded frames {need / 1e9:.2f} GB, {free / 1e9:.1f} GB available"
+        loader = cfg.loader if cfg.loader != "auto" else ("stream" if need > free / 4 else "memory")
+        why += "" if cfg.loader == "auto" else f"; --loader={cfg.loader}"
+        if record_it:
+            atomic_write_json(record, {"loader": loader, "reason": why})
+    if loader == "stream" and cfg.balance != "none":
+        raise ValueError(f"--balance={cfg.balance} needs the whole dataset in memory (its weights span every frame); "
+                         "use --loader=memory or --balance=none")
+    return loader, why
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (MemAvailable), or 8 GiB where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
 class Run:
     """What one training run holds, settled before the loop: data, normaliser and tokenizer,
     the model with its initialisation (scratch, ``--init_from``, ``--teacher``'s maps,
@@ -243,7 +286,13 @@ class Run:
         self.precision = amp.resolve_precision(cfg.precision, device)
         self.run_dir = _prepare_run_dir(cfg)
         self.dataset = LeRobotDataset(cfg.dataset)
-        self.data = self.dataset.load(verify=cfg.verify_data)
+        self.loader, self.loader_reason = choose_loader(cfg, self.dataset, self.run_dir, d.is_main)
+        if self.loader == "memory":
+            self.data = self.dataset.load(verify=cfg.verify_data)
+        else:  # the first episode stands in for the data's shapes, cameras and tasks; batches stream
+            if cfg.verify_data:
+                self.dataset.verify()
+            self.data = self.dataset.load(verify=False, episodes=[0])
         self.base = _load_base(cfg) if cfg.init_from else None
         self.teacher = load_policy(cfg.teacher, str(device)) if cfg.teacher else None
         self.pipe: Pipeline | None = None
@@ -279,8 +328,14 @@ def build_run(cfg: TrainConfig, d: parallel.Dist, device: torch.device) -> Run:
     p = cfg.policy
     env_state_names = dataset.features.get(ENV_STATE, {}).get("names") or []
     pixels = pixel_columns(env_state_names, data.cameras) if data.env_state is not None else None
-    run.sampler = ChunkSampler(data, run.normalizer, run.tokenizer, p.n_obs_steps, p.chunk_size, p.max_text_tokens,
-                               pixels, cfg.balance)
+    if run.loader == "memory":
+        run.sampler = ChunkSampler(data, run.normalizer, run.tokenizer, p.n_obs_steps, p.chunk_size, p.max_text_tokens,
+                                   pixels, cfg.balance)
+    else:
+        run.sampler = StreamingSampler(dataset, run.normalizer, run.tokenizer, p.n_obs_steps, p.chunk_size,
+                                       p.max_text_tokens, pixels, cfg.stream_window, cfg.accumulate)
+    if d.is_main:
+        print(f"data: {'in memory' if run.loader == 'memory' else 'streamed from disk'} ({run.loader_reason})")
     run.spec = spec = _spec(run)
     if teacher is not None:
         check_teacher(teacher, spec, cfg.distill_weight, p)
@@ -384,8 +439,8 @@ def fit(run: Run, show_progress: bool) -> None:
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
             torch.manual_seed(step_seed(cfg.seed, step))  # dropout noise depends on the step only
-            micro = (run.sampler.sample(cfg.batch_size, run.sampler.generator(cfg.seed, step, m), cfg.image_shift,
-                                        (d.dp_rank, d.dp_size), cfg.color_jitter) for m in range(cfg.accumulate))
+            micro = (run.sampler.draw(cfg.seed, step, m, cfg.batch_size, cfg.image_shift, (d.dp_rank, d.dp_size),
+                                      cfg.color_jitter) for m in range(cfg.accumulate))
             for technique in run.techniques:
                 micro = technique.batches(step, micro)
             if run.pipe is None:
@@ -445,7 +500,7 @@ def finish(run: Run) -> Path:
     summary = {"params": run.n_params, "precision": run.precision, "device": str(run.device), "steps": run.cfg.steps,
                "world_size": run.d.world, "parallel": dataclasses.asdict(run.cfg.parallel),
                "local_param_fraction": local_fraction, "effective_batch": run.effective_batch,
-               "skipped_steps": run.skipped_steps}
+               "skipped_steps": run.skipped_steps, "loader": run.loader, "loader_reason": run.loader_reason}
     (run.run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return out
 
