@@ -45,10 +45,12 @@ def _comparable(features: dict) -> dict:
             for k, f in features.items()}
 
 
-def write_episodes(sources: list[tuple[LeRobotDataset, list[Episode], dict[int, dict]]], output: str | Path,
+def write_episodes(sources: list[tuple[LeRobotDataset, list[Episode] | None, dict[int, dict]]], output: str | Path,
                    extra_info: dict | None = None) -> Path:
     """Write, in order, the episodes each source keeps (``keep``: episode index -> {frames: kept
-    frame indices or None, task, extra}) to a new dataset at ``output``, then its manifest.
+    frame indices or None, task, extra}) to a new dataset at ``output``, then its manifest. A
+    source given without its episodes (None) is decoded when its turn comes and released after,
+    so a merge holds one input in memory at a time.
 
     PNG frames keep their stored bytes (and so their content hash); a video stream is copied when
     its file holds that one whole episode, else encoded anew from the decoded frames (one more
@@ -89,7 +91,7 @@ def write_episodes(sources: list[tuple[LeRobotDataset, list[Episode], dict[int, 
                 paraphrases.setdefault(k, v)
             pngs_of = [k for k in ds.image_keys if ds.features[k]["dtype"] == "image"]
             stored = ds.episode_tables([*pngs_of, "episode_index"])  # one data file in memory at a time
-            for ep, (_, rows) in zip(eps, stored):
+            for ep, (_, rows) in zip(eps if eps is not None else load_episodes(ds), stored):
                 if ep.index not in keep:
                     continue
                 spec = keep[ep.index]

@@ -54,6 +54,8 @@ class StreamingSampler:
             mean, std = np.asarray(stats["mean"], np.float64), np.asarray(stats["std"], np.float64)
             self.env_state_stats = (mean, np.maximum(std, 1e-3))  # as env_state_stats floors them
             self.env_state_dim = len(mean)
+        self._shards: dict[tuple[int, ...], list[np.ndarray]] = {}  # the current (and last) epoch's windows
+        self._epoch_frames: dict[tuple[int, ...], int] = {}
         self._cache: dict[tuple[int, ...], ChunkSampler] = {}
         self._pending: dict[tuple[int, ...], threading.Thread] = {}
         self._lock = threading.Lock()
@@ -63,8 +65,12 @@ class StreamingSampler:
 
     def shard(self, seed: int, epoch: int, rank: int, ranks: int) -> list[np.ndarray]:
         """The rank's episodes in epoch ``epoch``, as windows (arrays of episode positions)."""
-        mine = _perm(len(self.lengths), seed, epoch)[rank::ranks]
-        return [mine[i:i + self.window] for i in range(0, len(mine), self.window)]
+        key = (seed, epoch, rank, ranks)
+        if key not in self._shards:  # a permutation of every episode: computed once per epoch
+            mine = _perm(len(self.lengths), seed, epoch)[rank::ranks]
+            self._shards = {k: v for k, v in self._shards.items() if k[1] >= epoch - 1}  # this epoch and the last
+            self._shards[key] = [mine[i:i + self.window] for i in range(0, len(mine), self.window)]
+        return self._shards[key]
 
     def locate(self, seed: int, rank: int, ranks: int, position: int) -> tuple[int, int, int]:
         """(epoch, window, offset in the window's frame order) of the rank's stream position."""
@@ -72,12 +78,14 @@ class StreamingSampler:
             raise ValueError(f"{len(self.lengths)} episodes cannot be sharded over {ranks} ranks")
         epoch = 0
         while True:
-            windows = self.shard(seed, epoch, rank, ranks)
-            frames = int(sum(self.lengths[w].sum() for w in windows))
-            if position < frames:
+            key = (seed, epoch, rank, ranks)
+            if key not in self._epoch_frames:  # the rank's frames in each epoch: a few ints, kept
+                self._epoch_frames[key] = int(self.lengths[_perm(len(self.lengths), seed, epoch)[rank::ranks]].sum())
+            if position < self._epoch_frames[key]:
                 break
-            position -= frames
+            position -= self._epoch_frames[key]
             epoch += 1
+        windows = self.shard(seed, epoch, rank, ranks)
         for w, eps in enumerate(windows):
             size = int(self.lengths[eps].sum())
             if position < size:

@@ -72,7 +72,7 @@ def merge(cfg: DataConfig) -> dict:
     sources = []
     for path in cfg.datasets:
         ds = LeRobotDataset(path)
-        sources.append((ds, load_episodes(ds), {i: {} for i in range(ds.num_episodes)}))
+        sources.append((ds, None, {i: {} for i in range(ds.num_episodes)}))  # decoded in turn
     infos = [ds.info.get("vlaforge") for ds, _, _ in sources]
     info = {"vlaforge": infos[0]} if all(i == infos[0] for i in infos) and infos[0] else {}
     info["merged_from"] = [{"path": str(ds.root), "episodes": ds.num_episodes, "hash": dataset_hash(ds.root)}
