@@ -660,6 +660,24 @@ def video() -> str:
         f"rest of the dataset: the data tables and the per-episode metadata files)."])
 
 
+def scale() -> str:
+    f = load("scale")["figures"]
+    rows = [[k.split()[0], k.split()[1], r["episodes"], f"{r['frames']:,}", f"{r['dataset_mb']:.0f}",
+             f"{r['peak_rss_mb']:.0f}", f"{r['samples_per_s']:.0f}",
+             f"{r['throughput_vs_memory']:.2f}" if "throughput_vs_memory" in r else ""] for k, r in f["runs"].items()]
+    rows += [[k.split()[0], k.split()[1], "", "", "", "not run", why, ""] for k, why in f["not_run"].items()]
+    met = f["meets_target"]
+    return block("scale", [
+        f"The default recipe for {f['steps']} steps per run, each in a fresh process (peak resident memory of that "
+        f"process; median samples/s after the first tenth of the steps); streaming windows of "
+        f"{f['window_episodes']} episodes:", "",
+        *table(["dataset", "loader", "episodes", "frames", "dataset MB", "peak RSS MB", "samples/s",
+                "stream / memory"], rows), "",
+        f"Streaming memory across sizes varies by a factor {f['stream_rss_growth']:.2f} (target: flat, <= 1.1: "
+        f"{'met' if met['memory_flat'] else 'not met'}); streaming throughput within 10% of in-memory at every "
+        f"size both ran: {'met' if met['throughput_within_10pct'] else 'not met'}."])
+
+
 def fleet_capacity(fleets: dict, period_ms: float) -> int:
     """The most robots such that every fleet size up to it kept p99 under the period without
     errors (a larger fleet passing after a smaller one failed is noise, not capacity).
@@ -783,7 +801,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
                  architectures_scaling,
                  sim2real, deploy, safety, evaluation, data, *DATA, reliability, text_encoders, profile_step,
                  small_cell, small_cell_horizon, small_cell_auxcond, cbf_qp, finetune, libero_experts, serving, realtime,
-                 video)
+                 video, scale)
 }
 
 

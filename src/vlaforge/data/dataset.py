@@ -461,6 +461,13 @@ def _read_table(path: Path, columns: list[str] | None = None, filters: list | No
         raise DatasetError(f"corrupt or truncated dataset file {path}: {e}") from None
 
 
+def _read_schema(path: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except Exception as e:  # pyarrow raises several types for truncated/garbled files
+        raise DatasetError(f"corrupt or truncated dataset file {path}: {e}") from None
+
+
 def _read_json(path: Path, kind: type, what: str):
     """A JSON file that must hold ``kind`` (``what`` says what it should be); a one-line error otherwise."""
     try:
@@ -473,9 +480,13 @@ def _read_json(path: Path, kind: type, what: str):
 
 
 class LeRobotDataset:
-    """Reads a LeRobot v3.0 dataset directory fully into memory."""
+    """Reads a LeRobot v3.0 dataset directory.
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    ``row_stats=False`` leaves the per-episode statistics columns out of ``episodes`` (about 110
+    of them per row: hundreds of MB of Python objects for 10^4 episodes); checks that need them
+    read them file by file (``stat_rows``). Training opens datasets this way."""
+
+    def __init__(self, root: str | os.PathLike, row_stats: bool = True) -> None:
         self.root = Path(root)
         info_path = self.root / "meta/info.json"
         if not info_path.is_file():
@@ -501,10 +512,12 @@ class LeRobotDataset:
             _read_json(para_path, dict, "an object mapping instructions to lists of wordings") if para_path.is_file() else {})
         stats_path = self.root / "meta/stats.json"
         self.stats = _read_json(stats_path, dict, "an object mapping features to mean/std/min/max") if stats_path.is_file() else {}
-        ep_files = sorted((self.root / "meta/episodes").glob("chunk-*/file-*.parquet"))
+        self.episode_files = sorted((self.root / "meta/episodes").glob("chunk-*/file-*.parquet"))
+        self.row_stats = row_stats
         rows = []
-        for f in ep_files:
-            rows += _read_table(f).to_pylist()
+        for f in self.episode_files:
+            columns = None if row_stats else [c for c in _read_schema(f).names if not c.startswith("stats/")]
+            rows += _read_table(f, columns).to_pylist()
         self.episodes = sorted(rows, key=lambda r: r["episode_index"])
         if not self.episodes:
             raise DatasetError(f"dataset {self.root} has no episodes")
@@ -537,6 +550,12 @@ class LeRobotDataset:
     @property
     def num_episodes(self) -> int:
         return len(self.episodes)
+
+    def stat_rows(self) -> Iterator[dict]:
+        """Each episode's statistics columns, in episode order, one metadata file in memory at a time."""
+        for f in self.episode_files:
+            columns = ["episode_index", *(c for c in _read_schema(f).names if c.startswith("stats/"))]
+            yield from sorted(_read_table(f, columns).to_pylist(), key=lambda r: r["episode_index"])
 
     def episode_tables(self, columns: list[str] | None = None) -> Iterator[tuple[dict, pa.Table]]:
         """(meta/episodes row, that episode's frame rows) for every episode, reading each data
@@ -584,7 +603,7 @@ class LeRobotDataset:
             if key in self.info and self.info[key] != value:
                 out.append(f"{meta / 'info.json'}: {key} is {self.info[key]}, the episodes hold {value}")
         keys = [k for k in _stat_keys(self.features) if k in self.stats]
-        derived = aggregate_stats(self.episodes, keys)
+        derived = aggregate_stats(self.episodes if self.row_stats else self.stat_rows(), keys)
         for key in keys:
             entry = self.stats[key]
             try:

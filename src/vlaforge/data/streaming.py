@@ -45,7 +45,6 @@ class StreamingSampler:
         self.args = (normalizer, tokenizer, n_obs_steps, chunk_size, max_text_tokens, pixel_index)
         self.pixel_index = pixel_index
         self.lengths = np.array([e["length"] for e in ds.episodes], dtype=np.int64)
-        self.n = int(self.lengths.sum())
         stats = ds.stats.get(ENV_STATE)
         self.env_state_dim = None
         if ENV_STATE in ds.features:
@@ -110,14 +109,14 @@ class StreamingSampler:
             self._cache[key] = sampler
             self.windows_loaded += 1
 
-    def _window(self, seed: int, epoch: int, w: int, rank: int, ranks: int) -> tuple[ChunkSampler, np.ndarray]:
-        key = (seed, epoch, w, rank, ranks)
-        eps, order = self.frames(seed, epoch, w, rank, ranks)
+    def _window(self, key: tuple[int, ...]) -> ChunkSampler:
+        """The window ``key`` = (seed, epoch, window, rank, ranks), decoded (or waited for), with
+        earlier windows released and the next one's decoding started."""
         thread = self._pending.pop(key, None)
         if thread is not None:
             thread.join()
         if key not in self._cache:
-            self._load(key, eps)
+            self._load(key, self.frames(*key)[0])
         for old in [k for k in self._cache if k != key and k < key]:  # windows already passed
             del self._cache[old]
         nxt = self._next_key(key)
@@ -125,7 +124,7 @@ class StreamingSampler:
             t = threading.Thread(target=self._load, args=(nxt, self.frames(*nxt)[0]), daemon=True)
             self._pending[nxt] = t
             t.start()
-        return self._cache[key], order
+        return self._cache[key]
 
     def _next_key(self, key: tuple[int, ...]) -> tuple[int, ...]:
         seed, epoch, w, rank, ranks = key
@@ -135,8 +134,7 @@ class StreamingSampler:
 
     # --- batches
 
-    def generator(self, seed: int, step: int, micro: int = 0) -> torch.Generator:
-        return torch.Generator().manual_seed(hash((seed, step, micro)) & 0x7FFF_FFFF_FFFF)
+    generator = ChunkSampler.generator  # the same per-step augmentation streams
 
     def standardise_env_state(self, env_state: np.ndarray) -> np.ndarray:
         mean, std = self.env_state_stats
@@ -162,7 +160,7 @@ class StreamingSampler:
         b = step * self.accumulate + micro
         parts, tasks = [], []
         for key, frames in self.positions(seed, rank, ranks, b * batch_size, batch_size):
-            sampler, _ = self._window(*key)
+            sampler = self._window(key)
             i = torch.from_numpy(frames)
             parts.append(sampler.gather(i))
             tasks.append(sampler.task_index[i])

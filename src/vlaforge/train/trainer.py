@@ -285,7 +285,7 @@ class Run:
         self.cfg, self.d, self.device = cfg, d, device
         self.precision = amp.resolve_precision(cfg.precision, device)
         self.run_dir = _prepare_run_dir(cfg)
-        self.dataset = LeRobotDataset(cfg.dataset)
+        self.dataset = LeRobotDataset(cfg.dataset, row_stats=False)
         self.loader, self.loader_reason = choose_loader(cfg, self.dataset, self.run_dir, d.is_main)
         if self.loader == "memory":
             self.data = self.dataset.load(verify=cfg.verify_data)
