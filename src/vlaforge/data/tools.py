@@ -108,10 +108,9 @@ def convert(cfg: DataConfig) -> dict:
     if not cfg.output:
         raise ValueError("data convert needs --output=DIR (the v3.0 dataset; the input is never modified)")
     root = Path(cfg.dataset)
-    info = _read_json(root / "meta/info.json", dict, "an object with codebase_version, fps and features") \
-        if (root / "meta/info.json").is_file() else None
-    if info is None:
+    if not (root / "meta/info.json").is_file():
         raise DatasetError(f"not a dataset: {root / 'meta/info.json'} is missing")
+    info = _read_json(root / "meta/info.json", dict, "an object with codebase_version, fps and features")
     if info.get("codebase_version") != "v2.1":
         raise DatasetError(f"{root / 'meta/info.json'}: codebase_version {info.get('codebase_version')!r}; "
                            "data convert reads v2.1 (v3.0 is read as it is)")
