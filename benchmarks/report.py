@@ -639,7 +639,7 @@ def video() -> str:
     n = len(next(iter(f["per_seed_success"].values())))
     episodes = len(f["tasks"]) * f["demos_per_task"]
 
-    def scale(k: str) -> str:
+    def per_million(k: str) -> str:
         per = 1e6 / episodes / 1e9
         return f"{st[k]['image_bytes'] * per:.0f} GB + {(st[k]['dataset_bytes'] - st[k]['image_bytes']) * per:.0f} GB"
 
@@ -656,7 +656,7 @@ def video() -> str:
         "Paired by seed and scene (t interval over seeds; pooled paired bootstrap; exact McNemar):", "",
         *table(["comparison", "difference (points)", "paired bootstrap", "McNemar p"], comps), "",
         f"Scaled to 10^6 episodes of this cell's mean length ({png['frames'] / episodes:.0f} frames, one 64 px "
-        f"camera): {scale('png')} for PNG, {scale('av1')} for AV1 and {scale('h264')} for H.264 (image bytes + the "
+        f"camera): {per_million('png')} for PNG, {per_million('av1')} for AV1 and {per_million('h264')} for H.264 (image bytes + the "
         f"rest of the dataset: the data tables and the per-episode metadata files)."])
 
 

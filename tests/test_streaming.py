@@ -2,6 +2,7 @@
 same batches after a resume, at most two windows in memory, and the auto choice."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -82,8 +83,6 @@ def test_train_stream_resumes_exactly_and_auto_picks_the_loader(tmp_path, monkey
     assert "data: streamed from disk" in capsys.readouterr().out
     run = tmp_path / "cut"
     assert main(["train", *common, "--loader=stream", f"--output_dir={run}"]) == 0
-    import shutil
-
     shutil.rmtree(run / "checkpoints/step_0000006")
     shutil.rmtree(run / "policy")
     assert main(["train", *common, "--loader=stream", f"--output_dir={run}", "--resume=true"]) == 0

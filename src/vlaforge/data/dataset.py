@@ -167,12 +167,14 @@ class DatasetWriter:
             self.tasks.setdefault(row["tasks"][0], len(self.tasks))
         self.episodes = old.episodes
         self.total_frames = sum(e["length"] for e in old.episodes)
-        unknown = sorted({k for row in self.episodes for k in row} - set(self._row_columns()))
+        columns = set(self._row_columns())
+        unknown = sorted({k for row in self.episodes for k in row} - columns)
         if unknown:
             raise DatasetError(f"cannot resume into {self.root}: its episode rows hold columns this run does not "
                                f"write ({', '.join(unknown)}); nothing was changed")
-        stale = [i for i, row in enumerate(self.episodes) if set(row) != set(self._row_columns())]
-        if any(any(c.startswith("stats/") and c not in row for c in self._row_columns()) for row in self.episodes):
+        stale = [i for i, row in enumerate(self.episodes) if set(row) != columns]
+        stats = {c for c in columns if c.startswith("stats/")}
+        if any(not stats <= row.keys() for row in self.episodes):
             data = old.load(verify=False)
             starts = np.concatenate([[0], np.cumsum(data.lengths)[:-1]])
             for row, s, n in zip(self.episodes, starts, data.lengths):

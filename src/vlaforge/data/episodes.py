@@ -6,6 +6,7 @@ relabelling, merge, split and delete all write through here; an input is never m
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,11 +75,9 @@ def write_episodes(sources: list[tuple[LeRobotDataset, list[Episode] | None, dic
     # row of the output carries all of them (a relabelled episode's relabelled_from, null elsewhere).
     columns: dict[str, pa.DataType] = {}
     for ds, _, keep in sources:
-        for f in pa.Table.from_pylist(ds.episodes).schema:
-            if f.name.startswith("vlaforge/") and not pa.types.is_null(f.type):
-                columns.setdefault(f.name, f.type)
-            elif f.name.startswith("vlaforge/"):
-                columns.setdefault(f.name, pa.string())
+        ours = pa.Table.from_pylist([{k: v for k, v in e.items() if k.startswith("vlaforge/")} for e in ds.episodes])
+        for f in ours.schema:  # a column null in every row is typed as a string
+            columns.setdefault(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
         for spec in keep.values():
             for k, v in spec.get("extra", {}).items():
                 columns.setdefault(k, pa.Table.from_pylist([{k: v}]).schema.field(k).type)
@@ -91,13 +90,15 @@ def write_episodes(sources: list[tuple[LeRobotDataset, list[Episode] | None, dic
                 paraphrases.setdefault(k, v)
             pngs_of = [k for k in ds.image_keys if ds.features[k]["dtype"] == "image"]
             stored = ds.episode_tables([*pngs_of, "episode_index"])  # one data file in memory at a time
+            sharing = _episodes_per_video_file(ds)
             for ep, (_, rows) in zip(eps if eps is not None else load_episodes(ds), stored):
                 if ep.index not in keep:
                     continue
                 spec = keep[ep.index]
                 frames = np.arange(len(ep.action)) if spec.get("frames") is None else np.asarray(spec["frames"])
                 whole = spec.get("frames") is None
-                encoded = [_stored(ds, ep.row, rows, key, frames, whole, writer.features[key]) for key in ds.image_keys]
+                encoded = [_stored(ds, ep.row, rows, key, frames, whole, writer.features[key], sharing)
+                           for key in ds.image_keys]
                 extra = {k: v for k, v in ep.row.items() if k.startswith("vlaforge/")} | spec.get("extra", {})
                 writer.add_episode(EpisodeFrames(ep.images[frames], ep.state[frames], ep.action[frames],
                                                  spec.get("task", ep.task),
@@ -109,17 +110,28 @@ def write_episodes(sources: list[tuple[LeRobotDataset, list[Episode] | None, dic
     return out
 
 
+def _video_file(row: dict, key: str) -> tuple[int, int]:
+    return row[f"videos/{key}/chunk_index"], row[f"videos/{key}/file_index"]
+
+
+def _episodes_per_video_file(ds: LeRobotDataset) -> Counter:
+    """(camera, chunk, file) -> how many of ``ds``'s episodes that video file holds."""
+    keys = [k for k in ds.image_keys if ds.features[k]["dtype"] == "video"]
+    return Counter((key, *_video_file(e, key)) for e in ds.episodes for key in keys)
+
+
 def _stored(ds: LeRobotDataset, row: dict, rows: pa.Table, key: str, frames: np.ndarray, whole: bool,
-            target: dict) -> list[bytes] | bytes | None:
+            target: dict, sharing: Counter) -> list[bytes] | bytes | None:
     """What can be copied instead of encoded for camera ``key`` of one episode written as
     ``target`` (the output's feature): its PNG bytes, or its MP4 file when that holds exactly
-    this whole episode in the same codec; None to encode the decoded frames."""
+    this whole episode in the same codec (``sharing``: episodes per video file); None to
+    encode the decoded frames."""
     source = ds.features[key]
     if target["dtype"] == "image":
         return [rows[key][int(f)].as_py()["bytes"] for f in frames] if source["dtype"] == "image" else None
     if source != target or not whole or row[f"videos/{key}/from_timestamp"] != 0:
         return None
-    where = (row[f"videos/{key}/chunk_index"], row[f"videos/{key}/file_index"])
-    if sum((e[f"videos/{key}/chunk_index"], e[f"videos/{key}/file_index"]) == where for e in ds.episodes) != 1:
+    chunk, file = _video_file(row, key)
+    if sharing[key, chunk, file] != 1:
         return None
-    return (ds.root / ds.info["video_path"].format(video_key=key, chunk_index=where[0], file_index=where[1])).read_bytes()
+    return (ds.root / ds.info["video_path"].format(video_key=key, chunk_index=chunk, file_index=file)).read_bytes()

@@ -44,8 +44,10 @@ def view(cfg: DataConfig) -> dict:
     out = Path(cfg.output or Path(cfg.dataset) / "view.rrd")
     if out.suffix != ".rrd":
         raise ValueError(f"--output must name an .rrd file, got {out}")
-    data = ds.load(check_finite=False)
-    starts = np.concatenate([[0], np.cumsum(data.lengths)[:-1]])
+    data = ds.load(check_finite=False, episodes=chosen)  # only the episodes shown, in dataset order
+    shown = sorted(set(chosen))
+    starts = dict(zip(shown, np.concatenate([[0], np.cumsum(data.lengths)[:-1]])))
+    lengths = dict(zip(shown, data.lengths))
     state_names = _names(ds, "observation.state", data.state.shape[1])
     action_names = _names(ds, "action", data.action.shape[1])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +55,7 @@ def view(cfg: DataConfig) -> dict:
     rec = rr.RecordingStream(f"vlaforge {ds.root.name}")
     rec.save(str(tmp))
     for i in chosen:
-        s, n, base = int(starts[i]), int(data.lengths[i]), f"episode_{i}"
+        s, n, base = int(starts[i]), int(lengths[i]), f"episode_{i}"
         rec.log(f"{base}/instruction", rr.TextDocument(ds.episodes[i]["tasks"][0]), static=True)
         for t in range(n):
             rec.set_time("frame", sequence=t)
@@ -67,4 +69,4 @@ def view(cfg: DataConfig) -> dict:
     rec.flush()
     rec.disconnect()
     tmp.replace(out)
-    return {"output": str(out), "episodes": chosen, "frames": int(sum(data.lengths[i] for i in chosen))}
+    return {"output": str(out), "episodes": chosen, "frames": int(sum(lengths[i] for i in chosen))}
