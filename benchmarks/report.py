@@ -17,6 +17,7 @@ reader can tell a figure from the current code from a figure waiting for its re-
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 import sys
@@ -678,6 +679,64 @@ def scale() -> str:
         f"size both ran: {'met' if met['throughput_within_10pct'] else 'not met'}."])
 
 
+def ray_backend() -> str:
+    f = load("ray_backend")["figures"]
+    rows = [[k.split()[0], k.split()[1], s["episodes"], f"{s['first_episode_s']:.1f}",
+             f"{s['steady_episodes_per_s']:.2f}", f"{s['speedup_vs_local_1']:.2f}",
+             f"{s['steady_vs_local']:.2f}" if "steady_vs_local" in s else "",
+             f"{s['extra_startup_s']:+.1f}" if "extra_startup_s" in s else ""] for k, s in f["summary"].items()]
+    ray = {k: s for k, s in f["summary"].items() if k.startswith("ray")}
+    ratios = [s["steady_vs_local"] for s in ray.values()]
+    extra = [s["extra_startup_s"] for s in ray.values()]
+    return block("ray_backend", [
+        f"`vlaforge collect` of every tabletop task, {f['episodes_per_task']} episodes each, in a fresh process per "
+        f"run on this {f['cores']}-core machine (median of {f['repeats']} runs; `ray` starts its cluster here with one "
+        f"CPU per worker; steady rate: episodes per second after every worker has delivered once):", "",
+        *table(["backend", "workers", "episodes", "first episode s", "episodes/s (steady)", "vs local x1",
+                "ray / local", "ray start-up s (extra)"], rows), "",
+        f"Ray's steady rate is {min(ratios):.2f}-{max(ratios):.2f} of the local pool's at the same worker count, and "
+        f"starting a cluster adds {min(extra):.1f}-{max(extra):.1f} s before the first episode (a running cluster, "
+        f"given by `--ray_address`, does not pay it). Workers beyond the {f['cores']} cores add no rate."])
+
+
+def capacity() -> str:
+    """A million-episode plan from the video (bytes), scale (streaming rate, memory) and
+    ray_backend (rollout rate) results: only arithmetic on measured figures."""
+    video, scale_, ray = (load(n)["figures"] for n in ("video", "scale", "ray_backend"))
+    png = video["storage"]["png"]
+    episodes = len(video["tasks"]) * video["demos_per_task"]
+    frames = png["frames"] / episodes  # mean episode length of the measured cell
+    av1 = video["storage"]["av1"]
+    image_gb, rest_gb = (x * 1e6 / episodes / 1e9 for x in (av1["image_bytes"], av1["dataset_bytes"] - av1["image_bytes"]))
+    big = max(scale_["sizes"])
+    stream = scale_["runs"][f"{big}x stream"]
+    cores = ray["cores"]
+    per_core = ray["summary"][f"ray {cores}"]["steady_episodes_per_s"] / cores
+    core_hours = 1e6 / per_core / 3600
+    pass_hours = 1e6 * frames / stream["samples_per_s"] / 3600  # one node like this one
+    passes, deadline = 10, 24
+    nodes = math.ceil(passes * pass_hours / deadline)
+    return "\n".join([
+        f"For 10^6 episodes of {frames:.0f} frames (one 64 px camera, the small cell's mean length), from the figures "
+        f"above, on nodes like the measuring machine ({cores} cores); collection at the rate of tabletop expert "
+        f"episodes:", "",
+        *table(["step", "figure it rests on", "plan"], [
+            ["collect", f"{per_core:.2f} episodes/s per core (ray, {cores} workers)",
+             f"{core_hours:,.0f} core-hours: {core_hours / 64:,.1f} h on 64 cores of Ray workers"],
+            ["store", f"AV1 {av1['bytes_per_frame']:.0f} bytes/frame + tables and metadata",
+             f"{image_gb:.0f} GB video + {rest_gb:.0f} GB tables and per-episode metadata"],
+            ["train", f"{stream['samples_per_s']:.0f} samples/s streamed per node ({big}x run)",
+             f"{pass_hours:,.0f} node-hours per pass; {passes} passes in {deadline} h: {nodes} nodes data-parallel"],
+            ["memory", f"streaming peak {stream['peak_rss_mb']:.0f} MB at {big}x",
+             f"per node; {scale_['stream_rss_growth']:.2f}x its 1x figure, where in-memory grows with the data"],
+        ]), "",
+        f"The training row assumes data-parallel throughput grows linearly with nodes: the two-node torchrun test "
+        f"checks the loss curve, not the speed, so the {nodes} nodes are a lower bound until a multi-node rate is "
+        f"measured. The metadata term is larger than the video: our writer keeps one metadata file per episode "
+        f"(the crash-safe commit point) and lerobot packs many episodes into one, which a million-episode collection "
+        f"should do once collection has finished.", "", *(source(n) for n in ("video", "scale", "ray_backend"))])
+
+
 def fleet_capacity(fleets: dict, period_ms: float) -> int:
     """The most robots such that every fleet size up to it kept p99 under the period without
     errors (a larger fleet passing after a smaller one failed is noise, not capacity).
@@ -801,7 +860,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
                  architectures_scaling,
                  sim2real, deploy, safety, evaluation, data, *DATA, reliability, text_encoders, profile_step,
                  small_cell, small_cell_horizon, small_cell_auxcond, cbf_qp, finetune, libero_experts, serving, realtime,
-                 video, scale)
+                 video, scale, ray_backend, capacity)
 }
 
 

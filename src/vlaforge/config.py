@@ -11,11 +11,12 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import yaml
 
 from vlaforge.files import atomic_write_text
+from vlaforge.pool import BACKENDS, map_in_workers
 from vlaforge.seeds import EVAL_SEEDS
 
 
@@ -23,11 +24,31 @@ from vlaforge.seeds import EVAL_SEEDS
 class WorkersConfig:
     """Base of every config whose verb runs a process pool: the field and its resolution, once."""
 
-    workers: int = dataclasses.field(default=0, metadata={"help": "worker processes; 0 = one per core"})
+    workers: int = dataclasses.field(
+        default=0, metadata={"help": "worker processes; 0 = one per core (backend=ray: per CPU of the cluster)"})
+    backend: str = dataclasses.field(
+        default="local", metadata={"help": "where the episodes run: local (a process pool here) | ray (Ray tasks)"})
+    ray_address: str = dataclasses.field(default="", metadata={
+        "help": "backend=ray: the cluster (host:port, ray://host:10001 or auto); empty = start one on this machine"})
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"config key 'backend' must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
 
     def num_workers(self) -> int:
-        """Worker processes: the number given, or one per core for 0."""
-        return self.workers or os.cpu_count() or 1
+        """Worker processes: the number given, or one per core for 0 (left 0 for a Ray cluster,
+        which counts its CPUs itself)."""
+        return self.workers or (0 if self.backend == "ray" else os.cpu_count() or 1)
+
+    def pool(self) -> dict:
+        """These fields, to hand on to the configs of the runs a verb makes (transfer's evaluations)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(WorkersConfig)}
+
+    def map(self, fn: Callable[[Any], Any], jobs: list, initializer: Callable[..., None], initargs: tuple = (),
+            ordered: bool = True) -> Iterator[Any]:
+        """``fn(job)`` for every job on this config's backend and workers (vlaforge.pool)."""
+        return map_in_workers(fn, jobs, self.num_workers(), initializer, initargs, ordered, self.backend,
+                              self.ray_address)
 
 
 @dataclasses.dataclass

@@ -23,7 +23,6 @@ from vlaforge.data.config import CollectConfig
 from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, encode_png, make_features
 from vlaforge.data.manifest import write_manifest
 from vlaforge.envs.randomization.wrapper import job_domain, worker_domain_env
-from vlaforge.pool import map_in_workers
 from vlaforge.seeds import EVAL_SEEDS, RETRY_STRIDE, TASK_STRIDE
 
 RETRIES = 5
@@ -186,14 +185,13 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     jobs = [(suite.name, asdict(cfg.env), cfg.split, task, seed, cfg.noise, cfg.post_success_steps, domain,
              cfg.keep_failures, cfg.video_codec if cfg.video else "")
             for task, seed in scenes if (task, seed) not in done_seeds]
-    workers = cfg.num_workers()
     failed = 0
     progress = Progress(
         TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not show_progress
     )
     with progress:
         bar = progress.add_task("collect", total=len(jobs))
-        results = map_in_workers(_job, jobs, workers, _worker_init)
+        results = cfg.map(_job, jobs, _worker_init)
         for (_, _, _, task, seed, *_), result in zip(jobs, results):
             if result is None:
                 failed += 1

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from vlaforge.config import ConfigError, apply_overrides, from_dict, save_yaml, to_dict
+from vlaforge.config import BACKENDS, ConfigError, WorkersConfig, apply_overrides, from_dict, save_yaml, to_dict
 from vlaforge.eval.config import AblateConfig, QuickstartConfig
 from vlaforge.eval.report import rate_curve
 from vlaforge.eval.stats import difference_interval, wilson_interval
@@ -92,7 +92,8 @@ def run_cell(cfg: QuickstartConfig, root: Path, cell_dir: Path, split: str, show
     from vlaforge.eval.rollout import evaluate
     from vlaforge.train.trainer import train
 
-    data = root / "data" / _digest(to_dict(cfg.collect))
+    where = {f.name for f in dataclasses.fields(WorkersConfig)}  # where it runs does not change the data
+    data = root / "data" / _digest({k: v for k, v in to_dict(cfg.collect).items() if k not in where})
     if not (data / "done").is_file():
         collect(dataclasses.replace(cfg.collect, output=str(data), resume=(data / "meta").exists()), show_progress)
         (data / "done").write_text("")
@@ -109,7 +110,13 @@ def run_cell(cfg: QuickstartConfig, root: Path, cell_dir: Path, split: str, show
 
 def ablate(cfg: AblateConfig, show_progress: bool = True) -> dict:
     """Run every cell of the grid; write ablate.json, config.yaml and report.html."""
+    if cfg.backend and cfg.backend not in BACKENDS:
+        raise ConfigError(f"config key 'backend' must be one of {', '.join(BACKENDS)} (or empty), got {cfg.backend!r}")
     base, axes = load_grid(cfg.grid)
+    if cfg.backend:
+        pool = {"backend": cfg.backend, "ray_address": cfg.ray_address}
+        base = dataclasses.replace(base, collect=dataclasses.replace(base.collect, **pool),
+                                   eval=dataclasses.replace(base.eval, **pool))
     split = cfg.split or (base.splits[0] if base.splits else "train")
     root = Path(cfg.output_dir)
     root.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,6 @@ from vlaforge.config import save_yaml
 from vlaforge.data.collect import scene_seed
 from vlaforge.eval.config import ActiveConfig
 from vlaforge.files import atomic_write_json
-from vlaforge.pool import map_in_workers
 from vlaforge.registry import HEADS
 from vlaforge.runtime.episode import EpisodeJob, run_chunks
 
@@ -199,8 +198,8 @@ def select(cfg: ActiveConfig, show_progress: bool = True) -> dict:
         scores = [{"task": t, "seed": s, "uncertainty": None} for t, s in pool]
     else:
         jobs = [EpisodeJob(suite.name, policy.meta["env"], cfg.split, t, s, cfg.horizon) for t, s in pool]
-        scores = list(map_in_workers(score_scene, jobs, cfg.num_workers(), _worker_init,
-                                     (members, cfg.uncertainty, cfg.samples)))
+        scores = list(cfg.map(score_scene, jobs, _worker_init,
+                          (members, cfg.uncertainty, cfg.samples)))
     centres = _dataset_embeddings(policy, cfg.dataset) if cfg.dataset and cfg.strategy != "uncertainty" else None
     picked = choose(scores, cfg.strategy, k, centres, cfg.seed, cfg.max_per_task)
     out = Path(cfg.output)

@@ -20,7 +20,6 @@ from vlaforge.eval.config import ChainConfig
 from vlaforge.eval.report import rate_curve
 from vlaforge.eval.stats import wilson_interval
 from vlaforge.files import atomic_write_json
-from vlaforge.pool import map_in_workers
 from vlaforge.runtime.episode import run_chunks
 from vlaforge.seeds import EVAL_SEEDS
 from vlaforge.webpage import embed, write_page
@@ -106,8 +105,7 @@ def evaluate_chains(cfg: ChainConfig, show_progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
     jobs = [ChainJob(meta, families, cfg.length, cfg.split, cfg.seed + i, budget, horizon) for i in range(cfg.chains)]
-    workers = cfg.num_workers()
-    records = sorted(map_in_workers(run_chain, jobs, workers, load_worker_policy, (cfg.policy,), ordered=False),
+    records = sorted(cfg.map(run_chain, jobs, load_worker_policy, (cfg.policy,), ordered=False),
                      key=lambda r: r["seed"])
     summary = summarize_chains(records, cfg.length) | {"policy": cfg.policy, "split": cfg.split, "families": families,
                                                        "steps_per_instruction": budget, "chains_detail": records}

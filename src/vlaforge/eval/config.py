@@ -111,6 +111,9 @@ class AblateConfig:
     grid: str = field(default="", metadata={"help": "grid YAML: base (a quickstart config) and axes (key: [values])"})
     output_dir: str = field(default="runs/ablate", metadata={"help": "one directory per grid cell under here"})
     split: str = field(default="", metadata={"help": "split whose success is compared; empty = the base's first split"})
+    backend: str = field(default="", metadata={
+        "help": "where every cell's collection and evaluation run: local | ray; empty = as the grid's base says"})
+    ray_address: str = field(default="", metadata={"help": "backend=ray: the cluster; empty = start one on this machine"})
 
 
 @dataclass

@@ -34,8 +34,8 @@ def generalize(cfg: GeneralizeConfig, show_progress: bool = True) -> dict:
     out = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.policy).parent / "generalization"
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
-    results = {s: evaluate(EvalConfig(policy=cfg.policy, split=s, episodes=cfg.episodes, workers=cfg.workers,
-                                      seed=cfg.seed, output_dir=str(out / s)), show_progress) for s in splits}
+    results = {s: evaluate(EvalConfig(policy=cfg.policy, split=s, episodes=cfg.episodes, seed=cfg.seed, **cfg.pool(),
+                                      output_dir=str(out / s)), show_progress) for s in splits}
     ref = results[splits[0]]
     rows = {}
     for s, r in results.items():

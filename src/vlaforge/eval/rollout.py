@@ -21,7 +21,6 @@ from vlaforge.config import save_yaml
 from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.stats import beta_posterior_interval, clopper_pearson_interval, wilson_interval
 from vlaforge.files import atomic_write_text, read_jsonl, tmp_path
-from vlaforge.pool import map_in_workers
 from vlaforge.runtime.episode import EpisodeJob, StepHook, run_chunks
 from vlaforge.seeds import EVAL_SEEDS
 
@@ -145,7 +144,6 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     ]
     wanted = {(task, cfg.seed + i) for task in tasks for i in range(cfg.episodes)}
     records = [r for r in records if (r["task"], r["seed"]) in wanted]
-    workers = cfg.num_workers()
     t0 = time.perf_counter()
     progress = Progress(
         TextColumn(f"[bold]eval {cfg.split}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
@@ -154,7 +152,7 @@ def evaluate(cfg: EvalConfig, show_progress: bool = True) -> dict:
     with progress:
         bar = progress.add_task("eval", total=len(wanted), completed=len(records), status="")
         with (out / JOURNAL).open("a") as journal:
-            for rec in map_in_workers(run_episode, jobs, workers, load_worker_policy, (cfg.policy,), ordered=False):
+            for rec in cfg.map(run_episode, jobs, load_worker_policy, (cfg.policy,), ordered=False):
                 write_video(rec, out)
                 journal.write(json.dumps(rec) + "\n")
                 journal.flush()

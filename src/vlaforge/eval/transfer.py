@@ -41,7 +41,7 @@ def transfer(cfg: TransferConfig, show_progress: bool = True) -> dict:
     out = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.policy).parent / "transfer"
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
-    base = EvalConfig(policy=cfg.policy, split=cfg.split, episodes=cfg.episodes, workers=cfg.workers, seed=cfg.seed)
+    base = EvalConfig(policy=cfg.policy, split=cfg.split, episodes=cfg.episodes, seed=cfg.seed, **cfg.pool())
     results = {}
     for name in ["source", *cfg.targets]:
         if name in SUITES.names():  # another simulator: the same tasks, nominal parameters
