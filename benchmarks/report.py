@@ -688,6 +688,12 @@ def ray_backend() -> str:
     ray = {k: s for k, s in f["summary"].items() if k.startswith("ray")}
     ratios = [s["steady_vs_local"] for s in ray.values()]
     extra = [s["extra_startup_s"] for s in ray.values()]
+    most, cores = max(f["workers"]), f["cores"]
+    over = ""
+    if most > cores and f"local {cores}" in f["summary"]:
+        at, beyond = (f["summary"][f"local {n}"]["steady_episodes_per_s"] for n in (cores, most))
+        over = (f"{most} workers on {cores} cores run at {beyond:.2f} episodes/s against {at:.2f} with {cores} (local "
+                f"pool): workers beyond the cores only contend for them.")
     return block("ray_backend", [
         f"`vlaforge collect` of every tabletop task, {f['episodes_per_task']} episodes each, in a fresh process per "
         f"run on this {f['cores']}-core machine (median of {f['repeats']} runs; `ray` starts its cluster here with one "
@@ -696,7 +702,7 @@ def ray_backend() -> str:
                 "ray / local", "ray start-up s (extra)"], rows), "",
         f"Ray's steady rate is {min(ratios):.2f}-{max(ratios):.2f} of the local pool's at the same worker count, and "
         f"starting a cluster adds {min(extra):.1f}-{max(extra):.1f} s before the first episode (a running cluster, "
-        f"given by `--ray_address`, does not pay it). Workers beyond the {f['cores']} cores add no rate."])
+        f"given by `--ray_address`, does not pay it). {over}"])
 
 
 def capacity() -> str:
