@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Installed without their dependencies (pyproject's `libero` extra lists what they need instead).
 LIBERO_NODEPS := hf-libero==0.1.4 robosuite==1.4.0 bddl==1.0.1
 
-.PHONY: demo test test-slow test-browser bench clean
+.PHONY: demo test test-slow test-browser test-lerobot bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,10 +31,17 @@ test-browser: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[browser]'
 	$(BIN)/python -m pytest -q tests/test_human_eval.py -k browser -rs
 
+# Interop with the real lerobot, which pins an older torch: its own environment, our tests pointed at it.
+LEROBOT_VENV := .venv-lerobot
+test-lerobot: $(STAMP)
+	test -x $(LEROBOT_VENV)/bin/python || $(PY) -m venv $(LEROBOT_VENV)
+	$(LEROBOT_VENV)/bin/python -m pip install -q lerobot==0.4.4
+	VLAFORGE_LEROBOT_PYTHON=$(LEROBOT_VENV)/bin/python $(BIN)/python -m pytest -q -rs tests/test_lerobot_fixture.py
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/render_fps.py
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/quickstart.py
 
 clean:
-	rm -rf runs $(VENV)
+	rm -rf runs $(VENV) $(LEROBOT_VENV)

@@ -2,10 +2,15 @@
 variable-length list columns, one episodes-metadata file, tasks.parquet indexed by task."""
 
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from vlaforge.data.dataset import LeRobotDataset, encode_png
 
@@ -101,3 +106,89 @@ def test_our_dataset_has_lerobot_schema(tmp_path):
     assert {img.field(i).name for i in range(img.num_fields)} == {"bytes", "path"}
     ep = pq.read_table(root / "meta/episodes/chunk-000/file-001.parquet").to_pylist()[0]
     assert ep["dataset_from_index"] == frames.num_rows and ep["data/file_index"] == 1
+
+
+# ------------------------------------------------ datasets the real lerobot wrote (tests/data/lerobot)
+
+FIXTURES = Path(__file__).parent / "data" / "lerobot"
+VIDEO_TOLERANCE = 2.0  # mean |difference| (0-255) between two decoders' colour conversions of one stream
+
+
+def expected(name: str) -> dict:
+    """What lerobot's own LeRobotDataset read from the fixture (make_fixtures.py)."""
+    with np.load(FIXTURES / f"{name}.expected.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def assert_frames_match(data, want: dict, video: bool) -> None:
+    """Our decoded dataset against lerobot's reading of the same files: PNG frames exactly, video
+    within decoder tolerance, state and action exactly, every frame's task."""
+    camera = want["camera:observation.images.top"]
+    ours = data.images[:, 0]
+    assert ours.shape == camera.shape
+    if video:
+        assert np.abs(ours.astype(int) - camera).mean() < VIDEO_TOLERANCE
+    else:
+        np.testing.assert_array_equal(ours, camera)
+    np.testing.assert_array_equal(data.state, want["observation.state"])
+    np.testing.assert_array_equal(data.action, want["action"])
+    assert [data.tasks[i] for i in data.task_index] == list(want["task"])
+    np.testing.assert_array_equal(data.lengths, np.bincount(want["episode_index"]))
+
+
+@pytest.mark.parametrize("name", ["v30_image", "v30_video"])
+def test_reads_datasets_lerobot_wrote(name, tmp_path):
+    if name.endswith("video"):
+        pytest.importorskip("av", reason="PyAV (pip install 'vlaforge[video]') is not installed")
+    root = tmp_path / name
+    shutil.copytree(FIXTURES / name, root)  # the committed files stay as lerobot wrote them
+    ds = LeRobotDataset(root)
+    assert ds.info["codebase_version"] == "v3.0" and ds.fps == 10 and ds.metadata_problems() == []
+    assert_frames_match(ds.load(verify=False), expected(name), name.endswith("video"))
+
+
+@pytest.mark.parametrize("name", ["v21_image", "v21_video"])
+def test_converts_v21_datasets_lerobot_wrote(name, tmp_path, capsys):
+    from vlaforge.cli import main
+
+    pytest.importorskip("av", reason="PyAV (pip install 'vlaforge[video]') is not installed")
+    out = tmp_path / "v3"
+    assert main(["data", "convert", str(FIXTURES / name), f"--output={out}"]) == 0, capsys.readouterr().err
+    ds = LeRobotDataset(out)
+    assert ds.info["codebase_version"] == "v3.0" and ds.metadata_problems() == []
+    assert_frames_match(ds.load(), expected(name), name.endswith("video"))
+
+
+def lerobot_python() -> str:
+    python = os.environ.get("VLAFORGE_LEROBOT_PYTHON", "")
+    if not python:
+        pytest.skip("VLAFORGE_LEROBOT_PYTHON is unset (an interpreter with lerobot 0.4.x, see "
+                    "tests/data/lerobot/make_fixtures.py): lerobot's reading of our datasets untested here")
+    return python
+
+
+@pytest.mark.parametrize("video", [False, True])
+def test_lerobot_reads_what_we_write(video, tmp_path):
+    python = lerobot_python()
+    from vlaforge.data.collect import collect
+    from vlaforge.data.config import CollectConfig
+    from vlaforge.envs.config import EnvConfig
+
+    root = collect(CollectConfig(env=EnvConfig(tasks=["reach", "press_button"], max_steps=40), episodes_per_task=2,
+                                 workers=1, video=video, output=str(tmp_path / "ours")), show_progress=False)
+    out = tmp_path / "lerobot.npz"
+    subprocess.run([python, str(FIXTURES / "make_fixtures.py"), "read", str(root), str(out)], check=True,
+                   capture_output=True)
+    with np.load(out) as z:
+        theirs = {k: z[k] for k in z.files}
+    ds = LeRobotDataset(root)
+    data = ds.load()
+    camera = theirs[f"camera:{ds.image_keys[0]}"]
+    assert camera.shape == data.images[:, 0].shape
+    if video:  # the same stream through lerobot's decoding and ours
+        assert np.abs(data.images[:, 0].astype(int) - camera).mean() < VIDEO_TOLERANCE
+    else:
+        np.testing.assert_array_equal(data.images[:, 0], camera)
+    np.testing.assert_array_equal(data.state, theirs["observation.state"])
+    np.testing.assert_array_equal(data.action, theirs["action"])
+    assert [data.tasks[i] for i in data.task_index] == list(theirs["task"])
