@@ -68,3 +68,16 @@ def train_tiny_policy(root, episodes_per_task: int, steps: int):
     assert main(["train", f"--dataset={root / 'data'}", f"--output_dir={root / 'run'}", f"--steps={steps}",
                  "--batch_size=8", "--tracking=none", *TINY_POLICY]) == 0
     return root / "run" / "policy"
+
+
+def synthetic_policy(root, steps=2):
+    """A tiny policy trained for ``steps`` steps on two synthetic episodes (for tests that only
+    need a policy to roll out): its directory."""
+    from vlaforge.models.config import PolicyConfig
+    from vlaforge.train.config import TrainConfig
+    from vlaforge.train.trainer import train
+
+    write_dataset(root / "data", episodes=2)
+    tiny = PolicyConfig(d_model=32, n_layers=1, n_heads=2, vision_channels=[8, 8])
+    return str(train(TrainConfig(dataset=str(root / "data"), output_dir=str(root / "run"), steps=steps, batch_size=4,
+                                 tracking="none", policy=tiny), show_progress=False))

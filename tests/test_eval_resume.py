@@ -4,15 +4,10 @@ import dataclasses
 import json
 
 import pytest
-from helpers import write_dataset
+from helpers import synthetic_policy
 
 import vlaforge.eval.rollout as rollout
 from vlaforge.eval.config import EvalConfig
-from vlaforge.models.config import PolicyConfig
-from vlaforge.train.config import TrainConfig
-from vlaforge.train.trainer import train
-
-TINY = PolicyConfig(d_model=32, n_layers=1, n_heads=2, vision_channels=[8, 8])
 
 
 class Killed(BaseException):
@@ -21,10 +16,7 @@ class Killed(BaseException):
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("evalresume")
-    write_dataset(root / "data", episodes=2)
-    return str(train(TrainConfig(dataset=str(root / "data"), output_dir=str(root / "run"), steps=2, batch_size=4,
-                                 tracking="none", policy=TINY), show_progress=False))
+    return synthetic_policy(tmp_path_factory.mktemp("evalresume"))
 
 
 def config(policy, out, **kw):

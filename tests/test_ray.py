@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_dataset
+from helpers import synthetic_policy
 
 import vlaforge.eval.ablate as ablate_mod
 import vlaforge.eval.generalization as generalization
@@ -26,12 +26,8 @@ from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.envs.config import EnvConfig
 from vlaforge.eval.config import AblateConfig, EvalConfig, GeneralizeConfig, TransferConfig
 from vlaforge.eval.rollout import evaluate
-from vlaforge.models.config import PolicyConfig
 from vlaforge.pool import WorkerDied, map_in_workers
-from vlaforge.train.config import TrainConfig
-from vlaforge.train.trainer import train
 
-TINY = PolicyConfig(d_model=32, n_layers=1, n_heads=2, vision_channels=[8, 8])
 RAY_CLI = Path(sys.executable).parent / "ray"
 
 
@@ -155,10 +151,7 @@ def test_collection_on_ray_equals_the_local_pool(cluster, tmp_path):
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("raypolicy")
-    write_dataset(root / "data", episodes=2)
-    return str(train(TrainConfig(dataset=str(root / "data"), output_dir=str(root / "run"), steps=2, batch_size=4,
-                                 tracking="none", policy=TINY), show_progress=False))
+    return synthetic_policy(tmp_path_factory.mktemp("raypolicy"))
 
 
 def test_evaluation_on_ray_equals_the_local_pool(cluster, policy, tmp_path):

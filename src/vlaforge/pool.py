@@ -8,7 +8,7 @@ it waiting for a result that will never come; a worker whose parent dies exits t
 
 ``ray``: each job is a Ray task on a cluster (an existing one at ``address``, or one started on
 this machine). Ray reuses its worker processes, so the initializer runs once per worker process
-and initializer arguments, as here. A task whose worker process or node dies is run again (Ray's
+and map, as here. A task whose worker process or node dies is run again (Ray's
 ``max_retries``); the caller receives every job's result exactly once, so the journal a
 collection or evaluation writes neither loses nor repeats an episode. Jobs are seeded, so both
 backends return the same results.
@@ -91,7 +91,7 @@ def _map_ray(fn: Callable[[Any], Any], jobs: list, workers: int, initializer: Ca
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
     in_flight = 2 * workers if queued else workers
     task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_ray_job)
-    init = ray.put((initializer, initargs))
+    init = ray.put((initializer, initargs, os.urandom(8).hex()))  # the last: this map, told apart from others
     pending: dict = {}
     done: dict[int, Any] = {}
     submitted = returned = 0
@@ -142,13 +142,12 @@ def _ray(address: str, workers: int):
 
 
 def _ray_job(fn: Callable[[Any], Any], job: Any, init: tuple) -> Any:
-    """A Ray task: this worker process's initializer once per distinct (initializer, args),
-    then the job. Ray passes ``init`` resolved from the object store."""
-    initializer, initargs = init
-    key = (initializer.__module__, initializer.__qualname__, repr(initargs))
-    if _RAY.get("initialized") != key:
+    """A Ray task: the map's initializer, once per worker process and map (as a local pool runs
+    it once per worker), then the job. Ray passes ``init`` resolved from the object store."""
+    initializer, initargs, token = init
+    if _RAY.get("initialized") != token:
         initializer(*initargs)
-        _RAY["initialized"] = key
+        _RAY["initialized"] = token
     return fn(job)
 
 
