@@ -25,6 +25,7 @@ from vlaforge.eval.config import (
     GeneralizeConfig,
     HumanEvalConfig,
     QuickstartConfig,
+    RegistryConfig,
     ReportConfig,
     TransferConfig,
 )
@@ -399,6 +400,12 @@ def _quickstart(cfg: QuickstartConfig) -> Any:
     print(json.dumps({k: s[k] for k in keys if k in s}, indent=2))
 
 
+def _registry(cfg: RegistryConfig) -> None:
+    from vlaforge.eval.gate import registry
+
+    print(json.dumps(registry(cfg), indent=2, default=str))
+
+
 VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "collect": (CollectConfig, _collect, "roll scripted experts and write a LeRobot v3.0 dataset"),
     "train": (TrainConfig, _train, "train a policy on a dataset"),
@@ -424,6 +431,8 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "serve": (ServeConfig, _serve, "serve a policy's actions over HTTP or a WebSocket stream (token, 127.0.0.1)"),
     "quickstart": (QuickstartConfig, _quickstart, "collect -> train -> eval on the built-in suite"),
     "runs": (RunsConfig, _runs, "list training runs: status, step, loss, dataset hash, commit"),
+    "registry": (RegistryConfig, _registry, "vlaforge registry register|list|show|alias|promote|rollback: policies "
+                                           "on MLflow's model registry, promotion through a non-inferiority gate"),
 }
 
 
@@ -511,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"error: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    positional = {"export": "format", "bench": "what", "human-eval": "action", "report": "path"}.get(verb)
+    positional = {"export": "format", "bench": "what", "human-eval": "action", "report": "path",
+                  "registry": "action"}.get(verb)
     if positional and rest and not rest[0].startswith("-"):
         rest = [f"--{positional}={rest[0]}", *rest[1:]]
     if verb == "data" and rest[:1] == ["merge"]:  # vlaforge data merge A B [C ...]

@@ -1,5 +1,5 @@
 """Settings of the evaluation verbs: eval, transfer, generalize, chains, human-eval, report,
-compare, ablate, active. The config machinery (YAML, overrides, the CLI) is vlaforge/config.py.
+compare, ablate, active, registry. The config machinery (YAML, overrides, the CLI) is vlaforge/config.py.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from vlaforge.config import EpisodesConfig, HorizonConfig, PolicyRunConfig, WorkersConfig
 from vlaforge.data.config import CollectConfig
 from vlaforge.envs.config import DomainConfig
+from vlaforge.seeds import EVAL_SEEDS
 from vlaforge.train.config import OptimConfig, TrainConfig
 
 
@@ -114,6 +115,28 @@ class AblateConfig:
     backend: str = field(default="", metadata={
         "help": "where every cell's collection and evaluation run: local | ray; empty = as the grid's base says"})
     ray_address: str = field(default="", metadata={"help": "backend=ray: the cluster; empty = start one on this machine"})
+
+
+@dataclass
+class RegistryConfig(WorkersConfig):
+    """`vlaforge registry`: the policy registry (vlaforge.runtime.registry) and its promotion gate."""
+
+    action: str = field(default="list", metadata={"help": "register | list | show | alias | promote | rollback"})
+    uri: str = field(default="", metadata={
+        "help": "MLflow tracking URI; empty = $VLAFORGE_REGISTRY, $MLFLOW_TRACKING_URI or SQLite under ./registry"})
+    name: str = field(default="", metadata={"help": "registered model name"})
+    policy: str = field(default="", metadata={"help": "register: the policy directory"})
+    evaluation: str = field(default="", metadata={"help": "register: its evaluation results.json, stored with it"})
+    alias: str = field(default="", metadata={"help": "register/alias: the alias to set (e.g. challenger)"})
+    version: int = field(default=0, metadata={"help": "alias/promote: the version; 0 = the one aliased challenger"})
+    model: str = field(default="", metadata={"help": "show: NAME@ALIAS or NAME/VERSION"})
+    margin: float = field(default=0.05, metadata={"help": "promote: the success-rate loss tolerated (non-inferiority)"})
+    alpha: float = field(default=0.05, metadata={"help": "promote: the gate's error rate (anytime-valid)"})
+    episodes: int = field(default=10, metadata={"help": "promote: episodes per task and policy in each round"})
+    rounds: int = field(default=10, metadata={"help": "promote: rounds at most; undecided after them = refused"})
+    split: str = field(default="train", metadata={"help": "promote: the scene/instruction split evaluated"})
+    seed: int = field(default=EVAL_SEEDS, metadata={"help": "promote: first scene seed (both policies, the same scenes)"})
+    output_dir: str = field(default="", metadata={"help": "promote: where the gate's evaluations go; empty = ./registry/gates"})
 
 
 @dataclass

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+from scipy.special import logsumexp
+
 
 def _check_counts(successes: int, n: int) -> None:
     if n <= 0 or not 0 <= successes <= n:
@@ -97,6 +100,43 @@ def sequential_paired_test(a: list[bool], b: list[bool], alpha: float = 0.05) ->
             stopped = i + 1
     return {"e_value": math.exp(log_e), "reject": stopped is not None, "stopped_at": stopped,
             "a_only": wins, "b_only": losses, "alpha": alpha}
+
+
+BETS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8)  # fractions of the largest safe bet, averaged (a mixture of e-processes)
+
+
+def noninferiority_test(challenger: list[bool], champion: list[bool], margin: float, alpha: float = 0.05) -> dict:
+    """Anytime-valid paired test of "the challenger is not worse than the champion by more than
+    ``margin``" (success-rate difference), on episodes paired by scene, read in order.
+
+    Each pair gives X = challenger - champion in {-1, 0, 1} with mean d, the difference in success
+    rates. Two betting e-processes (Waudby-Smith & Ramdas 2023, "Estimating means of bounded
+    random variables by betting"), each a mixture over the fixed bets ``BETS``:
+    K+ = mean_l prod_i (1 + l (X_i + margin)), l < 1 / (1 - margin), a nonnegative supermartingale
+    when d <= -margin, and K- = mean_l prod_i (1 - l (X_i + margin)), l < 1 / (1 + margin), one
+    when d >= -margin. By Ville's inequality each crosses 1/alpha with probability at most alpha
+    under its null, however often it is checked. ``decision``: ``non-inferior`` when K+ crosses
+    first (the challenger is worse by more than the margin with probability <= alpha),
+    ``inferior`` when K- crosses first, else ``undecided`` (not shown non-inferior)."""
+    if len(challenger) != len(champion):
+        raise ValueError(f"paired outcomes need equal lengths, got {len(challenger)} and {len(champion)}")
+    if not 0 <= margin < 1 or not 0 < alpha < 1:
+        raise ValueError(f"need 0 <= margin < 1 and 0 < alpha < 1, got margin {margin} and alpha {alpha}")
+    x = np.asarray(challenger, dtype=float) - np.asarray(champion, dtype=float) + margin
+    up = np.asarray(BETS) / (1 - margin)
+    down = np.asarray(BETS) / (1 + margin)
+    log_bets = math.log(len(BETS))
+    log_e = {  # log of each mixture's wealth after every pair, (n,)
+        "non-inferior": logsumexp(np.cumsum(np.log1p(up[None] * x[:, None]), axis=0), axis=1) - log_bets,
+        "inferior": logsumexp(np.cumsum(np.log1p(-down[None] * x[:, None]), axis=0), axis=1) - log_bets,
+    }
+    crossed = [(int(np.argmax(e >= -math.log(alpha))) + 1, k) for k, e in log_e.items() if np.any(e >= -math.log(alpha))]
+    stopped, decision = min(crossed) if crossed else (None, "undecided")
+    last = {k: float(np.exp(min(e[-1], 700.0))) if len(e) else 1.0 for k, e in log_e.items()}
+    return {"decision": decision, "stopped_at": stopped, "pairs": len(x), "margin": margin, "alpha": alpha,
+            "e_noninferior": last["non-inferior"], "e_inferior": last["inferior"],
+            "difference": float(np.mean(x) - margin) if len(x) else 0.0,
+            "challenger_only": int(np.sum(x - margin > 0)), "champion_only": int(np.sum(x - margin < 0))}
 
 
 def cohen_kappa(a: list, b: list) -> float:

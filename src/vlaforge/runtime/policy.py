@@ -248,9 +248,14 @@ class Policy:
 
 
 def load_policy(directory: str | os.PathLike, device: str = "cpu", verify: bool = True) -> Policy:
-    """Load a policy directory written by ``Policy.save`` (or the trainer), or a deployed one
-    (``vlaforge export`` / ``vlaforge quantize``: its ``deploy.json`` names the runtime).
+    """Load a policy directory written by ``Policy.save`` (or the trainer), a deployed one
+    (``vlaforge export`` / ``vlaforge quantize``: its ``deploy.json`` names the runtime), or a
+    registered version (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``: vlaforge.runtime.registry).
     ``verify`` checks every file against the sha256 recorded when it was written."""
+    if str(directory).startswith("models:/"):
+        from vlaforge.runtime.registry import resolve_policy
+
+        directory = resolve_policy(str(directory))
     d = Path(directory)
     if (d / "deploy.json").is_file():
         from vlaforge.runtime.backends import load_deployed
