@@ -330,6 +330,10 @@ def _serve(cfg: ServeConfig) -> Any:
         raise ValueError("serve needs --policy=DIR")
     if cfg.protocol not in ("http", "stream"):
         raise ValueError(f"unknown --protocol={cfg.protocol!r}; known: http, stream")
+    if (cfg.drift_reference or cfg.deadline_ms) and not cfg.metrics:
+        raise ValueError("--drift_reference and --deadline_ms feed the metrics: add --metrics=true")
+    if cfg.metrics and cfg.protocol != "http":
+        raise ValueError("--metrics=true is served by --protocol=http only")
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {cfg.host} exposes the policy beyond this machine; keep the token secret", file=sys.stderr)
     from vlaforge.runtime.policy import on_policy_thread
@@ -339,8 +343,14 @@ def _serve(cfg: ServeConfig) -> Any:
     if cfg.protocol == "http":
         from vlaforge.deploy.server import PolicyServer
 
-        server = PolicyServer(policy, given, cfg.host, cfg.port, cfg.timeout_s, cfg.max_per_client).start()
-        what = "POST /act, GET /info"
+        monitor = None
+        if cfg.metrics:
+            from vlaforge.deploy.monitor import DriftDetector, PolicyMonitor
+
+            drift = DriftDetector.from_dataset(cfg.drift_reference) if cfg.drift_reference else None
+            monitor = PolicyMonitor(policy.action_dim, drift, cfg.deadline_ms)
+        server = PolicyServer(policy, given, cfg.host, cfg.port, cfg.timeout_s, cfg.max_per_client, monitor).start()
+        what = "POST /act, GET /info" + (", GET /metrics" if monitor else "")
     else:
         from vlaforge.deploy.stream import StreamServer
 

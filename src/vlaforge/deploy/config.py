@@ -60,6 +60,11 @@ class BenchConfig:
     seconds: float = field(default=5.0, metadata={"help": "stream: length of the fleet run"})
     max_batch: int = field(default=16, metadata={"help": "stream: most requests in one forward pass"})
     max_wait_ms: float = field(default=2.0, metadata={"help": "stream: longest wait for other robots' requests"})
+    metrics: bool = field(default=False, metadata={"help": "http: Prometheus metrics at GET /metrics (behind the token)"})
+    drift_reference: str = field(default="", metadata={
+        "help": "metrics: training dataset the drift detector compares live requests with; empty = no drift test"})
+    deadline_ms: float = field(default=0.0, metadata={"help": "metrics: inference slower than this counts as a "
+                                                                "deadline miss; 0 = none"})
     output: str = field(default="", metadata={"help": "JSON file for the table; empty = <policy>/<what>.json"})
 
 

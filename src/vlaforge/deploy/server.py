@@ -227,12 +227,13 @@ class PolicyServer:
     ``max_per_client`` the concurrent connections from one address."""
 
     def __init__(self, policy, token: str = "", host: str = "127.0.0.1", port: int = 8765, timeout_s: float = 10.0,
-                 max_per_client: int = 64) -> None:
+                 max_per_client: int = 64, monitor=None) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in [0, 65535] (0 = any free port), got {port}")
         if not timeout_s > 0 or max_per_client < 1:
             raise ValueError(f"timeout_s must be > 0 and max_per_client >= 1, got {timeout_s} and {max_per_client}")
         self.policy = policy
+        self.monitor = monitor  # a vlaforge.deploy.monitor.PolicyMonitor: GET /metrics and what it counts
         self.token = check_token(token) if token else secrets.token_urlsafe(24)
         try:
             self.httpd = _Server((host, port), self._handler(), timeout_s, max_per_client)
@@ -290,12 +291,13 @@ class PolicyServer:
                 self.close_connection = True
                 self._reply(int(code), {"error": message or HTTPStatus(code).phrase})
 
-            def _reply(self, code: int, payload: dict) -> None:
-                body = json.dumps(payload, allow_nan=False).encode()  # strict JSON: never a NaN literal
+            def _reply(self, code: int, payload: dict | bytes, content_type: str = "application/json") -> None:
+                # strict JSON: never a NaN literal
+                body = payload if isinstance(payload, bytes) else json.dumps(payload, allow_nan=False).encode()
                 if self.unread:
                     self.close_connection = True
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 if self.close_connection:
                     self.send_header("Connection", "close")
@@ -363,7 +365,9 @@ class PolicyServer:
                     return self._reply(200, {"image_shape": list(p.image_shape), "state_dim": p.state_dim,
                                              "chunk_size": p.cfg.chunk_size, "tasks": p.meta.get("tasks"),
                                              "suite": p.meta.get("suite")})
-                self._reply(404, {"error": f"unknown path {self.path[:100]}; use /act, /info or /health"})
+                if self.path == "/metrics" and server.monitor is not None:
+                    return self._reply(200, server.monitor.exposition(), "text/plain; version=0.0.4; charset=utf-8")
+                self._reply(404, {"error": f"unknown path {self.path[:100]}; use /act, /info, /metrics or /health"})
 
             def do_POST(self) -> None:
                 # Until the length is checked, assume a body follows: an early reply then lingers.
@@ -386,18 +390,20 @@ class PolicyServer:
                     self.close_connection = True
                     return self._reply(400, {"error": f"body ended after {len(body)} of {length} bytes (or arrived "
                                                       f"too slowly: {self.server.timeout_s:g} s per request)"})
-                p = server.policy
+                p, monitor, t0 = server.policy, server.monitor, time.perf_counter()
                 try:
                     obs, reset, seed = parse_request(body, p.image_shape, p.state_dim)
-                except BadRequest as e:
-                    return self._reply(400, {"error": str(e)})
-                try:
                     actions, ms = on_policy_thread(_reset_and_act, p, obs, reset, seed)
-                except FloatingPointError as e:
-                    return self._reply(500, {"error": str(e)})
-                except ValueError as e:  # well-formed, but not an observation this policy can act on
-                    return self._reply(422, {"error": str(e)})
+                except (BadRequest, FloatingPointError, ValueError) as e:
+                    # 400: malformed; 500: the policy produced NaN; 422: well-formed, but not an
+                    # observation this policy can act on
+                    code = 400 if isinstance(e, BadRequest) else 500 if isinstance(e, FloatingPointError) else 422
+                    if monitor is not None:
+                        monitor.failed(code)
+                    return self._reply(code, {"error": str(e)})
                 self._reply(200, {"actions": actions.tolist(), "inference_ms": ms})
+                if monitor is not None:
+                    monitor.observe(obs, actions, ms, time.perf_counter() - t0)
 
         return Handler
 
