@@ -332,14 +332,19 @@ def _serve(cfg: ServeConfig) -> Any:
         raise ValueError(f"unknown --protocol={cfg.protocol!r}; known: http, stream")
     if (cfg.drift_reference or cfg.deadline_ms) and not cfg.metrics:
         raise ValueError("--drift_reference and --deadline_ms feed the metrics: add --metrics=true")
-    if cfg.metrics and cfg.protocol != "http":
-        raise ValueError("--metrics=true is served by --protocol=http only")
+    if (cfg.metrics or cfg.challenger) and cfg.protocol != "http":
+        raise ValueError("--metrics and --challenger are served by --protocol=http only")
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {cfg.host} exposes the policy beyond this machine; keep the token secret", file=sys.stderr)
     from vlaforge.runtime.policy import on_policy_thread
 
     given = cfg.token or os.environ.get("VLAFORGE_TOKEN", "")
     policy = on_policy_thread(load_policy, cfg.policy)  # the servers run it there: torch on one thread
+    if cfg.challenger:
+        from vlaforge.deploy.ab import ABTest
+
+        policy = ABTest(policy, on_policy_thread(load_policy, cfg.challenger), cfg.ab_share, cfg.ab_alpha,
+                        log=cfg.ab_log)
     if cfg.protocol == "http":
         from vlaforge.deploy.server import PolicyServer
 
@@ -350,7 +355,8 @@ def _serve(cfg: ServeConfig) -> Any:
             drift = DriftDetector.from_dataset(cfg.drift_reference) if cfg.drift_reference else None
             monitor = PolicyMonitor(policy.action_dim, drift, cfg.deadline_ms)
         server = PolicyServer(policy, given, cfg.host, cfg.port, cfg.timeout_s, cfg.max_per_client, monitor).start()
-        what = "POST /act, GET /info" + (", GET /metrics" if monitor else "")
+        what = ("POST /act, GET /info" + (", GET /metrics" if monitor else "")
+                + (", POST /outcome, GET /ab" if cfg.challenger else ""))
     else:
         from vlaforge.deploy.stream import StreamServer
 

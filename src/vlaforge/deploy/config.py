@@ -65,6 +65,11 @@ class BenchConfig:
         "help": "metrics: training dataset the drift detector compares live requests with; empty = no drift test"})
     deadline_ms: float = field(default=0.0, metadata={"help": "metrics: inference slower than this counts as a "
                                                                 "deadline miss; 0 = none"})
+    challenger: str = field(default="", metadata={
+        "help": "http: an A/B test: episodes routed between --policy (champion) and this policy, stopping itself"})
+    ab_share: float = field(default=0.5, metadata={"help": "A/B: the challenger's share of episodes"})
+    ab_alpha: float = field(default=0.05, metadata={"help": "A/B: the test's error rate (anytime-valid)"})
+    ab_log: str = field(default="ab.jsonl", metadata={"help": "A/B: every assignment, outcome and decision, appended"})
     output: str = field(default="", metadata={"help": "JSON file for the table; empty = <policy>/<what>.json"})
 
 

@@ -5,6 +5,9 @@
                  -> {"actions": [[...], ...], "inference_ms": ...}
     GET  /info   the policy's input shapes, chunk size and tasks
     GET  /health "ok" (no token needed)
+    GET  /metrics  Prometheus series, when served with a monitor (vlaforge.deploy.monitor)
+    POST /outcome  {"seed": the episode's reset seed, "success": bool}, and GET /ab: when the
+                 policy is an A/B test (vlaforge.deploy.ab)
 
 Every request but /health must carry ``Authorization: Bearer <token>`` (compared in constant
 time; a token under ``MIN_TOKEN`` characters, or with few distinct ones, is refused). The server
@@ -365,6 +368,8 @@ class PolicyServer:
                     return self._reply(200, {"image_shape": list(p.image_shape), "state_dim": p.state_dim,
                                              "chunk_size": p.cfg.chunk_size, "tasks": p.meta.get("tasks"),
                                              "suite": p.meta.get("suite")})
+                if self.path == "/ab" and hasattr(server.policy, "record"):
+                    return self._reply(200, server.policy.state())
                 if self.path == "/metrics" and server.monitor is not None:
                     return self._reply(200, server.monitor.exposition(), "text/plain; version=0.0.4; charset=utf-8")
                 self._reply(404, {"error": f"unknown path {self.path[:100]}; use /act, /info, /metrics or /health"})
@@ -375,8 +380,10 @@ class PolicyServer:
                                   self.headers.get("Content-Length", "0").strip() != "0")
                 if not self._authorized():
                     return
-                if self.path != "/act":
-                    return self._reply(404, {"error": f"unknown path {self.path[:100]}; POST /act"})
+                ab = hasattr(server.policy, "record")  # an A/B test (vlaforge.deploy.ab) takes outcomes
+                if self.path != "/act" and not (ab and self.path == "/outcome"):
+                    return self._reply(404, {"error": f"unknown path {self.path[:100]}; POST /act"
+                                                      f"{' or /outcome' if ab else ''}"})
                 length = self._declared_length()
                 if length is None:
                     return
@@ -390,6 +397,8 @@ class PolicyServer:
                     self.close_connection = True
                     return self._reply(400, {"error": f"body ended after {len(body)} of {length} bytes (or arrived "
                                                       f"too slowly: {self.server.timeout_s:g} s per request)"})
+                if self.path == "/outcome":
+                    return self._outcome(body)
                 p, monitor, t0 = server.policy, server.monitor, time.perf_counter()
                 try:
                     obs, reset, seed = parse_request(body, p.image_shape, p.state_dim)
@@ -404,6 +413,20 @@ class PolicyServer:
                 self._reply(200, {"actions": actions.tolist(), "inference_ms": ms})
                 if monitor is not None:
                     monitor.observe(obs, actions, ms, time.perf_counter() - t0)
+
+            def _outcome(self, body: bytes) -> None:
+                """POST /outcome {"seed": the episode's reset seed, "success": true|false}."""
+                try:
+                    req = json.loads(body)
+                    if not (isinstance(req, dict) and set(req) == {"seed", "success"} and type(req["seed"]) is int
+                            and type(req["success"]) is bool):
+                        raise ValueError
+                except ValueError:
+                    return self._reply(400, {"error": 'outcome must be {"seed": int, "success": bool}'})
+                try:
+                    return self._reply(200, server.policy.record(req["seed"], req["success"]))
+                except ValueError as e:
+                    return self._reply(409, {"error": str(e)})
 
         return Handler
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import logsumexp
 
 
 def _check_counts(successes: int, n: int) -> None:
@@ -105,9 +104,9 @@ def sequential_paired_test(a: list[bool], b: list[bool], alpha: float = 0.05) ->
 BETS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8)  # fractions of the largest safe bet, averaged (a mixture of e-processes)
 
 
-def noninferiority_test(challenger: list[bool], champion: list[bool], margin: float, alpha: float = 0.05) -> dict:
+class NonInferiority:
     """Anytime-valid paired test of "the challenger is not worse than the champion by more than
-    ``margin``" (success-rate difference), on episodes paired by scene, read in order.
+    ``margin``" (success-rate difference), fed one pair of outcomes at a time (O(1) each).
 
     Each pair gives X = challenger - champion in {-1, 0, 1} with mean d, the difference in success
     rates. Two betting e-processes (Waudby-Smith & Ramdas 2023, "Estimating means of bounded
@@ -117,26 +116,55 @@ def noninferiority_test(challenger: list[bool], champion: list[bool], margin: fl
     when d >= -margin. By Ville's inequality each crosses 1/alpha with probability at most alpha
     under its null, however often it is checked. ``decision``: ``non-inferior`` when K+ crosses
     first (the challenger is worse by more than the margin with probability <= alpha),
-    ``inferior`` when K- crosses first, else ``undecided`` (not shown non-inferior)."""
+    ``inferior`` when K- crosses first, else ``undecided``. With margin 0 they read "better" and
+    "worse"."""
+
+    def __init__(self, margin: float, alpha: float = 0.05) -> None:
+        if not 0 <= margin < 1 or not 0 < alpha < 1:
+            raise ValueError(f"need 0 <= margin < 1 and 0 < alpha < 1, got margin {margin} and alpha {alpha}")
+        self.margin, self.alpha = margin, alpha
+        self.up, self.down = np.asarray(BETS) / (1 - margin), np.asarray(BETS) / (1 + margin)
+        self.log_up, self.log_down = np.zeros(len(BETS)), np.zeros(len(BETS))
+        self.pairs = self.challenger_only = self.champion_only = 0
+        self.decision, self.stopped_at = "undecided", None
+
+    def add(self, challenger: bool, champion: bool) -> str:
+        """One more pair; the decision so far (fixed at the first crossing)."""
+        x = float(challenger) - float(champion)
+        self.pairs += 1
+        self.challenger_only += x > 0
+        self.champion_only += x < 0
+        self.log_up += np.log1p(self.up * (x + self.margin))
+        self.log_down += np.log1p(-self.down * (x + self.margin))
+        if self.decision == "undecided":
+            threshold = -math.log(self.alpha)
+            if self.log_e("non-inferior") >= threshold:
+                self.decision, self.stopped_at = "non-inferior", self.pairs
+            elif self.log_e("inferior") >= threshold:
+                self.decision, self.stopped_at = "inferior", self.pairs
+        return self.decision
+
+    def log_e(self, which: str) -> float:
+        wealth = self.log_up if which == "non-inferior" else self.log_down
+        top = float(wealth.max())  # log of the mean wealth, computed stably
+        return top + math.log(float(np.exp(wealth - top).sum()) / len(BETS))
+
+    def result(self) -> dict:
+        return {"decision": self.decision, "stopped_at": self.stopped_at, "pairs": self.pairs, "margin": self.margin,
+                "alpha": self.alpha, "e_noninferior": math.exp(min(self.log_e("non-inferior"), 700.0)),
+                "e_inferior": math.exp(min(self.log_e("inferior"), 700.0)),
+                "difference": (self.challenger_only - self.champion_only) / self.pairs if self.pairs else 0.0,
+                "challenger_only": int(self.challenger_only), "champion_only": int(self.champion_only)}
+
+
+def noninferiority_test(challenger: list[bool], champion: list[bool], margin: float, alpha: float = 0.05) -> dict:
+    """``NonInferiority`` over paired outcome lists, read in order."""
     if len(challenger) != len(champion):
         raise ValueError(f"paired outcomes need equal lengths, got {len(challenger)} and {len(champion)}")
-    if not 0 <= margin < 1 or not 0 < alpha < 1:
-        raise ValueError(f"need 0 <= margin < 1 and 0 < alpha < 1, got margin {margin} and alpha {alpha}")
-    x = np.asarray(challenger, dtype=float) - np.asarray(champion, dtype=float) + margin
-    up = np.asarray(BETS) / (1 - margin)
-    down = np.asarray(BETS) / (1 + margin)
-    log_bets = math.log(len(BETS))
-    log_e = {  # log of each mixture's wealth after every pair, (n,)
-        "non-inferior": logsumexp(np.cumsum(np.log1p(up[None] * x[:, None]), axis=0), axis=1) - log_bets,
-        "inferior": logsumexp(np.cumsum(np.log1p(-down[None] * x[:, None]), axis=0), axis=1) - log_bets,
-    }
-    crossed = [(int(np.argmax(e >= -math.log(alpha))) + 1, k) for k, e in log_e.items() if np.any(e >= -math.log(alpha))]
-    stopped, decision = min(crossed) if crossed else (None, "undecided")
-    last = {k: float(np.exp(min(e[-1], 700.0))) if len(e) else 1.0 for k, e in log_e.items()}
-    return {"decision": decision, "stopped_at": stopped, "pairs": len(x), "margin": margin, "alpha": alpha,
-            "e_noninferior": last["non-inferior"], "e_inferior": last["inferior"],
-            "difference": float(np.mean(x) - margin) if len(x) else 0.0,
-            "challenger_only": int(np.sum(x - margin > 0)), "champion_only": int(np.sum(x - margin < 0))}
+    test = NonInferiority(margin, alpha)
+    for a, b in zip(challenger, champion):
+        test.add(bool(a), bool(b))
+    return test.result()
 
 
 def cohen_kappa(a: list, b: list) -> float:
