@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Installed without their dependencies (pyproject's `libero` extra lists what they need instead).
 LIBERO_NODEPS := hf-libero==0.1.4 robosuite==1.4.0 bddl==1.0.1
 
-.PHONY: demo test test-slow test-browser test-lerobot bench clean
+.PHONY: demo test test-slow test-browser test-lerobot smoke release bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,16 @@ test-browser: $(STAMP)
 	command -v chromium >/dev/null || apt-get install -y -q chromium
 	$(BIN)/python -m pip install -q -e '.[browser]'
 	$(BIN)/python -m pytest -q tests/test_human_eval.py -k browser -rs
+
+# CI's smoke job: the whole pipeline at a tiny size (collect, train, evaluate, report) in minutes.
+smoke: $(STAMP)
+	$(BIN)/vlaforge quickstart --output_dir=runs/smoke --collect.env.tasks=[reach] --collect.episodes_per_task=5 \
+		--train.steps=50 --train.grounding_scenes=0 --eval.episodes=5 --splits=[train]
+
+# CI's release job: train, evaluate and time a small policy, then promote it only through the gate
+# (.ci/release; RELEASE_* variables size it). Fails when the gate refuses the challenger.
+release: $(STAMP)
+	.ci/release
 
 # Interop with the real lerobot, which pins an older torch: its own environment, our tests pointed at it.
 LEROBOT_VENV := .venv-lerobot

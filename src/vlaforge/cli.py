@@ -419,7 +419,12 @@ def _quickstart(cfg: QuickstartConfig) -> Any:
 def _registry(cfg: RegistryConfig) -> None:
     from vlaforge.eval.gate import registry
 
-    print(json.dumps(registry(cfg), indent=2, default=str))
+    result = registry(cfg)
+    print(json.dumps(result, indent=2, default=str))
+    if cfg.action == "promote" and result["decision"] != "promoted":  # a pipeline's gate fails here
+        print(f"error: the gate refused version {result['version']} of {result['name']}: {result['reason']}",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
