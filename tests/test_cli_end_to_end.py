@@ -72,6 +72,38 @@ def test_serve_answers_a_client_with_the_local_policys_actions(tmp_path, protoco
         proc.wait(timeout=30)
 
 
+def test_serve_with_metrics_and_an_ab_test_through_the_cli(tmp_path, capsys):
+    pytest.importorskip("prometheus_client", reason="prometheus-client is not installed (pip install 'vlaforge[mlops]')")
+    import urllib.request
+
+    from vlaforge.deploy.latency import observation
+    from vlaforge.deploy.server import PolicyClient
+    from vlaforge.runtime.policy import load_policy
+
+    policy_dir = train_tiny_policy(tmp_path, episodes_per_task=1, steps=2)
+    token = "k3y-from-the-environment-7Qz"
+    proc = subprocess.Popen([sys.executable, "-m", "vlaforge", "serve", f"--policy={policy_dir}", "--port=0",
+                             "--metrics=true", f"--challenger={policy_dir}", f"--ab_log={tmp_path / 'ab.jsonl'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, VLAFORGE_TOKEN=token))
+    try:
+        line = proc.stdout.readline()
+        assert "GET /metrics, POST /outcome, GET /ab" in line, proc.stderr.read()
+        url = line.split(" at ")[1].split(" ")[0]
+        client = PolicyClient(url, token)
+        client.reset(seed=3)
+        client.act(observation(load_policy(policy_dir)))
+        req = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert 'vlaforge_requests_total{code="200"} 1.0' in r.read().decode()
+        assert json.loads((tmp_path / "ab.jsonl").read_text().splitlines()[0])["episode"] == 3
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert main(["serve", f"--policy={policy_dir}", "--deadline_ms=5"]) == 2
+    assert "--drift_reference and --deadline_ms feed the metrics: add --metrics=true" in capsys.readouterr().err
+
+
 def test_bench_latency_and_server_through_the_cli(tmp_path, capsys):
     policy_dir = train_tiny_policy(tmp_path, episodes_per_task=1, steps=2)
     out = tmp_path / "latency.json"

@@ -60,16 +60,6 @@ class BenchConfig:
     seconds: float = field(default=5.0, metadata={"help": "stream: length of the fleet run"})
     max_batch: int = field(default=16, metadata={"help": "stream: most requests in one forward pass"})
     max_wait_ms: float = field(default=2.0, metadata={"help": "stream: longest wait for other robots' requests"})
-    metrics: bool = field(default=False, metadata={"help": "http: Prometheus metrics at GET /metrics (behind the token)"})
-    drift_reference: str = field(default="", metadata={
-        "help": "metrics: training dataset the drift detector compares live requests with; empty = no drift test"})
-    deadline_ms: float = field(default=0.0, metadata={"help": "metrics: inference slower than this counts as a "
-                                                                "deadline miss; 0 = none"})
-    challenger: str = field(default="", metadata={
-        "help": "http: an A/B test: episodes routed between --policy (champion) and this policy, stopping itself"})
-    ab_share: float = field(default=0.5, metadata={"help": "A/B: the challenger's share of episodes"})
-    ab_alpha: float = field(default=0.05, metadata={"help": "A/B: the test's error rate (anytime-valid)"})
-    ab_log: str = field(default="ab.jsonl", metadata={"help": "A/B: every assignment, outcome and decision, appended"})
     output: str = field(default="", metadata={"help": "JSON file for the table; empty = <policy>/<what>.json"})
 
 
@@ -91,6 +81,16 @@ class ServeConfig:
     max_per_client: int = field(default=64, metadata={"help": "concurrent connections allowed from one address"})
     max_batch: int = field(default=16, metadata={"help": "stream: most requests in one forward pass"})
     max_wait_ms: float = field(default=2.0, metadata={"help": "stream: longest wait for other robots' requests"})
+    metrics: bool = field(default=False, metadata={"help": "http: Prometheus metrics at GET /metrics (behind the token)"})
+    drift_reference: str = field(default="", metadata={
+        "help": "metrics: training dataset the drift detector compares live requests with; empty = no drift test"})
+    deadline_ms: float = field(default=0.0, metadata={"help": "metrics: inference slower than this counts as a "
+                                                                "deadline miss; 0 = none"})
+    challenger: str = field(default="", metadata={
+        "help": "http: an A/B test: episodes routed between --policy (champion) and this policy, stopping itself"})
+    ab_share: float = field(default=0.5, metadata={"help": "A/B: the challenger's share of episodes"})
+    ab_alpha: float = field(default=0.05, metadata={"help": "A/B: the test's error rate (anytime-valid)"})
+    ab_log: str = field(default="ab.jsonl", metadata={"help": "A/B: every assignment, outcome and decision, appended"})
 
 
 @dataclass
