@@ -7,8 +7,8 @@ from pathlib import Path
 import vlaforge
 
 LAYERS = [  # lowest first; packages on one line are siblings and may not import each other
-    ["files", "seeds"],
-    ["registry", "config", "pool", "webpage"],
+    ["files", "seeds", "pool"],  # pool: the process pool and the Ray backend, which config's verbs map through
+    ["registry", "config", "webpage"],
     ["envs"],
     ["data"],
     ["models"],
