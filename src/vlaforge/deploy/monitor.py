@@ -121,6 +121,7 @@ class PolicyMonitor:
         self.drift_mmd = Gauge("vlaforge_drift_mmd2", "MMD^2 of the live window against training", registry=r)
         self.drift_p = Gauge("vlaforge_drift_p_value", "permutation p-value of the last drift test", registry=r)
         self.drift_alarm = Gauge("vlaforge_drift_alarm", "1 while the last drift test rejected", registry=r)
+        self.drift_checks = Counter("vlaforge_drift_checks", "drift tests run", registry=r)
         self.drift_alarms = Counter("vlaforge_drift_alarms", "drift tests that rejected", registry=r)
         self.drift_p.set(1.0)
         self.deadline_ms, self.drift = deadline_ms, drift
@@ -167,6 +168,7 @@ class PolicyMonitor:
             try:
                 result = self.drift.update(features)
                 if result is not None:
+                    self.drift_checks.inc()
                     self.drift_mmd.set(result["mmd2"])
                     self.drift_p.set(result["p_value"])
                     self.drift_alarm.set(float(result["alarm"]))

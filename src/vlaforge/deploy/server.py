@@ -51,6 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
+from vlaforge.deploy.ab import ABTest
 from vlaforge.runtime.policy import on_policy_thread
 
 MAX_BODY = 4 * 1024 * 1024
@@ -368,7 +369,7 @@ class PolicyServer:
                     return self._reply(200, {"image_shape": list(p.image_shape), "state_dim": p.state_dim,
                                              "chunk_size": p.cfg.chunk_size, "tasks": p.meta.get("tasks"),
                                              "suite": p.meta.get("suite")})
-                if self.path == "/ab" and hasattr(server.policy, "record"):
+                if self.path == "/ab" and isinstance(server.policy, ABTest):
                     return self._reply(200, server.policy.state())
                 if self.path == "/metrics" and server.monitor is not None:
                     return self._reply(200, server.monitor.exposition(), "text/plain; version=0.0.4; charset=utf-8")
@@ -380,7 +381,7 @@ class PolicyServer:
                                   self.headers.get("Content-Length", "0").strip() != "0")
                 if not self._authorized():
                     return
-                ab = hasattr(server.policy, "record")  # an A/B test (vlaforge.deploy.ab) takes outcomes
+                ab = isinstance(server.policy, ABTest)  # an A/B test takes outcomes
                 if self.path != "/act" and not (ab and self.path == "/outcome"):
                     return self._reply(404, {"error": f"unknown path {self.path[:100]}; POST /act"
                                                       f"{' or /outcome' if ab else ''}"})
