@@ -10,26 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_dataset
+from helpers import synthetic_policy
 
 from vlaforge.deploy.latency import observation
 from vlaforge.deploy.server import MAX_BODY, MAX_SEED, PolicyClient, PolicyServer, load_test
-from vlaforge.models.config import PolicyConfig
 from vlaforge.runtime.policy import load_policy
-from vlaforge.train.config import TrainConfig
-from vlaforge.train.trainer import train
 
 TOKEN = "s3cret-token-for-tests"
 
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    write_dataset(root / "data", episodes=2)
-    out = train(TrainConfig(dataset=str(root / "data"), output_dir=str(root / "run"), steps=2, batch_size=4,
-                            tracking="none", policy=PolicyConfig(d_model=32, n_layers=1, n_heads=2,
-                                                                 vision_channels=[8, 8])), show_progress=False)
-    return load_policy(out)
+    return load_policy(synthetic_policy(tmp_path_factory.mktemp("serve")))
 
 
 @pytest.fixture
