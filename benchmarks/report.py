@@ -641,8 +641,7 @@ def video() -> str:
     episodes = len(f["tasks"]) * f["demos_per_task"]
 
     def per_million(k: str) -> str:
-        per = 1e6 / episodes / 1e9
-        return f"{st[k]['image_bytes'] * per:.0f} GB + {(st[k]['dataset_bytes'] - st[k]['image_bytes']) * per:.0f} GB"
+        return "{:.0f} GB + {:.0f} GB".format(*million_episode_gb(f, k))
 
     return block("video", [
         f"The small cell ({len(f['tasks'])} tasks x {f['demos_per_task']} demos, {png['frames']} frames of 64 px) stored "
@@ -659,6 +658,14 @@ def video() -> str:
         f"Scaled to 10^6 episodes of this cell's mean length ({png['frames'] / episodes:.0f} frames, one 64 px "
         f"camera): {per_million('png')} for PNG, {per_million('av1')} for AV1 and {per_million('h264')} for H.264 (image bytes + the "
         f"rest of the dataset: the data tables and the per-episode metadata files)."])
+
+
+def million_episode_gb(video: dict, storage: str) -> tuple[float, float]:
+    """GB of image bytes and of the rest of the dataset (tables, per-episode metadata) for 10^6
+    episodes like the video benchmark's cell, stored as ``storage`` (png, av1, h264)."""
+    s = video["storage"][storage]
+    per = 1e6 / (len(video["tasks"]) * video["demos_per_task"]) / 1e9
+    return s["image_bytes"] * per, (s["dataset_bytes"] - s["image_bytes"]) * per
 
 
 def scale() -> str:
@@ -713,7 +720,7 @@ def capacity() -> str:
     episodes = len(video["tasks"]) * video["demos_per_task"]
     frames = png["frames"] / episodes  # mean episode length of the measured cell
     av1 = video["storage"]["av1"]
-    image_gb, rest_gb = (x * 1e6 / episodes / 1e9 for x in (av1["image_bytes"], av1["dataset_bytes"] - av1["image_bytes"]))
+    image_gb, rest_gb = million_episode_gb(video, "av1")
     big = max(scale_["sizes"])
     stream = scale_["runs"][f"{big}x stream"]
     cores = ray["cores"]

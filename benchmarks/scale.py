@@ -8,7 +8,7 @@ merged with itself k times (`vlaforge data merge`): the same frames repeated, wh
 measured (bytes to hold or to read per sample) as it would be with k times more collected
 episodes. The 1x collection is also stored as AV1 video to stream from. Each (size, loader) pair
 trains the default recipe for ``--steps`` steps in a fresh process on one core pair; measured are
-that process's peak resident memory (wait4's ru_maxrss), its wall time (the in-memory loader
+that process's peak resident memory (its VmHWM, sampled while it runs), its wall time (the in-memory loader
 decodes everything before the first step) and the median training samples per second after the
 first 10% of steps. The targets: streaming memory flat as the data grows, and streaming throughput
 within 10% of in-memory. Writes benchmarks/results/scale.{json,md}. Run it on an idle machine.

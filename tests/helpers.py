@@ -1,5 +1,7 @@
 """Small synthetic datasets for fast tests."""
 
+import socket
+
 import numpy as np
 
 from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, make_features
@@ -81,3 +83,10 @@ def synthetic_policy(root, steps=2):
     tiny = PolicyConfig(d_model=32, n_layers=1, n_heads=2, vision_channels=[8, 8])
     return str(train(TrainConfig(dataset=str(root / "data"), output_dir=str(root / "run"), steps=steps, batch_size=4,
                                  tracking="none", policy=tiny), show_progress=False))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free at the time of the call (for servers a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -3,7 +3,6 @@ real Prometheus server scraping them (started here; skipped with the reason when
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -12,7 +11,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from helpers import synthetic_policy
+from helpers import free_port, synthetic_policy
 
 pytest.importorskip("prometheus_client", reason="prometheus-client is not installed (pip install 'vlaforge[mlops]')")
 
@@ -109,12 +108,6 @@ def test_the_server_exports_its_metrics_behind_its_token(served):
     assert get_metrics(server.url, "wrong-token-wrong-token")[0] == 401
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_real_prometheus_scrapes_the_served_metrics(served, tmp_path):
     binary = shutil.which("prometheus")
     if binary is None:
@@ -126,7 +119,7 @@ def test_a_real_prometheus_scrapes_the_served_metrics(served, tmp_path):
         "scrape_configs": [{"job_name": "vlaforge", "metrics_path": "/metrics",
                             "authorization": {"credentials": TOKEN},
                             "static_configs": [{"targets": [f"{host}:{port}"]}]}]}))
-    web = _free_port()
+    web = free_port()
     prom = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{web}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

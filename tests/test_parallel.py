@@ -4,14 +4,13 @@ on gloo matching one process with the whole batch; sharded checkpoints resumed i
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import warnings
 
 import pytest
 import torch
-from helpers import write_dataset
+from helpers import free_port, write_dataset
 from safetensors.torch import load_file
 
 from vlaforge.models.config import PolicyConfig
@@ -162,9 +161,7 @@ def test_two_nodes_on_loopback_match_one_process(reference):
     """What a two-machine cluster runs, on one machine: two torchrun agents (``--nnodes=2``, one
     process per node) meeting through c10d rendezvous on 127.0.0.1, data parallel across them."""
     tmp, single = reference
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out = tmp / "two_nodes"
     args = [f"--dataset={tmp / 'data'}", f"--output_dir={out}", *TINY, "--parallel.dp=2", "--batch_size=4"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",

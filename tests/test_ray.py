@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import synthetic_policy
+from helpers import free_port, synthetic_policy
 
 import vlaforge.eval.ablate as ablate_mod
 import vlaforge.eval.generalization as generalization
@@ -31,12 +31,6 @@ from vlaforge.pool import WorkerDied, map_in_workers
 RAY_CLI = Path(sys.executable).parent / "ray"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster():
     """The address of a two-node Ray cluster (one CPU each) that lives as long as this module."""
@@ -47,7 +41,7 @@ def cluster():
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # the driver (this process) too: a loopback cluster without tokens
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats", "--block"]
     nodes = [subprocess.Popen([str(RAY_CLI), "start", "--head", f"--port={port}", "--include-dashboard=false",

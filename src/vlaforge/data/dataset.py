@@ -23,9 +23,10 @@ import contextlib
 import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -457,15 +458,17 @@ def _read_table(path: Path, columns: list[str] | None = None, filters: list | No
     """``filters`` (pyarrow's row filters) skip the row groups whose statistics rule them out."""
     if not path.is_file():
         raise DatasetError(f"dataset file is missing: {path}")
-    try:
-        return pq.read_table(path, columns=columns, filters=filters)
-    except Exception as e:  # pyarrow raises several types for truncated/garbled files
-        raise DatasetError(f"corrupt or truncated dataset file {path}: {e}") from None
+    return _parquet(path, lambda: pq.read_table(path, columns=columns, filters=filters))
 
 
 def _read_schema(path: Path) -> pa.Schema:
+    return _parquet(path, lambda: pq.read_schema(path))
+
+
+def _parquet(path: Path, read: Callable[[], Any]) -> Any:
+    """``read()`` of the parquet file ``path``, its failure told as a DatasetError naming the file."""
     try:
-        return pq.read_schema(path)
+        return read()
     except Exception as e:  # pyarrow raises several types for truncated/garbled files
         raise DatasetError(f"corrupt or truncated dataset file {path}: {e}") from None
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from vlaforge.config import BACKENDS, ConfigError, WorkersConfig, apply_overrides, from_dict, save_yaml, to_dict
+from vlaforge.config import BACKENDS, ConfigError, apply_overrides, from_dict, save_yaml, to_dict
 from vlaforge.eval.config import AblateConfig, QuickstartConfig
 from vlaforge.eval.report import rate_curve
 from vlaforge.eval.stats import difference_interval, wilson_interval
@@ -92,7 +92,7 @@ def run_cell(cfg: QuickstartConfig, root: Path, cell_dir: Path, split: str, show
     from vlaforge.eval.rollout import evaluate
     from vlaforge.train.trainer import train
 
-    where = {f.name for f in dataclasses.fields(WorkersConfig)}  # where it runs does not change the data
+    where = cfg.collect.pool()  # where it runs does not change the data
     data = root / "data" / _digest({k: v for k, v in to_dict(cfg.collect).items() if k not in where})
     if not (data / "done").is_file():
         collect(dataclasses.replace(cfg.collect, output=str(data), resume=(data / "meta").exists()), show_progress)

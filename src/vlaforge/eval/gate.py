@@ -2,8 +2,8 @@
 stated margin, by an anytime-valid paired test on the same scenes (`vlaforge registry promote`).
 
 Both policies are evaluated round by round on the same scenes (each round: ``episodes`` new
-scene seeds per task). After every round the pairs so far go through
-``stats.noninferiority_test``; the gate stops at the first round where the test decides (clear
+scene seeds per task). Each round's pairs are fed to one ``stats.NonInferiority`` test, read
+after every round; the gate stops at the first round where the test decides (clear
 cases stop early) and refuses a challenger still undecided after ``rounds`` rounds. The
 decision, its statistics and every paired episode are stored with the challenger's version
 (a tag and artifacts of its registry run), and a promotion is appended to the champion history
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vlaforge.eval.config import EvalConfig, RegistryConfig
 from vlaforge.eval.rollout import evaluate
-from vlaforge.eval.stats import noninferiority_test
+from vlaforge.eval.stats import NonInferiority
 from vlaforge.files import atomic_write_json
 from vlaforge.runtime.registry import PolicyRegistry
 
@@ -27,7 +27,7 @@ def paired_rounds(champion: str, challenger: str, cfg: RegistryConfig, out: Path
     """Evaluate both policies round by round on the same scenes until the test decides; the
     test's result with the rounds run and the paired outcomes (task, seed, champion, challenger)."""
     pairs: list[tuple[str, int, bool, bool]] = []
-    test: dict = {}
+    test = NonInferiority(cfg.margin, cfg.alpha)
     for r in range(cfg.rounds):
         seed = cfg.seed + r * cfg.episodes
         runs = {}
@@ -37,14 +37,17 @@ def paired_rounds(champion: str, challenger: str, cfg: RegistryConfig, out: Path
             runs[role] = {(e["task"], e["seed"]): bool(e["success"]) for e in evaluate(run, False)["episodes_detail"]}
         if runs["champion"].keys() != runs["challenger"].keys():
             raise ValueError("the two policies were evaluated on different scenes (trained on other suites or tasks?)")
-        pairs += [(t, s, runs["champion"][t, s], runs["challenger"][t, s]) for t, s in sorted(runs["champion"])]
-        test = noninferiority_test([p[3] for p in pairs], [p[2] for p in pairs], cfg.margin, cfg.alpha)
+        new = [(t, s, runs["champion"][t, s], runs["challenger"][t, s]) for t, s in sorted(runs["champion"])]
+        for _, _, champ, chal in new:
+            test.add(chal, champ)
+        pairs += new
+        now = test.result()
         print(f"gate round {r + 1}: {len(pairs)} pairs, champion {sum(p[2] for p in pairs)}, challenger "
-              f"{sum(p[3] for p in pairs)} successes; e(non-inferior) {test['e_noninferior']:.3g}, "
-              f"e(inferior) {test['e_inferior']:.3g}", flush=True)
-        if test["decision"] != "undecided":
+              f"{sum(p[3] for p in pairs)} successes; e(non-inferior) {now['e_noninferior']:.3g}, "
+              f"e(inferior) {now['e_inferior']:.3g}", flush=True)
+        if test.decision != "undecided":
             break
-    return test | {"rounds": r + 1, "episodes_per_round": cfg.episodes,
+    return test.result() | {"rounds": r + 1, "episodes_per_round": cfg.episodes,
                    "pairs_detail": [{"task": t, "seed": s, "champion": a, "challenger": b} for t, s, a, b in pairs]}
 
 

@@ -83,9 +83,8 @@ class PolicyRegistry:
         from vlaforge.runtime.policy import load_policy
 
         src = Path(policy)
-        load_policy(src)  # refuses a corrupt or incomplete directory before anything is written
+        meta = load_policy(src).meta  # refuses a corrupt or incomplete directory before anything is written
         tags = {"vlaforge.source": str(src.resolve()), "vlaforge.fingerprint": sha256_file(src / "config.json")}
-        meta = json.loads((src / "config.json").read_text())
         tags |= {"vlaforge.suite": str(meta.get("suite", "")), "vlaforge.tasks": ",".join(meta.get("tasks", []))}
         if (src / "deploy.json").is_file():
             tags["vlaforge.runtime"] = str(json.loads((src / "deploy.json").read_text()).get("runtime", ""))
@@ -143,15 +142,15 @@ class PolicyRegistry:
 
     def show(self, ref: str) -> dict:
         mv = self.version(ref)
-        aliases = [a for a, v in self.aliases(mv.name).items() if v == int(mv.version)]
-        return {"name": mv.name, "version": int(mv.version), "aliases": aliases, "source": mv.source,
-                "run_id": mv.run_id, "tags": dict(mv.tags), "created": mv.creation_timestamp}
+        return _describe(mv, self.aliases(mv.name))
 
     def versions(self, name: str) -> list[dict]:
-        if name not in self.names():
-            raise KeyError(f"no registered model {name!r} in {self.uri}; registered: {', '.join(self.names()) or 'none'}")
+        known = self.names()
+        if name not in known:
+            raise KeyError(f"no registered model {name!r} in {self.uri}; registered: {', '.join(known) or 'none'}")
+        aliases = self.aliases(name)
         found = self.client.search_model_versions(f"name='{name}'")
-        return [self.show(f"{name}/{v}") for v in sorted(int(m.version) for m in found)]
+        return [_describe(mv, aliases) for mv in sorted(found, key=lambda mv: int(mv.version))]
 
     def local_path(self, ref: str) -> Path:
         """The registered policy directory on this machine (downloaded from a remote store once)."""
@@ -197,6 +196,12 @@ class PolicyRegistry:
         self.client.set_model_version_tag(name, str(history[-1]), "vlaforge.rolled_back", "true")
         self.client.set_registered_model_alias(name, "champion", str(history[-2]))
         return history[-2]
+
+
+def _describe(mv, aliases: dict[str, int]) -> dict:
+    """An MLflow ModelVersion as `registry show` prints it; ``aliases``: its model's alias -> version."""
+    return {"name": mv.name, "version": int(mv.version), "aliases": [a for a, v in aliases.items() if v == int(mv.version)],
+            "source": mv.source, "run_id": mv.run_id, "tags": dict(mv.tags), "created": mv.creation_timestamp}
 
 
 def resolve_policy(ref: str, uri: str = "") -> Path:
