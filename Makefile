@@ -25,11 +25,12 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -rs -m slow
 
-# The human-eval app in a real headless browser: Debian's chromium driven by Playwright.
+# The pages in a real headless browser: Debian's chromium, driving the human-eval app through
+# Playwright and rendering the serving dashboard.
 test-browser: $(STAMP)
 	command -v chromium >/dev/null || apt-get install -y -q chromium
 	$(BIN)/python -m pip install -q -e '.[browser]'
-	$(BIN)/python -m pytest -q tests/test_human_eval.py -k browser -rs
+	$(BIN)/python -m pytest -q tests/test_human_eval.py tests/test_dashboard.py -k "browser or chromium" -rs
 
 # CI's smoke job: the whole pipeline at a tiny size (collect, train, evaluate, report) in minutes.
 smoke: $(STAMP)

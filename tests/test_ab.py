@@ -106,3 +106,25 @@ def test_the_server_takes_outcomes_and_reports_the_experiment(tmp_path):
         assert code == 200 and state["decision"] is None and set(ab.assigned) == {0, 1, 2, 3}
     finally:
         server.stop()
+
+
+def test_simulated_traffic_rolls_served_episodes_and_reports_them(tmp_path):
+    """Traffic: each episode resets the server's policy with its scene seed (so the A/B test routes
+    it), runs to the env's end on served actions, and posts the outcome."""
+    from vlaforge.deploy.traffic import Traffic
+
+    path = synthetic_policy(tmp_path / "a", steps=1)
+    a, b = load_policy(path), load_policy(path)
+    ab = ABTest(a, b, share=0.5, seed=0)
+    server = PolicyServer(ab, token=TOKEN, port=0).start()
+    try:
+        traffic = Traffic(PolicyClient(server.url, TOKEN), path, horizon=8)
+        out = traffic.run(range(1000, 1004), report=True)
+        assert [o["task"] for o in out] == ["reach", "press_button"] * 2  # tasks[seed % 2]
+        assert all(o["steps"] == 100 and not o["success"] for o in out)  # a 1-step policy never succeeds: max_steps
+        assert set(ab.assigned) == set(range(1000, 1004)) and out[-1]["ab"]["episodes"] == ab.state()["episodes"]
+        assert sum(out[-1]["ab"]["episodes"].values()) == 4
+        with pytest.raises(ValueError, match="horizon must be in"):
+            Traffic(PolicyClient(server.url, TOKEN), path, horizon=9)
+    finally:
+        server.stop()

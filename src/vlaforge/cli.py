@@ -355,7 +355,7 @@ def _serve(cfg: ServeConfig) -> Any:
             drift = DriftDetector.from_dataset(cfg.drift_reference) if cfg.drift_reference else None
             monitor = PolicyMonitor(policy.action_dim, drift, cfg.deadline_ms)
         server = PolicyServer(policy, given, cfg.host, cfg.port, cfg.timeout_s, cfg.max_per_client, monitor).start()
-        what = ("POST /act, GET /info" + (", GET /metrics" if monitor else "")
+        what = ("POST /act, GET /info" + (f", GET /metrics, dashboard {server.url}/dashboard#token=TOKEN" if monitor else "")
                 + (", POST /outcome, GET /ab" if cfg.challenger else ""))
     else:
         from vlaforge.deploy.stream import StreamServer

@@ -104,9 +104,13 @@ class ABTest:
             return self.state()
 
     def state(self) -> dict:
+        """The experiment now: outcomes per arm, the pairs tested, the running e-values of both
+        claims (a claim is made when its e-value reaches 2 / alpha) and the decision, if any."""
+        r = self.test.result()
         return {"share": self.share, "alpha": self.alpha, "decision": self.decision,
                 "episodes": {a: len(v) for a, v in self.outcomes.items()},
-                "successes": {a: sum(v) for a, v in self.outcomes.items()}}
+                "successes": {a: sum(v) for a, v in self.outcomes.items()}, "pairs": r["pairs"],
+                "e_challenger_better": r["e_noninferior"], "e_challenger_worse": r["e_inferior"]}
 
     def _log(self, entry: dict) -> None:
         entry = {"time": time.time(), **entry}

@@ -104,7 +104,8 @@ class PolicyMonitor:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("vlaforge_requests", "act requests by HTTP status", ["code"], registry=r)
-        self.request_seconds = Histogram("vlaforge_request_seconds", "act request wall time, parse to reply",
+        self.request_seconds = Histogram("vlaforge_request_seconds",
+                                         "act request wall time, parse to reply (its send excluded)",
                                          buckets=LATENCY_BUCKETS, registry=r)
         self.inference_seconds = Histogram("vlaforge_inference_seconds", "policy inference time per act",
                                            buckets=LATENCY_BUCKETS, registry=r)
@@ -121,14 +122,25 @@ class PolicyMonitor:
         self.drift_mmd = Gauge("vlaforge_drift_mmd2", "MMD^2 of the live window against training", registry=r)
         self.drift_p = Gauge("vlaforge_drift_p_value", "permutation p-value of the last drift test", registry=r)
         self.drift_alarm = Gauge("vlaforge_drift_alarm", "1 while the last drift test rejected", registry=r)
+        self.drift_alpha = Gauge("vlaforge_drift_alpha", "significance level of the drift tests", registry=r)
         self.drift_checks = Counter("vlaforge_drift_checks", "drift tests run", registry=r)
         self.drift_alarms = Counter("vlaforge_drift_alarms", "drift tests that rejected", registry=r)
+        self.ab_episodes = Gauge("vlaforge_ab_episodes", "A/B test: episodes with an outcome, per arm", ["arm"],
+                                 registry=r)
+        self.ab_successes = Gauge("vlaforge_ab_successes", "A/B test: successful episodes, per arm", ["arm"],
+                                  registry=r)
+        self.ab_e_value = Gauge("vlaforge_ab_e_value", "A/B test: running e-value of each claim (decides at 2/alpha)",
+                                ["claim"], registry=r)
+        self.ab_threshold = Gauge("vlaforge_ab_threshold", "A/B test: the e-value at which a claim is made", registry=r)
+        self.ab_decision = Gauge("vlaforge_ab_decision", "A/B test: 0 running, 1 challenger promoted, -1 rolled back",
+                                 registry=r)
         self.drift_p.set(1.0)
         self.deadline_ms, self.drift = deadline_ms, drift
         self.actions: deque = deque(maxlen=100)
         self.action_dim = action_dim
         self._checks: queue.Queue = queue.Queue()
         if drift is not None:  # the tests run off the request path, on their own thread
+            self.drift_alpha.set(drift.alpha)
             threading.Thread(target=self._run_checks, daemon=True, name="drift-checks").start()
 
     def observe(self, obs: dict, actions: np.ndarray, inference_ms: float, request_s: float) -> None:
@@ -161,6 +173,17 @@ class PolicyMonitor:
             self.estops.inc()
         else:
             self.interventions.labels(kind=kind).inc()
+
+    def record_ab(self, state: dict) -> None:
+        """The A/B experiment's state (``ABTest.state()``) after an outcome."""
+        for arm, n in state["episodes"].items():
+            self.ab_episodes.labels(arm=arm).set(n)
+            self.ab_successes.labels(arm=arm).set(state["successes"][arm])
+        self.ab_e_value.labels(claim="challenger_better").set(state["e_challenger_better"])
+        self.ab_e_value.labels(claim="challenger_worse").set(state["e_challenger_worse"])
+        self.ab_threshold.set(2 / state["alpha"])
+        decision = state["decision"]
+        self.ab_decision.set(0 if decision is None else 1 if decision["action"] == "promote" else -1)
 
     def _run_checks(self) -> None:
         while True:

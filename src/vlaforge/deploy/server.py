@@ -6,10 +6,11 @@
     GET  /info   the policy's input shapes, chunk size and tasks
     GET  /health "ok" (no token needed)
     GET  /metrics  Prometheus series, when served with a monitor (vlaforge.deploy.monitor)
+    GET  /dashboard  live plots of those series (no token: the page asks for /dashboard#token=TOKEN)
     POST /outcome  {"seed": the episode's reset seed, "success": bool}, and GET /ab: when the
                  policy is an A/B test (vlaforge.deploy.ab)
 
-Every request but /health must carry ``Authorization: Bearer <token>`` (compared in constant
+Every request but /health and /dashboard must carry ``Authorization: Bearer <token>`` (compared in constant
 time; a token under ``MIN_TOKEN`` characters, or with few distinct ones, is refused). The server
 binds 127.0.0.1 unless told otherwise and treats every client as hostile:
 
@@ -52,6 +53,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from vlaforge.deploy.ab import ABTest
+from vlaforge.deploy.dashboard import dashboard_html
 from vlaforge.runtime.policy import on_policy_thread
 
 MAX_BODY = 4 * 1024 * 1024
@@ -362,6 +364,8 @@ class PolicyServer:
                 self._deadline(False)
                 if self.path == "/health":
                     return self._reply(200, {"status": "ok"})
+                if self.path == "/dashboard" and server.monitor is not None:  # static: its script sends the token
+                    return self._reply(200, dashboard_html().encode(), "text/html; charset=utf-8")
                 if not self._authorized():
                     return
                 if self.path == "/info":
@@ -373,7 +377,8 @@ class PolicyServer:
                     return self._reply(200, server.policy.state())
                 if self.path == "/metrics" and server.monitor is not None:
                     return self._reply(200, server.monitor.exposition(), "text/plain; version=0.0.4; charset=utf-8")
-                self._reply(404, {"error": f"unknown path {self.path[:100]}; use /act, /info, /metrics or /health"})
+                self._reply(404, {"error": f"unknown path {self.path[:100]}; use /act, /info, /metrics, /dashboard "
+                                          "or /health"})
 
             def do_POST(self) -> None:
                 # Until the length is checked, assume a body follows: an early reply then lingers.
@@ -411,9 +416,9 @@ class PolicyServer:
                     if monitor is not None:
                         monitor.failed(code)
                     return self._reply(code, {"error": str(e)})
-                self._reply(200, {"actions": actions.tolist(), "inference_ms": ms})
-                if monitor is not None:
+                if monitor is not None:  # counted before the reply: a client that has its reply sees it counted
                     monitor.observe(obs, actions, ms, time.perf_counter() - t0)
+                self._reply(200, {"actions": actions.tolist(), "inference_ms": ms})
 
             def _outcome(self, body: bytes) -> None:
                 """POST /outcome {"seed": the episode's reset seed, "success": true|false}."""
@@ -425,9 +430,12 @@ class PolicyServer:
                 except ValueError:
                     return self._reply(400, {"error": 'outcome must be {"seed": int, "success": bool}'})
                 try:
-                    return self._reply(200, server.policy.record(req["seed"], req["success"]))
+                    state = server.policy.record(req["seed"], req["success"])
                 except ValueError as e:
                     return self._reply(409, {"error": str(e)})
+                if server.monitor is not None:
+                    server.monitor.record_ab(state)
+                return self._reply(200, state)
 
         return Handler
 
@@ -494,6 +502,13 @@ class PolicyClient:
 
     def reset(self, seed: int = 0) -> None:
         self._reset, self._seed = True, seed
+
+    def outcome(self, seed: int, success: bool) -> dict:
+        """Report an A/B-served episode's outcome; the experiment's state after it."""
+        return self._call("POST", "/outcome", {"seed": int(seed), "success": bool(success)})
+
+    def ab(self) -> dict:
+        return self._call("GET", "/ab")
 
     def act(self, obs: dict) -> np.ndarray:
         image = np.ascontiguousarray(obs["image"], dtype=np.uint8)
