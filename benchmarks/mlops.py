@@ -14,12 +14,12 @@ policy server over HTTP (vlaforge.deploy.traffic), as a robot would.
   quarter of it, and a better challenger trained twice as long, all registered in a fresh MLflow
   registry; `registry promote` (margin 5 points, alpha 0.05, 10 episodes per task per round, at
   most 10 rounds) must refuse the first and promote the second.
-- **Drift**: the champion served with the drift detector (reference: 1000 training frames;
-  window 100 requests, a test every 25, alpha 0.01). Per repeat, a fresh detector (its own
-  permutation seed) sees ``--clean_episodes`` episodes of the training distribution and then
-  episodes of a held-out target domain until it alarms (at most 40): the alarm delay in episodes
-  and requests after the switch, per domain. False alarms: every test run on the clean episodes
-  (per test, and per clean stream: any alarm at all).
+- **Drift**: the champion served with the drift detector (reference: the mean features of the
+  training episodes; a test every 5 episodes on the last 20, alpha 0.01). Per repeat, a fresh
+  detector (its own permutation seed) sees ``--clean_episodes`` episodes of the training
+  distribution and then episodes of a held-out target domain until it alarms (at most 40): the
+  alarm delay in episodes after the switch, per domain. False alarms: every test run on clean
+  episodes only (per test, and per clean stream: any alarm at all).
 - **A/B**: champion against a challenger that, in a share ``q`` of its episodes (drawn from the
   episode's seed), holds the robot still (zero actions) and so fails; its expected success is the
   champion's times (1 - q), so the gap is planted: q is set to 20 and 5 points over the
@@ -124,30 +124,26 @@ def drift(policy_dir, data, repeats: int, clean: int) -> dict:
         for r in range(repeats):
             monitor = PolicyMonitor(policy.action_dim, DriftDetector.from_dataset(data, seed=r))
             server, client = serve(policy, monitor)
-            traffic = Traffic(client, policy_dir)
-            clean_checks, clean_alarms, delay, requests_at_switch = 0, 0, None, 0
+            traffic = Traffic(client)
+            tests, delay = [], None  # (episodes ended when the test ran, alarm)
             for e in range(clean + 40):
-                shifted = e >= clean
-                if e == clean:
-                    requests_at_switch = monitor.drift.seen
-                    clean_checks, clean_alarms = checks(monitor)
-                traffic.episode(seed, domain if shifted else "")
+                traffic.episode(seed, domain if e >= clean else "")
                 seed += 1
                 monitor.flush()
-                if shifted and monitor.drift.last is not None and monitor.drift.last["alarm"] and \
-                        monitor.drift.last["requests"] > requests_at_switch:
-                    delay = {"episodes": e - clean + 1, "requests": monitor.drift.seen - requests_at_switch}
-                    break
+                last = monitor.drift.last
+                if last is not None and (not tests or last["seen"] != tests[-1][0]):
+                    tests.append((last["seen"], bool(last["alarm"])))
+                    # An episode ends at the next reset: a test whose episodes include a shifted one
+                    # has seen more than ``clean`` episodes end.
+                    if last["seen"] > clean and last["alarm"]:
+                        delay = e - clean + 1  # episodes started in the new domain when the alarm rose
+                        break
             server.stop()
-            rows.append({"domain": domain, "repeat": r, "clean_checks": clean_checks, "clean_alarms": clean_alarms,
-                         "delay": delay})
-            print(f"drift {domain} #{r}: clean {clean_alarms}/{clean_checks} alarms, delay {delay}", flush=True)
+            clean_tests = [a for n, a in tests if n <= clean]
+            rows.append({"domain": domain, "repeat": r, "clean_checks": len(clean_tests),
+                         "clean_alarms": sum(clean_tests), "delay": delay})
+            print(f"drift {domain} #{r}: clean {sum(clean_tests)}/{len(clean_tests)} alarms, delay {delay}", flush=True)
     return {"rows": rows}
-
-
-def checks(monitor: PolicyMonitor) -> tuple[int, int]:
-    """Drift tests run and rejected so far (the monitor's own counters)."""
-    return tuple(int(monitor.registry.get_sample_value(f"vlaforge_drift_{s}_total")) for s in ("checks", "alarms"))
 
 
 def ab_served(policy_dir, q: float, repeats: int, cap: int, first_seed: int) -> list[dict]:
@@ -159,7 +155,7 @@ def ab_served(policy_dir, q: float, repeats: int, cap: int, first_seed: int) -> 
         challenger = HoldsStill(on_policy_thread(load_policy, str(policy_dir)), q, salt=r)
         ab = ABTest(champion, challenger, share=0.5, alpha=0.05, seed=r)
         server, client = serve(ab)
-        traffic = Traffic(client, policy_dir)
+        traffic = Traffic(client)
         for _ in range(cap):
             traffic.episode(seed, report=True)
             seed += 1
@@ -266,11 +262,9 @@ def _figures(alone, gates, drifts, served, simulated, planted, p, p_served) -> d
     drift_summary: dict = {}
     for domain in DOMAINS:
         rows = [r for r in drifts["rows"] if r["domain"] == domain]
-        delays = [r["delay"]["episodes"] for r in rows if r["delay"]]
-        drift_summary[domain] = {
-            "detected": f"{len(delays)}/{len(rows)}",
-            "delay_episodes": delays, "delay_episodes_median": statistics.median(delays) if delays else None,
-            "delay_requests": [r["delay"]["requests"] for r in rows if r["delay"]]}
+        delays = [r["delay"] for r in rows if r["delay"]]
+        drift_summary[domain] = {"detected": f"{len(delays)}/{len(rows)}", "delay_episodes": delays,
+                                 "delay_episodes_median": statistics.median(delays) if delays else None}
     clean_checks = sum(r["clean_checks"] for r in drifts["rows"])
     clean_alarms = sum(r["clean_alarms"] for r in drifts["rows"])
     ab = {}
@@ -302,8 +296,7 @@ def _rows(f: dict) -> list[dict]:
             for k, v in f["gate"].items() if k != "champions"]
     for domain, d in f["drift"].items():
         rows.append({"part": "drift", "case": f"switch to {domain}", "result":
-                     f"alarmed in {d['detected']} streams, after {d['delay_episodes']} episodes "
-                     f"({d['delay_requests']} requests)"})
+                     f"alarmed in {d['detected']} streams, after {d['delay_episodes']} episodes"})
     fa = f["drift_false_alarms"]
     rows.append({"part": "drift", "case": "training distribution", "result":
                  f"{fa['alarms']} of {fa['tests']} tests alarmed ({fa['streams_with_any']} of {fa['streams']} streams)"})

@@ -862,6 +862,49 @@ def reliability() -> str:
         f"Silent differences in all: {f['silent_differences']}; non-finite actions: {f['non_finite_actions']}."])
 
 
+def mlops() -> str:
+    f = load("mlops")["figures"]
+    g, alone = f["gate"], f["standalone_success"]
+    gate_rows = [[name, pct(alone[name], 0), v["decision"], v["rounds"] or "", v["pairs"] or "",
+                  f"{v['challenger_successes']} vs {v['champion_successes']}" if v["rounds"] else "",
+                  sig(v["e_noninferior"]) if v["rounds"] else "", sig(v["e_inferior"]) if v["rounds"] else ""]
+                 for name, v in g.items() if name != "champions"]
+    s = f["gate_settings"]
+    drift_rows = [[d, v["detected"], ", ".join(map(str, v["delay_episodes"]))] for d, v in f["drift"].items()]
+    fa = f["drift_false_alarms"]
+    ab_rows = []
+    for name, a in f["ab"].items():
+        m = a["simulated"]
+        served = ", ".join(f"{r['decision'] or 'undecided'} at {r['episodes']}" for r in a["served_runs"])
+        ab_rows.append([name, f"{100 * a['planted_gap']:.1f}", served, pct(m["promote"]), pct(m["rollback"]),
+                        pct(m["undecided"]), m["episodes_median"] if m["episodes_median"] is not None else "",
+                        m["episodes_p90"] if m["episodes_p90"] is not None else ""])
+    sim = next(iter(f["ab"].values()))["simulated"]
+    return block("mlops", [
+        f"The gate (margin {pct(s['margin'], 0)}, alpha {s['alpha']}, {s['episodes']} episodes per task per round, "
+        f"at most {s['rounds']} rounds) on policies trained here; each is promoted against the champion of the moment "
+        "(alone: its success over 25 episodes per task, evaluated by itself):", "",
+        *table(["challenger", "alone", "decision", "rounds", "pairs", "successes (challenger vs champion)",
+                "e(non-inferior)", "e(inferior)"], gate_rows), "",
+        "The drift alarm (a test every 5 episodes on the last 20, alpha 0.01) after the served robots switch to a "
+        "held-out domain: streams that alarmed within 40 episodes, and the episodes started in the new domain when the "
+        "alarm rose:", "", *table(["domain", "alarmed", "episodes to alarm"], drift_rows), "",
+        f"On the training distribution (the episodes before each switch), {fa['alarms']} of {fa['tests']} drift tests "
+        f"alarmed ({pct(fa['per_test']) if fa['per_test'] is not None else 'no tests'} per test); "
+        f"{fa['streams_with_any']} of {fa['streams']} clean streams had at least one false alarm.", "",
+        f"The online A/B test (alpha 0.05, half the episodes to each arm) against a challenger that fails a planted "
+        f"share of its episodes. Served: real episodes through the policy server, until the test decided (episodes "
+        f"at the decision or at the cap). Simulated: {sim['runs']} runs of the same test on outcomes drawn at the "
+        f"champion's served success rate ({pct(f['ab_champion_success_served'])}) and the planted challenger rate, "
+        f"at most {sim['cap']} episodes each; episodes to decision over the runs that decided:", "",
+        *table(["case", "planted gap (points)", "served runs", "promote", "rollback", "undecided", "median episodes",
+                "p90 episodes"], ab_rows), "",
+        f"Targets: the quarter-data challenger refused and the better one promoted "
+        f"({'met' if f['gate_meets_target'] else 'not met'}); with equal policies a wrong decision (promote or "
+        f"rollback) in {pct(f['ab']['equal']['simulated']['promote'] + f['ab']['equal']['simulated']['rollback'])} "
+        f"of simulated runs, against alpha 0.05."])
+
+
 def data() -> str:
     return "\n\n".join(part(make) for make in DATA)
 
@@ -873,7 +916,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
                  architectures_scaling,
                  sim2real, deploy, safety, evaluation, data, *DATA, reliability, text_encoders, profile_step,
                  small_cell, small_cell_horizon, small_cell_auxcond, cbf_qp, finetune, libero_experts, serving, realtime,
-                 video, scale, ray_backend, capacity)
+                 video, scale, ray_backend, capacity, mlops)
 }
 
 

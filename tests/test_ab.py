@@ -118,13 +118,13 @@ def test_simulated_traffic_rolls_served_episodes_and_reports_them(tmp_path):
     ab = ABTest(a, b, share=0.5, seed=0)
     server = PolicyServer(ab, token=TOKEN, port=0).start()
     try:
-        traffic = Traffic(PolicyClient(server.url, TOKEN), path, horizon=8)
+        traffic = Traffic(PolicyClient(server.url, TOKEN), horizon=8)
         out = traffic.run(range(1000, 1004), report=True)
         assert [o["task"] for o in out] == ["reach", "press_button"] * 2  # tasks[seed % 2]
         assert all(o["steps"] == 100 and not o["success"] for o in out)  # a 1-step policy never succeeds: max_steps
         assert set(ab.assigned) == set(range(1000, 1004)) and out[-1]["ab"]["episodes"] == ab.state()["episodes"]
         assert sum(out[-1]["ab"]["episodes"].values()) == 4
         with pytest.raises(ValueError, match="horizon must be in"):
-            Traffic(PolicyClient(server.url, TOKEN), path, horizon=9)
+            Traffic(PolicyClient(server.url, TOKEN), horizon=9)
     finally:
         server.stop()

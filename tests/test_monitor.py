@@ -11,7 +11,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from helpers import free_port, synthetic_policy
+from helpers import free_port, synthetic_policy, write_dataset
 
 pytest.importorskip("prometheus_client", reason="prometheus-client is not installed (pip install 'vlaforge[mlops]')")
 
@@ -33,6 +33,41 @@ def test_drift_stays_quiet_on_the_training_distribution_and_fires_on_a_shift():
     stream = rng.normal(size=(60, 6)) + np.array([1.0, 1.0, 0, 0, 0, 0])
     first = [r for r in (shifted.update(x) for x in stream) if r is not None]
     assert len(first) == 1 and first[0]["alarm"] and first[0]["p_value"] < 0.02
+
+
+def test_drift_is_tested_per_episode_so_clustered_requests_do_not_alarm():
+    """Requests of one episode share a scene, so a window of requests is a few scenes' worth: a
+    request-level test rejects on the training distribution itself. Episode means are
+    exchangeable: quiet on the same stream, and a shift still fires."""
+    rng = np.random.default_rng(0)
+    image = np.zeros((1, 4, 4, 3), np.uint8)
+
+    def features(state):
+        return observation_features(image, state, np.zeros(1))
+
+    reference = np.stack([features(s) for s in rng.normal(size=(300, 3))])  # one row per training episode
+
+    def stream(episodes, shift=0.0):  # 10 requests per episode around the episode's own scene
+        return [[scene + shift + 0.05 * rng.normal(size=3) for _ in range(10)] for scene in rng.normal(size=(episodes, 3))]
+
+    clean = stream(60)
+    per_request = DriftDetector(reference, window=100, every=50, alpha=0.01, permutations=100, seed=1)
+    alarms = [r["alarm"] for r in (per_request.update(features(s)) for ep in clean for s in ep) if r is not None]
+    assert len(alarms) == 11 and sum(alarms) >= 8  # the request-level test fails on clean traffic
+
+    monitor = PolicyMonitor(1, DriftDetector(reference, window=20, every=5, alpha=0.01, permutations=100, seed=1))
+    for ep in clean:
+        for k, s in enumerate(ep):
+            monitor.observe({"image": image, "state": s}, np.zeros((2, 1)), 1.0, 0.001, new_episode=k == 0)
+    monitor.flush()
+    value = monitor.registry.get_sample_value
+    assert value("vlaforge_drift_episodes_total") == 59 and value("vlaforge_drift_checks_total") == 8  # 20, 25 .. 55
+    assert value("vlaforge_drift_alarms_total") <= 1
+    for ep in stream(21, shift=1.5):  # the scenes move: the window fills with shifted episodes
+        for k, s in enumerate(ep):
+            monitor.observe({"image": image, "state": s}, np.zeros((2, 1)), 1.0, 0.001, new_episode=k == 0)
+    monitor.flush()
+    assert monitor.drift.last["alarm"] and value("vlaforge_drift_alarm") == 1
 
 
 def test_observation_features_summarise_cameras_state_and_action():
@@ -77,7 +112,8 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("monitor")
     path = synthetic_policy(root)
     policy = load_policy(path)
-    drift = DriftDetector.from_dataset(root / "data", samples=200, window=20, every=10, permutations=50)
+    write_dataset(root / "reference", episodes=12)
+    drift = DriftDetector.from_dataset(root / "reference", window=5, every=5, permutations=50)
     monitor = PolicyMonitor(policy.action_dim, drift)
     server = PolicyServer(policy, token=TOKEN, port=0, monitor=monitor).start()
     yield policy, server, monitor
@@ -98,11 +134,13 @@ def test_the_server_exports_its_metrics_behind_its_token(served):
     client = PolicyClient(server.url, TOKEN)
     before = get_metrics(server.url, TOKEN)[1]
     done = sample_value(before, 'vlaforge_requests_total{code="200"}') if 'code="200"' in before else 0
-    for seed in range(20):
+    for seed in range(20):  # 10 episodes of 2 requests
+        client.reset(seed // 2)
         client.act(observation(policy, seed=seed))
     monitor.flush()
     code, text = get_metrics(server.url, TOKEN)
     assert code == 200 and sample_value(text, 'vlaforge_requests_total{code="200"}') == done + 20
+    assert sample_value(text, "vlaforge_drift_episodes_total") >= 9  # the 10th ends at the next reset
     assert sample_value(text, "vlaforge_drift_checks_total") >= 1  # a drift test ran on the full window
     assert 0 < sample_value(text, "vlaforge_drift_p_value") <= 1
     assert get_metrics(server.url, "wrong-token-wrong-token")[0] == 401

@@ -15,7 +15,15 @@ from typing import Any, Callable
 
 from vlaforge.config import ConfigError, apply_overrides, describe_fields, load_yaml
 from vlaforge.data.config import CollectConfig, DataConfig
-from vlaforge.deploy.config import BenchConfig, ControlConfig, ExportConfig, PruneConfig, QuantizeConfig, ServeConfig
+from vlaforge.deploy.config import (
+    BenchConfig,
+    ControlConfig,
+    ExportConfig,
+    PruneConfig,
+    QuantizeConfig,
+    ServeConfig,
+    TrafficConfig,
+)
 from vlaforge.eval.config import (
     AblateConfig,
     ActiveConfig,
@@ -352,11 +360,13 @@ def _serve(cfg: ServeConfig) -> Any:
         if cfg.metrics:
             from vlaforge.deploy.monitor import DriftDetector, PolicyMonitor
 
-            drift = DriftDetector.from_dataset(cfg.drift_reference) if cfg.drift_reference else None
+            drift = DriftDetector.from_dataset(cfg.drift_reference, window=cfg.drift_window,
+                                               every=cfg.drift_every) if cfg.drift_reference else None
             monitor = PolicyMonitor(policy.action_dim, drift, cfg.deadline_ms)
         server = PolicyServer(policy, given, cfg.host, cfg.port, cfg.timeout_s, cfg.max_per_client, monitor).start()
-        what = ("POST /act, GET /info" + (f", GET /metrics, dashboard {server.url}/dashboard#token=TOKEN" if monitor else "")
-                + (", POST /outcome, GET /ab" if cfg.challenger else ""))
+        what = ("POST /act, GET /info" + (", GET /metrics" if monitor else "")
+                + (", POST /outcome, GET /ab" if cfg.challenger else "")
+                + (f"; dashboard: {server.url}/dashboard#token=TOKEN" if monitor else ""))
     else:
         from vlaforge.deploy.stream import StreamServer
 
@@ -371,6 +381,14 @@ def _serve(cfg: ServeConfig) -> Any:
         threading.Event().wait()
     except KeyboardInterrupt:
         server.stop()
+
+
+def _traffic(cfg: TrafficConfig) -> Any:
+    from vlaforge.deploy.traffic import drive
+
+    summary = drive(cfg)
+    print(json.dumps(summary, indent=2))
+    return summary
 
 
 def _prune(cfg: PruneConfig) -> Any:
@@ -450,6 +468,8 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "safe-rl": (SafeRLConfig, _safe_rl, "constrained RL fine-tuning (PPO-Lagrangian) under a violation-cost budget"),
     "bench": (BenchConfig, _bench, "vlaforge bench latency|server|stream --policy=DIR: act() p50/p99, server load tests"),
     "serve": (ServeConfig, _serve, "serve a policy's actions over HTTP or a WebSocket stream (token, 127.0.0.1)"),
+    "traffic": (TrafficConfig, _traffic, "simulated robots for a served policy: episodes rolled here, actions from "
+                                         "the server, outcomes reported to its A/B test"),
     "quickstart": (QuickstartConfig, _quickstart, "collect -> train -> eval on the built-in suite"),
     "runs": (RunsConfig, _runs, "list training runs: status, step, loss, dataset hash, commit"),
     "registry": (RegistryConfig, _registry, "vlaforge registry register|list|show|alias|promote|rollback: policies "

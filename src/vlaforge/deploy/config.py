@@ -83,7 +83,10 @@ class ServeConfig:
     max_wait_ms: float = field(default=2.0, metadata={"help": "stream: longest wait for other robots' requests"})
     metrics: bool = field(default=False, metadata={"help": "http: Prometheus metrics at GET /metrics (behind the token)"})
     drift_reference: str = field(default="", metadata={
-        "help": "metrics: training dataset the drift detector compares live requests with; empty = no drift test"})
+        "help": "metrics: training dataset the drift detector compares live episodes with; empty = no drift test"})
+    drift_window: int = field(default=20, metadata={"help": "drift: episodes in each test (an episode ends at the "
+                                                            "next reset)"})
+    drift_every: int = field(default=5, metadata={"help": "drift: episodes between tests"})
     deadline_ms: float = field(default=0.0, metadata={"help": "metrics: inference slower than this counts as a "
                                                                 "deadline miss; 0 = none"})
     challenger: str = field(default="", metadata={
@@ -91,6 +94,20 @@ class ServeConfig:
     ab_share: float = field(default=0.5, metadata={"help": "A/B: the challenger's share of episodes"})
     ab_alpha: float = field(default=0.05, metadata={"help": "A/B: the test's error rate (anytime-valid)"})
     ab_log: str = field(default="ab.jsonl", metadata={"help": "A/B: every assignment, outcome and decision, appended"})
+
+
+@dataclass
+class TrafficConfig:
+    url: str = field(default="http://127.0.0.1:8765", metadata={"help": "the policy server (vlaforge serve)"})
+    token: str = field(default="", metadata={"help": "its bearer token; empty = $VLAFORGE_TOKEN"})
+    episodes: int = field(default=20, metadata={"help": "episodes, the served policy's tasks in turn"})
+    seed: int = field(default=EVAL_SEEDS, metadata={"help": "first scene seed (each episode its own, and its A/B "
+                                                            "routing key)"})
+    split: str = field(default="train", metadata={"help": "scene/instruction split"})
+    horizon: int = field(default=0, metadata={"help": "actions executed from a chunk before the next query; 0 = half"})
+    domain: str = field(default="", metadata={"help": "a named randomized domain (`vlaforge list`) instead of the "
+                                                      "source simulation, e.g. real-proxy-B for a drift drill"})
+    report: bool = field(default=False, metadata={"help": "post each outcome to the server's A/B test (POST /outcome)"})
 
 
 @dataclass

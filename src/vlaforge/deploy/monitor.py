@@ -7,14 +7,20 @@ scores and alarms, safety interventions and emergency stops (``record_safety``),
 detector's statistic, p-value and alarm. The server exposes them at ``GET /metrics`` (behind
 its token; Prometheus sends it with ``authorization: {credentials: TOKEN}``).
 
-``DriftDetector`` compares the live stream with the training distribution. A feature vector per
-request summarises the observation and the action: per camera the mean and standard deviation
-of each colour channel, the proprio state, and the first action of the chunk, all standardised
-by the reference's statistics. Every ``every`` requests it runs a kernel two-sample test on the
-last ``window`` of them against a fixed sample of training frames: the maximum mean discrepancy
-(Gretton et al. 2012, "A kernel two-sample test") with a Gaussian kernel whose bandwidth is the
-median pairwise distance of the reference, and its permutation p-value. The alarm is raised
-while p < ``alpha``. Tests run on a background thread, so a check never delays a reply.
+``DriftDetector`` compares the live stream with the training distribution, one episode at a time.
+A feature vector per request summarises the observation and the action: per camera the mean and
+standard deviation of each colour channel, the proprio state, and the first action of the
+chunk. An episode (the requests from one ``reset`` to the next) is summarised by the mean of its
+requests' features, and the training dataset's episodes by the mean over their frames, all
+standardised by the reference's statistics. The unit is the episode because requests are not
+exchangeable: a window of consecutive requests comes from a few scenes, so a test on requests
+rejects on the policy's own training-domain traffic (measured in benchmarks/mlops.py), while
+episodes are independent draws of scene and instruction. Every ``every`` episodes, once
+``window`` have ended, a kernel two-sample test compares the last ``window`` episodes with up
+to ``reference_size`` training episodes: the maximum mean discrepancy (Gretton et al. 2012, "A
+kernel two-sample test") with a Gaussian kernel whose bandwidth is the median pairwise distance
+of the reference, and its permutation p-value. The alarm is raised while p < ``alpha``. Tests
+run on a background thread, so a check never delays a reply.
 """
 
 from __future__ import annotations
@@ -37,12 +43,15 @@ def observation_features(image: np.ndarray, state: np.ndarray, action: np.ndarra
 
 
 class DriftDetector:
-    def __init__(self, reference: np.ndarray, window: int = 100, every: int = 25, alpha: float = 0.01,
+    """A two-sample test of live feature vectors (one per episode in a served policy) against a
+    reference sample (N, D); ``update`` feeds one live vector at a time."""
+
+    def __init__(self, reference: np.ndarray, window: int = 20, every: int = 5, alpha: float = 0.01,
                  permutations: int = 200, reference_size: int = 300, seed: int = 0) -> None:
-        if reference.ndim != 2 or len(reference) < 20:
-            raise ValueError(f"the drift reference needs (N >= 20, D) features, got shape {reference.shape}")
-        if not 0 < alpha < 1 or window < 10 or every < 1 or permutations < 20:
-            raise ValueError("drift detector needs 0 < alpha < 1, window >= 10, every >= 1 and permutations >= 20")
+        if reference.ndim != 2 or len(reference) < 10:
+            raise ValueError(f"the drift reference needs (N >= 10, D) features, got shape {reference.shape}")
+        if not 0 < alpha < 1 or window < 3 or every < 1 or permutations < 20:
+            raise ValueError("drift detector needs 0 < alpha < 1, window >= 3, every >= 1 and permutations >= 20")
         self.rng = np.random.default_rng(seed)
         self.mean, self.std = reference.mean(0), np.maximum(reference.std(0), 1e-6)
         pick = self.rng.choice(len(reference), size=min(reference_size, len(reference)), replace=False)
@@ -55,19 +64,21 @@ class DriftDetector:
         self.last: dict | None = None
 
     @classmethod
-    def from_dataset(cls, dataset: str | Path, samples: int = 1000, seed: int = 0, **kw) -> DriftDetector:
-        """Reference features from ``samples`` frames of a training dataset."""
+    def from_dataset(cls, dataset: str | Path, episodes: int = 300, seed: int = 0, **kw) -> DriftDetector:
+        """Reference: the mean features of up to ``episodes`` episodes of a training dataset."""
         from vlaforge.data.dataset import LeRobotDataset
 
         data = LeRobotDataset(dataset).load()
+        ids = np.unique(data.episode)
         rng = np.random.default_rng(seed)
-        idx = rng.choice(len(data.action), size=min(samples, len(data.action)), replace=False)
-        ref = np.stack([observation_features(data.images[i], data.state[i], data.action[i]) for i in idx])
+        pick = rng.choice(ids, size=min(episodes, len(ids)), replace=False)
+        ref = np.stack([np.mean([observation_features(data.images[i], data.state[i], data.action[i])
+                                 for i in np.flatnonzero(data.episode == e)], axis=0) for e in pick])
         return cls(ref, seed=seed, **kw)
 
     def update(self, features: np.ndarray) -> dict | None:
-        """Add one request's features; every ``every`` once the window is full, run the test and
-        return its result (else None)."""
+        """Add one live vector; every ``every`` once the window is full, run the test and return
+        its result (else None)."""
         self.live.append((np.asarray(features, dtype=np.float64) - self.mean) / self.std)
         self.seen += 1
         if len(self.live) < self.window or self.seen % self.every:
@@ -90,7 +101,7 @@ class DriftDetector:
         observed = mmd(np.arange(len(pooled)))
         exceed = sum(mmd(self.rng.permutation(len(pooled))) >= observed for _ in range(self.permutations))
         p = (1 + exceed) / (1 + self.permutations)
-        return {"mmd2": observed, "p_value": p, "alarm": p < self.alpha, "requests": self.seen}
+        return {"mmd2": observed, "p_value": p, "alarm": p < self.alpha, "seen": self.seen}
 
 
 class PolicyMonitor:
@@ -123,6 +134,7 @@ class PolicyMonitor:
         self.drift_p = Gauge("vlaforge_drift_p_value", "permutation p-value of the last drift test", registry=r)
         self.drift_alarm = Gauge("vlaforge_drift_alarm", "1 while the last drift test rejected", registry=r)
         self.drift_alpha = Gauge("vlaforge_drift_alpha", "significance level of the drift tests", registry=r)
+        self.drift_episodes = Counter("vlaforge_drift_episodes", "episodes ended and fed to the drift test", registry=r)
         self.drift_checks = Counter("vlaforge_drift_checks", "drift tests run", registry=r)
         self.drift_alarms = Counter("vlaforge_drift_alarms", "drift tests that rejected", registry=r)
         self.ab_episodes = Gauge("vlaforge_ab_episodes", "A/B test: episodes with an outcome, per arm", ["arm"],
@@ -143,8 +155,10 @@ class PolicyMonitor:
             self.drift_alpha.set(drift.alpha)
             threading.Thread(target=self._run_checks, daemon=True, name="drift-checks").start()
 
-    def observe(self, obs: dict, actions: np.ndarray, inference_ms: float, request_s: float) -> None:
-        """One successful act: latencies, deadline, action statistics and (queued) drift features."""
+    def observe(self, obs: dict, actions: np.ndarray, inference_ms: float, request_s: float,
+                new_episode: bool = False) -> None:
+        """One successful act: latencies, deadline, action statistics and (queued) drift features;
+        ``new_episode``: the request reset the policy, so the previous episode has ended."""
         self.requests.labels(code="200").inc()
         self.request_seconds.observe(request_s)
         self.inference_seconds.observe(inference_ms / 1000)
@@ -157,7 +171,7 @@ class PolicyMonitor:
             self.action_mean.labels(dim=str(d)).set(m)
             self.action_std.labels(dim=str(d)).set(s)
         if self.drift is not None:
-            self._checks.put(observation_features(obs["image"], obs["state"], first))
+            self._checks.put((observation_features(obs["image"], obs["state"], first), new_episode))
 
     def failed(self, code: int) -> None:
         self.requests.labels(code=str(code)).inc()
@@ -186,10 +200,16 @@ class PolicyMonitor:
         self.ab_decision.set(0 if decision is None else 1 if decision["action"] == "promote" else -1)
 
     def _run_checks(self) -> None:
+        episode: list[np.ndarray] = []  # the features of the current episode's requests
         while True:
-            features = self._checks.get()
+            features, new_episode = self._checks.get()
             try:
-                result = self.drift.update(features)
+                result = None
+                if new_episode and episode:  # the previous episode ended: its mean joins the window
+                    result = self.drift.update(np.mean(episode, axis=0))
+                    self.drift_episodes.inc()
+                    episode = []
+                episode.append(features)
                 if result is not None:
                     self.drift_checks.inc()
                     self.drift_mmd.set(result["mmd2"])
@@ -201,7 +221,7 @@ class PolicyMonitor:
                 self._checks.task_done()
 
     def flush(self) -> None:
-        """Wait until every queued drift feature has been tested (tests and benchmarks)."""
+        """Wait until every queued request has reached the drift detector (tests and benchmarks)."""
         self._checks.join()
 
     def exposition(self) -> bytes:

@@ -3,7 +3,7 @@
     POST /act    {"image": base64 of the raw uint8 (V, H, W, 3) bytes, "image_shape": [V, H, W, 3],
                   "state": [floats], "instruction": "...", "reset": false, "seed": 0}
                  -> {"actions": [[...], ...], "inference_ms": ...}
-    GET  /info   the policy's input shapes, chunk size and tasks
+    GET  /info   the policy's input shapes, chunk size, suite, env settings and tasks
     GET  /health "ok" (no token needed)
     GET  /metrics  Prometheus series, when served with a monitor (vlaforge.deploy.monitor)
     GET  /dashboard  live plots of those series (no token: the page asks for /dashboard#token=TOKEN)
@@ -372,7 +372,7 @@ class PolicyServer:
                     p = server.policy
                     return self._reply(200, {"image_shape": list(p.image_shape), "state_dim": p.state_dim,
                                              "chunk_size": p.cfg.chunk_size, "tasks": p.meta.get("tasks"),
-                                             "suite": p.meta.get("suite")})
+                                             "suite": p.meta.get("suite"), "env": p.meta.get("env")})
                 if self.path == "/ab" and isinstance(server.policy, ABTest):
                     return self._reply(200, server.policy.state())
                 if self.path == "/metrics" and server.monitor is not None:
@@ -417,7 +417,7 @@ class PolicyServer:
                         monitor.failed(code)
                     return self._reply(code, {"error": str(e)})
                 if monitor is not None:  # counted before the reply: a client that has its reply sees it counted
-                    monitor.observe(obs, actions, ms, time.perf_counter() - t0)
+                    monitor.observe(obs, actions, ms, time.perf_counter() - t0, reset)
                 self._reply(200, {"actions": actions.tolist(), "inference_ms": ms})
 
             def _outcome(self, body: bytes) -> None:

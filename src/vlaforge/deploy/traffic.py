@@ -5,15 +5,16 @@ Each episode resets the server's policy with the episode's scene seed (so an A/B
 executes the first ``horizon`` actions of each chunk the server returns, and, when ``report``,
 posts the outcome to ``POST /outcome``. ``domain`` switches the simulator to a randomised
 domain (a preset name of vlaforge.envs.randomization, e.g. ``real-proxy-B``) for the drift
-scenarios.
+scenarios. `vlaforge traffic --url=... --episodes=N [--report=true] [--domain=...]` runs it
+against a served policy.
 """
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Iterable
-from pathlib import Path
 
+from vlaforge.deploy.config import TrafficConfig
 from vlaforge.deploy.server import PolicyClient
 from vlaforge.envs.config import DomainConfig
 from vlaforge.envs.randomization import job_domain
@@ -22,14 +23,14 @@ from vlaforge.runtime.episode import run_chunks
 
 
 class Traffic:
-    """Episodes of the tasks a policy was trained on, served by ``client``; ``policy_dir`` names the
-    suite, env settings and tasks (its config.json), the server holds the weights."""
+    """Episodes of the tasks the served policy was trained on (the server's ``GET /info`` names
+    the suite, env settings and tasks)."""
 
-    def __init__(self, client: PolicyClient, policy_dir: str | Path, horizon: int = 0, split: str = "train") -> None:
-        meta = json.loads((Path(policy_dir) / "config.json").read_text())
+    def __init__(self, client: PolicyClient, horizon: int = 0, split: str = "train") -> None:
+        info = client.info()
         self.client, self.split = client, split
-        self.suite, self.env_cfg, self.tasks = meta["suite"], meta["env"], meta["tasks"]
-        chunk = meta["policy"]["chunk_size"]
+        self.suite, self.env_cfg, self.tasks = info["suite"], info["env"], info["tasks"]
+        chunk = info["chunk_size"]
         self.horizon = horizon or max(1, chunk // 2)  # the evaluation default: half the chunk
         if not 1 <= self.horizon <= chunk:
             raise ValueError(f"horizon must be in [1, {chunk}] (the policy's chunk), got {horizon}")
@@ -50,3 +51,26 @@ class Traffic:
 
     def run(self, seeds: Iterable[int], domain: str = "", report: bool = False) -> list[dict]:
         return [self.episode(s, domain, report) for s in seeds]
+
+
+def drive(cfg: TrafficConfig) -> dict:
+    """`vlaforge traffic`: ``cfg.episodes`` served episodes; the successes per task, and the A/B
+    state after the last outcome when reported."""
+    if cfg.episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
+    token = cfg.token or os.environ.get("VLAFORGE_TOKEN", "")
+    if not token:
+        raise ValueError("traffic needs the server's token: --token=... or $VLAFORGE_TOKEN")
+    client = PolicyClient(cfg.url, token)
+    try:
+        out = Traffic(client, cfg.horizon, cfg.split).run(range(cfg.seed, cfg.seed + cfg.episodes), cfg.domain,
+                                                          cfg.report)
+    finally:
+        client.close()
+    tasks = sorted({o["task"] for o in out})
+    summary = {"episodes": len(out), "success_rate": sum(o["success"] for o in out) / len(out),
+               "per_task": {t: sum(o["success"] for o in out if o["task"] == t) / sum(o["task"] == t for o in out)
+                            for t in tasks}, "domain": cfg.domain or "source"}
+    if cfg.report:
+        summary["ab"] = out[-1]["ab"]
+    return summary
