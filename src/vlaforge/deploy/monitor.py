@@ -14,8 +14,8 @@ chunk. An episode (the requests from one ``reset`` to the next) is summarised by
 requests' features, and the training dataset's episodes by the mean over their frames, all
 standardised by the reference's statistics. The unit is the episode because requests are not
 exchangeable: a window of consecutive requests comes from a few scenes, so a test on requests
-rejects on the policy's own training-domain traffic (measured in benchmarks/mlops.py), while
-episodes are independent draws of scene and instruction. Every ``every`` episodes, once
+rejects on the policy's own training-domain traffic (tests/test_monitor.py plants the case),
+while episodes are independent draws of scene and instruction. Every ``every`` episodes, once
 ``window`` have ended, a kernel two-sample test compares the last ``window`` episodes with up
 to ``reference_size`` training episodes: the maximum mean discrepancy (Gretton et al. 2012, "A
 kernel two-sample test") with a Gaussian kernel whose bandwidth is the median pairwise distance
