@@ -70,6 +70,40 @@ def test_a_clearly_better_challenger_is_promoted_and_a_worse_one_rolled_back():
     assert worse.arm_for(10_000) == "champion"
 
 
+def test_a_restarted_experiment_resumes_from_its_log(tmp_path):
+    log = tmp_path / "ab.jsonl"
+    rates, outcomes = {"champion": 0.5, "challenger": 0.9}, np.random.default_rng(4).random(400)
+
+    def serve(ab, episodes):
+        for e in episodes:
+            ab.reset(e)
+            ab.record(e, bool(outcomes[e] < rates[ab.assigned[e]]))
+            if ab.decision is not None:
+                return e
+
+    whole = ABTest(Fake(0.0), Fake(1.0), seed=7)
+    stop = serve(whole, range(400))
+    assert stop is not None and stop > 10 and whole.decision["action"] == "promote"
+    first = ABTest(Fake(0.0), Fake(1.0), seed=7, log=log)
+    serve(first, range(10))  # the server stops after 10 episodes
+    with log.open("a") as f:
+        f.write('{"time": 1, "event": "outc')  # and crashed mid-write
+    again = ABTest(Fake(0.0), Fake(1.0), seed=7, log=log)
+    assert again.state()["episodes"] == first.state()["episodes"] and again.assigned == first.assigned
+    assert serve(again, range(10, 400)) == stop and again.decision == whole.decision  # as if never stopped
+    third = ABTest(Fake(0.0), Fake(1.0), seed=7, log=log)
+    assert third.decision == whole.decision and third.arm_for(10_000) == whole.decision["winner"]
+    with pytest.raises(ValueError, match="belongs to another experiment: share was 0.5, now 0.2"):
+        ABTest(Fake(0.0), Fake(1.0), share=0.2, seed=7, log=log)
+    other = Fake(1.0)
+    other.meta = {"sha256": {"model.safetensors": "0" * 64}}
+    with pytest.raises(ValueError, match="challenger_weights"):
+        ABTest(Fake(0.0), other, seed=7, log=log)
+    (tmp_path / "old.jsonl").write_text('{"event": "assigned", "episode": 1, "arm": "champion"}\n')
+    with pytest.raises(ValueError, match="does not begin with a start record"):
+        ABTest(Fake(0.0), Fake(1.0), log=tmp_path / "old.jsonl")
+
+
 def test_equal_policies_are_rarely_declared_different():
     rng = np.random.default_rng(3)
     runs, alpha = 150, 0.05

@@ -96,7 +96,8 @@ def test_serve_with_metrics_and_an_ab_test_through_the_cli(tmp_path, capsys):
         req = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(req, timeout=10) as r:
             assert 'vlaforge_requests_total{code="200"} 1.0' in r.read().decode()
-        assert json.loads((tmp_path / "ab.jsonl").read_text().splitlines()[0])["episode"] == 3
+        start, assigned = (json.loads(x) for x in (tmp_path / "ab.jsonl").read_text().splitlines()[:2])
+        assert start["event"] == "start" and assigned["episode"] == 3
     finally:
         proc.terminate()
         proc.wait(timeout=30)
