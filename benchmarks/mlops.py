@@ -64,6 +64,8 @@ class HoldsStill:
     """The served policy, except that in a share ``q`` of episodes (drawn from the episode's seed)
     every action is zero: the arm stays where it is and the episode fails."""
 
+    SALT = 0x5EED  # keeps this draw apart from ABTest's routing draw, default_rng([seed, episode])
+
     def __init__(self, policy, q: float, salt: int = 0) -> None:
         self.policy, self.q, self.salt, self.failing = policy, q, salt, False
 
@@ -71,7 +73,9 @@ class HoldsStill:
         return getattr(self.policy, name)
 
     def reset(self, seed: int = 0) -> None:
-        self.failing = bool(np.random.default_rng([self.salt, abs(int(seed))]).random() < self.q)
+        # A draw independent of the routing one: drawn from the same generator, a sabotaged episode
+        # would also be one routed to the challenger, and P(fail | challenger) would be q / share.
+        self.failing = bool(np.random.default_rng([self.SALT, self.salt, abs(int(seed))]).random() < self.q)
         self.policy.reset(seed)
 
     def act(self, obs: dict) -> np.ndarray:
