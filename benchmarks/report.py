@@ -890,7 +890,8 @@ def mlops() -> str:
         "held-out domain: streams that alarmed within 40 episodes, and the episodes started in the new domain when the "
         "alarm rose:", "", *table(["domain", "alarmed", "episodes to alarm"], drift_rows), "",
         f"On the training distribution (the episodes before each switch), {fa['alarms']} of {fa['tests']} drift tests "
-        f"alarmed ({pct(fa['per_test']) if fa['per_test'] is not None else 'no tests'} per test); "
+        f"alarmed ({pct(fa['per_test']) if fa['per_test'] is not None else 'no tests'} per test, against the test's "
+        f"nominal 1%); "
         f"{fa['streams_with_any']} of {fa['streams']} clean streams had at least one false alarm.", "",
         f"The online A/B test (alpha 0.05, half the episodes to each arm) against a challenger that fails a planted "
         f"share of its episodes. Served: real episodes through the policy server, until the test decided (episodes "
