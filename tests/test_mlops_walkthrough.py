@@ -33,7 +33,8 @@ def test_the_mlops_walkthrough_runs_as_written(tmp_path):
         pytest.skip("the walkthrough calls curl, which is not installed")
     bindir = str(Path(sys.executable).parent)  # this interpreter's vlaforge and python
     # A 90-point margin lets the gate promote two untrained policies in a few pairs: the canary branch runs.
-    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"], "STEPS": "2", "DEMOS": "3",
+    # 10 demos: the drift reference needs 10 training episodes.
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"], "STEPS": "2", "DEMOS": "10",
            "EPISODES": "2", "ROUNDS": "3", "MARGIN": "0.9", "TRAFFIC": "12", "PORT": str(free_port())}
     env.pop("VLAFORGE_REGISTRY", None)
     env.pop("VLAFORGE_TOKEN", None)

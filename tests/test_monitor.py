@@ -188,3 +188,9 @@ def test_a_real_prometheus_scrapes_the_served_metrics(served, tmp_path):
     finally:
         prom.terminate()
         prom.wait(timeout=30)
+
+
+def test_a_drift_reference_with_too_few_episodes_is_refused_with_its_path(tmp_path):
+    write_dataset(tmp_path / "small", episodes=3)
+    with pytest.raises(ValueError, match=r"small holds 3 episodes; the drift test needs at least 10"):
+        DriftDetector.from_dataset(tmp_path / "small")

@@ -70,6 +70,8 @@ class DriftDetector:
 
         data = LeRobotDataset(dataset).load()
         ids = np.unique(data.episode)
+        if len(ids) < 10:
+            raise ValueError(f"--drift_reference {dataset} holds {len(ids)} episodes; the drift test needs at least 10")
         rng = np.random.default_rng(seed)
         pick = rng.choice(ids, size=min(episodes, len(ids)), replace=False)
         ref = np.stack([np.mean([observation_features(data.images[i], data.state[i], data.action[i])
