@@ -169,15 +169,15 @@ def small_cell():
     return CollectConfig(env=EnvConfig(tasks=["reach", "push", "pick_place", "press_button"]), episodes_per_task=25)
 
 
-def collect_once(collect_cfg, data: Path) -> Path:
-    """Collect ``collect_cfg`` into ``data`` once, as the stage "collect": a finished collection
+def collect_once(collect_cfg, data: Path, name: str = "collect") -> Path:
+    """Collect ``collect_cfg`` into ``data`` once, as the stage ``name``: a finished collection
     (its ``done`` marker) is reused, an interrupted one resumed."""
     import dataclasses
 
     from vlaforge.data.collect import collect
 
     done = (data / "done").is_file()
-    with stage("collect", reused=done):
+    with stage(name, reused=done):
         if not done:
             collect(dataclasses.replace(collect_cfg, output=str(data), resume=(data / "meta").exists()), False)
             (data / "done").write_text("")

@@ -207,13 +207,9 @@ def main(argv: list[str]) -> None:
     root = cache_root("runs/bench_mlops")
     env = EnvConfig(tasks=tasks)
     full = collect_once(CollectConfig(env=env, episodes_per_task=demos), root / "data")
-    quarter = root / "data_quarter"  # the same first scenes: a quarter of the full collection
-    if not (quarter / "done").is_file():
-        from vlaforge.data.collect import collect
-
-        with stage("collect quarter"):
-            collect(CollectConfig(env=env, episodes_per_task=demos // 4, output=str(quarter)), False)
-            (quarter / "done").write_text("")
+    # the same first scenes: a quarter of the full collection
+    quarter = collect_once(CollectConfig(env=env, episodes_per_task=demos // 4), root / "data_quarter",
+                           "collect quarter")
     runs = {"champion": root / "champion", "quarter_data": root / "quarter_data", "twice_trained": root / "twice_trained"}
     alone = {
         "champion": train_and_eval(full, runs["champion"], steps, 25, optim=_lr()),

@@ -155,12 +155,14 @@ class ABTest:
 
     def state(self) -> dict:
         """The experiment now: outcomes per arm, the pairs tested, the running e-values of both
-        claims (a claim is made when its e-value reaches 2 / alpha) and the decision, if any."""
+        claims, the e-value at which a claim is made (``threshold``: 2 / alpha, each direction
+        testing at alpha / 2) and the decision, if any."""
         r = self.test.result()
         return {"share": self.share, "alpha": self.alpha, "decision": self.decision,
                 "episodes": {a: len(v) for a, v in self.outcomes.items()},
                 "successes": {a: sum(v) for a, v in self.outcomes.items()}, "pairs": r["pairs"],
-                "e_challenger_better": r["e_noninferior"], "e_challenger_worse": r["e_inferior"]}
+                "e_challenger_better": r["e_noninferior"], "e_challenger_worse": r["e_inferior"],
+                "threshold": 1 / self.test.alpha}
 
     def _log(self, entry: dict) -> None:
         entry = {"time": time.time(), **entry}

@@ -143,7 +143,7 @@ class PolicyMonitor:
                                  registry=r)
         self.ab_successes = Gauge("vlaforge_ab_successes", "A/B test: successful episodes, per arm", ["arm"],
                                   registry=r)
-        self.ab_e_value = Gauge("vlaforge_ab_e_value", "A/B test: running e-value of each claim (decides at 2/alpha)",
+        self.ab_e_value = Gauge("vlaforge_ab_e_value", "A/B test: running e-value of each claim",
                                 ["claim"], registry=r)
         self.ab_threshold = Gauge("vlaforge_ab_threshold", "A/B test: the e-value at which a claim is made", registry=r)
         self.ab_decision = Gauge("vlaforge_ab_decision", "A/B test: 0 running, 1 challenger promoted, -1 rolled back",
@@ -197,7 +197,7 @@ class PolicyMonitor:
             self.ab_successes.labels(arm=arm).set(state["successes"][arm])
         self.ab_e_value.labels(claim="challenger_better").set(state["e_challenger_better"])
         self.ab_e_value.labels(claim="challenger_worse").set(state["e_challenger_worse"])
-        self.ab_threshold.set(2 / state["alpha"])
+        self.ab_threshold.set(state["threshold"])
         decision = state["decision"]
         self.ab_decision.set(0 if decision is None else 1 if decision["action"] == "promote" else -1)
 
