@@ -14,12 +14,13 @@ policy server over HTTP (vlaforge.deploy.traffic), as a robot would.
   quarter of it, and a better challenger trained twice as long, all registered in a fresh MLflow
   registry; `registry promote` (margin 5 points, alpha 0.05, 10 episodes per task per round, at
   most 10 rounds) must refuse the first and promote the second.
-- **Drift**: the champion served with the drift detector (reference: the mean features of the
-  training episodes; a test every 5 episodes on the last 20, alpha 0.01). Per repeat, a fresh
-  detector (its own permutation seed) sees ``--clean_episodes`` episodes of the training
-  distribution and then episodes of a held-out target domain until it alarms (at most 40): the
-  alarm delay in episodes after the switch, per domain. False alarms: every test run on clean
-  episodes only (per test, and per clean stream: any alarm at all).
+- **Drift**: the champion served with the drift detector (reference: the first frames of the
+  training episodes, compared with each served episode's first observation; a test every 5
+  episodes on the last 20, alpha 0.01). Per repeat, a fresh detector (its own permutation seed)
+  sees ``--clean_episodes`` episodes of the training distribution and then episodes of a
+  held-out target domain until it alarms (at most 40): the alarm delay in episodes after the
+  switch, per domain. False alarms: every test run on clean episodes only (per test, and per
+  clean stream: any alarm at all).
 - **A/B**: champion against a challenger that, in a share ``q`` of its episodes (drawn from the
   episode's seed), holds the robot still (zero actions) and so fails; its expected success is the
   champion's times (1 - q), so the gap is planted: q is set to 20 and 5 points over the
@@ -129,7 +130,7 @@ def drift(policy_dir, data, repeats: int, clean: int) -> dict:
             monitor = PolicyMonitor(policy.action_dim, DriftDetector.from_dataset(data, seed=r))
             server, client = serve(policy, monitor)
             traffic = Traffic(client)
-            tests, delay = [], None  # (episodes ended when the test ran, alarm)
+            tests, delay = [], None  # (episodes started when the test ran, alarm)
             for e in range(clean + 40):
                 traffic.episode(seed, domain if e >= clean else "")
                 seed += 1
@@ -137,8 +138,7 @@ def drift(policy_dir, data, repeats: int, clean: int) -> dict:
                 last = monitor.drift.last
                 if last is not None and (not tests or last["seen"] != tests[-1][0]):
                     tests.append((last["seen"], bool(last["alarm"])))
-                    # An episode ends at the next reset: a test whose episodes include a shifted one
-                    # has seen more than ``clean`` episodes end.
+                    # A test whose window includes a shifted episode has seen more than ``clean`` start.
                     if last["seen"] > clean and last["alarm"]:
                         delay = e - clean + 1  # episodes started in the new domain when the alarm rose
                         break

@@ -100,7 +100,7 @@ def test_headless_chromium_renders_the_dashboard(served):
         return html[start:html.index("<", start)]
 
     assert cell("requests") == "40" and cell("errors") == "0"
-    assert cell("drift-checks").startswith("2 / ")  # 7 episodes ended (the 8th is open): tests at 4 and 6
+    assert cell("drift-checks").startswith("3 / ")  # 8 episodes started: tests at 4, 6 and 8
     for arm in ("champion", "challenger"):
         assert cell(f"ab-{arm}") == f"{state['successes'][arm]} / {state['episodes'][arm]}"
     assert cell("ab-decision") == "running"

@@ -15,6 +15,7 @@ from helpers import free_port, synthetic_policy, write_dataset
 
 pytest.importorskip("prometheus_client", reason="prometheus-client is not installed (pip install 'vlaforge[mlops]')")
 
+from vlaforge.data.dataset import LeRobotDataset  # noqa: E402
 from vlaforge.deploy.latency import observation  # noqa: E402
 from vlaforge.deploy.monitor import DriftDetector, PolicyMonitor, observation_features  # noqa: E402
 from vlaforge.deploy.server import PolicyClient, PolicyServer  # noqa: E402
@@ -35,25 +36,34 @@ def test_drift_stays_quiet_on_the_training_distribution_and_fires_on_a_shift():
     assert len(first) == 1 and first[0]["alarm"] and first[0]["p_value"] < 0.02
 
 
-def test_drift_is_tested_per_episode_so_clustered_requests_do_not_alarm():
+def test_drift_tests_each_episodes_first_observation_so_neither_clustering_nor_behaviour_alarms():
     """Requests of one episode share a scene, so a window of requests is a few scenes' worth: a
-    request-level test rejects on the training distribution itself. Episode means are
-    exchangeable: quiet on the same stream, and a shift still fires."""
+    request-level test rejects on the training distribution itself. Later requests also follow the
+    policy's actions, which differ from the demonstrator's: a test of whole-episode means rejects
+    on clean scenes too. First observations are exchangeable with the reference's first frames:
+    quiet on the same stream, and a shift of the scenes still fires."""
     rng = np.random.default_rng(0)
     image = np.zeros((1, 4, 4, 3), np.uint8)
 
     def features(state):
-        return observation_features(image, state, np.zeros(1))
+        return observation_features(image, state)
 
-    reference = np.stack([features(s) for s in rng.normal(size=(300, 3))])  # one row per training episode
+    reference = np.stack([features(s) for s in rng.normal(size=(300, 3))])  # first frames of training episodes
 
-    def stream(episodes, shift=0.0):  # 10 requests per episode around the episode's own scene
-        return [[scene + shift + 0.05 * rng.normal(size=3) for _ in range(10)] for scene in rng.normal(size=(episodes, 3))]
+    def stream(episodes, shift=0.0):
+        """10 requests per episode: the scene's first observation, then the policy moves the
+        state 0.3 per request along the first axis (the demonstrator's episodes stay put)."""
+        return [[scene + shift + np.array([0.3 * k, 0, 0]) + 0.05 * rng.normal(size=3) * (k > 0) for k in range(10)]
+                for scene in rng.normal(size=(episodes, 3))]
 
     clean = stream(60)
     per_request = DriftDetector(reference, window=100, every=50, alpha=0.01, permutations=100, seed=1)
     alarms = [r["alarm"] for r in (per_request.update(features(s)) for ep in clean for s in ep) if r is not None]
     assert len(alarms) == 11 and sum(alarms) >= 8  # the request-level test fails on clean traffic
+    episode_means = DriftDetector(reference, window=20, every=5, alpha=0.01, permutations=100, seed=1)
+    alarms = [r["alarm"] for r in (episode_means.update(np.mean([features(s) for s in ep], 0)) for ep in clean)
+              if r is not None]
+    assert len(alarms) == 9 and sum(alarms) >= 8  # so does a test of whole episodes: it sees the behaviour
 
     monitor = PolicyMonitor(1, DriftDetector(reference, window=20, every=5, alpha=0.01, permutations=100, seed=1))
     for ep in clean:
@@ -61,20 +71,37 @@ def test_drift_is_tested_per_episode_so_clustered_requests_do_not_alarm():
             monitor.observe({"image": image, "state": s}, np.zeros((2, 1)), 1.0, 0.001, new_episode=k == 0)
     monitor.flush()
     value = monitor.registry.get_sample_value
-    assert value("vlaforge_drift_episodes_total") == 59 and value("vlaforge_drift_checks_total") == 8  # 20, 25 .. 55
-    assert value("vlaforge_drift_alarms_total") <= 1
-    for ep in stream(21, shift=1.5):  # the scenes move: the window fills with shifted episodes
+    assert value("vlaforge_drift_episodes_total") == 60 and value("vlaforge_drift_checks_total") == 9  # 20, 25 .. 60
+    assert value("vlaforge_drift_alarms_total") <= 2  # of 9 overlapping tests (whole episodes: 8 or 9)
+    for ep in stream(20, shift=1.5):  # the scenes move: the window fills with shifted episodes
         for k, s in enumerate(ep):
             monitor.observe({"image": image, "state": s}, np.zeros((2, 1)), 1.0, 0.001, new_episode=k == 0)
     monitor.flush()
     assert monitor.drift.last["alarm"] and value("vlaforge_drift_alarm") == 1
 
 
-def test_observation_features_summarise_cameras_state_and_action():
+def test_drift_reference_is_the_first_frame_of_each_training_episode(tmp_path):
+    """Episodes whose first frame is dark and whose later frames are bright: the reference holds
+    only the dark first frames and the training states at reset."""
+    def dark_then_bright(images):  # (T, V, H, W, 3)
+        out = np.full_like(images, 200)
+        out[0] = 0
+        return out
+
+    write_dataset(tmp_path / "ref", episodes=12, length=5, image_fn=dark_then_bright)
+    detector = DriftDetector.from_dataset(tmp_path / "ref", episodes=300, permutations=20)
+    data = LeRobotDataset(tmp_path / "ref").load()
+    starts = np.concatenate([[0], np.cumsum(data.lengths)[:-1]])
+    expected = np.stack([observation_features(data.images[i], data.state[i]) for i in starts])
+    np.testing.assert_allclose(detector.mean, expected.mean(0))
+    assert len(detector.reference) == 12 and np.allclose(detector.mean[:6], 0)  # dark, flat frames only
+
+
+def test_observation_features_summarise_cameras_and_state():
     image = np.zeros((2, 4, 4, 3), np.uint8)
     image[1, ..., 0] = 255
-    f = observation_features(image, np.array([0.5, -1.0]), np.array([2.0]))
-    np.testing.assert_allclose(f, [0, 0, 0, 1, 0, 0] + [0] * 6 + [0.5, -1.0, 2.0])
+    f = observation_features(image, np.array([0.5, -1.0]))
+    np.testing.assert_allclose(f, [0, 0, 0, 1, 0, 0] + [0] * 6 + [0.5, -1.0])
 
 
 def sample_value(text: str, series: str) -> float:
@@ -140,7 +167,7 @@ def test_the_server_exports_its_metrics_behind_its_token(served):
     monitor.flush()
     code, text = get_metrics(server.url, TOKEN)
     assert code == 200 and sample_value(text, 'vlaforge_requests_total{code="200"}') == done + 20
-    assert sample_value(text, "vlaforge_drift_episodes_total") >= 9  # the 10th ends at the next reset
+    assert sample_value(text, "vlaforge_drift_episodes_total") >= 10
     assert sample_value(text, "vlaforge_drift_checks_total") >= 1  # a drift test ran on the full window
     assert 0 < sample_value(text, "vlaforge_drift_p_value") <= 1
     assert get_metrics(server.url, "wrong-token-wrong-token")[0] == 401

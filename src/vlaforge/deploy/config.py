@@ -83,9 +83,10 @@ class ServeConfig:
     max_wait_ms: float = field(default=2.0, metadata={"help": "stream: longest wait for other robots' requests"})
     metrics: bool = field(default=False, metadata={"help": "http: Prometheus metrics at GET /metrics (behind the token)"})
     drift_reference: str = field(default="", metadata={
-        "help": "metrics: training dataset the drift detector compares live episodes with; empty = no drift test"})
-    drift_window: int = field(default=20, metadata={"help": "drift: episodes in each test (an episode ends at the "
-                                                            "next reset)"})
+        "help": "metrics: training dataset whose episodes' first frames the drift detector compares with the "
+                "first observation of each live episode; empty = no drift test"})
+    drift_window: int = field(default=20, metadata={"help": "drift: episodes in each test (an episode starts at a "
+                                                            "reset)"})
     drift_every: int = field(default=5, metadata={"help": "drift: episodes between tests"})
     deadline_ms: float = field(default=0.0, metadata={"help": "metrics: inference slower than this counts as a "
                                                                 "deadline miss; 0 = none"})
