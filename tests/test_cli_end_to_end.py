@@ -4,6 +4,7 @@
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,13 +53,16 @@ def test_serve_answers_a_client_with_the_local_policys_actions(tmp_path, protoco
         from vlaforge.deploy.stream import StreamClient as client
     policy_dir = train_tiny_policy(tmp_path, episodes_per_task=1, steps=2)
     token = "k3y-from-the-environment-7Qz"
+    metrics = ["--metrics=true"] if protocol == "stream" and importlib.util.find_spec("prometheus_client") else []
     proc = subprocess.Popen([sys.executable, "-m", "vlaforge", "serve", f"--policy={policy_dir}", "--port=0",
-                             f"--protocol={protocol}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, VLAFORGE_TOKEN=token))
+                             f"--protocol={protocol}", *metrics], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, VLAFORGE_TOKEN=token))
     try:
         line = proc.stdout.readline()
         assert "serving" in line, line + (proc.stderr.read() if proc.poll() is not None else "")  # read only at EOF
         assert token not in line and "$VLAFORGE_TOKEN" in line
+        if metrics:  # the stream's own port answers the dashboard
+            assert re.search(r"GET /metrics; dashboard: http://127\.0\.0\.1:\d+/dashboard#token=TOKEN", line), line
         url = line.split(" at ")[1].split(" ")[0]
         local = load_policy(policy_dir)
         obs = observation(local)

@@ -186,3 +186,61 @@ def test_fleet_load_test_keeps_the_rate(policy):
     r = fleet_test(policy, robots=3, rate_hz=20, seconds=1.0)
     assert r["errors"] == 0 and r["requests"] >= 3 * 20 * 0.8
     assert 0 < r["mean_batch"] <= 3 and r["forward_passes"] > 0
+
+
+def test_a_monitored_stream_counts_every_reply_and_serves_metrics_and_dashboard(policy, tmp_path):
+    """Two robots, 6 episodes of 3 requests each, one malformed and one unusable message: the
+    counts, the 12 episodes fed to the drift test (tests after 5 and 10), /metrics behind the
+    token in Prometheus's content type, and the dashboard page on the same port."""
+    import urllib.error
+    import urllib.request
+
+    pytest.importorskip("prometheus_client", reason="serving metrics need prometheus-client (pip install 'vlaforge[mlops]')")
+    from websockets.sync.client import connect
+
+    from vlaforge.deploy.monitor import DriftDetector, PolicyMonitor
+
+    write_dataset(tmp_path / "reference", episodes=12)
+    monitor = PolicyMonitor(policy.action_dim, DriftDetector.from_dataset(tmp_path / "reference", window=5, every=5,
+                                                                          permutations=50))
+    server = StreamServer(policy, token=TOKEN, port=0, monitor=monitor).start()
+    try:
+        robots = [StreamClient(server.url, TOKEN) for _ in range(2)]
+        for episode in range(6):
+            for r, robot in enumerate(robots):
+                robot.reset(10 * episode + r)
+                for t in range(3):
+                    robot.act(observation(policy, seed=episode * 10 + t))
+        for robot in robots:
+            robot.close()
+        with connect(server.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None) as ws:
+            msgpack.unpackb(ws.recv(10))
+            obs = observation(policy)
+            good = {"id": 1, "image": obs["image"].tobytes(), "state": [1e30] * 4, "instruction": "reach"}
+            for message in (b"\xc1garbage", msgpack.packb(good)):
+                ws.send(message)
+                msgpack.unpackb(ws.recv(10))
+        monitor.flush()
+        http = server.url.replace("ws://", "http://").removesuffix("/stream")
+
+        def get(path: str, token: str | None = TOKEN):
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            try:
+                with urllib.request.urlopen(urllib.request.Request(http + path, headers=headers), timeout=10) as r:
+                    return r.status, r.headers["Content-Type"], r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, None, ""
+
+        assert get("/metrics", token=None)[0] == 401 and get("/metrics", token="wrong-token-0123456789")[0] == 401
+        code, kind, text = get("/metrics")
+        assert code == 200 and kind == "text/plain; version=0.0.4; charset=utf-8"
+        series = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line[:1] != "#"}
+        assert series['vlaforge_requests_total{code="200"}'] == 36
+        assert series['vlaforge_requests_total{code="400"}'] == 1 and series['vlaforge_requests_total{code="422"}'] == 1
+        assert series["vlaforge_inference_seconds_count"] == 36 and series["vlaforge_request_seconds_count"] == 36
+        assert series["vlaforge_drift_episodes_total"] == 12 and series["vlaforge_drift_checks_total"] == 2
+        code, kind, page = get("/dashboard", token=None)
+        assert code == 200 and kind.startswith("text/html") and 'fetch("/metrics"' in page
+        assert get("/other")[0] == 404
+    finally:
+        server.stop()

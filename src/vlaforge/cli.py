@@ -340,8 +340,8 @@ def _serve(cfg: ServeConfig) -> Any:
         raise ValueError(f"unknown --protocol={cfg.protocol!r}; known: http, stream")
     if (cfg.drift_reference or cfg.deadline_ms) and not cfg.metrics:
         raise ValueError("--drift_reference and --deadline_ms feed the metrics: add --metrics=true")
-    if (cfg.metrics or cfg.challenger) and cfg.protocol != "http":
-        raise ValueError("--metrics and --challenger are served by --protocol=http only")
+    if cfg.challenger and cfg.protocol != "http":
+        raise ValueError("--challenger is served by --protocol=http only (outcomes arrive by POST /outcome)")
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {cfg.host} exposes the policy beyond this machine; keep the token secret", file=sys.stderr)
     from vlaforge.runtime.policy import on_policy_thread
@@ -353,26 +353,28 @@ def _serve(cfg: ServeConfig) -> Any:
 
         policy = ABTest(policy, on_policy_thread(load_policy, cfg.challenger), cfg.ab_share, cfg.ab_alpha,
                         log=cfg.ab_log)
+    monitor = None
+    if cfg.metrics:
+        from vlaforge.deploy.monitor import DriftDetector, PolicyMonitor
+
+        drift = DriftDetector.from_dataset(cfg.drift_reference, window=cfg.drift_window,
+                                           every=cfg.drift_every) if cfg.drift_reference else None
+        monitor = PolicyMonitor(policy.action_dim, drift, cfg.deadline_ms)
     if cfg.protocol == "http":
         from vlaforge.deploy.server import PolicyServer
 
-        monitor = None
-        if cfg.metrics:
-            from vlaforge.deploy.monitor import DriftDetector, PolicyMonitor
-
-            drift = DriftDetector.from_dataset(cfg.drift_reference, window=cfg.drift_window,
-                                               every=cfg.drift_every) if cfg.drift_reference else None
-            monitor = PolicyMonitor(policy.action_dim, drift, cfg.deadline_ms)
         server = PolicyServer(policy, given, cfg.host, cfg.port, cfg.timeout_s, cfg.max_per_client, monitor).start()
         what = ("POST /act, GET /info" + (", GET /metrics" if monitor else "")
-                + (", POST /outcome, GET /ab" if cfg.challenger else "")
-                + (f"; dashboard: {server.url}/dashboard#token=TOKEN" if monitor else ""))
+                + (", POST /outcome, GET /ab" if cfg.challenger else ""))
     else:
         from vlaforge.deploy.stream import StreamServer
 
         server = StreamServer(policy, given, cfg.host, cfg.port, cfg.max_batch, cfg.max_wait_ms,
-                              max_per_client=cfg.max_per_client).start()
-        what = "a WebSocket per robot, msgpack messages"
+                              max_per_client=cfg.max_per_client, monitor=monitor).start()
+        what = "a WebSocket per robot, msgpack messages" + ("; GET /metrics" if monitor else "")
+    if monitor is not None:
+        origin = server.url.replace("ws://", "http://").removesuffix("/stream")
+        what += f"; dashboard: {origin}/dashboard#token=TOKEN"
     # A token the user chose (flag or environment) is never echoed into logs; a generated one must be.
     shown = f"token: {server.token}" if not given else \
         f"token: the one from {'--token' if cfg.token else '$VLAFORGE_TOKEN'}"

@@ -81,7 +81,8 @@ class ServeConfig:
     max_per_client: int = field(default=64, metadata={"help": "concurrent connections allowed from one address"})
     max_batch: int = field(default=16, metadata={"help": "stream: most requests in one forward pass"})
     max_wait_ms: float = field(default=2.0, metadata={"help": "stream: longest wait for other robots' requests"})
-    metrics: bool = field(default=False, metadata={"help": "http: Prometheus metrics at GET /metrics (behind the token)"})
+    metrics: bool = field(default=False, metadata={"help": "Prometheus metrics at GET /metrics (behind the token) "
+                                                       "and a live page at GET /dashboard, on either protocol"})
     drift_reference: str = field(default="", metadata={
         "help": "metrics: training dataset whose episodes' first frames the drift detector compares with the "
                 "first observation of each live episode; empty = no drift test"})

@@ -21,6 +21,11 @@ most ``max_wait_ms`` for the connected robots that have not yet asked, and never
 them have, so a lone robot pays no batching delay. Validation is the HTTP server's
 (``observation_fields``): a bad message gets an error reply naming the field and the session
 stays usable. Binds 127.0.0.1 unless told otherwise; the token rules are the HTTP server's.
+
+With a ``PolicyMonitor`` the same port answers plain HTTP too: ``GET /metrics`` (the token
+required) and ``GET /dashboard``, the HTTP server's page. Every reply is counted as the HTTP
+server counts an /act; its inference time is the forward pass of the batch it ran in, and a
+``reset`` message starts an episode for the drift test.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vlaforge.deploy.dashboard import dashboard_html
 from vlaforge.deploy.server import MAX_BODY, BadRequest, check_token, observation_fields
 from vlaforge.runtime.policy import on_policy_thread, policy_thread
 
@@ -91,10 +97,11 @@ class StreamServer:
     """A WebSocket server around a policy, one session per connection; ``start()`` runs it in a
     thread with its own event loop, ``stop()`` ends it. ``max_batch`` rows per forward pass,
     ``max_wait_ms`` the longest a request waits for other robots', ``max_sessions`` and
-    ``max_per_client`` bound the connections in all and from one address."""
+    ``max_per_client`` bound the connections in all and from one address; ``monitor`` (a
+    vlaforge.deploy.monitor.PolicyMonitor) counts every request and serves /metrics."""
 
     def __init__(self, policy, token: str = "", host: str = "127.0.0.1", port: int = 8766, max_batch: int = 16,
-                 max_wait_ms: float = 2.0, max_sessions: int = 64, max_per_client: int = 32) -> None:
+                 max_wait_ms: float = 2.0, max_sessions: int = 64, max_per_client: int = 32, monitor=None) -> None:
         _msgpack()
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in [0, 65535] (0 = any free port), got {port}")
@@ -105,6 +112,7 @@ class StreamServer:
         self.token = check_token(token) if token else secrets.token_urlsafe(24)
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.max_sessions, self.max_per_client = max_sessions, max_per_client
+        self.monitor = monitor
         self.sessions: dict[object, str] = {}  # connection -> client address
         self.batches: list[int] = []  # sizes of the forward passes run (the load test reads them)
         self._loop = asyncio.new_event_loop()
@@ -146,12 +154,18 @@ class StreamServer:
         self._batcher.cancel()
 
     def _admit(self, connection, request):
-        """Before the upgrade: the path, the token and the connection bounds (else an HTTP error)."""
-        if request.path != PATH:
+        """Before the upgrade: the path, the token and the connection bounds (else an HTTP error);
+        with a monitor, the plain HTTP pages /dashboard and /metrics."""
+        pages = (PATH, "/metrics", "/dashboard") if self.monitor is not None else (PATH,)
+        if request.path not in pages:
             return connection.respond(404, f"unknown path; connect to {PATH}\n")
+        if request.path == "/dashboard":  # static: its script sends the token
+            return _page(connection, dashboard_html(), "text/html; charset=utf-8")
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
             return connection.respond(401, "missing or wrong token (Authorization: Bearer <token>)\n")
+        if request.path == "/metrics":
+            return _page(connection, self.monitor.exposition().decode(), "text/plain; version=0.0.4; charset=utf-8")
         host = connection.remote_address[0]
         if len(self.sessions) >= self.max_sessions:
             return connection.respond(503, f"{self.max_sessions} robots are connected already\n")
@@ -168,10 +182,12 @@ class StreamServer:
                                                  "chunk_size": p.cfg.chunk_size, "action_dim": p.action_dim,
                                                  "max_batch": self.max_batch}))
             async for message in connection:
-                rid = 0
+                rid, t0 = 0, time.perf_counter()
                 try:
                     rid, obs, reset, seed = parse_message(message, p.image_shape, p.state_dim)
                 except BadRequest as e:
+                    if self.monitor is not None:
+                        self.monitor.failed(400)
                     await connection.send(msgpack.packb({"id": rid, "error": str(e), "code": 400}))
                     continue
                 request = _Request(session, obs, reset, seed, asyncio.get_running_loop().create_future())
@@ -180,9 +196,13 @@ class StreamServer:
                 if isinstance(result, Exception):
                     code = 500 if isinstance(result, FloatingPointError) else 422
                     reply = {"id": rid, "error": str(result), "code": code}
+                    if self.monitor is not None:
+                        self.monitor.failed(code)
                 else:
                     reply = {"id": rid, "actions": result.astype("<f4").tobytes(), "shape": list(result.shape),
                              "inference_ms": ms, "batch": batch}
+                    if self.monitor is not None:  # counted before the reply, as the HTTP server does
+                        self.monitor.observe(obs, result, ms, time.perf_counter() - t0, reset)
                 await connection.send(msgpack.packb(reply))
         except Exception as e:  # a robot that hangs up mid-request is routine
             from websockets.exceptions import ConnectionClosed
@@ -221,6 +241,14 @@ class StreamServer:
             if r.reset:
                 r.session.reset(r.seed)
         return self.policy.act_many([r.obs for r in batch], [r.session for r in batch])
+
+
+def _page(connection, text: str, content_type: str):
+    """A 200 reply to a plain HTTP GET on the WebSocket port (the connection then closes)."""
+    response = connection.respond(200, text)
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = content_type
+    return response
 
 
 class StreamClient:
