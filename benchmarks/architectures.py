@@ -38,11 +38,11 @@ from pathlib import Path
 
 import matplotlib
 import torch
-from common import RESULTS, arg, cache_root, collect_once, paired, small_cell, stage, write
+from common import RESULTS, arg, cache_root, collect_once, small_cell, stage, write
 
 from vlaforge.eval.config import EvalConfig, QuickstartConfig
 from vlaforge.eval.rollout import evaluate
-from vlaforge.eval.stats import seed_summary
+from vlaforge.eval.stats import paired, seed_summary
 from vlaforge.models.config import PolicyConfig
 from vlaforge.registry import BACKBONES, FFNS, HEADS
 from vlaforge.runtime.policy import load_policy

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -206,30 +205,6 @@ def train_and_eval(data: Path, run: Path, steps: int, episodes: int, **train: ob
             return json.loads((out / "results.json").read_text())
         return evaluate(EvalConfig(policy=str(run / "policy"), split="train", episodes=episodes, videos_per_task=0,
                                    output_dir=str(out)))
-
-
-def paired(a: list[dict], b: list[dict]) -> dict:
-    """A - B over evaluations paired by training seed and scene (``a[i]`` and ``b[i]`` share seed i):
-    the pooled paired bootstrap and exact McNemar test over every (seed, scene) pair, and the t
-    interval of the per-seed differences (df = seeds - 1), the one that counts the seed draw."""
-    import numpy as np
-    from scipy import stats as sstats
-
-    from vlaforge.eval.compare import bootstrap_difference, mcnemar_exact, paired_outcomes
-
-    xs, ys, per_seed = [], [], []
-    for ra, rb in zip(a, b):
-        _, x, y = paired_outcomes(ra, rb)
-        xs.append(x), ys.append(y)
-        per_seed.append(float(x.mean() - y.mean()))
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    mean = statistics.fmean(per_seed)
-    half = (sstats.t.ppf(0.975, len(per_seed) - 1) * statistics.stdev(per_seed) / len(per_seed) ** 0.5
-            if len(per_seed) > 1 else float("nan"))
-    return {"difference": float(x.mean() - y.mean()), "per_seed": per_seed,
-            "seed_t_ci95": [mean - half, mean + half],
-            "paired_bootstrap_ci95": list(bootstrap_difference(x, y, 10_000, 0, paired=True)),
-            "mcnemar_p": mcnemar_exact(x, y), "pairs": int(len(x))}
 
 
 def _label(path: Path) -> str:

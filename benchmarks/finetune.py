@@ -26,13 +26,13 @@ import json
 import statistics
 import sys
 
-from common import arg, cache_root, collect_once, paired, stage, write
+from common import arg, cache_root, collect_once, stage, write
 
 from vlaforge.data.config import CollectConfig
 from vlaforge.envs.config import EnvConfig
 from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.rollout import evaluate
-from vlaforge.eval.stats import seed_summary
+from vlaforge.eval.stats import paired, seed_summary
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.config import OptimConfig, TrainConfig
 from vlaforge.train.trainer import train

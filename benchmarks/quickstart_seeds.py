@@ -19,11 +19,11 @@ import statistics
 import sys
 import time
 
-from common import arg, cache_root, collect_once, paired, stage, write
+from common import arg, cache_root, collect_once, stage, write
 
 from vlaforge.cli import parse
 from vlaforge.eval.rollout import evaluate
-from vlaforge.eval.stats import seed_summary
+from vlaforge.eval.stats import paired, seed_summary
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 

@@ -27,13 +27,13 @@ import statistics
 import sys
 import time
 
-from common import arg, cache_root, collect_once, paired, small_cell, stage, write
+from common import arg, cache_root, collect_once, small_cell, stage, write
 
 from vlaforge.cli import parse
 from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.localization import localization_error
 from vlaforge.eval.rollout import evaluate
-from vlaforge.eval.stats import seed_summary
+from vlaforge.eval.stats import paired, seed_summary
 from vlaforge.runtime.policy import load_policy
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train

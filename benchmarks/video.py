@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from common import arg, cache_root, paired, small_cell, stage, write
+from common import arg, cache_root, small_cell, stage, write
 
 from vlaforge.cli import parse
 from vlaforge.data import video
@@ -34,7 +34,7 @@ from vlaforge.data.collect import collect
 from vlaforge.data.dataset import DATA_PATH, IMAGE_PREFIX, LeRobotDataset, encode_png
 from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.rollout import evaluate
-from vlaforge.eval.stats import seed_summary
+from vlaforge.eval.stats import paired, seed_summary
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import tiny_train_and_eval
+from helpers import TINY_POLICY
 
 from vlaforge.cli import main
 from vlaforge.envs import get_suite
@@ -163,18 +163,37 @@ def test_expert_turns_the_stove_on_whatever_the_wording():
 
 
 @needs_libero
-def test_collect_train_eval_end_to_end(tmp_path):
-    data, run = tmp_path / "data", tmp_path / "run"
+def test_bench_libero_runs_the_protocol_end_to_end_and_resumes(tmp_path):
+    """A reduced protocol (one task, one demo, two trials of 3 steps, a tiny policy): the dataset
+    has LIBERO's features, the trials start from fixed states 0 and 1, and a second invocation
+    reuses every finished stage and resumes the evaluations to the same figures."""
     task = TASKS["libero_object"][0]
-    assert main(["collect", "--env.suite=libero-object", f"--env.tasks=[{task}]", "--episodes_per_task=1",
-                 "--workers=1", f"--output={data}"]) == 0
-    info = json.loads((data / "meta/info.json").read_text())
+    args = ["bench", "libero", "--suites=[libero-object]", f"--tasks=[{task}]", "--demos=1", "--trials=2",
+            f"--output_dir={tmp_path}", "--collect.workers=1", "--eval.workers=1", "--eval.max_steps=3",
+            "--eval.videos_per_task=0", "--train.steps=3", "--train.batch_size=4", "--train.tracking=none",
+            *[f"--train.{a[2:]}" for a in TINY_POLICY]]
+    assert main(args) == 0
+    info = json.loads((tmp_path / "libero-object/data/meta/info.json").read_text())
     assert info["features"]["observation.images.robot0_eye_in_hand"]["shape"] == [64, 64, 3]
     assert info["features"]["observation.state"]["shape"] == [8] and info["features"]["action"]["shape"] == [7]
     assert "agentview.target_u" in info["features"]["observation.environment_state"]["names"]
-    results = tiny_train_and_eval(data, run, max_steps=3)
-    assert results["suite"] == "libero-object" and list(results["per_task"]) == [task]
-    assert results["episodes_detail"][0]["seed"] == EVAL_SEEDS  # the protocol's first fixed init state
+    out = json.loads((tmp_path / "libero.json").read_text())
+    assert out["protocol"] == "reduced" and out["average"] is None
+    assert any("1 demos per task" in r for r in out["differs_from_standard"])
+    figures = out["suites"]["libero-object"]
+    assert list(figures["tasks"]) == [task] and figures["trials"] == 2 and figures["policy_parameters"] > 0
+    assert figures["tasks"][task]["demos"] == 1 and figures["tasks"][task]["expert"]
+    detail = json.loads((tmp_path / "libero-object/eval/seed0/train/results.json").read_text())["episodes_detail"]
+    assert [d["seed"] for d in detail] == [EVAL_SEEDS, EVAL_SEEDS + 1]  # the protocol's fixed states 0 and 1
+    ran = {"libero-object: experts", "libero-object: collect", "libero-object: train seed 0"}
+    assert ran | {"libero-object: eval seed 0 train"} == set(out["stage_seconds"]) and not out["reused_stages"]
+
+    assert main(args) == 0
+    again = json.loads((tmp_path / "libero.json").read_text())
+    assert set(again["reused_stages"]) == ran and again["suites"] == out["suites"]
+    assert json.loads((tmp_path / "libero-object/eval/seed0/train/results.json").read_text())["resumed_episodes"] == 2
+    assert all(again["stage_seconds"][k] == out["stage_seconds"][k] for k in ran)
+    assert "| OpenVLA | 76.5 |" in (tmp_path / "libero.md").read_text()
 
 
 def test_init_state_pickle_holds_only_numpy_globals():

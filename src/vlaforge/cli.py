@@ -32,6 +32,7 @@ from vlaforge.eval.config import (
     EvalConfig,
     GeneralizeConfig,
     HumanEvalConfig,
+    LiberoBenchConfig,
     QuickstartConfig,
     RegistryConfig,
     ReportConfig,
@@ -317,6 +318,20 @@ def _bench(cfg: BenchConfig) -> Any:
     print(f"written to {out}")
 
 
+def _bench_libero(cfg: LiberoBenchConfig) -> Any:
+    from vlaforge.eval.libero_protocol import run
+
+    summary = run(cfg)
+    for name, s in summary["suites"].items():
+        print(f"{name}: {s['success_rate']:.1%} [{s['ci95'][0]:.1%}, {s['ci95'][1]:.1%}] over {s['trials']} trials, "
+              f"{s['tasks_with_expert']}/{len(s['tasks'])} tasks with an expert")
+    average = "n/a (needs all four suites)" if summary["average"] is None else f"{summary['average']:.1%}"
+    print(f"average {average}; protocol {summary['protocol']}"
+          + "".join(f"\n  differs: {r}" for r in summary["differs_from_standard"])
+          + f"\nwritten to {Path(cfg.output_dir) / 'libero.json'} and libero.md")
+    return summary
+
+
 def _control(cfg: ControlConfig) -> Any:
     from vlaforge.deploy.control_loop import run_control
 
@@ -468,7 +483,8 @@ VERBS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
     "control": (ControlConfig, _control, "run a policy in real time: fixed rate, chunking, async inference"),
     "prune": (PruneConfig, _prune, "prune a policy (unstructured, channels, heads) and fine-tune it with the mask held"),
     "safe-rl": (SafeRLConfig, _safe_rl, "constrained RL fine-tuning (PPO-Lagrangian) under a violation-cost budget"),
-    "bench": (BenchConfig, _bench, "vlaforge bench latency|server|stream --policy=DIR: act() p50/p99, server load tests"),
+    "bench": (BenchConfig, _bench, "vlaforge bench latency|server|stream --policy=DIR: act() p50/p99, server load tests; "
+                                   "vlaforge bench libero: LIBERO's standard protocol"),
     "serve": (ServeConfig, _serve, "serve a policy's actions over HTTP or a WebSocket stream (token, 127.0.0.1)"),
     "traffic": (TrafficConfig, _traffic, "simulated robots for a served policy: episodes rolled here, actions from "
                                          "the server, outcomes reported to its A/B test"),
@@ -493,9 +509,15 @@ def _help(verb: str, cls: type) -> str:
     return "\n".join(lines)
 
 
-def parse(verb: str, argv: list[str]) -> Any:
-    """Build the verb's config from ``--config`` and ``--key=value`` arguments."""
-    cls = VERBS[verb][0]
+# Verbs whose first bare argument picks another config: (verb, argument) -> (config, handler).
+SUBVERBS: dict[tuple[str, str], tuple[type, Callable[[Any], Any]]] = {
+    ("bench", "libero"): (LiberoBenchConfig, _bench_libero),
+}
+
+
+def parse(verb: str, argv: list[str], cls: type | None = None) -> Any:
+    """Build the verb's config (or ``cls``) from ``--config`` and ``--key=value`` arguments."""
+    cls = cls or VERBS[verb][0]
     cfg_path, overrides = None, []
     i = 0
     while i < len(argv):
@@ -565,7 +587,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     positional = {"export": "format", "bench": "what", "human-eval": "action", "report": "path",
                   "registry": "action"}.get(verb)
-    if positional and rest and not rest[0].startswith("-"):
+    cls, handler, label = VERBS[verb][0], VERBS[verb][1], verb
+    if rest and (verb, rest[0]) in SUBVERBS:
+        (cls, handler), label, rest = SUBVERBS[verb, rest[0]], f"{verb} {rest[0]}", rest[1:]
+    elif positional and rest and not rest[0].startswith("-"):
         rest = [f"--{positional}={rest[0]}", *rest[1:]]
     if verb == "data" and rest[:1] == ["merge"]:  # vlaforge data merge A B [C ...]
         bare = list(itertools.takewhile(lambda x: not x.startswith("-"), rest[1:]))
@@ -579,11 +604,11 @@ def main(argv: list[str] | None = None) -> int:
         if bare:
             rest = [f"--runs={json.dumps(bare)}", *rest[len(bare):]]
     if "-h" in rest or "--help" in rest:
-        print(_help(verb, VERBS[verb][0]))
+        print(_help(label, cls))
         return 0
     try:
-        cfg = parse(verb, rest)
-        VERBS[verb][1](cfg)
+        cfg = parse(verb, rest, cls)
+        handler(cfg)
     except (ConfigError, KeyError, ValueError, FileExistsError, FileNotFoundError, ImportError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)

@@ -160,3 +160,24 @@ class QuickstartConfig:
         default_factory=lambda: TrainConfig(grounding_scenes=250, optim=OptimConfig(lr=3e-3))
     )
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class LiberoBenchConfig:
+    """LIBERO's standard protocol (`vlaforge bench libero`): per suite, scripted demos of every task
+    -> train -> 50 trials per task from LIBERO's fixed initial states, and the suites' average."""
+
+    output_dir: str = field(default="runs/libero", metadata={"help": "everything goes under here; a re-run resumes"})
+    suites: list[str] = field(
+        default_factory=lambda: ["libero-spatial", "libero-object", "libero-goal", "libero-10"],
+        metadata={"help": "LIBERO suites (the average needs all four of spatial, object, goal, 10)"})
+    tasks: list[str] = field(default_factory=list, metadata={
+        "help": "only these tasks of the suites (a reduced run, for quick checks); empty = every task"})
+    demos: int = field(default=50, metadata={"help": "scripted demos per task (the standard protocol: 50)"})
+    trials: int = field(default=50, metadata={"help": "evaluation trials per task, fixed initial states 0.. (standard: 50)"})
+    language: bool = field(default=True, metadata={
+        "help": "also evaluate libero-goal with the instruction blanked and with held-out paraphrases"})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "training seeds, one policy each"})
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(videos_per_task=1))

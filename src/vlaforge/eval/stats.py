@@ -212,3 +212,31 @@ def seed_summary(results: list[dict]) -> dict:
         out["per_task_mean"] = {t: sum(r["per_task"][t]["success_rate"] for r in results) / len(results)
                                 for t in results[0]["per_task"]}
     return out
+
+
+def paired(a: list[dict], b: list[dict]) -> dict:
+    """A - B over evaluations paired by training seed and scene (``a[i]`` and ``b[i]`` share seed i):
+    the pooled paired bootstrap and exact McNemar test over every (seed, scene) pair, and the t
+    interval of the per-seed differences (df = seeds - 1), the one that counts the seed draw
+    (None with one seed)."""
+    import statistics
+
+    import numpy as np
+    from scipy import stats as sstats
+
+    from vlaforge.eval.compare import bootstrap_difference, mcnemar_exact, paired_outcomes
+
+    xs, ys, per_seed = [], [], []
+    for ra, rb in zip(a, b):
+        _, x, y = paired_outcomes(ra, rb)
+        xs.append(x), ys.append(y)
+        per_seed.append(float(x.mean() - y.mean()))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    seed_t = None
+    if len(per_seed) > 1:
+        mean = statistics.fmean(per_seed)
+        half = sstats.t.ppf(0.975, len(per_seed) - 1) * statistics.stdev(per_seed) / len(per_seed) ** 0.5
+        seed_t = [mean - half, mean + half]
+    return {"difference": float(x.mean() - y.mean()), "per_seed": per_seed, "seed_t_ci95": seed_t,
+            "paired_bootstrap_ci95": list(bootstrap_difference(x, y, 10_000, 0, paired=True)),
+            "mcnemar_p": mcnemar_exact(x, y), "pairs": int(len(x))}
