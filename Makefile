@@ -3,8 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Installed without their dependencies (pyproject's `libero` extra lists what they need instead).
-LIBERO_NODEPS := hf-libero==0.1.4 robosuite==1.4.0 bddl==1.0.1
+# Installed without their dependencies (pyproject's `libero` and `pusht` extras list what they need instead).
+NODEPS := hf-libero==0.1.4 robosuite==1.4.0 bddl==1.0.1 gym-pusht==0.1.8
 
 .PHONY: demo test test-slow test-browser test-lerobot smoke release bench clean
 
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[all,test]'
-	$(BIN)/python -m pip install -q --no-deps $(LIBERO_NODEPS)
+	$(BIN)/python -m pip install -q --no-deps $(NODEPS)
 	touch $(STAMP)
 
 demo: $(STAMP)

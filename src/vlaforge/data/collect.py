@@ -97,8 +97,9 @@ def run_expert_episode(
             if record_points:
                 env_states.append(sim.task_points())
             executed = action.copy()
-            if noise > 0 and not success:
-                executed[:3] += rng.normal(0.0, noise, 3).astype(np.float32)
+            if noise > 0 and not success:  # on the translation (the first three, or fewer, dimensions)
+                moved = min(3, len(executed))
+                executed[:moved] += rng.normal(0.0, noise, moved).astype(np.float32)
             obs, _, _, truncated, info = env.step(np.clip(executed, -1, 1))
             success = success or bool(info["success"])
             after += success

@@ -1,6 +1,6 @@
 """Environments; importing this registers every built-in suite."""
 
-from vlaforge.envs import bullet, libero, metaworld, tabletop  # noqa: F401  (register the suites and gym ids)
+from vlaforge.envs import bullet, libero, metaworld, pusht, tabletop  # noqa: F401  (register the suites and gym ids)
 from vlaforge.registry import SUITES
 
 
