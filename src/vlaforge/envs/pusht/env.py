@@ -8,7 +8,7 @@ to zero). Success, as in the benchmark: more than 95% of the target area covered
 Action (float32, 2, each in [-1, 1]): where the agent goes next, relative to where it is:
 target = agent position + ``ACTION_SCALE`` * action, followed by gym-pusht's PD controller
 (10 control steps per second). Relative like the other suites' end-effector deltas, so
-DART-style collection noise and the safety clamps mean the same thing here.
+DART-style collection noise means the same thing here.
 Observation (dict):
     image        uint8 (1, H, W, 3), the top-down view gym-pusht renders, H = W = 64, 96 or 128
     state        float32 (2,): agent x, y in px
