@@ -16,16 +16,17 @@ requests are not exchangeable: a window of consecutive requests comes from a few
 test on requests rejects on the policy's own training-domain traffic. The first observation,
 because every later one depends on the actions taken: the training episodes were driven by the
 demonstrator, the live ones by the policy, so features of the whole episode differ on clean
-traffic whenever the two behave differently (benchmarks/mlops.py measured 8% of tests alarmed
-at a nominal 1% with episode means of observation and action), while first observations are
-draws of the scene distribution alone and so exchangeable with the reference until the scenes
-change. tests/test_monitor.py plants both failure modes. What the policy does with a scene is
-watched by the action statistics and, for success, by the A/B test. Every ``every`` episodes,
-once ``window`` have started, a kernel two-sample test compares the last ``window`` episodes
-with up to ``reference_size`` training episodes: the maximum mean discrepancy (Gretton et al.
-2012, "A kernel two-sample test") with a Gaussian kernel whose bandwidth is the median pairwise
-distance of the reference, and its permutation p-value. The alarm is raised while p <
-``alpha``. Tests run on a background thread, so a check never delays a reply.
+traffic whenever the two behave differently (benchmarks/results/mlops.json of commit c115a7d:
+8% of tests alarmed at a nominal 1% with episode means of observation and action), while first
+observations are draws of the scene distribution alone and so exchangeable with the reference
+until the scenes change. tests/test_monitor.py plants both failure modes. What the policy does
+with a scene is watched by the action statistics and, for success, by the A/B test. Every
+``every`` episodes, once ``window`` have started, a kernel two-sample test compares the last
+``window`` episodes with up to ``reference_size`` training episodes: the maximum mean
+discrepancy (Gretton et al. 2012, "A kernel two-sample test") with a Gaussian kernel whose
+bandwidth is the median pairwise distance of the reference, and its permutation p-value. The
+alarm is raised while p < ``alpha``. Tests run on a background thread, so a check never delays
+a reply.
 """
 
 from __future__ import annotations
