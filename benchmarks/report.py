@@ -627,6 +627,21 @@ def libero_experts() -> str:
                 "tasks without a script"], rows)])
 
 
+def pusht() -> str:
+    f = load("pusht")["figures"]
+    e, p = f["expert"], f["policy"]
+    rows = [["scripted pusher", pct(e["success_rate"]), ci(e["ci95"]), e["scenes"], f"{e['median_steps_to_success']:.0f}"]]
+    rows += [[f"policy, training seed {i}", pct(x), "", p["episodes_per_seed"],
+              "" if s is None else f"{s:.0f}"] for i, (x, s) in enumerate(zip(p["per_seed"], p["steps_to_success"]))]
+    return block("pusht", [
+        f"Push-T on the evaluation scenes, 300-step limit, success = more than 95% of the target covered. The policy: "
+        f"the trainer's defaults, {p['train_steps']} steps on {p['demos']} scripted demonstrations (collection noise "
+        f"{p['noise']:g}); pooled success {pct(p['pooled'])} {ci(p['pooled_ci95'])} over {p['episodes']} episodes:", "",
+        *table(["who acts", "success", "95% CI", "episodes", "steps to success (median / mean)"], rows), "",
+        f"The pusher's failures: {len(e['failures'])} of {e['scenes']} scenes; {e['seconds_per_episode']:.1f} s per "
+        f"episode on one core."])
+
+
 def video() -> str:
     f = load("video")["figures"]
     st, png = f["storage"], f["storage"]["png"]
