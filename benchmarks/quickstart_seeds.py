@@ -4,6 +4,9 @@ single run's success is the draw of the initial weights and batches, and, per tr
 
     python benchmarks/quickstart_seeds.py [--seeds=3] [--arms=[default]] [--key=value quickstart overrides]
 
+With ``--splits=[train,unseen,unseen_paraphrase]`` each arm also reports its paraphrase gap (train
+minus reworded instructions on the same scenes, paired).
+
 Collects the quickstart's data once, then trains one policy per arm and seed (``train.seed``)
 and evaluates each on the same scenes of every split. Reported per arm: every seed's success per
 split, mean and sd, the wall time of training, and whether the issue's target is met (train >=
@@ -87,6 +90,8 @@ def main(argv: list[str]) -> None:
             "meets_target": all(mean.get(s, 0.0) >= TARGET[s] and sd.get(s, 1.0) <= TARGET["sd"]
                                 for s in ("train", "unseen")),
         }
+        if "unseen_paraphrase" in base.splits:  # the same scenes as train, the instructions reworded
+            figures["arms"][name]["paraphrase_gap"] = paired(results[name]["train"], results[name]["unseen_paraphrase"])
     for name in arms[1:]:
         figures["comparisons"][f"{name} - {arms[0]}"] = {s: paired(results[name][s], results[arms[0]][s])
                                                          for s in base.splits}
@@ -100,6 +105,10 @@ def main(argv: list[str]) -> None:
               **{s: "{:+.1f} seed-t [{:+.1f}, {:+.1f}]".format(100 * c[s]["difference"],
                                                                *(100 * x for x in c[s]["seed_t_ci95"]))
                  for s in base.splits}} for k, c in figures["comparisons"].items()]
+    rows += [{"arm": a, "seed": "train - unseen_paraphrase", **{s: "" for s in base.splits}, "train s": "",
+              "unseen_paraphrase": "{:+.1f} seed-t [{:+.1f}, {:+.1f}], pooled [{:+.1f}, {:+.1f}]".format(
+                  100 * g["difference"], *(100 * x for x in (*g["seed_t_ci95"], *g["paired_bootstrap_ci95"])))}
+             for a in arms if (g := arm[a].get("paraphrase_gap"))]
     write("quickstart_seeds", figures, rows, f"The quickstart recipe over {n} training seeds (same data, same scenes)",
           seeds={"collect_scenes_from": base.collect.seed, "train": list(range(n)), "eval_scenes_from": base.eval.seed})
 
