@@ -163,10 +163,11 @@ def test_expert_turns_the_stove_on_whatever_the_wording():
 
 
 @needs_libero
-def test_bench_libero_runs_the_protocol_end_to_end_and_resumes(tmp_path):
+def test_bench_libero_runs_the_protocol_end_to_end_and_resumes(tmp_path, capsys):
     """A reduced protocol (one task, one demo, two trials of 3 steps, a tiny policy): the dataset
     has LIBERO's features, the trials start from fixed states 0 and 1, and a second invocation
-    reuses every finished stage and resumes the evaluations to the same figures."""
+    reuses every finished stage and resumes the evaluations to the same figures; one with other
+    collection or training settings is refused."""
     task = TASKS["libero_object"][0]
     args = ["bench", "libero", "--suites=[libero-object]", f"--tasks=[{task}]", "--demos=1", "--trials=2",
             f"--output_dir={tmp_path}", "--collect.workers=1", "--eval.workers=1", "--eval.max_steps=3",
@@ -194,6 +195,16 @@ def test_bench_libero_runs_the_protocol_end_to_end_and_resumes(tmp_path):
     assert json.loads((tmp_path / "libero-object/eval/seed0/train/results.json").read_text())["resumed_episodes"] == 2
     assert all(again["stage_seconds"][k] == out["stage_seconds"][k] for k in ran)
     assert "| OpenVLA | 76.5 |" in (tmp_path / "libero.md").read_text()
+
+    # A re-run that would reuse a stage made under other settings is refused, naming the key.
+    config = (tmp_path / "config.yaml").read_text()
+    for change, named in (("--demos=2", "episodes_per_task: 1 -> 2"), ("--collect.noise=0.1", "noise: 0.3 -> 0.1"),
+                          ("--train.steps=4", "steps: 3 -> 4")):
+        capsys.readouterr()
+        assert main([*(a for a in args if not a.startswith(change.split("=")[0] + "=")), change]) == 2
+        assert named in capsys.readouterr().err
+    assert json.loads((tmp_path / "libero.json").read_text()) == again  # nothing already written is lost
+    assert (tmp_path / "config.yaml").read_text() == config
 
 
 def test_init_state_pickle_holds_only_numpy_globals():

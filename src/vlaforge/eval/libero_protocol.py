@@ -12,9 +12,10 @@ gets no demonstrations and is still evaluated, so it counts as failures rather t
 disappearing. A run with fewer demos or trials, a subset of tasks, other scenes or step limits,
 or not all four suites is labelled ``reduced`` with the reasons.
 
-Stages, each resumable (an interrupted run continues where it stopped, and the stages below it
-refuse a resume that changes what defines them): which tasks have an expert -> collect ->
-train (one policy per seed) -> evaluate each split. The wall time of every stage accumulates in
+Stages, each resumable (an interrupted run continues where it stopped; a re-run whose collection
+or training settings differ from those a finished or interrupted stage was made with is
+refused): which tasks have an expert -> collect -> train (one policy per seed) -> evaluate each
+split. The wall time of every stage accumulates in
 ``stages.json`` across invocations, so a protocol spread over several sessions reports its
 whole cost. Outputs: ``libero.json`` and ``libero.md`` (the table beside the published numbers).
 """
@@ -135,11 +136,11 @@ class Stages:
             atomic_write_json(self.path, self.seconds)
 
 
-def experts(suite_name: str, tasks: list[str], env_cfg, path: Path) -> dict[str, str]:
-    """task -> "" when its scripted expert exists, else the reason; cached in ``path``."""
+def experts(suite_name: str, tasks: list[str], env_cfg, path: Path, known: dict[str, str]) -> dict[str, str]:
+    """task -> "" when its scripted expert exists, else the reason; ``known`` holds what ``path``
+    cached, and every new answer is added to both."""
     from vlaforge.envs import get_suite
 
-    known = json.loads(path.read_text()) if path.is_file() else {}
     suite = get_suite(suite_name)
     for task in tasks:
         if task in known:
@@ -156,6 +157,42 @@ def experts(suite_name: str, tasks: list[str], env_cfg, path: Path) -> dict[str,
     return {t: known[t] for t in tasks}
 
 
+# Collection settings that change where or how fast episodes are written, not which.
+COLLECT_NOT_DEFINING = ("output", "resume", "workers", "backend", "ray_address")
+
+
+def refuse_changed_collection(data: Path, intended) -> None:
+    """A collection (finished or interrupted) is reused only under the settings that made it: its
+    ``collect_config.yaml`` against ``intended`` (a CollectConfig), one line naming what differs."""
+    from vlaforge.config import load_yaml, to_dict
+    from vlaforge.data.config import CollectConfig
+    from vlaforge.envs import get_suite
+    from vlaforge.train.tracking import flatten
+
+    saved = data / "collect_config.yaml"
+    if not saved.is_file():
+        return
+    intended = dataclasses.replace(intended, env=get_suite(intended.env.suite).resolve(intended.env))
+    old, new = (flatten(to_dict(c)) for c in (load_yaml(CollectConfig, saved), intended))
+    changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in dict.fromkeys([*old, *new])
+               if not k.startswith(COLLECT_NOT_DEFINING) and old.get(k) != new.get(k)]
+    if changes:
+        raise ValueError(f"{data} was collected with other settings ({'; '.join(changes)}); re-run with its own "
+                         f"settings or use a new --output_dir (nothing was changed)")
+
+
+def refuse_changed_training(run_dir: Path, intended) -> None:
+    """A policy (finished or checkpointed) is reused only under the training settings that made it."""
+    from vlaforge.config import load_yaml
+    from vlaforge.train.config import TrainConfig
+    from vlaforge.train.trainer import run_changes
+
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and (changes := run_changes(load_yaml(TrainConfig, saved), intended)):
+        raise ValueError(f"{run_dir} was trained with other settings ({'; '.join(changes)}); re-run with its own "
+                         f"settings or use a new --output_dir (nothing was changed)")
+
+
 def run(cfg: LiberoBenchConfig, show_progress: bool = True) -> dict:
     """Every stage of every suite (resuming finished work), then libero.json and libero.md."""
     from vlaforge.data.collect import collect
@@ -168,7 +205,8 @@ def run(cfg: LiberoBenchConfig, show_progress: bool = True) -> dict:
     reasons = check(cfg)
     root = Path(cfg.output_dir)
     root.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, root / "config.yaml")
+    if not (root / "config.yaml").is_file():  # a refused re-run leaves the finished run's settings in place
+        save_yaml(cfg, root / "config.yaml")
     stages = Stages(root / "stages.json")
     suites = {}
     for name in cfg.suites:
@@ -176,16 +214,20 @@ def run(cfg: LiberoBenchConfig, show_progress: bool = True) -> dict:
         tasks = [t for t in suite.tasks if t in cfg.tasks] if cfg.tasks else list(suite.tasks)
         if not tasks:
             continue
-        known = json.loads((base / "experts.json").read_text()) if (base / "experts.json").is_file() else {}
+        cache = base / "experts.json"
+        known = json.loads(cache.read_text()) if cache.is_file() else {}
         with stages.stage(f"{name}: experts", set(tasks) <= set(known)):
-            scripts = experts(name, tasks, cfg.collect.env, base / "experts.json")
+            scripts = experts(name, tasks, cfg.collect.env, cache, known)
         scripted = [t for t in tasks if not scripts[t]]
         data = base / "data"
+        env = dataclasses.replace(cfg.collect.env, suite=name, tasks=scripted)
+        collect_cfg = dataclasses.replace(cfg.collect, env=env, episodes_per_task=cfg.demos, output=str(data),
+                                          resume=(data / "meta").exists())
+        if scripted:
+            refuse_changed_collection(data, collect_cfg)
         with stages.stage(f"{name}: collect", not scripted or (data / "done").is_file()) as running:
             if running:
-                env = dataclasses.replace(cfg.collect.env, suite=name, tasks=scripted)
-                collect(dataclasses.replace(cfg.collect, env=env, episodes_per_task=cfg.demos, output=str(data),
-                                            resume=(data / "meta").exists()), show_progress)
+                collect(collect_cfg, show_progress)
                 atomic_write_text(data / "done", "")
         demos = {t: 0 for t in tasks}
         if scripted:
@@ -195,11 +237,12 @@ def run(cfg: LiberoBenchConfig, show_progress: bool = True) -> dict:
         results: dict[str, list[dict]] = {s: [] for s in splits}
         for seed in cfg.seeds if scripted else ():
             run_dir = base / "train" / f"seed{seed}"
+            train_cfg = dataclasses.replace(cfg.train, dataset=str(data), output_dir=str(run_dir), seed=seed,
+                                            resume=latest_checkpoint(run_dir / "checkpoints") is not None)
+            refuse_changed_training(run_dir, train_cfg)
             with stages.stage(f"{name}: train seed {seed}", (run_dir / "policy").exists()) as running:
                 if running:
-                    train(dataclasses.replace(cfg.train, dataset=str(data), output_dir=str(run_dir), seed=seed,
-                                              resume=latest_checkpoint(run_dir / "checkpoints") is not None),
-                          show_progress)
+                    train(train_cfg, show_progress)
             for split in splits:
                 out = base / "eval" / f"seed{seed}" / split
                 with stages.stage(f"{name}: eval seed {seed} {split}", False):
@@ -210,6 +253,7 @@ def run(cfg: LiberoBenchConfig, show_progress: bool = True) -> dict:
         if scripted:
             suites[name]["policy_parameters"] = parameters(base / "train" / f"seed{cfg.seeds[0]}" / "policy")
     summary = summarize(suites, reasons, stages, cfg)
+    save_yaml(cfg, root / "config.yaml")
     atomic_write_json(root / "libero.json", summary)
     atomic_write_text(root / "libero.md", markdown(summary))
     return summary
