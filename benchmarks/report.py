@@ -168,22 +168,29 @@ def quickstart() -> str:
 def quickstart_seeds() -> str:
     f = load("quickstart_seeds")["figures"]
     t = f["target"]
+    splits = [s for s in ("train", "unseen", "unseen_paraphrase") if s in next(iter(f["arms"].values()))["mean"]]
     rows = [[f"`{name}`", " ".join(a["overrides"]) or "(defaults)",
              *[f"{pct(a['mean'][s])} (sd {100 * a['sd'][s]:.1f}; {' / '.join(pct(x, 0) for x in a['per_seed'][s])})"
-               for s in ("train", "unseen")],
+               for s in splits],
              f"{statistics.median(a['train_seconds']):.0f}", "yes" if a["meets_target"] else "no"]
             for name, a in f["arms"].items()]
     tasks = [[f"`{name}`", s, ", ".join(f"{k} {pct(v, 0)}" for k, v in a["per_task_mean"][s].items())]
-             for name, a in f["arms"].items() for s in ("train", "unseen")]
+             for name, a in f["arms"].items() for s in splits]
     comps = [[f"`{name}`", s, diff(c[s]["difference"], c[s]["seed_t_ci95"]), ci(c[s]["paired_bootstrap_ci95"]),
-              f"{c[s]['mcnemar_p']:.3g}"] for name, c in f["comparisons"].items() for s in ("train", "unseen")]
+              f"{c[s]['mcnemar_p']:.3g}"] for name, c in f["comparisons"].items() for s in splits]
+    gaps = [[f"`{name}`", diff(g["difference"], g["seed_t_ci95"]), ci(g["paired_bootstrap_ci95"]), f"{g['mcnemar_p']:.3g}"]
+            for name, a in f["arms"].items() if (g := a.get("paraphrase_gap"))]
     n = len(next(iter(f["arms"].values()))["per_seed"]["train"])
     lines = [f"The quickstart recipe over {n} training seeds on one collected dataset ({f['train_steps']} steps, "
              f"{f['eval_episodes_per_task']} episodes per task and split). Target: train >= {pct(t['train'], 0)} and "
              f"unseen >= {pct(t['unseen'], 0)}, sd <= {100 * t['sd']:.0f} points:", "",
-             *table(["arm", "overrides", "train split: mean (sd; per seed)", "unseen split", "training s (median)",
-                     "meets target"], rows), "", "Per task, mean over seeds:", "",
+             *table(["arm", "overrides", "train split: mean (sd; per seed)", *(f"{s} split" for s in splits[1:]),
+                     "training s (median)", "meets target"], rows), "", "Per task, mean over seeds:", "",
              *table(["arm", "split", "per task"], tasks)]
+    if gaps:
+        lines += ["", "The wording gap, train minus unseen_paraphrase on the same scenes (t interval over seeds; "
+                      "pooled paired bootstrap; exact McNemar):", "",
+                  *table(["arm", "gap (points)", "paired bootstrap", "McNemar p"], gaps)]
     if comps:
         lines += ["", "Each arm against the first, paired by seed and scene (t interval over seeds; pooled paired "
                       "bootstrap; exact McNemar):", "",
