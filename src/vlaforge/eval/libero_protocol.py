@@ -15,9 +15,9 @@ or not all four suites is labelled ``reduced`` with the reasons.
 Stages, each resumable (an interrupted run continues where it stopped; a re-run whose collection
 or training settings differ from those a finished or interrupted stage was made with is
 refused): which tasks have an expert -> collect -> train (one policy per seed) -> evaluate each
-split. The wall time of every stage accumulates in
-``stages.json`` across invocations, so a protocol spread over several sessions reports its
-whole cost. Outputs: ``libero.json`` and ``libero.md`` (the table beside the published numbers).
+split. The wall time of every stage accumulates in ``stages.json`` across invocations, so a
+protocol spread over several sessions reports its whole cost. Outputs: ``libero.json`` and
+``libero.md`` (the table beside the published numbers).
 """
 
 from __future__ import annotations
