@@ -168,7 +168,8 @@ def quickstart() -> str:
 def quickstart_seeds() -> str:
     f = load("quickstart_seeds")["figures"]
     t = f["target"]
-    splits = [s for s in ("train", "unseen", "unseen_paraphrase") if s in next(iter(f["arms"].values()))["mean"]]
+    first = next(iter(f["arms"].values()))
+    splits = [s for s in ("train", "unseen", "unseen_paraphrase") if s in first["mean"]]
     rows = [[f"`{name}`", " ".join(a["overrides"]) or "(defaults)",
              *[f"{pct(a['mean'][s])} (sd {100 * a['sd'][s]:.1f}; {' / '.join(pct(x, 0) for x in a['per_seed'][s])})"
                for s in splits],
@@ -180,7 +181,7 @@ def quickstart_seeds() -> str:
               f"{c[s]['mcnemar_p']:.3g}"] for name, c in f["comparisons"].items() for s in splits]
     gaps = [[f"`{name}`", diff(g["difference"], g["seed_t_ci95"]), ci(g["paired_bootstrap_ci95"]), f"{g['mcnemar_p']:.3g}"]
             for name, a in f["arms"].items() if (g := a.get("paraphrase_gap"))]
-    n = len(next(iter(f["arms"].values()))["per_seed"]["train"])
+    n = len(first["per_seed"]["train"])
     lines = [f"The quickstart recipe over {n} training seeds on one collected dataset ({f['train_steps']} steps, "
              f"{f['eval_episodes_per_task']} episodes per task and split). Target: train >= {pct(t['train'], 0)} and "
              f"unseen >= {pct(t['unseen'], 0)}, sd <= {100 * t['sd']:.0f} points:", "",

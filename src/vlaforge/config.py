@@ -183,6 +183,12 @@ def _merged(base: dict, update: dict) -> dict:
     return out
 
 
+def setting_changes(old: dict, new: dict) -> list[str]:
+    """The keys of two flat settings dicts whose values differ, as 'key: old -> new' (a key on one
+    side only counts as None on the other): what a refused resume names."""
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+
+
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 

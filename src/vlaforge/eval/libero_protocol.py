@@ -164,7 +164,7 @@ COLLECT_NOT_DEFINING = ("output", "resume", "workers", "backend", "ray_address")
 def refuse_changed_collection(data: Path, intended) -> None:
     """A collection (finished or interrupted) is reused only under the settings that made it: its
     ``collect_config.yaml`` against ``intended`` (a CollectConfig), one line naming what differs."""
-    from vlaforge.config import load_yaml, to_dict
+    from vlaforge.config import load_yaml, setting_changes, to_dict
     from vlaforge.data.config import CollectConfig
     from vlaforge.envs import get_suite
     from vlaforge.train.tracking import flatten
@@ -173,9 +173,9 @@ def refuse_changed_collection(data: Path, intended) -> None:
     if not saved.is_file():
         return
     intended = dataclasses.replace(intended, env=get_suite(intended.env.suite).resolve(intended.env))
-    old, new = (flatten(to_dict(c)) for c in (load_yaml(CollectConfig, saved), intended))
-    changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in dict.fromkeys([*old, *new])
-               if not k.startswith(COLLECT_NOT_DEFINING) and old.get(k) != new.get(k)]
+    old, new = ({k: v for k, v in flatten(to_dict(c)).items() if not k.startswith(COLLECT_NOT_DEFINING)}
+                for c in (load_yaml(CollectConfig, saved), intended))
+    changes = setting_changes(old, new)
     if changes:
         raise ValueError(f"{data} was collected with other settings ({'; '.join(changes)}); re-run with its own "
                          f"settings or use a new --output_dir (nothing was changed)")

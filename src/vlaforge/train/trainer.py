@@ -30,7 +30,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from vlaforge.config import load_yaml, to_dict
+from vlaforge.config import load_yaml, setting_changes, to_dict
 from vlaforge.data.dataset import ENV_STATE, LeRobotDataset
 from vlaforge.data.normalize import Normalizer
 from vlaforge.data.sampler import ChunkSampler, pixel_columns
@@ -75,8 +75,7 @@ def run_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
             flat[k] = str(Path(flat[k]).resolve()) if flat[k] else ""
         return flat | {"effective batch": cfg.batch_size * cfg.accumulate * cfg.parallel.dp * cfg.parallel.fsdp}
 
-    a, b = defining(old), defining(new)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+    return setting_changes(defining(old), defining(new))
 
 
 def _prepare_run_dir(cfg: TrainConfig) -> Path:
