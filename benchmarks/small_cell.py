@@ -65,6 +65,10 @@ ARMS: dict[str, Arm] = {
     "grounding+lr3e-3": Arm(QUICKSTART),
     "grounding+lr3e-3+horizon2": Arm(QUICKSTART, eval=(("action_horizon", 2),), trained_as="grounding+lr3e-3"),
     "grounding+lr3e-3+horizon1": Arm(QUICKSTART, eval=(("action_horizon", 1),), trained_as="grounding+lr3e-3"),
+    # The quickstart's recipe in full (its pretrained subword text encoder too), and the cell's
+    # ceiling at three times the step budget: whether the cell is bound by time or by its 25 demos.
+    "quickstart": Arm((*QUICKSTART, "--policy.text_encoder=wordllama")),
+    "grounding+lr3e-3+steps3x": Arm(QUICKSTART, 3),
 }
 
 
