@@ -41,6 +41,8 @@ COMMANDS = {
     "architectures": "python benchmarks/architectures.py --part=ablation",
     "small_cell_horizon": "python benchmarks/small_cell.py --arms=[grounding+lr3e-3,grounding+lr3e-3+horizon2,"
                           "grounding+lr3e-3+horizon1] --name=small_cell_horizon",
+    "small_cell_budget": "python benchmarks/small_cell.py --arms=[grounding+lr3e-3,quickstart,"
+                         "grounding+lr3e-3+steps3x] --name=small_cell_budget",
     "small_cell_auxcond": "git checkout 88213d9 && python benchmarks/small_cell.py "
                           "--arms=[grounding+lr3e-3,grounding+lr3e-3+auxcond] --name=small_cell_auxcond",
     "architectures_scaling": "python benchmarks/architectures.py --part=scaling",
@@ -622,6 +624,10 @@ def small_cell_auxcond() -> str:
     return small_cell("small_cell_auxcond")
 
 
+def small_cell_budget() -> str:
+    return small_cell("small_cell_budget")
+
+
 def libero_experts() -> str:
     f = load("libero_experts")["figures"]
     rows = [[f"`{name}`", pct(x["success"]), ci(x["ci95"]), f"{x['tasks_with_expert']} / {x['tasks']}",
@@ -939,7 +945,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
                  training_precision, training_accumulation, parallel, optimizers, attention, architectures,
                  architectures_scaling,
                  sim2real, deploy, safety, evaluation, data, *DATA, reliability, text_encoders, profile_step,
-                 small_cell, small_cell_horizon, small_cell_auxcond, cbf_qp, finetune, libero_experts, pusht, serving, realtime,
+                 small_cell, small_cell_horizon, small_cell_auxcond, small_cell_budget, cbf_qp, finetune, libero_experts, pusht, serving, realtime,
                  video, scale, ray_backend, capacity, mlops)
 }
 
