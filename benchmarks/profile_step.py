@@ -1,4 +1,4 @@
-"""Where a training step of the default recipe spends its milliseconds on this machine.
+"""Where a training step spends its milliseconds on this machine (the trainer's defaults plus any overrides).
 
     python benchmarks/profile_step.py [--steps=30] [--warmup=5] [--key=value overrides for train]
 
@@ -104,10 +104,11 @@ def main(argv: list[str]) -> None:
                "share_of_step": {k: statistics.median(v) / step_ms for k, v in rows.items() if k != "step total"},
                "samples_per_s": cfg.batch_size * cfg.accumulate / (step_ms / 1e3), "top_ops": top_ops,
                "setup": {"batch_size": cfg.batch_size, "accumulate": cfg.accumulate, "precision": run.precision,
-                         "threads": torch.get_num_threads(), "params": run.n_params, "tasks": TASKS}}
+                         "threads": torch.get_num_threads(), "params": run.n_params, "tasks": TASKS,
+                         "overrides": rest}}
     table = [{"part": k, "median ms": round(statistics.median(v), 2),
               "share": f"{100 * statistics.median(v) / step_ms:.0f}%"} for k, v in rows.items()]
-    write("profile_step", figures, table, "Where a default training step spends its time (2 CPU cores)",
+    write("profile_step", figures, table, "Where a training step spends its time (2 CPU cores)",
           seeds={"collect": 0, "train": cfg.seed})
 
 

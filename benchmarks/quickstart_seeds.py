@@ -41,7 +41,6 @@ ARMS: dict[str, list[str]] = {
     "steps2500": ["--train.steps=2500"],
     # Half the fusion depth: the blocks are ~65% of a training step on 2 cores (profile_step.py).
     "layers2": ["--train.policy.n_layers=2"],
-    "layers2-steps3500": ["--train.policy.n_layers=2", "--train.steps=3500"],
 }
 TARGET = {"train": 0.95, "unseen": 0.90, "sd": 0.03}
 
