@@ -949,8 +949,8 @@ BLOCKS: dict[str, Callable[[], str]] = {
                  training_precision, training_accumulation, parallel, optimizers, attention, architectures,
                  architectures_scaling,
                  sim2real, deploy, safety, evaluation, data, *DATA, reliability, text_encoders, profile_step,
-                 small_cell, small_cell_horizon, small_cell_auxcond, small_cell_budget, cbf_qp, finetune, libero_experts, pusht, serving, realtime,
-                 video, scale, ray_backend, capacity, mlops)
+                 small_cell, small_cell_horizon, small_cell_auxcond, small_cell_budget, cbf_qp, finetune, libero_experts,
+                 pusht, serving, realtime, video, scale, ray_backend, capacity, mlops)
 }
 
 
