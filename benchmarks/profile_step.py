@@ -1,12 +1,12 @@
-"""Where a training step spends its milliseconds on this machine (the trainer's defaults plus any overrides).
+"""Where a training step of the quickstart's recipe spends its milliseconds on this machine.
 
-    python benchmarks/profile_step.py [--steps=30] [--warmup=5] [--key=value overrides for train]
+    python benchmarks/profile_step.py [--steps=30] [--warmup=5] [--train.key=value quickstart overrides]
 
-Builds the run exactly as ``vlaforge train`` does (trainer.build_run: the quickstart data layout,
-default policy, bf16 autocast on CPU where supported) on a small collected dataset, then times
-``steps`` optimizer steps after ``warmup``: drawing the batch (sampling + augmentation), the
-forward pass split by module (text encoder, vision CNN, each fusion block, action head, the rest), the
-backward pass and the optimizer step (incl. clipping, EMA). A torch.profiler pass over a few
+Builds the run exactly as ``vlaforge quickstart`` trains (trainer.build_run on the quickstart's
+TrainConfig, so the profile follows its defaults; bf16 autocast on CPU where supported) on a
+small collected dataset, then times ``steps`` optimizer steps after ``warmup``: drawing the batch
+(sampling + augmentation), the forward pass split by module (text encoder, vision CNN, each fusion
+block, action head, the rest), the backward pass and the optimizer step (incl. clipping, EMA). A torch.profiler pass over a few
 more steps lists the operators with the most self CPU time. Writes
 benchmarks/results/profile_step.{json,md}. Run it on an idle machine: every figure is wall time.
 """
@@ -50,7 +50,8 @@ def main(argv: list[str]) -> None:
     rest = [a for a in argv if not a.startswith(("--steps=", "--warmup="))]
     root = cache_root("runs/bench_profile_step")
     data = collect_once(CollectConfig(env=EnvConfig(tasks=TASKS), episodes_per_task=10), root / "data")
-    cfg = dataclasses.replace(parse("train", rest), dataset=str(data), output_dir=str(root / "run"), tracking="none")
+    cfg = dataclasses.replace(parse("quickstart", rest).train, dataset=str(data), output_dir=str(root / "run"),
+                              tracking="none")
     d, device = parallel.init(cfg.parallel, amp.resolve_device(cfg.device))
     with stage("build"):
         run = build_run(cfg, d, device)

@@ -46,8 +46,6 @@ COMMANDS = {
     "small_cell_auxcond": "git checkout 88213d9 && python benchmarks/small_cell.py "
                           "--arms=[grounding+lr3e-3,grounding+lr3e-3+auxcond] --name=small_cell_auxcond",
     "architectures_scaling": "python benchmarks/architectures.py --part=scaling",
-    "profile_step": "python benchmarks/profile_step.py --policy.text_encoder=wordllama --grounding_scenes=250 "
-                    "--optim.lr=3e-3",
     "parallel_cpu": "python benchmarks/parallel.py",
     "sim2real": "python benchmarks/sim2real.py --steps=2000 --demos=80 --episodes=30 --adapt_steps=200 "
                 "--sweep_episodes=6",
@@ -587,7 +585,7 @@ def profile_step() -> str:
     ops = [[f"`{o['op']}`", f"{o['self_ms_per_step']:.1f}", pct(o["share"], 0)] for o in f["top_ops"][:8]]
     setup = f["setup"]
     return block("profile_step", [
-        f"One optimizer step of the trainer's defaults"
+        f"One optimizer step of the quickstart's training recipe"
         f"{' with ' + ' '.join(setup['overrides']) if setup.get('overrides') else ''} "
         f"(batch {setup['batch_size']} x {setup['accumulate']}, "
         f"{setup['precision']}, {setup['threads']} threads, {setup['params'] / 1e6:.2f} M parameters): "
