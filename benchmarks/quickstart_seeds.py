@@ -39,7 +39,7 @@ ARMS: dict[str, list[str]] = {
     "grounding-only": ["--train.optim.lr=1e-3"],
     "words": ["--train.policy.text_encoder=words"],
     "steps2500": ["--train.steps=2500"],
-    # Half the fusion depth: the four blocks take 53 of the 75 ms forward pass (profile_step.json).
+    # Half the fusion depth: the four blocks take 48 of the 70 ms forward pass (profile_step.json).
     "layers2": ["--train.policy.n_layers=2"],
 }
 TARGET = {"train": 0.95, "unseen": 0.90, "sd": 0.03}
