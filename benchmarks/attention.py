@@ -2,11 +2,13 @@
 
     python benchmarks/attention.py [--max_len=4096]
 
-Backends: naive (softmax(QK^T)V written out, the T x T matrix kept for backward), torch SDPA's
-math kernel, its fused flash kernel (CPU and CUDA) and, on CUDA, the memory-efficient kernel
-and the flash-attn package when installed. Shape: batch 4, 4 heads of 32 (the policy's head
-size), a padding mask over the first 10% of keys on CPU (CUDA kernels run unmasked: torch's
-flash kernel takes no mask). Every point runs in a fresh process, so the CPU peak is that
+Backends: naive (softmax(QK^T)V written out, the T x T matrix kept for backward), composed
+(the same in bf16 matmuls with an fp32 softmax), torch SDPA's math kernel, its fused flash
+kernel (CPU and CUDA) and, on CUDA, the memory-efficient kernel and the flash-attn package when
+installed. Shape: batch 4, 4 heads of 32 (the policy's head size), a padding mask over the first
+10% of keys on CPU (CUDA kernels run unmasked: torch's flash kernel takes no mask). A second
+sweep times the CPU bf16 kernels that ``auto`` chooses between at the policy's training batch
+(64) and lengths up to 256, where the choice is made. Every point runs in a fresh process, so the CPU peak is that
 process's resident-set growth (on CUDA torch's max allocated). Writes
 benchmarks/results/attention.{json,md} and attention.png.
 """
@@ -29,17 +31,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 BATCH, HEADS, HEAD_DIM = 4, 4, 32
+POLICY_BATCH, POLICY_LENGTHS = 64, (16, 32, 64, 96, 128, 192, 256)
 
 
-def measure(backend: str, length: int, dtype_name: str, device: str) -> dict:
-    """Median fwd + bwd milliseconds and the peak memory growth of one configuration."""
+def measure(backend: str, length: int, dtype_name: str, device: str, batch: int = BATCH, reps: int = 5) -> dict:
+    """Median fwd + bwd milliseconds (of ``reps`` after one warm-up) and the peak memory growth
+    of one configuration."""
     torch.manual_seed(0)
     dtype = getattr(torch, dtype_name)
-    q, k, v = (torch.randn(BATCH, HEADS, length, HEAD_DIM, device=device, dtype=dtype, requires_grad=True)
+    q, k, v = (torch.randn(batch, HEADS, length, HEAD_DIM, device=device, dtype=dtype, requires_grad=True)
                for _ in range(3))
     mask = None
     if device == "cpu":
-        mask = torch.ones(BATCH, length, dtype=torch.bool)
+        mask = torch.ones(batch, length, dtype=torch.bool)
         mask[:, : length // 10] = False
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device == "cuda":
@@ -47,7 +51,7 @@ def measure(backend: str, length: int, dtype_name: str, device: str) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() / 2**20
     times = []
-    for _ in range(5):
+    for _ in range(reps + 1):
         if device == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
@@ -73,7 +77,7 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows, figures = [], {}
     for device in devices:
-        backends = ["naive", "math", "flash"] + (["mem_efficient"] if device == "cuda" else [])
+        backends = ["naive", "composed", "math", "flash"] + (["mem_efficient"] if device == "cuda" else [])
         if device == "cuda" and flash_attn_available():
             backends.append("flash")  # with the package installed, flash routes through flash-attn
         dtypes = ["float32", "bfloat16"] if device == "cpu" else ["float16"]
@@ -84,9 +88,19 @@ def main() -> None:
                 with stage(f"{device} {dtype} {backend}"):
                     for n in lengths:
                         r = _fresh(backend, n, dtype, device)
-                        rows.append({"device": device, "dtype": dtype, "backend": backend, "tokens": n,
+                        rows.append({"device": device, "dtype": dtype, "backend": backend, "batch": BATCH, "tokens": n,
                                      "fwd+bwd ms": round(r["ms"], 2), "peak MB": round(r["peak_mb"], 1)})
                         print(rows[-1], flush=True)
+    policy_rows = []
+    with stage(f"cpu bfloat16 at batch {POLICY_BATCH}"):
+        for n in POLICY_LENGTHS:
+            for backend in ("composed", "math", "flash"):
+                r = _fresh(backend, n, "bfloat16", "cpu", POLICY_BATCH, 15)
+                policy_rows.append({"device": "cpu", "dtype": "bfloat16", "backend": backend, "batch": POLICY_BATCH,
+                                    "tokens": n, "fwd+bwd ms": round(r["ms"], 2), "peak MB": round(r["peak_mb"], 1)})
+                print(policy_rows[-1], flush=True)
+    figures["cpu_bfloat16_policy_batch"] = {
+        n: {r["backend"]: r["fwd+bwd ms"] for r in policy_rows if r["tokens"] == n} for n in POLICY_LENGTHS}
     for device in devices:
         for dtype in {r["dtype"] for r in rows if r["device"] == device}:
             sel = [r for r in rows if r["device"] == device and r["dtype"] == dtype]
@@ -95,7 +109,7 @@ def main() -> None:
             figures[f"{device}_{dtype}_at_{longest}"] = {
                 b: {"ms": r["fwd+bwd ms"], "peak_mb": r["peak MB"]} for b, r in at.items()}
     _plot(rows)
-    write("attention", figures, rows, "Attention kernels: fwd + bwd time and peak memory vs tokens "
+    write("attention", figures, rows + policy_rows, "Attention kernels: fwd + bwd time and peak memory vs tokens "
           f"(batch {BATCH}, {HEADS} heads x {HEAD_DIM})", seeds={"inputs": 0})
 
 

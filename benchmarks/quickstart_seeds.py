@@ -39,8 +39,13 @@ ARMS: dict[str, list[str]] = {
     "grounding-only": ["--train.optim.lr=1e-3"],
     "words": ["--train.policy.text_encoder=words"],
     "steps2500": ["--train.steps=2500"],
-    # Half the fusion depth: the four blocks take 48 of the 70 ms forward pass (profile_step.json).
+    # Half and three quarters of the fusion depth: the four blocks take 48 of the 70 ms forward
+    # pass (profile_step.json at 9f590a0).
     "layers2": ["--train.policy.n_layers=2"],
+    "layers3": ["--train.policy.n_layers=3"],
+    # Three quarters of the batch at the same steps and peak lr: the step's matmuls shrink with
+    # it; whether 25% fewer samples cost success is what the arm measures.
+    "batch48": ["--train.batch_size=48"],
 }
 TARGET = {"train": 0.95, "unseen": 0.90, "sd": 0.03}
 

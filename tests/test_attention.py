@@ -15,7 +15,7 @@ def qkv_mask(seed=0, b=3, h=2, t=11, dh=8):
     return q, k, v, mask
 
 
-@pytest.mark.parametrize("backend", ["auto", "flash", "math"])
+@pytest.mark.parametrize("backend", ["auto", "flash", "math", "composed"])
 def test_backends_agree_with_naive(backend):
     q, k, v, mask = qkv_mask()
     ref = naive_attention(q, k, v, mask)
@@ -23,7 +23,7 @@ def test_backends_agree_with_naive(backend):
     torch.testing.assert_close(attention(q, k, v, None, backend), naive_attention(q, k, v), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["auto", "flash", "math"])
+@pytest.mark.parametrize("backend", ["auto", "flash", "math", "composed"])
 def test_backends_agree_under_bf16_autocast(backend):
     q, k, v, mask = qkv_mask(1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -54,7 +54,7 @@ def test_module_backends_agree():
     ref = Attention(16, 4, 0.0, "math")
     x, mask = torch.randn(2, 7, 16), torch.ones(2, 7, dtype=torch.bool)
     mask[1, :2] = False
-    for backend in ("auto", "flash"):
+    for backend in ("auto", "flash", "composed"):
         other = Attention(16, 4, 0.0, backend)
         other.load_state_dict(ref.state_dict())
         torch.testing.assert_close(other(x, mask), ref(x, mask), rtol=1e-5, atol=1e-5)
@@ -92,16 +92,31 @@ def test_cuda_flash():
 
 
 def test_auto_switches_kernel_with_length_under_bf16():
-    """auto takes the math kernel for short sequences and flash from MATH_BELOW tokens on; both
-    agree with naive attention, and the choice shows in which kernel runs."""
+    """auto takes the composed matmuls below COMPOSED_BELOW tokens, the math kernel below
+    MATH_BELOW and flash from there on; all agree with naive attention, and the choice shows in
+    which kernel runs (the composed path calls no SDPA kernel)."""
     from torch.profiler import profile
 
-    from vlaforge.models.transformer import MATH_BELOW
+    from vlaforge.models.transformer import COMPOSED_BELOW, MATH_BELOW
 
-    for t, kernel in ((16, "_scaled_dot_product_attention_math"), (MATH_BELOW + 8, "_scaled_dot_product_flash_attention")):
+    assert COMPOSED_BELOW < MATH_BELOW
+    cases = ((16, None), (COMPOSED_BELOW + 8, "_scaled_dot_product_attention_math"),
+             (MATH_BELOW + 8, "_scaled_dot_product_flash_attention"))
+    for t, kernel in cases:
         q, k, v, mask = qkv_mask(3, b=2, t=t)
         with profile() as prof, torch.autocast("cpu", dtype=torch.bfloat16):
             out = attention(q, k, v, mask, "auto")
         names = {e.key for e in prof.key_averages()}
-        assert any(kernel in n for n in names), (t, sorted(n for n in names if "attention" in n))
+        sdpa = sorted(n for n in names if "scaled_dot_product" in n)
+        assert (not sdpa) if kernel is None else any(kernel in n for n in sdpa), (t, sdpa)
         torch.testing.assert_close(out.float(), naive_attention(q, k, v, mask), rtol=0.05, atol=0.05)
+
+
+def test_composed_zeroes_fully_masked_sequences_with_finite_gradients():
+    q, k, v, mask = (x.requires_grad_() if x.is_floating_point() else x for x in qkv_mask(4))
+    mask[1] = False
+    out = attention(q, k, v, mask, "composed")
+    out.square().sum().backward()
+    assert bool((out[1] == 0).all())
+    assert all(bool(torch.isfinite(x.grad).all()) for x in (q, k, v))
+    torch.testing.assert_close(out[0], naive_attention(q, k, v, mask)[0], rtol=1e-5, atol=1e-5)

@@ -15,7 +15,7 @@ from vlaforge.models.config import PolicyConfig
 from vlaforge.registry import OPTIMIZERS
 from vlaforge.train import amp
 from vlaforge.train.config import OptimConfig, TrainConfig
-from vlaforge.train.optim import build_optimizer, lr_at
+from vlaforge.train.optim import build_optimizer, lr_at, param_groups
 from vlaforge.train.trainer import BCObjective, train, train_step
 
 CPU = torch.device("cpu")
@@ -108,3 +108,21 @@ def test_closure_optimizers_refuse_fp16_loss_scaling():
     scaler = torch.amp.GradScaler("cpu", enabled=True)
     with pytest.raises(ValueError, match="fp16 loss scaling"):
         train_step(BCObjective(model), opt, scaler, [batch(4)], "fp32", CPU, 1.0)
+
+
+def test_adamw_fuses_plain_weights_and_matches_the_per_tensor_step():
+    """Plain CPU weights get torch's fused AdamW; its steps equal the per-tensor loop's."""
+    torch.manual_seed(0)
+    models = [LeastSquares(), LeastSquares()]
+    models[1].load_state_dict(models[0].state_dict())
+    cfg = OptimConfig(lr=0.05, weight_decay=0.1)
+    fused = build_optimizer(models[0], cfg)
+    loop = torch.optim.AdamW(param_groups(models[1], 0.1), lr=0.05, betas=tuple(cfg.betas), foreach=False)
+    assert fused.defaults["fused"] and not loop.defaults["fused"]
+    for _ in range(20):
+        for model, opt in zip(models, (fused, loop)):
+            opt.zero_grad()
+            model(None).backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

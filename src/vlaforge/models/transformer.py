@@ -5,10 +5,11 @@ Attention backends (``--policy.attention``):
 
 | name          | kernel                                                                   |
 |---------------|--------------------------------------------------------------------------|
-| auto          | torch picks (CUDA: flash / mem-efficient; CPU fp32: flash); on CPU under bf16 autocast the math kernel below ``MATH_BELOW`` tokens, where it is faster than the CPU flash kernel, and flash from there on |
+| auto          | torch picks (CUDA: flash / mem-efficient; CPU fp32: flash); on CPU under bf16 autocast ``composed`` below ``COMPOSED_BELOW`` tokens, the math kernel below ``MATH_BELOW`` and flash from there on, the fastest of the three at each length |
 | flash         | CUDA: the ``flash-attn`` package when installed (padding removed, exact), else torch's flash kernel; CPU: torch's fused flash kernel |
 | mem_efficient | torch's memory-efficient kernel (CUDA only; torch has none on CPU)       |
-| math          | torch's reference math kernel (materialises the attention matrix)        |
+| math          | torch's reference math kernel (materialises the attention matrix; on CPU it computes bf16 inputs in fp32) |
+| composed      | softmax(QK^T / sqrt(d)) V from two matmuls in the input dtype and a softmax in fp32 (what naive attention under CUDA autocast computes); autograd keeps the T x T matrix |
 
 ``naive_attention`` is the textbook softmax(QK^T / sqrt(d)) V, the reference the benchmark and
 the tests compare the kernels against.
@@ -27,11 +28,16 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from vlaforge.models.config import PolicyConfig
 from vlaforge.registry import BACKBONES, FFNS
 
-ATTENTION_BACKENDS = ("auto", "flash", "mem_efficient", "math")
+ATTENTION_BACKENDS = ("auto", "flash", "mem_efficient", "math", "composed")
 # Under CPU bf16 autocast torch's math kernel beats its flash kernel on short sequences (64
 # tokens: 0.9 vs 1.5 ms fwd + bwd) and loses on long ones (1024: 175 vs 57 ms); the crossover
 # measured by benchmarks/attention.py is near 200 tokens.
 MATH_BELOW = 256
+# At the policy's training shape (batch 64, 4 heads of 32, bf16 autocast, 2 cores) the composed
+# matmuls beat the math kernel, which upcasts bf16 to fp32 on CPU and handles fully masked rows
+# in extra passes: fwd + bwd 7.9 vs 11.2 ms at 58 tokens, 17.8 vs 24.4 at 104; at batch 4 and
+# 256 tokens they tie (benchmarks/results/attention.md).
+COMPOSED_BELOW = 128
 _SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "mem_efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 
 
@@ -41,6 +47,22 @@ def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask:
     if key_mask is not None:
         scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
     return scores.softmax(-1) @ v
+
+
+def composed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
+                       dropout: float = 0.0) -> torch.Tensor:
+    """(B, H, T, Dh) each -> (B, H, T, Dh): scores QK^T / sqrt(Dh) in q's dtype, the softmax in
+    fp32 (Vaswani et al. 2017, eq. 1), weights cast back for the product with V. A sequence
+    whose keys are all masked gets zeros, as torch's SDPA gives (masked scores are the fp32
+    minimum rather than -inf, so such a row's softmax and its gradient stay finite)."""
+    scores = (q @ k.transpose(-2, -1)).float() * (1.0 / math.sqrt(q.shape[-1]))
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(torch.float32).min)
+    weights = F.dropout(scores.softmax(-1), dropout) if dropout else scores.softmax(-1)
+    out = weights.to(v.dtype) @ v
+    if key_mask is not None:
+        out = out.masked_fill(~key_mask.any(-1)[:, None, None, None], 0.0)
+    return out
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, backend: str,
@@ -57,10 +79,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch
                          "(pip install flash-attn): torch's flash kernel takes no mask; use auto or mem_efficient")
     mask = None if key_mask is None else key_mask[:, None, None, :]
     if backend == "auto":
-        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu") and q.shape[-2] < MATH_BELOW:
-            backend = "math"  # see the table above (benchmarks/results/attention.md)
-        else:
+        if not (q.device.type == "cpu" and torch.is_autocast_enabled("cpu") and q.shape[-2] < MATH_BELOW):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        backend = "composed" if q.shape[-2] < COMPOSED_BELOW else "math"  # the table above
+    if backend == "composed":
+        return composed_attention(q, k, v, key_mask, dropout)
     with sdpa_kernel(_SDPA[backend]):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
