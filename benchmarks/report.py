@@ -341,7 +341,8 @@ def architectures() -> str:
 
 
 def attention() -> str:
-    rows = [r for r in load("attention")["rows"] if r["device"] == "cpu"]
+    data = load("attention")
+    rows = [r for r in data["rows"] if r["device"] == "cpu" and r["batch"] == 4]
     cell = {(r["dtype"], r["backend"], r["tokens"]): r for r in rows}
     backends = list(dict.fromkeys(r["backend"] for r in rows))
     lines, notes = [], []
@@ -361,9 +362,14 @@ def attention() -> str:
         first = next((i for i in range(len(tokens)) if all(faster[i:])), None)
         if first is not None:
             notes.append(f"{dtype}: flash beats math from {tokens[first]} tokens on")
+    policy = data["figures"]["cpu_bfloat16_policy_batch"]
+    kernels = list(next(iter(policy.values())))
+    policy_lines = [[t, *(sig(ms[b]) for b in kernels), min(ms, key=ms.get)] for t, ms in policy.items()]
     return block("attention", [
         "Attention forward + backward on CPU, batch 4, 4 heads of 32, ms / peak MB per call:", "",
-        *table(["tokens", "dtype", *backends], lines), "", "; ".join(notes) + "."])
+        *table(["tokens", "dtype", *backends], lines), "", "; ".join(notes) + ".", "",
+        "At the policy's training batch (64 sequences, bf16), where `auto` chooses on CPU, ms per call "
+        "(median of 15):", "", *table(["tokens", *kernels, "fastest"], policy_lines)])
 
 
 def architectures_scaling() -> str:

@@ -29,15 +29,14 @@ from vlaforge.models.config import PolicyConfig
 from vlaforge.registry import BACKBONES, FFNS
 
 ATTENTION_BACKENDS = ("auto", "flash", "mem_efficient", "math", "composed")
-# Under CPU bf16 autocast torch's math kernel beats its flash kernel on short sequences (64
-# tokens: 0.9 vs 1.5 ms fwd + bwd) and loses on long ones (1024: 175 vs 57 ms); the crossover
-# measured by benchmarks/attention.py is near 200 tokens.
-MATH_BELOW = 256
-# At the policy's training shape (batch 64, 4 heads of 32, bf16 autocast, 2 cores) the composed
-# matmuls beat the math kernel, which upcasts bf16 to fp32 on CPU and handles fully masked rows
-# in extra passes: fwd + bwd 7.9 vs 11.2 ms at 58 tokens, 17.8 vs 24.4 at 104; at batch 4 and
-# 256 tokens they tie (benchmarks/results/attention.md).
-COMPOSED_BELOW = 128
+# Under CPU bf16 autocast, at the policy's training shape (batch 64, 4 heads of 32, 2 cores;
+# benchmarks/results/attention.json at 05c64ae, fwd + bwd ms): the composed matmuls beat torch's
+# math kernel, which computes bf16 inputs in fp32 on CPU and handles fully masked rows in extra
+# passes, at 32 and 64 tokens (3.5 vs 4.8, 7.6 vs 10.3) and lose at 96 (27.2 vs 17.6); at 16
+# they are within 0.2 ms. The math kernel beats torch's flash kernel up to 128 tokens (42.9 vs
+# 64.9) and loses from 192 on (109 vs 61).
+COMPOSED_BELOW = 80
+MATH_BELOW = 160
 _SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "mem_efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 
 
