@@ -8,8 +8,8 @@ kernel (CPU and CUDA) and, on CUDA, the memory-efficient kernel and the flash-at
 installed. Shape: batch 4, 4 heads of 32 (the policy's head size), a padding mask over the first
 10% of keys on CPU (CUDA kernels run unmasked: torch's flash kernel takes no mask). A second
 sweep times the CPU bf16 kernels that ``auto`` chooses between at the policy's training batch
-(64) and lengths up to 256, where the choice is made. Every point runs in a fresh process, so the CPU peak is that
-process's resident-set growth (on CUDA torch's max allocated). Writes
+(64) and lengths up to 256, where the choice is made. Every point runs in a fresh process, so
+the CPU peak is that process's resident-set growth (on CUDA torch's max allocated). Writes
 benchmarks/results/attention.{json,md} and attention.png.
 """
 

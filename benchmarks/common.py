@@ -168,6 +168,27 @@ def small_cell():
     return CollectConfig(env=EnvConfig(tasks=["reach", "push", "pick_place", "press_button"]), episodes_per_task=25)
 
 
+def train_once(run: Path, make: Callable[[bool], object], name: str) -> float:
+    """Train into ``run`` once, as the stage ``name``; -> the training's wall seconds. A finished
+    run is reused and its seconds read back from ``run/train_seconds.json``, so a resumed
+    benchmark reports what the training took rather than the time to find it. ``make(resume)``
+    trains, from the last checkpoint when ``resume``; such a training is timed from the resume
+    on, and its record says so."""
+    from vlaforge.train.checkpoint import latest_checkpoint
+
+    record = run / "train_seconds.json"
+    done = (run / "policy").exists() and record.is_file()
+    with stage(name, reused=done):
+        if done:
+            return json.loads(record.read_text())["seconds"]
+        resume = latest_checkpoint(run / "checkpoints") is not None
+        t = time.perf_counter()
+        make(resume)
+        seconds = time.perf_counter() - t
+    _atomic_write(record, json.dumps({"seconds": seconds, "resumed_from_checkpoint": resume}))
+    return seconds
+
+
 def collect_once(collect_cfg, data: Path, name: str = "collect") -> Path:
     """Collect ``collect_cfg`` into ``data`` once, as the stage ``name``: a finished collection
     (its ``done`` marker) is reused, an interrupted one resumed."""

@@ -20,14 +20,12 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import sys
-import time
 
-from common import arg, cache_root, collect_once, stage, write
+from common import arg, cache_root, collect_once, stage, train_once, write
 
 from vlaforge.cli import parse
 from vlaforge.eval.rollout import evaluate
 from vlaforge.eval.stats import paired, seed_summary
-from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 
 # One recipe change per arm, as quickstart overrides on top of its defaults (grounding on 250
@@ -68,13 +66,9 @@ def main(argv: list[str]) -> None:
         for name in arms:
             cfg = parse("quickstart", [*common, *ARMS[name]])
             run = root / name / f"seed{seed}"
-            done = (run / "policy").exists()
-            with stage(f"train {name} seed {seed}", reused=done):
-                t = time.perf_counter()
-                if not done:
-                    train(dataclasses.replace(cfg.train, dataset=str(data), output_dir=str(run), seed=seed,
-                                              resume=latest_checkpoint(run / "checkpoints") is not None), False)
-                seconds[name].append(time.perf_counter() - t)
+            seconds[name].append(train_once(run, lambda resume: train(dataclasses.replace(
+                cfg.train, dataset=str(data), output_dir=str(run), seed=seed, resume=resume), False),
+                f"train {name} seed {seed}"))
             for split in cfg.splits:
                 with stage(f"eval {name} seed {seed} {split}"):
                     eval_cfg = dataclasses.replace(cfg.eval, policy=str(run / "policy"), split=split,

@@ -25,9 +25,8 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import sys
-import time
 
-from common import arg, cache_root, collect_once, small_cell, stage, write
+from common import arg, cache_root, collect_once, small_cell, stage, train_once, write
 
 from vlaforge.cli import parse
 from vlaforge.eval.config import EvalConfig
@@ -35,7 +34,6 @@ from vlaforge.eval.localization import localization_error
 from vlaforge.eval.rollout import evaluate
 from vlaforge.eval.stats import paired, seed_summary
 from vlaforge.runtime.policy import load_policy
-from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 
 
@@ -103,15 +101,10 @@ def main(argv: list[str]) -> None:
             source = arm(name).trained_as or name
             run = root / source / f"seed{seed}"
             cfg = parse("train", [*arm_overrides(source, steps), *common])
-            done = (run / "policy").exists()
             if (source, seed) not in trained:
-                with stage(f"train {source} seed {seed}", reused=done):
-                    t = time.perf_counter()
-                    if not done:
-                        train(dataclasses.replace(cfg, dataset=str(data), output_dir=str(run), seed=seed,
-                                                  tracking="none",
-                                                  resume=latest_checkpoint(run / "checkpoints") is not None), False)
-                    trained[source, seed] = time.perf_counter() - t
+                trained[source, seed] = train_once(run, lambda resume: train(dataclasses.replace(
+                    cfg, dataset=str(data), output_dir=str(run), seed=seed, tracking="none", resume=resume), False),
+                    f"train {source} seed {seed}")
             seconds[name].append(trained[source, seed])
             with stage(f"eval {name} seed {seed}"):
                 r = evaluate(EvalConfig(policy=str(run / "policy"), split="train", episodes=episodes, videos_per_task=0,

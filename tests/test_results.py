@@ -159,6 +159,23 @@ def test_cache_root_is_keyed_on_arguments_and_source(fresh_common, monkeypatch):
     assert common._STAGES["train"]["made_by"]["args"] == ["--steps=3", "--tasks=[reach]"]
 
 
+def test_train_once_reports_the_original_training_time_when_reused(fresh_common, monkeypatch):
+    run = fresh_common / "runs" / "bench_toy" / "seed0"
+    calls = []
+
+    def make(resume):
+        calls.append(resume)
+        (run / "policy").mkdir(parents=True)
+
+    clock = iter([0.0, 100.0, 142.5, 150.0])  # stage start, training start and end, stage end
+    monkeypatch.setattr(common.time, "perf_counter", lambda: next(clock, 500.0))
+    assert common.train_once(run, make, "train toy") == 42.5
+    assert calls == [False] and common._STAGES["train toy"]["reused"] is False
+    assert common.train_once(run, make, "train toy") == 42.5  # read back, not the time to find it
+    assert calls == [False] and common._STAGES["train toy"]["reused"] is True
+    assert json.loads((run / "train_seconds.json").read_text()) == {"seconds": 42.5, "resumed_from_checkpoint": False}
+
+
 def test_no_benchmark_script_shadows_a_module_it_imports():
     """``python benchmarks/X.py`` puts benchmarks/ first on sys.path, so a script named like a
     standard-library module (ssl.py broke every script importing torch first) shadows it."""
