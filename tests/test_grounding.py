@@ -1,6 +1,7 @@
 """Instruction-grounded keypoints: projection of task points, heatmap supervision, word binding,
 and co-training the grounding losses on rendered scenes without demonstrations."""
 
+import functools
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ from helpers import write_dataset
 from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.data.grounding import render_scenes
 from vlaforge.data.sampler import pixel_columns
+from vlaforge.envs import policy_env
 from vlaforge.envs.tabletop import TabletopEnv
 from vlaforge.envs.tabletop.scene import COLORS
 from vlaforge.eval.localization import localization_error
@@ -53,6 +55,21 @@ def test_heatmap_loss_expectation_is_unbiased():
     expected = logits[0, :2].flatten(1).softmax(-1) @ cell_centres(h, w, torch.device("cpu"))
     torch.testing.assert_close(expected, points[0], atol=0.02, rtol=0)
     assert heatmap_loss(logits.detach(), points) < heatmap_loss(torch.zeros(1, 4, h, w), points)
+    with pytest.raises(ValueError, match="policy.keypoints >= 2"):
+        heatmap_loss(torch.zeros(1, 1, h, w), points)
+
+
+def test_policy_keypoints_set_the_vision_tokens_and_the_fusion_sequence():
+    from vlaforge.models.policy import build_policy
+
+    spec = {"image_size": 64, "cameras": ["front"], "state_dim": 4, "action_dim": 4, "vocab_size": 10, "aux_dim": 10}
+    image = torch.zeros(2, 1, 1, 64, 64, 3, dtype=torch.uint8)
+    state, tokens = torch.zeros(2, 1, 4), torch.tensor([[1, 2, 0], [3, 0, 0]])
+    for k in (32, 16, 8):
+        model = build_policy(PolicyConfig(keypoints=k, max_text_tokens=3), spec)
+        x, mask, heatmaps = model.embed(image, state, tokens)
+        assert model.vision.num_tokens == k + 1 and heatmaps.shape[:2] == (2, k)
+        assert x.shape[1] == mask.shape[1] == 3 + (k + 1) + 1 + 8 + 1  # words, vision, proprio, queries, aux
 
 
 def test_keypoint_learns_to_follow_the_named_colour():
@@ -122,6 +139,12 @@ def test_grounding_scenes_are_reproducible_labelled_and_in_their_own_seed_range(
     np.testing.assert_allclose(a.task_points[3, :3], env.task_points()[:3], atol=0.05)  # random steps may nudge it
     with pytest.raises(ValueError, match="per_task"):
         render_scenes(tabletop_env, ["reach"], 0)
+    # Split over worker processes, every scene is still the one its seed draws, in the same order.
+    c = render_scenes(functools.partial(policy_env, {"suite": "tabletop", "env": {}}, split="train"),
+                      ["reach", "pick_place"], 3, max_random_steps=4, workers=2)
+    np.testing.assert_array_equal(a.images, c.images)
+    np.testing.assert_array_equal(a.task_points, c.task_points)
+    assert a.instructions == c.instructions
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,14 @@ class WorkerDied(RuntimeError):
     """A worker process ended abruptly while jobs were running."""
 
 
+def single_thread() -> None:
+    """The initializer of workers that need nothing loaded: torch on one thread each, so that
+    the workers together do not oversubscribe the cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def map_in_workers(
     fn: Callable[[Any], Any],
     jobs: list,

@@ -23,6 +23,7 @@ from vlaforge.data.config import CollectConfig
 from vlaforge.data.dataset import DatasetWriter, EpisodeFrames, encode_png, make_features
 from vlaforge.data.manifest import write_manifest
 from vlaforge.envs.randomization.wrapper import job_domain, worker_domain_env
+from vlaforge.pool import single_thread
 from vlaforge.seeds import EVAL_SEEDS, RETRY_STRIDE, TASK_STRIDE
 
 RETRIES = 5
@@ -49,12 +50,6 @@ def read_scenes(path: str, tasks: list[str]) -> list[tuple[str, int]]:
         raise ValueError(f"scene selection {path} names tasks {unknown} outside --env.tasks {tasks}" if unknown
                          else f"scene selection {path} holds no scenes")
     return scenes
-
-
-def _worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def run_expert_episode(
@@ -192,7 +187,7 @@ def collect(cfg: CollectConfig, show_progress: bool = True) -> Path:
     )
     with progress:
         bar = progress.add_task("collect", total=len(jobs))
-        results = cfg.map(_job, jobs, _worker_init)
+        results = cfg.map(_job, jobs, single_thread)
         for (_, _, _, task, seed, *_), result in zip(jobs, results):
             if result is None:
                 failed += 1

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vlaforge.pool import map_in_workers, single_thread
 from vlaforge.seeds import GROUNDING_SCENES, TASK_STRIDE
 
 
@@ -33,32 +34,45 @@ class GroundingFrames:
     task_points: np.ndarray
 
 
-def render_scenes(make_env, tasks: list[str], per_task: int, max_random_steps: int = 8) -> GroundingFrames:
+def render_scenes(make_env, tasks: list[str], per_task: int, max_random_steps: int = 8,
+                  workers: int = 1) -> GroundingFrames:
     """``per_task`` scenes of every task, drawn from the grounding seed range (seeds.py) so that
     they are neither demonstration nor evaluation scenes; ``make_env(task)`` builds the task's env
-    (train split, the dataset's settings). The same arguments give the same frames."""
-    if not 1 <= per_task <= TASK_STRIDE or max_random_steps < 0:
-        raise ValueError(f"per_task must be in [1, {TASK_STRIDE}] and max_random_steps >= 0, got {per_task} and "
-                         f"{max_random_steps}")
+    (train split, the dataset's settings; picklable when ``workers`` > 1). Every scene is seeded
+    on its own, so the same arguments give the same frames whatever the number of workers."""
+    if not 1 <= per_task <= TASK_STRIDE or max_random_steps < 0 or workers < 1:
+        raise ValueError(f"per_task must be in [1, {TASK_STRIDE}], max_random_steps >= 0 and workers >= 1, got "
+                         f"{per_task}, {max_random_steps} and {workers}")
+    # Each task's scenes in `workers` slices, so that every worker gets a share of every task.
+    size = -(-per_task // workers)
+    jobs = [(make_env, t, task, range(i, min(i + size, per_task)), max_random_steps)
+            for t, task in enumerate(tasks) for i in range(0, per_task, size)]
+    parts = list(map_in_workers(_render_part, jobs, workers, single_thread))
+    return GroundingFrames(np.concatenate([p.images for p in parts]), np.concatenate([p.state for p in parts]),
+                           [s for p in parts for s in p.instructions], np.concatenate([p.task_points for p in parts]))
+
+
+def _render_part(job: tuple) -> GroundingFrames:
+    """The scenes ``indices`` of task number ``t`` (one job of ``render_scenes``)."""
+    make_env, t, task, indices, max_random_steps = job
+    env = make_env(task)
+    sim = env.unwrapped
+    if not hasattr(sim, "task_points"):
+        raise ValueError(f"grounding scenes need an env with privileged task points; {type(sim).__name__} "
+                         f"({task}) has none")
     images, states, instructions, points = [], [], [], []
-    for t, task in enumerate(tasks):
-        env = make_env(task)
-        sim = env.unwrapped
-        if not hasattr(sim, "task_points"):
-            raise ValueError(f"grounding scenes need an env with privileged task points; {type(sim).__name__} "
-                             f"({task}) has none")
-        for i in range(per_task):
-            seed = GROUNDING_SCENES + t * TASK_STRIDE + i
-            obs, info = env.reset(seed=seed)
-            rng = np.random.default_rng(seed)
-            for _ in range(int(rng.integers(0, max_random_steps + 1))):
-                action = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
-                obs, _, terminated, truncated, info = env.step(action)
-                if terminated or truncated:
-                    break
-            images.append(obs["image"])
-            states.append(np.asarray(obs["state"], np.float32))
-            instructions.append(info["instruction"])
-            points.append(sim.task_points())
-        env.close()
+    for i in indices:
+        seed = GROUNDING_SCENES + t * TASK_STRIDE + i
+        obs, info = env.reset(seed=seed)
+        rng = np.random.default_rng(seed)
+        for _ in range(int(rng.integers(0, max_random_steps + 1))):
+            action = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+            obs, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                break
+        images.append(obs["image"])
+        states.append(np.asarray(obs["state"], np.float32))
+        instructions.append(info["instruction"])
+        points.append(sim.task_points())
+    env.close()
     return GroundingFrames(np.stack(images), np.stack(states), instructions, np.stack(points).astype(np.float32))

@@ -16,6 +16,8 @@ class PolicyConfig:
     chunk_size: int = field(default=8, metadata={"help": "actions predicted per call"})
     n_obs_steps: int = field(default=1, metadata={"help": "frames of observation history"})
     vision_channels: list[int] = field(default_factory=lambda: [32, 64, 64], metadata={"help": "CNN stage widths"})
+    keypoints: int = field(default=32, metadata={"help": "spatial-softmax keypoint tokens per image (the first follow the "
+                                                     "task's target and goal); the fusion sequence grows with them"})
     max_text_tokens: int = field(default=16, metadata={"help": "instruction length in tokens"})
     text_encoder: str = field(default="words", metadata={"help": "instruction tokens and embeddings: words | wordllama"})
     text_finetune: bool = field(default=False, metadata={"help": "wordllama: train the pretrained embeddings too"})

@@ -45,7 +45,7 @@ class VLAPolicy(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.cfg = cfg
-        self.vision = ConvEncoder(image_size, cfg.vision_channels, d)
+        self.vision = ConvEncoder(image_size, cfg.vision_channels, d, cfg.keypoints)
         self.frame_embed = nn.Parameter(torch.zeros(1, cfg.n_obs_steps * num_cameras, 1, d))
         embed_dim = TEXT_ENCODERS.get(cfg.text_encoder).embed_dim
         self.text = TextEncoder(vocab_size, cfg.max_text_tokens, d, cfg.n_heads, cfg.dropout, embed_dim,

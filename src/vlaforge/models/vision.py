@@ -105,8 +105,10 @@ def heatmap_loss(logits: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     label spreads each point bilinearly over its four nearest cells, so the map's expected
     position is unbiased below the cell size. Points outside the image are clamped to its edge.
     """
-    b, _, h, w = logits.shape
+    b, k, h, w = logits.shape
     p = points.shape[1]
+    if p > k:
+        raise ValueError(f"{p} task points are supervised but the encoder has {k} keypoints; set policy.keypoints >= {p}")
     gx = ((points[..., 0].float() + 1) / 2 * (w - 1)).clamp(0, w - 1 - 1e-4)
     gy = ((points[..., 1].float() + 1) / 2 * (h - 1)).clamp(0, h - 1 - 1e-4)
     x0, y0 = gx.floor().long(), gy.floor().long()

@@ -184,7 +184,7 @@ def check_config(cfg: TrainConfig) -> None:
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key} must be >= 1 (steps between {key.split('_')[0]}s), got {getattr(cfg, key)}")
     p = cfg.policy
-    for key in ("d_model", "n_layers", "n_heads", "chunk_size", "n_obs_steps", "max_text_tokens"):
+    for key in ("d_model", "n_layers", "n_heads", "chunk_size", "n_obs_steps", "max_text_tokens", "keypoints"):
         if getattr(p, key) < 1:
             raise ValueError(f"policy.{key} must be >= 1, got {getattr(p, key)}")
     if p.d_model % p.n_heads:
