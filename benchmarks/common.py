@@ -214,11 +214,9 @@ def train_and_eval(data: Path, run: Path, steps: int, episodes: int, **train: ob
     from vlaforge.train.trainer import train as train_policy
 
     label = _label(run)
-    done = (run / "policy").exists()
-    with stage(f"train {label}", reused=done):
-        if not done:
-            train_policy(TrainConfig(dataset=str(data), output_dir=str(run), steps=steps, batch_size=32,
-                                     tracking="none", ckpt_every=500, resume=(run / "checkpoints").exists(), **train))
+    train_once(run, lambda resume: train_policy(TrainConfig(dataset=str(data), output_dir=str(run), steps=steps,
+                                                            batch_size=32, tracking="none", ckpt_every=500,
+                                                            resume=resume, **train)), f"train {label}")
     out = run / "eval" / "train"
     done = (out / "results.json").is_file()
     with stage(f"eval {label}", reused=done):

@@ -46,7 +46,7 @@ ARMS: dict[str, list[str]] = {
     "batch48": ["--train.batch_size=48"],
     # Vision keypoint tokens per image: 33 of the 59 fusion tokens at 32 keypoints. Steps took
     # 190 ms at 32, 153 at 16 and 134 at 8 (one process, alternating blocks, this host).
-    "keypoints32": ["--train.policy.keypoints=32"],
+    "keypoints16": ["--train.policy.keypoints=16"],
     "keypoints8": ["--train.policy.keypoints=8"],
 }
 TARGET = {"train": 0.95, "unseen": 0.90, "sd": 0.03}

@@ -47,8 +47,8 @@ COMMANDS = {
                           "--arms=[grounding+lr3e-3,grounding+lr3e-3+auxcond] --name=small_cell_auxcond",
     "architectures_scaling": "python benchmarks/architectures.py --part=scaling",
     "parallel_cpu": "python benchmarks/parallel.py",
-    "quickstart_seeds": "python benchmarks/quickstart_seeds.py --arms=[default,batch48,layers3] "
-                        "--splits=[train,unseen,unseen_paraphrase]",
+    "quickstart_seeds": "git checkout c71cf2f && python benchmarks/quickstart_seeds.py "
+                        "--arms=[default,keypoints32,keypoints8] --splits=[train,unseen,unseen_paraphrase]",
     "sim2real": "python benchmarks/sim2real.py --steps=2000 --demos=80 --episodes=30 --adapt_steps=200 "
                 "--sweep_episodes=6",
     "metaworld_mt10_cpu": "python benchmarks/metaworld.py --cpu --train.snapshot_every=750",

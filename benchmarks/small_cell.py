@@ -29,11 +29,14 @@ import sys
 from common import arg, cache_root, collect_once, small_cell, stage, train_once, write
 
 from vlaforge.cli import parse
-from vlaforge.eval.config import EvalConfig
+from vlaforge.config import to_dict
+from vlaforge.eval.config import EvalConfig, QuickstartConfig
 from vlaforge.eval.localization import localization_error
 from vlaforge.eval.rollout import evaluate
 from vlaforge.eval.stats import paired, seed_summary
 from vlaforge.runtime.policy import load_policy
+from vlaforge.train.config import TrainConfig
+from vlaforge.train.tracking import flatten
 from vlaforge.train.trainer import train
 
 
@@ -49,7 +52,16 @@ class Arm:
     trained_as: str = ""
 
 
-QUICKSTART = ("--grounding_scenes=250", "--optim.lr=3e-3")
+GROUNDING_LR = ("--grounding_scenes=250", "--optim.lr=3e-3")
+
+
+def quickstart_recipe() -> tuple[str, ...]:
+    """The quickstart's training recipe as overrides of the trainer's defaults, read from
+    QuickstartConfig so that the `quickstart` arm follows the recipe as it changes."""
+    base, recipe = flatten(to_dict(TrainConfig())), flatten(to_dict(QuickstartConfig().train))
+    return tuple(f"--{key}={value}" for key, value in recipe.items() if base.get(key) != value)
+
+
 # batch32 halves the batch and doubles the steps, about the same wall time as default; grounding
 # co-trains the target/goal losses on 250 rendered scenes per task (data/grounding.py), rendered
 # inside the timed training; the horizon arms execute 2 or 1 actions of each 8-action chunk
@@ -60,13 +72,13 @@ ARMS: dict[str, Arm] = {
     "batch32": Arm(("--batch_size=32",), 2),
     "lr3e-3": Arm(("--optim.lr=3e-3",)),
     "grounding": Arm(("--grounding_scenes=250",)),
-    "grounding+lr3e-3": Arm(QUICKSTART),
-    "grounding+lr3e-3+horizon2": Arm(QUICKSTART, eval=(("action_horizon", 2),), trained_as="grounding+lr3e-3"),
-    "grounding+lr3e-3+horizon1": Arm(QUICKSTART, eval=(("action_horizon", 1),), trained_as="grounding+lr3e-3"),
+    "grounding+lr3e-3": Arm(GROUNDING_LR),
+    "grounding+lr3e-3+horizon2": Arm(GROUNDING_LR, eval=(("action_horizon", 2),), trained_as="grounding+lr3e-3"),
+    "grounding+lr3e-3+horizon1": Arm(GROUNDING_LR, eval=(("action_horizon", 1),), trained_as="grounding+lr3e-3"),
     # The quickstart's recipe in full (its pretrained subword text encoder too), and the cell's
     # ceiling at three times the step budget: whether the cell is bound by time or by its 25 demos.
-    "quickstart": Arm((*QUICKSTART, "--policy.text_encoder=wordllama")),
-    "grounding+lr3e-3+steps3x": Arm(QUICKSTART, 3),
+    "quickstart": Arm(quickstart_recipe()),
+    "grounding+lr3e-3+steps3x": Arm(GROUNDING_LR, 3),
 }
 
 

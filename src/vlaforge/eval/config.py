@@ -161,11 +161,12 @@ class QuickstartConfig:
     # `steps3000` arm is this recipe): +1.7 points on the train split, seed-t interval [+0.6, +2.7]
     # but pooled paired bootstrap [-0.2, +3.6], for 22% more training time; it meets the train
     # target that 2500 steps miss by 0.2 points.
-    # 16 vision keypoints rather than 32: the fusion sequence shrinks from 59 to 43 tokens and a
-    # step takes a fifth less time (quickstart_seeds.json, arms `keypoints32` and `keypoints8`).
+    # 32 vision keypoints (the policy's default) rather than 16: 15% more training time, +1.7
+    # points on the train split, seed-t interval [+0.6, +2.7] (quickstart_seeds.json at c71cf2f,
+    # whose `default` arm had 16 keypoints).
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(grounding_scenes=250, optim=OptimConfig(lr=3e-3),
-                                            policy=PolicyConfig(text_encoder="wordllama", keypoints=16))
+                                            policy=PolicyConfig(text_encoder="wordllama"))
     )
     eval: EvalConfig = field(default_factory=EvalConfig)
 
