@@ -44,8 +44,8 @@ ARMS: dict[str, list[str]] = {
     # Three quarters of the batch at the same steps and peak lr: the step's matmuls shrink with
     # it; whether 25% fewer samples cost success is what the arm measures.
     "batch48": ["--train.batch_size=48"],
-    # Vision keypoint tokens per image: 33 of the 59 fusion tokens at 32 keypoints. Steps took
-    # 190 ms at 32, 153 at 16 and 134 at 8 (one process, alternating blocks, this host).
+    # Vision keypoint tokens per image: 33 of the 59 fusion tokens at 32 keypoints. Training took
+    # 592 s at 32, 515 s at 16 and 449 s at 8 (medians; quickstart_seeds.json at c71cf2f).
     "keypoints16": ["--train.policy.keypoints=16"],
     "keypoints8": ["--train.policy.keypoints=8"],
 }
