@@ -43,7 +43,9 @@ if TYPE_CHECKING:
     from vlaforge.train.trainer import Run
 
 
-SCENES_PER_WORKER = 250  # grounding scenes that justify one more render worker
+# Grounding scenes that justify one more render worker: a spawned worker costs about as much to
+# start as rendering this many (70 scenes/s on one core).
+SCENES_PER_WORKER = 250
 
 
 class Technique:
@@ -113,8 +115,7 @@ class Grounding(Technique):
                              f"(observation.environment_state); {run.cfg.dataset} has none")
         meta = {"suite": info["suite"], "env": info.get("env") or {}}
         tasks, per_task = list(info["tasks"]), run.cfg.grounding_scenes
-        # A spawned worker costs about as much to start as rendering 250 scenes (70 scenes/s on one
-        # core); under torchrun every rank renders, and the ranks already hold the cores.
+        # Under torchrun every rank renders, and the ranks already hold the cores.
         workers = 1 if run.d.world > 1 else max(1, min(os.cpu_count() or 1, len(tasks) * per_task // SCENES_PER_WORKER))
         t0 = time.perf_counter()
         frames = render_scenes(functools.partial(policy_env, meta, split="train"), tasks, per_task, workers=workers)
