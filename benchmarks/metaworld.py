@@ -33,9 +33,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from vlaforge.cli import parse
 from vlaforge.data.collect import collect
 from vlaforge.envs.metaworld import DIFFICULTY
-from vlaforge.eval.config import QuickstartConfig, quickstart
+from vlaforge.eval.config import QuickstartConfig
 from vlaforge.eval.rollout import evaluate
 from vlaforge.eval.stats import wilson_interval
+from vlaforge.quickstart import quickstart
 from vlaforge.train.checkpoint import latest_checkpoint
 from vlaforge.train.trainer import train
 

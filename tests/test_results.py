@@ -2,6 +2,7 @@
 README/docs regenerated from the committed JSON (benchmarks/common.py, benchmarks/report.py)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,25 @@ def test_every_results_file_has_provenance_from_a_clean_commit_on_this_branch():
         if shallow == "false":
             ancestor = subprocess.run(["git", "merge-base", "--is-ancestor", p["commit"], "HEAD"], cwd=BENCH)
             assert ancestor.returncode == 0, f"{path.name}: commit {p['commit'][:10]} is not on this branch"
+
+
+def test_every_benchmark_script_imports():
+    """A script is run by hand, often hours after the code it imports last changed: a moved
+    function must fail here, not at the start of an hour-long measurement. One interpreter
+    loads them all by path (each in its own try), so torch is imported once."""
+    probe = ("import importlib.util, sys\n"
+             "for path in sys.argv[1:]:\n"
+             "    try:\n"  # by path: benchmarks/metaworld.py shares its name with the metaworld package
+             "        spec = importlib.util.spec_from_file_location('bench_' + path.rsplit('/', 1)[1][:-3], path)\n"
+             "        module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)\n"
+             "        spec.loader.exec_module(module)\n"
+             "    except Exception as e:\n"
+             "        print(f'{path}: {type(e).__name__}: {e}')\n")
+    scripts = sorted(str(p) for p in BENCH.glob("*.py"))
+    run = subprocess.run([sys.executable, "-c", probe, *scripts], cwd=BENCH, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(BENCH)}, timeout=300)
+    assert run.returncode == 0 and not run.stdout.strip(), run.stdout + run.stderr[-2000:]
+    assert len(scripts) > 30
 
 
 def test_report_check_mode_fails_on_a_stale_block(tmp_path, monkeypatch):
