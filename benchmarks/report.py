@@ -206,8 +206,9 @@ def quickstart_seeds() -> str:
 def metaworld() -> str:
     rows = []
     names = []
-    for suite, name in (("MT50", "metaworld_mt50_cpu"), ("MT10", "metaworld_mt10_cpu"),
-                        ("ML10", "metaworld_ml10_cpu"), ("ML45", "metaworld_ml45_cpu")):
+    suites = (("MT50", "metaworld_mt50_cpu"), ("MT10", "metaworld_mt10_cpu"), ("ML10", "metaworld_ml10_cpu"),
+              ("ML45", "metaworld_ml45_cpu"))
+    for suite, name in suites:
         if not (RESULTS / f"{name}.json").is_file():
             continue
         names.append(name)
@@ -225,9 +226,17 @@ def metaworld() -> str:
                 rows.append([suite, f"held-out, the same k={k} demos from scratch",
                              f"{pct(v['average_success'])} {ci(v['pooled_ci95'])}", ""])
     if not names:
-        raise NotMeasured("metaworld_mt10_cpu", "metaworld_ml10_cpu", "metaworld_mt50_cpu", "metaworld_ml45_cpu")
+        raise NotMeasured(*(name for _, name in suites))
     lines = ["Meta-World, reduced CPU protocol (one training seed per suite):", "",
              *table(["suite", "tasks", "average success (95% CI)", "by difficulty (%)"], rows), ""]
+    for suite, name in suites:
+        curve = load(name)["figures"].get("learning_curve") if name in names else None
+        if curve:
+            lines += [f"{suite}, average success against training steps: "
+                      + ", ".join(f"{p['step']} steps {pct(p['average_success'])}" for p in curve) + ".", ""]
+    missing = tuple(name for _, name in suites if name not in names)
+    if missing:
+        lines += [not_measured(missing), ""]
     published = load("metaworld_mt50_cpu")["figures"].get("published_mt50", {}) if "metaworld_mt50_cpu" in names else {}
     if published:
         lines += ["Published MT50 averages for placement, not a like-for-like comparison (demos, trials, camera, model "
