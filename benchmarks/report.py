@@ -51,10 +51,10 @@ COMMANDS = {
                         "--arms=[default,keypoints32,keypoints8] --splits=[train,unseen,unseen_paraphrase]",
     "sim2real": "python benchmarks/sim2real.py --steps=2000 --demos=80 --episodes=30 --adapt_steps=200 "
                 "--sweep_episodes=6",
-    "metaworld_mt10_cpu": "python benchmarks/metaworld.py --cpu --train.snapshot_every=750",
+    "metaworld_mt10_cpu": "python benchmarks/metaworld.py --cpu --train.snapshot_every=1250",
     "metaworld_ml10_cpu": "python benchmarks/metaworld.py --cpu --suite=ml10",
-    "metaworld_mt50_cpu": "python benchmarks/metaworld.py --cpu --suite=mt50 --train.steps=5000",
-    "metaworld_ml45_cpu": "python benchmarks/metaworld.py --cpu --suite=ml45 --train.steps=5000",
+    "metaworld_mt50_cpu": "python benchmarks/metaworld.py --cpu --suite=mt50",
+    "metaworld_ml45_cpu": "python benchmarks/metaworld.py --cpu --suite=ml45",
 }
 
 
