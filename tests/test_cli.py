@@ -58,5 +58,22 @@ def test_list_names_every_registered_part(capsys):
     assert "heads (--policy.head): dit, flow, regression, tokenized" in out
     assert "backbones (--policy.backbone): mamba, transformer" in out
     assert "ffn (--policy.ffn): mlp, moe" in out
-    assert "attention (--policy.attention): auto, flash, mem_efficient, math" in out
+    assert "attention (--policy.attention): auto, flash, mem_efficient, math, composed" in out
     assert "adamw" in out and "kfac" in out
+
+
+def test_policy_help_names_every_choice():
+    """`--help` is where a user reads the choices: a registered head, backbone, feed-forward,
+    attention kernel or text encoder missing from its option's help is a choice nobody finds."""
+    import dataclasses
+
+    import vlaforge.models.policy  # noqa: F401  (registers the parts)
+    from vlaforge.models.config import PolicyConfig
+    from vlaforge.models.transformer import ATTENTION_BACKENDS
+    from vlaforge.registry import BACKBONES, FFNS, HEADS, TEXT_ENCODERS
+
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(PolicyConfig)}
+    for name, choices in (("head", HEADS.names()), ("backbone", BACKBONES.names()), ("ffn", FFNS.names()),
+                          ("attention", ATTENTION_BACKENDS), ("text_encoder", TEXT_ENCODERS.names())):
+        listed = {c.strip() for c in helps[name].split(":", 1)[1].split("|")}
+        assert listed == set(choices), (name, listed, choices)

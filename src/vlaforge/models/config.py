@@ -25,7 +25,8 @@ class PolicyConfig:
     head: str = field(default="regression", metadata={"help": "action head: regression | tokenized | dit | flow"})
     backbone: str = field(default="transformer", metadata={"help": "fusion token mixer: transformer | mamba"})
     ffn: str = field(default="mlp", metadata={"help": "fusion feed-forward: mlp | moe"})
-    attention: str = field(default="auto", metadata={"help": "attention kernel: auto | flash | mem_efficient | math"})
+    attention: str = field(default="auto",
+                           metadata={"help": "attention kernel: auto | flash | mem_efficient | math | composed"})
     action_bins: int = field(default=256, metadata={"help": "tokenized head: bins per action dimension"})
     diffusion_steps: int = field(default=100, metadata={"help": "dit head: DDPM noise levels in training"})
     sample_steps: int = field(default=10, metadata={"help": "dit/flow heads: DDIM or Euler steps per action chunk"})
