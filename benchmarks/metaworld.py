@@ -165,7 +165,7 @@ def main() -> None:
     held_out = suite.startswith("ml")
     defaults = [f"--collect.env.suite=metaworld-{suite}", "--splits=" + ("[train,test]" if held_out else "[train]")]
     # 5000 CPU steps, not 3000: MT10 went 71, 79, 84, 89% at 750, 1500, 2250, 3000 steps, still
-    # rising (metaworld_mt10_cpu.json at efe4fba, this file's git history).
+    # rising (benchmarks/results/metaworld_mt10_cpu.json written at efe4fba, committed in fd7aec0).
     defaults += (["--collect.episodes_per_task=20", "--eval.episodes=10", "--train.steps=5000"] if cpu else
                  ["--collect.episodes_per_task=50", "--eval.episodes=50", "--train.steps=30000"])
     cfg = parse("quickstart", [*defaults, *args])
