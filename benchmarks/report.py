@@ -205,14 +205,13 @@ def quickstart_seeds() -> str:
 
 def metaworld() -> str:
     rows = []
-    names = []
     suites = (("MT50", "metaworld_mt50_cpu"), ("MT10", "metaworld_mt10_cpu"), ("ML10", "metaworld_ml10_cpu"),
               ("ML45", "metaworld_ml45_cpu"))
+    measured = {name: load(name)["figures"] for _, name in suites if (RESULTS / f"{name}.json").is_file()}
     for suite, name in suites:
-        if not (RESULTS / f"{name}.json").is_file():
+        if name not in measured:
             continue
-        names.append(name)
-        f = load(name)["figures"]
+        f = measured[name]
         groups = ", ".join(f"{g} {100 * v['success_rate']:.1f}" for g, v in f["by_difficulty"].items())
         what = "training tasks" if "zero_shot" in f else "all tasks"
         rows.append([suite, what, f"**{pct(f['average_success'])}** {ci(f['pooled_ci95'])}", groups])
@@ -225,24 +224,24 @@ def metaworld() -> str:
             for k, v in f.get("scratch", {}).items():
                 rows.append([suite, f"held-out, the same k={k} demos from scratch",
                              f"{pct(v['average_success'])} {ci(v['pooled_ci95'])}", ""])
-    if not names:
+    if not measured:
         raise NotMeasured(*(name for _, name in suites))
     lines = ["Meta-World, reduced CPU protocol (one training seed per suite):", "",
              *table(["suite", "tasks", "average success (95% CI)", "by difficulty (%)"], rows), ""]
     for suite, name in suites:
-        curve = load(name)["figures"].get("learning_curve") if name in names else None
+        curve = measured.get(name, {}).get("learning_curve")
         if curve:
             lines += [f"{suite}, average success against training steps: "
                       + ", ".join(f"{p['step']} steps {pct(p['average_success'])}" for p in curve) + ".", ""]
-    missing = tuple(name for _, name in suites if name not in names)
+    missing = tuple(name for _, name in suites if name not in measured)
     if missing:
         lines += [not_measured(missing), ""]
-    published = load("metaworld_mt50_cpu")["figures"].get("published_mt50", {}) if "metaworld_mt50_cpu" in names else {}
+    published = measured.get("metaworld_mt50_cpu", {}).get("published_mt50", {})
     if published:
         lines += ["Published MT50 averages for placement, not a like-for-like comparison (demos, trials, camera, model "
                   "scale and compute differ, `docs/metaworld.md`): "
                   + ", ".join(f"{m} {v['average']}" for m, v in published.items()) + ".", ""]
-    return "\n".join(lines + [source(n) for n in names])
+    return "\n".join(lines + [source(n) for n in measured])
 
 
 def metaworld_experts() -> str:
