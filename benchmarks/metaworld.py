@@ -6,7 +6,7 @@ held-out tasks, against training on those k demos from scratch.
     python benchmarks/metaworld.py                    # GPU configuration: MT50, 50 demos, 50 trials/task
     python benchmarks/metaworld.py --cpu              # reduced CPU configuration: MT10, 20 demos, 10 trials, 5000 steps
     python benchmarks/metaworld.py --cpu --suite=ml10 # ML10: train tasks, zero-shot, few-shot k=5,10
-    python benchmarks/metaworld.py --cpu --suite=mt50  # MT50 on CPU, 15000 steps (~95 min)
+    python benchmarks/metaworld.py --cpu --suite=mt50  # MT50 on CPU, 15000 steps (~75 min)
     python benchmarks/metaworld.py --train.steps=20000  # any quickstart key
     python benchmarks/metaworld.py --cpu --train.snapshot_every=1250  # + success-vs-steps learning curve
 
