@@ -158,6 +158,14 @@ def arg(name: str, default: str, argv: list[str] | None = None) -> str:
                 default)
 
 
+def paired_text(c: dict) -> str:
+    """A paired comparison (``eval.stats.paired``) for a results table, in points: the difference,
+    the t interval over per-seed differences (the pooled paired bootstrap when there is one
+    seed) and McNemar's p."""
+    kind, (lo, hi) = ("seed-t", c["seed_t_ci95"]) if c["seed_t_ci95"] else ("bootstrap", c["paired_bootstrap_ci95"])
+    return f"{100 * c['difference']:+.1f} {kind} [{100 * lo:+.1f}, {100 * hi:+.1f}] McNemar p={c['mcnemar_p']:.2g}"
+
+
 def small_cell():
     """The small experiment cell's collection: 4 tabletop tasks (push and pick_place, the hard
     ones, among them) x 25 scripted demos; the budget a recipe or architecture comparison can

@@ -398,8 +398,9 @@ def sim2real() -> str:
     cols = list(d["rows"][0])
     p = d["figures"]["protocol"]
     return block("sim2real", [
-        f"Sim-to-sim transfer, success % [95% CI] ({len(p['tasks'])} tasks, {p['demos_per_task']} demos each, "
-        f"{p['train_steps']} steps, one training seed per row; adaptation gains against the all-DR policy):", "",
+        f"Sim-to-sim transfer ({len(p['tasks'])} tasks, {p['demos_per_task']} demos each, {p['train_steps']} steps): "
+        f"success % as mean (sd) over {p['seeds']} training seeds; each DR policy against the no-DR one and each "
+        f"adaptation against the all-DR policy it started from, in points, paired by seed and scene:", "",
         *table(cols, [[r[c] for c in cols] for r in d["rows"]])])
 
 
@@ -515,35 +516,51 @@ def evaluation() -> str:
         + ", ".join(pct(p["rate"], 0) for p in ch["positions"]) + "."])
 
 
+def seed_interval(c: dict) -> list[float]:
+    """A paired comparison's interval (``eval.stats.paired``): the t interval over per-seed
+    differences, which counts the seed draw; the pooled paired bootstrap with one seed."""
+    return c["seed_t_ci95"] or c["paired_bootstrap_ci95"]
+
+
+def seeded(c: dict) -> str:
+    """A recipe's mean success over training seeds, with their sd."""
+    return f"{pct(c['mean'], 0)} (sd {100 * c['sd']:.0f})"
+
+
 def ssl() -> str:
-    ssl = load("ssl")
-    demos = sorted({r["demos_per_task"] for r in ssl["rows"]})
-    encoders = list(dict.fromkeys(r["encoder"] for r in ssl["rows"]))
-    cell = {(r["demos_per_task"], r["encoder"]): r for r in ssl["rows"]}
-    gains = ssl["figures"]["gains"]
+    f = load("ssl")["figures"]
+    demos, seeds = f["settings"]["demos"], f["settings"]["seeds"]
     rows = []
-    for enc in encoders:
+    for enc in ["scratch", *f["settings"]["methods"]]:
         row = [enc]
         for k in demos:
-            g = gains.get(f"{enc}@{k}")
-            row.append(pct(cell[k, enc]["success"], 0)
-                       + (f" ({diff(g['gain'], g['gain_ci95'], verdict=False)})" if g else ""))
+            g = f["gains"].get(f"{enc}@{k}")
+            row.append(seeded(f["cells"][f"{enc}@{k}"])
+                       + (f", {diff(g['difference'], seed_interval(g), verdict=False)}" if g else ""))
         rows.append(row)
-    spans = sum(g["gain_ci95"][0] <= 0 <= g["gain_ci95"][1] for g in gains.values())
+    spans = sum(seed_interval(g)[0] <= 0 <= seed_interval(g)[1] for g in f["gains"].values())
     return block("ssl", [
-        "Self-supervised encoders, then behaviour cloning; success (gain over scratch, points) by demos per task, "
-        "one training seed per cell:", "",
-        *table(["encoder", *(f"{k} demos" for k in demos)], rows), "",
-        f"{spans} of {len(gains)} gain intervals span zero: no effect detected at this size for those."])
+        f"Self-supervised encoders, then behaviour cloning, {seeds} training seeds per cell: mean success (sd over "
+        "seeds), gain over scratch in points with its interval over seeds, paired by seed and scene, by demos per "
+        "task:",
+        "", *table(["encoder", *(f"{k} demos" for k in demos)], rows), "",
+        f"{spans} of {len(f['gains'])} gain intervals span zero: no effect detected at this size for those."])
 
 
 def active_learning() -> str:
-    rows = [[r["strategy"], r["demos"], pct(r["success"], 0),
-             diff(*parse_diff(r["vs_random"])) if r["vs_random"] else ""]
-            for r in load("active_learning")["rows"] if r["round"] > 0]
+    f = load("active_learning")["figures"]
+    rows = []
+    for name, points in f["curves"].items():
+        for p in points[1:]:
+            c = f["vs_random"].get(f"{name}@{p['demos']}")
+            rows.append([name, p["demos"], seeded(p),
+                         diff(c["difference"], seed_interval(c), verdict=False) if c else "",
+                         f"{c['mcnemar_p']:.2g}" if c else ""])
     return block("active_learning", [
-        "Active learning against random selection at equal budgets (one training seed per cell):", "",
-        *table(["strategy", "demos", "success", "vs random (points)"], rows)])
+        f"Active learning against random selection at equal budgets, {f['settings']['seeds']} training seeds per "
+        "point (mean success, sd over seeds; difference in points, interval over seeds, paired by seed and scene):",
+        "",
+        *table(["strategy", "demos", "success", "vs random (points)", "McNemar p"], rows)])
 
 
 def curation() -> str:

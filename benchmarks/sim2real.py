@@ -3,10 +3,14 @@ each randomization family and with all of them, evaluated in the source simulati
 held-out target domains real-proxy-A/B/C and in another simulator (the tasks rebuilt in
 PyBullet, tabletop-bullet); domain adaptation on top of DR (few-shot fine-tuning
 on k target demonstrations, CORAL feature alignment on unlabelled target frames, and continued
-training as the control); robustness sweeps for the no-DR and all-DR policies.
+training as the control); robustness sweeps for the no-DR and all-DR policies of the first seed.
+Every policy is trained once per training seed (``--seeds=N``: 0 .. N-1, default 3) on the same
+data, and every evaluation of every domain uses the same scenes, so each DR policy is compared
+with the no-DR one, and each adaptation with the all-DR policy it started from, paired by seed and
+scene: the t interval over per-seed differences, the pooled paired bootstrap and McNemar's test.
 
     python benchmarks/sim2real.py --steps=2000 --demos=80 --episodes=30 --adapt_steps=200 --sweep_episodes=6
-                                                  # the CPU run of the results (~100 min, 2 cores)
+                                                  # the CPU run of the results (about 4 h on 2 cores)
     python benchmarks/sim2real.py --steps=3000 --demos=100 --episodes=50   # larger
 
 Re-running resumes: datasets, policies and evaluations already on disk are reused.
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from common import RESULTS, arg, cache_root, cached_json, stage, write
+from common import RESULTS, arg, cache_root, cached_json, paired_text, stage, write
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -33,8 +37,8 @@ from vlaforge.envs.config import DomainConfig, EnvConfig  # noqa: E402
 from vlaforge.envs.randomization import TARGETS, randomize  # noqa: E402
 from vlaforge.eval.config import EvalConfig, TransferConfig  # noqa: E402
 from vlaforge.eval.robustness import sweep  # noqa: E402
-from vlaforge.eval.rollout import brief, evaluate  # noqa: E402
-from vlaforge.eval.stats import difference_interval  # noqa: E402
+from vlaforge.eval.rollout import evaluate  # noqa: E402
+from vlaforge.eval.stats import paired, seed_summary  # noqa: E402
 from vlaforge.eval.transfer import transfer  # noqa: E402
 from vlaforge.seeds import EVAL_SEEDS  # noqa: E402
 from vlaforge.train.checkpoint import latest_checkpoint  # noqa: E402
@@ -60,7 +64,7 @@ def dataset(name: str, domain: DomainConfig, episodes: int, seed: int = 0) -> Pa
 
 def train_policy(run: Path, data: Path, steps: int, **kw) -> Path:
     done = (run / "policy").exists()
-    with stage(run.name, reused=done):
+    with stage(f"{run.parent.name}/{run.name}", reused=done):  # seedN/train_all: one stage per seed
         if done:
             return run / "policy"
         cfg = TrainConfig(dataset=str(data), output_dir=str(run), steps=steps, tracking="none",
@@ -91,36 +95,35 @@ def expert_success(target: str, episodes: int) -> dict:
     return rates
 
 
-def adaptation(target: str, base: Path, source_data: Path, k: int, steps: int, episodes: int) -> dict:
-    """Few-shot fine-tuning, feature alignment and continued training (control) from ``base``,
-    each evaluated in ``target``."""
+ADAPTATIONS = ("continued", "few_shot", "align")
+
+
+def adaptation(target: str, root: Path, base: Path, source_data: Path, k: int, steps: int, episodes: int,
+               seed: int) -> dict[str, dict]:
+    """Few-shot fine-tuning, feature alignment and continued training (control) from ``base``
+    into ``root``, each evaluated in ``target``: {method: results.json}. The target
+    demonstrations are shared by every training seed."""
     target_data = dataset(f"target_{target}", DomainConfig(preset=target), k, seed=TARGET_DEMO_SEED)
     optim = OptimConfig(lr=3e-4, warmup_steps=30)
     runs = {
+        "continued": dict(data=source_data),
         "few_shot": dict(data=target_data),
         "align": dict(data=source_data, align_dataset=str(target_data)),
-        "continued": dict(data=source_data),
     }
     out = {}
     for method, kw in runs.items():
-        run = ROOT / f"adapt_{target}_{method}"
+        run = root / f"adapt_{target}_{method}"
         data = kw.pop("data")
-        policy = train_policy(run, data, steps, init_from=str(base), optim=optim, **kw)
-        res = cached_json(run / "eval" / "results.json", lambda: evaluate(EvalConfig(
+        policy = train_policy(run, data, steps, init_from=str(base), optim=optim, seed=seed, **kw)
+        out[method] = cached_json(run / "eval" / "results.json", lambda: evaluate(EvalConfig(
             policy=str(policy), split="train", episodes=episodes, domain=DomainConfig(preset=target),
             output_dir=str(run / "eval"), videos_per_task=1), False))
-        out[method] = brief(res)
     return out
 
 
-def cross_simulator(policy: Path, source: dict, out: Path, episodes: int) -> dict:
-    """The policy in the PyBullet build of its tasks, with the gap to its MuJoCo source result."""
-    res = cached_json(out / "results.json", lambda: evaluate(EvalConfig(
-        policy=str(policy), split="train", episodes=episodes, suite=CROSS_SIM, output_dir=str(out)), False))
-    row = brief(res)
-    k0 = source.get("successes", round(source["success_rate"] * source["episodes"]))  # older transfer.json lack it
-    return row | {"gap": source["success_rate"] - row["success_rate"],
-                  "gap_ci95": list(difference_interval(k0, source["episodes"], row["successes"], row["episodes"]))}
+def domain_results(out: Path) -> dict[str, dict]:
+    """Each domain's results.json of a transfer run in ``out``, with its per-episode records."""
+    return {d: json.loads((out / d / "results.json").read_text()) for d in ["source", *TARGETS, CROSS_SIM]}
 
 
 def plot_transfer(table: dict, out: Path) -> None:
@@ -129,11 +132,10 @@ def plot_transfer(table: dict, out: Path) -> None:
     width = 0.8 / len(table)
     for i, (variant, rows) in enumerate(table.items()):
         xs = np.arange(len(domains)) + i * width
-        rates = [rows[d]["success_rate"] for d in domains]
-        err = [[r - rows[d]["ci95"][0] for r, d in zip(rates, domains)], [rows[d]["ci95"][1] - r for r, d in zip(rates, domains)]]
-        ax.bar(xs, rates, width, yerr=err, capsize=2, label=f"DR: {variant}")
+        ax.bar(xs, [rows[d]["mean"] for d in domains], width, yerr=[rows[d]["sd"] for d in domains], capsize=2,
+               label=f"DR: {variant}")
     ax.set_xticks(np.arange(len(domains)) + 0.4 - width / 2, domains)
-    ax.set_ylabel("success (95% CI)")
+    ax.set_ylabel("success (mean, sd over seeds)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, 1.15))
     fig.tight_layout()
@@ -168,63 +170,84 @@ def main() -> None:
     steps, demos = int(arg("steps", "1500")), int(arg("demos", "60"))
     episodes, k = int(arg("episodes", "20")), int(arg("k", "10"))
     sweep_episodes, adapt_steps = int(arg("sweep_episodes", "10")), int(arg("adapt_steps", "300"))
+    n = int(arg("seeds", "3"))
+    if n < 1:
+        raise SystemExit(f"--seeds must be >= 1 (training seeds 0 .. N-1), got {n}")
     global ROOT
     ROOT = cache_root(ROOT)
     t0 = time.perf_counter()
-    table, policies, data = {}, {}, {}
-    for variant, preset in VARIANTS.items():
-        data[variant] = dataset(variant, DomainConfig(preset=preset), demos)
-        policies[variant] = train_policy(ROOT / f"train_{variant}", data[variant], steps)
-        out = ROOT / f"transfer_{variant}"
-        summary = cached_json(out / "transfer.json", lambda: transfer(TransferConfig(
-            policy=str(policies[variant]), targets=list(TARGETS), episodes=episodes, output_dir=str(out)), False))
-        table[variant] = summary["domains"]
-        table[variant][CROSS_SIM] = cross_simulator(policies[variant], table[variant]["source"],
-                                                    ROOT / f"bullet_{variant}", episodes)
-        print(variant, {d: round(r["success_rate"], 3) for d, r in table[variant].items()}, flush=True)
-    experts = cached_json(ROOT / "expert_success.json", name="expert success in the targets", make=lambda: _write(ROOT / "expert_success.json",
-                                                                 {t: expert_success(t, 10) for t in [*TARGETS, CROSS_SIM]}))
-    adapt = {}
-    for target in TARGETS:
-        adapt[target] = adaptation(target, policies["all"], data["all"], k, adapt_steps, episodes)
-        print(target, {m: round(r["success_rate"], 3) for m, r in adapt[target].items()}, flush=True)
+    data = {variant: dataset(variant, DomainConfig(preset=preset), demos) for variant, preset in VARIANTS.items()}
+    # evals[variant][domain] and adapted[target][method]: one results.json per training seed, in seed order
+    evals = {variant: {} for variant in VARIANTS}
+    adapted = {target: {m: [] for m in ADAPTATIONS} for target in TARGETS}
+    first = {}
+    for seed in range(n):
+        root = ROOT / f"seed{seed}"
+        policies = {}
+        for variant in VARIANTS:
+            policies[variant] = train_policy(root / f"train_{variant}", data[variant], steps, seed=seed)
+            out = root / f"transfer_{variant}"
+            cached_json(out / "transfer.json", lambda: transfer(TransferConfig(
+                policy=str(policies[variant]), targets=[*TARGETS, CROSS_SIM], episodes=episodes, output_dir=str(out)),
+                False))
+            for domain, res in domain_results(out).items():
+                evals[variant].setdefault(domain, []).append(res)
+            print(f"seed {seed}", variant, {d: round(r[-1]["success_rate"], 3) for d, r in evals[variant].items()},
+                  flush=True)
+        for target in TARGETS:
+            runs = adaptation(target, root, policies["all"], data["all"], k, adapt_steps, episodes, seed)
+            for method, res in runs.items():
+                adapted[target][method].append(res)
+        first = first or policies
+    experts = cached_json(ROOT / "expert_success.json", name="expert success in the targets", make=lambda: _write(
+        ROOT / "expert_success.json", {t: expert_success(t, 10) for t in [*TARGETS, CROSS_SIM]}))
     curves = {}
     for variant in ("none", "all"):
         out = ROOT / f"robustness_{variant}"
         res = cached_json(out / "robustness.json", lambda: sweep(EvalConfig(
-            policy=str(policies[variant]), split="train", episodes=sweep_episodes, perturb=SWEEP,
+            policy=str(first[variant]), split="train", episodes=sweep_episodes, perturb=SWEEP,
             output_dir=str(out), videos_per_task=0), False))
         curves[variant] = res["curves"]
+    table = {variant: {d: seed_summary(rs) for d, rs in by_domain.items()} for variant, by_domain in evals.items()}
+    gaps = {variant: {d: paired(by_domain["source"], rs) for d, rs in by_domain.items() if d != "source"}
+            for variant, by_domain in evals.items()}
+    dr_vs_none = {f"{variant}@{d}": paired(rs, evals["none"][d])
+                  for variant, by_domain in evals.items() if variant != "none" for d, rs in by_domain.items()}
+    adapt = {t: {m: seed_summary(rs) for m, rs in by_method.items()} for t, by_method in adapted.items()}
+    adapt_gain = {f"{m}@{t}": paired(rs, evals["all"][t])
+                  for t, by_method in adapted.items() for m, rs in by_method.items()}
+    adapt_gain |= {f"{m} - continued@{t}": paired(adapted[t][m], adapted[t]["continued"])
+                   for t in TARGETS for m in ADAPTATIONS if m != "continued"}
     plot_transfer(table, RESULTS / "sim2real_transfer.png")
     plot_robustness(curves, RESULTS / "sim2real_robustness.png")
     rows = []
     for variant, domains in table.items():
         row = {"trained with": variant if variant != "none" else "no DR"}
-        for name, r in domains.items():
-            row[name] = f"{100 * r['success_rate']:.1f} [{100 * r['ci95'][0]:.0f}, {100 * r['ci95'][1]:.0f}]"
-        row["mean gap (A-C)"] = f"{100 * np.mean([domains[t]['gap'] for t in TARGETS]):+.1f}"
+        row |= {d: f"{100 * c['mean']:.1f} ({100 * c['sd']:.1f})" for d, c in domains.items()}
+        row["mean gap (A-C)"] = f"{100 * np.mean([gaps[variant][t]['difference'] for t in TARGETS]):+.1f}"
         rows.append(row)
-    base = {t: table["all"][t] for t in TARGETS}
-    for method in ("continued", "few_shot", "align"):
-        row = {"trained with": f"all DR + {method.replace('_', '-')}", "source": ""}
-        for t in TARGETS:
-            r, b = adapt[t][method], base[t]
-            n_b = b["episodes"]
-            lo, hi = difference_interval(r["successes"], r["episodes"], round(b["success_rate"] * n_b), n_b)
-            row[t] = (f"{100 * r['success_rate']:.1f} [{100 * r['ci95'][0]:.0f}, {100 * r['ci95'][1]:.0f}] "
-                      f"(gain {100 * (r['success_rate'] - b['success_rate']):+.1f} [{100 * lo:+.0f}, {100 * hi:+.0f}])")
-        row[CROSS_SIM] = ""
-        row["mean gap (A-C)"] = ""
-        rows.append(row)
+    for variant in VARIANTS:
+        if variant != "none":
+            rows.append({"trained with": f"{variant} - no DR", "source": paired_text(dr_vs_none[f"{variant}@source"]),
+                         **{d: paired_text(dr_vs_none[f"{variant}@{d}"]) for d in [*TARGETS, CROSS_SIM]},
+                         "mean gap (A-C)": ""})
+    for method in ADAPTATIONS:
+        rows.append({"trained with": f"all DR + {method.replace('_', '-')}", "source": "",
+                     **{t: f"{100 * adapt[t][method]['mean']:.1f} ({100 * adapt[t][method]['sd']:.1f}); vs all DR "
+                           + paired_text(adapt_gain[f"{method}@{t}"]) for t in TARGETS},
+                     CROSS_SIM: "", "mean gap (A-C)": ""})
     figures = {
-        "protocol": {"suite": "tabletop", "tasks": TASKS, "demos_per_task": demos, "train_steps": steps,
+        "protocol": {"suite": "tabletop", "tasks": TASKS, "demos_per_task": demos, "train_steps": steps, "seeds": n,
                      "eval_episodes_per_task_per_domain": episodes, "few_shot_k_per_task": k, "adapt_steps": adapt_steps,
-                     "sweep_episodes_per_task": sweep_episodes, "split": "train (new scene seeds >= 1e9)"},
-        "transfer": table, "adaptation": adapt, "expert_success_in_targets": experts, "robustness": curves,
-        "wall_minutes": (time.perf_counter() - t0) / 60,
+                     "sweep_episodes_per_task": sweep_episodes, "sweep_seed": 0,
+                     "split": "train (new scene seeds >= 1e9)"},
+        "transfer": table, "gaps": gaps, "dr_vs_none": dr_vs_none, "adaptation": adapt, "adaptation_gains": adapt_gain,
+        "expert_success_in_targets": experts, "robustness": curves, "wall_minutes": (time.perf_counter() - t0) / 60,
     }
-    write("sim2real", figures, rows, "Sim-to-real transfer (sim-to-sim proxy): success % [95% CI] by training domain",
-          seeds={"collect_scenes_from": 0, "target_demos_from": TARGET_DEMO_SEED, "train": 0,
+    write("sim2real", figures, rows,
+          f"Sim-to-real transfer (sim-to-sim proxy): success % mean (sd) over {n} training seeds by training domain; "
+          "differences in points, paired by seed and scene",
+          seeds={"collect_scenes_from": 0, "target_demos_from": TARGET_DEMO_SEED, "train": list(range(n)),
                  "eval_scenes_from": EVAL_SEEDS, "expert_check_scenes_from": 2 * 10**9})
 
 

@@ -26,7 +26,7 @@ import dataclasses
 import statistics
 import sys
 
-from common import arg, cache_root, collect_once, small_cell, stage, train_once, write
+from common import arg, cache_root, collect_once, paired_text, small_cell, stage, train_once, write
 
 from vlaforge.cli import parse
 from vlaforge.config import to_dict
@@ -145,9 +145,7 @@ def main(argv: list[str]) -> None:
     rows += [{"arm": a, "seed": "mean (sd)", "success": f"{100 * figures['arms'][a]['mean']:.1f}% "
                                                        f"({100 * figures['arms'][a]['sd']:.1f})",
               "train s": f"{statistics.fmean(seconds[a]):.0f}"} for a in arms]
-    rows += [{"arm": k, "seed": "paired", "success": f"{100 * c['difference']:+.1f} seed-t "
-                                                    f"[{100 * c['seed_t_ci95'][0]:+.1f}, {100 * c['seed_t_ci95'][1]:+.1f}]"
-                                                    f" McNemar p={c['mcnemar_p']:.2g}", "train s": ""}
+    rows += [{"arm": k, "seed": "paired", "success": paired_text(c), "train s": ""}
              for k, c in figures["comparisons"].items()]
     write(results_name, figures, rows, f"Small experiment cell (4 tasks x 25 demos) over {n} training seeds",
           seeds={"collect": cell.seed, "train": list(range(n)), "eval_scenes_from": EvalConfig().seed})

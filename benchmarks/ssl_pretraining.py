@@ -2,11 +2,14 @@
 
 An unlabelled pool of frames (expert episodes in the plain and in the visually randomized
 simulator, actions discarded) pretrains the encoder with each method; behaviour cloning then
-starts from it on 5, 10 and 25 demonstrations per task, against the same cloning from scratch.
+starts from it on 5, 10 and 25 demonstrations per task, against the same cloning from scratch,
+once per training seed (``--seeds=N``: 0 .. N-1, default 3; the encoders are pretrained once, with seed
+0). Each encoder is compared with scratch paired by training seed and evaluation scene: the t
+interval over the per-seed differences, the pooled paired bootstrap and McNemar's exact test.
 The grid runs through ``vlaforge ablate`` (cells share datasets, re-running resumes).
 
-    python benchmarks/ssl_pretraining.py          # the CPU run of the results (~70 min, 2 cores)
-    python benchmarks/ssl_pretraining.py --methods=[mae,moco] --pretrain_steps=3000 --demos=[5,25]
+    python benchmarks/ssl_pretraining.py          # the results: 45 cells, about 3 h on 2 cores
+    python benchmarks/ssl_pretraining.py --methods=[mae,moco] --pretrain_steps=3000 --demos=[5,25] --seeds=2
 
 Writes benchmarks/results/ssl.{json,md} and ssl.html (the grid's report). The script is not
 called ssl.py: in this directory that name would shadow the standard library's ssl module for
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from common import RESULTS, cache_root, stage, write
+from common import RESULTS, cache_root, paired_text, stage, write
 
 from vlaforge.config import apply_overrides
 from vlaforge.data.collect import collect
@@ -30,7 +33,7 @@ from vlaforge.data.config import CollectConfig
 from vlaforge.envs.config import DomainConfig, EnvConfig
 from vlaforge.eval.ablate import ablate
 from vlaforge.eval.config import AblateConfig
-from vlaforge.eval.stats import difference_interval
+from vlaforge.eval.stats import paired, seed_summary
 from vlaforge.seeds import EVAL_SEEDS
 from vlaforge.train.config import PretrainConfig
 from vlaforge.train.pretrain import pretrain
@@ -47,11 +50,15 @@ class Settings:
     pretrain_steps: int = 1500
     steps: int = 1000
     episodes: int = 25
+    seeds: int = 3  # every cell is trained with seeds 0 .. seeds-1
     output_dir: str = "runs/bench_ssl"
 
 
 def main(argv: list[str]) -> None:
     s = apply_overrides(Settings(), [a[2:] for a in argv])
+    if s.seeds < 1:
+        raise SystemExit(f"--seeds must be >= 1 (training seeds 0 .. N-1), got {s.seeds}")
+    seeds = list(range(s.seeds))
     root = cache_root(s.output_dir)
     pools = []
     for preset in ("", "dr-visual"):
@@ -76,33 +83,36 @@ def main(argv: list[str]) -> None:
         "base": {"collect": {"env": {"tasks": s.tasks}}, "splits": ["train"],
                  "train": {"steps": s.steps, "batch_size": 32, "tracking": "none", "ckpt_every": 500},
                  "eval": {"episodes": s.episodes, "videos_per_task": 1}},
-        "axes": {"demos": {"collect.episodes_per_task": s.demos}, "encoder": {"train.init_encoder": ["", *encoders.values()]}},
+        "axes": {"demos": {"collect.episodes_per_task": s.demos},
+                 "encoder": {"train.init_encoder": ["", *encoders.values()]},
+                 "seed": {"train.seed": seeds}},
     }
     (root / "grid.in.yaml").write_text(yaml.safe_dump(grid))
     with stage("ablate (collect, train and evaluate every cell; finished cells are reused)"):
         summary = ablate(AblateConfig(grid=str(root / "grid.in.yaml"), output_dir=str(root)))
     name = {"": "scratch"} | {path: method for method, path in encoders.items()}
-    cell = {(c["values"]["demos"], name[c["values"]["encoder"]]): c for c in summary["cells"]}
-    rows, gains = [], {}
+    by_seed: dict[tuple[int, str], dict[int, dict]] = {}
+    for c in summary["cells"]:
+        key = (c["values"]["demos"], name[c["values"]["encoder"]])
+        by_seed.setdefault(key, {})[c["values"]["seed"]] = json.loads(Path(c["results"]).read_text())
+    runs = {key: [results[seed] for seed in seeds] for key, results in by_seed.items()}  # paired by position
+    rows, cells, gains = [], {}, {}
     for demos in s.demos:
-        base = cell[(demos, "scratch")]
         for enc in ["scratch", *s.methods]:
-            c = cell[(demos, enc)]
-            row = {"demos_per_task": demos, "encoder": enc, "success": c["success_rate"],
-                   "ci95": f"[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]", "episodes": c["episodes"]}
+            c = cells[f"{enc}@{demos}"] = seed_summary(runs[demos, enc])
+            row = {"demos_per_task": demos, "encoder": enc, "success": f"{100 * c['mean']:.1f}% ({100 * c['sd']:.1f})",
+                   "per seed": " / ".join(f"{100 * x:.0f}" for x in c["per_seed"]), "gain_vs_scratch": ""}
             if enc != "scratch":
-                lo, hi = difference_interval(c["successes"], c["episodes"], base["successes"], base["episodes"])
-                gains[f"{enc}@{demos}"] = {"gain": c["success_rate"] - base["success_rate"], "gain_ci95": [lo, hi]}
-                row["gain_vs_scratch"] = f"{c['success_rate'] - base['success_rate']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-            else:
-                row["gain_vs_scratch"] = ""
+                gains[f"{enc}@{demos}"] = paired(runs[demos, enc], runs[demos, "scratch"])
+                row["gain_vs_scratch"] = paired_text(gains[f"{enc}@{demos}"])
             rows.append(row)
     pre = {m: json.loads((Path(p) / "pretrain.json").read_text()) for m, p in encoders.items()}
     RESULTS.mkdir(exist_ok=True)
     shutil.copy(root / "report.html", RESULTS / "ssl.html")
-    write("ssl", {"gains": gains, "pretraining": pre, "settings": vars(s)}, rows,
-          "Self-supervised encoder pretraining, then behaviour cloning (tabletop, train split)",
-          seeds={"pool_scenes_from": POOL_SEED, "pretrain": 0, "collect_scenes_from": 0, "train": 0,
+    write("ssl", {"cells": cells, "gains": gains, "pretraining": pre, "settings": vars(s)}, rows,
+          f"Self-supervised encoder pretraining, then behaviour cloning (tabletop, train split, {s.seeds} "
+          "training seeds)",
+          seeds={"pool_scenes_from": POOL_SEED, "pretrain": 0, "collect_scenes_from": 0, "train": seeds,
                  "eval_scenes_from": EVAL_SEEDS})
 
 

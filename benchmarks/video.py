@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from common import arg, cache_root, small_cell, stage, write
+from common import arg, cache_root, paired_text, small_cell, stage, write
 
 from vlaforge.cli import parse
 from vlaforge.data import video
@@ -170,8 +170,7 @@ def main(argv: list[str]) -> None:
             for k, s in figures["storage"].items()]
     rows += [{"storage": k, "bytes/frame": "", "vs PNG": "", "dataset MB": "", "mean |err|": "", "PSNR dB": "",
               "encode fps": "", "decode fps": "", "random access fps": "",
-              "success": f"{100 * c['difference']:+.1f} seed-t [{100 * c['seed_t_ci95'][0]:+.1f}, "
-                         f"{100 * c['seed_t_ci95'][1]:+.1f}] McNemar p={c['mcnemar_p']:.2g}"}
+              "success": paired_text(c)}
              for k, c in figures["comparisons"].items()]
     figures["per_seed_success"] = {a: [r["success_rate"] for r in results[a]] for a in arms}
     figures["train_seconds"] = {a: seconds[a] for a in arms}

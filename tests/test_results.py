@@ -116,6 +116,40 @@ def test_differences_state_the_verdict_their_interval_allows():
     assert report.parse_diff("+0.08 [-0.01, +0.17]") == (0.08, (-0.01, 0.17))
 
 
+def _planted(outcomes: list[bool]) -> dict:
+    """An evaluation's results.json with one episode per scene seed 0 .. n-1."""
+    return {"successes": sum(outcomes), "episodes": len(outcomes),
+            "episodes_detail": [{"task": "reach", "seed": i, "success": o} for i, o in enumerate(outcomes)]}
+
+
+def test_seeded_comparisons_render_with_the_interval_over_seeds(tmp_path, monkeypatch):
+    """SSL and active-learning blocks over two training seeds: mean (sd) per cell, the gain with
+    the t interval over per-seed differences, and how many intervals span zero."""
+    from vlaforge.eval.stats import paired, seed_summary
+
+    scratch = [_planted([True] * 5 + [False] * 5), _planted([True] * 6 + [False] * 4)]
+    mae = [_planted([True] * 8 + [False] * 2), _planted([True] * 9 + [False])]  # +30 points in both seeds
+    moco = [_planted([True] * 6 + [False] * 4), _planted([True] * 5 + [False] * 5)]  # +10, then -10
+    gains = {"mae@5": paired(mae, scratch), "moco@5": paired(moco, scratch)}
+    # McNemar: 6 discordant pairs, all for mae, two-sided exact p = 2 x 0.5^6
+    assert common.paired_text(gains["mae@5"]) == "+30.0 seed-t [+30.0, +30.0] McNemar p=0.031"
+    assert common.paired_text(paired(mae[:1], scratch[:1])).startswith("+30.0 bootstrap [")  # one seed
+    results = tmp_path / "results"
+    results.mkdir()
+    ssl = {"settings": {"demos": [5], "methods": ["mae", "moco"], "seeds": 2}, "gains": gains,
+           "cells": {"scratch@5": seed_summary(scratch), "mae@5": seed_summary(mae), "moco@5": seed_summary(moco)}}
+    active = {"settings": {"seeds": 2}, "vs_random": {"uncertainty@20": paired(mae, scratch)},
+              "curves": {"random": [{"demos": 10} | seed_summary(scratch)] * 2,
+                         "uncertainty": [{"demos": 10} | seed_summary(scratch), {"demos": 20} | seed_summary(mae)]}}
+    for name, figures in (("ssl", ssl), ("active_learning", active)):
+        (results / f"{name}.json").write_text(json.dumps({"figures": figures, "rows": []}))
+    monkeypatch.setattr(report, "RESULTS", results)
+    text = report.ssl()
+    assert "| mae | 85% (sd 7), +30.0 [+30.0, +30.0] |" in text
+    assert "| moco | 55% (sd 7), +0.0 [" in text and "1 of 2 gain intervals span zero" in text
+    assert "| uncertainty | 20 | 85% (sd 7) | +30.0 [+30.0, +30.0] | 0.031 |" in report.active_learning()
+
+
 @pytest.fixture
 def fresh_common(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
