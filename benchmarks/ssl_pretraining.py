@@ -84,9 +84,10 @@ def main(argv: list[str]) -> None:
                  "train": {"steps": s.steps, "batch_size": 32, "tracking": "none", "ckpt_every": 500},
                  "eval": {"episodes": s.episodes, "videos_per_task": 1}},
         "axes": {"demos": {"collect.episodes_per_task": s.demos},
-                 "encoder": {"train.init_encoder": ["", *encoders.values()]},
-                 "seed": {"train.seed": seeds}},
+                 "encoder": {"train.init_encoder": ["", *encoders.values()]}},
     }
+    if len(seeds) > 1:  # an ablate axis takes two values or more; one seed is the base's train.seed 0
+        grid["axes"]["seed"] = {"train.seed": seeds}
     (root / "grid.in.yaml").write_text(yaml.safe_dump(grid))
     with stage("ablate (collect, train and evaluate every cell; finished cells are reused)"):
         summary = ablate(AblateConfig(grid=str(root / "grid.in.yaml"), output_dir=str(root)))
@@ -94,7 +95,7 @@ def main(argv: list[str]) -> None:
     by_seed: dict[tuple[int, str], dict[int, dict]] = {}
     for c in summary["cells"]:
         key = (c["values"]["demos"], name[c["values"]["encoder"]])
-        by_seed.setdefault(key, {})[c["values"]["seed"]] = json.loads(Path(c["results"]).read_text())
+        by_seed.setdefault(key, {})[c["values"].get("seed", 0)] = json.loads(Path(c["results"]).read_text())
     runs = {key: [results[seed] for seed in seeds] for key, results in by_seed.items()}  # paired by position
     rows, cells, gains = [], {}, {}
     for demos in s.demos:
