@@ -30,7 +30,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from common import RESULTS, cache_root, paired_text, stage, train_and_eval, write  # noqa: E402
+from common import RESULTS, cache_root, paired_text, seeded_text, stage, train_and_eval, write  # noqa: E402
 
 from vlaforge.config import apply_overrides  # noqa: E402
 from vlaforge.data.collect import collect  # noqa: E402
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> None:
         for r, p in enumerate(points):
             c = vs_random.get(f"{name}@{p['demos']}")
             rows.append({"strategy": name, "round": r, "demos": p["demos"],
-                         "success": f"{100 * p['mean']:.1f}% ({100 * p['sd']:.1f})",
+                         "success": seeded_text(p),
                          "per seed": " / ".join(f"{100 * x:.0f}" for x in p["per_seed"]),
                          "vs_random": paired_text(c) if c else ""})
     fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=110)
@@ -136,6 +136,7 @@ def main(argv: list[str]) -> None:
           f"Active learning vs random selection at equal demonstration budgets (tabletop, {s.seeds} training seeds)",
           seeds={"collect_scenes_from": 0, "pool_scenes_from": ActiveConfig.pool_seed,
                  "selection": "100 x training seed + round", "train": seeds, "eval_scenes_from": EVAL_SEEDS})
+
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import matplotlib
 import torch
-from common import RESULTS, arg, cache_root, collect_once, small_cell, stage, write
+from common import RESULTS, arg, cache_root, collect_once, seeded_text, small_cell, stage, write
 
 from vlaforge.eval.config import EvalConfig, QuickstartConfig
 from vlaforge.eval.rollout import evaluate
@@ -223,7 +223,7 @@ def ablation() -> None:
         a, b = f"{h}-mamba-{f}", f"{h}-transformer-{f}"
         if a in runs and b in runs:
             comparisons[f"{a} - {b}"] = paired(runs[a], runs[b])
-    rows = [{"config": name, "success": f"{100 * c['mean']:.1f}% ({100 * c['sd']:.1f})",
+    rows = [{"config": name, "success": seeded_text(c),
              "per seed": " / ".join(f"{100 * x:.0f}" for x in c["per_seed"]),
              "params (M)": round(c["params"] / 1e6, 2),
              "train samples/s": round(statistics.median(c["samples_per_s"]), 1),

@@ -158,6 +158,12 @@ def arg(name: str, default: str, argv: list[str] | None = None) -> str:
                 default)
 
 
+def seeded_text(c: dict) -> str:
+    """A recipe's success over training seeds (``eval.stats.seed_summary``) for a results table:
+    the mean, and the sd over seeds in parentheses, in percent."""
+    return f"{100 * c['mean']:.1f}% ({100 * c['sd']:.1f})"
+
+
 def paired_text(c: dict) -> str:
     """A paired comparison (``eval.stats.paired``) for a results table, in points: the difference,
     the t interval over per-seed differences (the pooled paired bootstrap when there is one

@@ -26,7 +26,7 @@ import json
 import statistics
 import sys
 
-from common import arg, cache_root, collect_once, stage, write
+from common import arg, cache_root, collect_once, seeded_text, stage, write
 
 from vlaforge.data.config import CollectConfig
 from vlaforge.envs.config import EnvConfig
@@ -92,7 +92,7 @@ def main(argv: list[str]) -> None:
         figures["comparisons"][k] = {f"{a} - {b}": paired(results[k][a], results[k][b]) for a, b in COMPARISONS}
         for a in ARMS:
             s = figures["arms"][k][a]
-            rows.append({"k": k, "arm": a, "success (mean, sd)": f"{100 * s['mean']:.1f}% ({100 * s['sd']:.1f})",
+            rows.append({"k": k, "arm": a, "success (mean, sd)": seeded_text(s),
                          "per seed": " / ".join(f"{100 * x:.0f}%" for x in s["per_seed"]),
                          "trainable params": params[a]["trainable"]})
         for name, c in figures["comparisons"][k].items():

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from common import RESULTS, arg, cache_root, cached_json, paired_text, stage, write
+from common import RESULTS, arg, cache_root, cached_json, paired_text, seeded_text, stage, write
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -223,7 +223,7 @@ def main() -> None:
     rows = []
     for variant, domains in table.items():
         row = {"trained with": variant if variant != "none" else "no DR"}
-        row |= {d: f"{100 * c['mean']:.1f} ({100 * c['sd']:.1f})" for d, c in domains.items()}
+        row |= {d: seeded_text(c) for d, c in domains.items()}
         row["mean gap (A-C)"] = f"{100 * np.mean([gaps[variant][t]['difference'] for t in TARGETS]):+.1f}"
         rows.append(row)
     for variant in VARIANTS:
@@ -233,8 +233,8 @@ def main() -> None:
                          "mean gap (A-C)": ""})
     for method in ADAPTATIONS:
         rows.append({"trained with": f"all DR + {method.replace('_', '-')}", "source": "",
-                     **{t: f"{100 * adapt[t][method]['mean']:.1f} ({100 * adapt[t][method]['sd']:.1f}); vs all DR "
-                           + paired_text(adapt_gain[f"{method}@{t}"]) for t in TARGETS},
+                     **{t: f"{seeded_text(adapt[t][method])}; vs all DR {paired_text(adapt_gain[f'{method}@{t}'])}"
+                        for t in TARGETS},
                      CROSS_SIM: "", "mean gap (A-C)": ""})
     figures = {
         "protocol": {"suite": "tabletop", "tasks": TASKS, "demos_per_task": demos, "train_steps": steps, "seeds": n,

@@ -26,7 +26,7 @@ import dataclasses
 import statistics
 import sys
 
-from common import arg, cache_root, collect_once, paired_text, small_cell, stage, train_once, write
+from common import arg, cache_root, collect_once, paired_text, seeded_text, small_cell, stage, train_once, write
 
 from vlaforge.cli import parse
 from vlaforge.config import to_dict
@@ -142,8 +142,7 @@ def main(argv: list[str]) -> None:
         figures["comparisons"][f"{name} - {arms[0]}"] = paired(results[name], results[arms[0]])
     rows = [{"arm": a, "seed": str(i), "success": f"{100 * r['success_rate']:.1f}%",
              "train s": f"{seconds[a][i]:.0f}"} for a in arms for i, r in enumerate(results[a])]
-    rows += [{"arm": a, "seed": "mean (sd)", "success": f"{100 * figures['arms'][a]['mean']:.1f}% "
-                                                       f"({100 * figures['arms'][a]['sd']:.1f})",
+    rows += [{"arm": a, "seed": "mean (sd)", "success": seeded_text(figures["arms"][a]),
               "train s": f"{statistics.fmean(seconds[a]):.0f}"} for a in arms]
     rows += [{"arm": k, "seed": "paired", "success": paired_text(c), "train s": ""}
              for k, c in figures["comparisons"].items()]

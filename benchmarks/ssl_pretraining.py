@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from common import RESULTS, cache_root, paired_text, stage, write
+from common import RESULTS, cache_root, paired_text, seeded_text, stage, write
 
 from vlaforge.config import apply_overrides
 from vlaforge.data.collect import collect
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> None:
     for demos in s.demos:
         for enc in ["scratch", *s.methods]:
             c = cells[f"{enc}@{demos}"] = seed_summary(runs[demos, enc])
-            row = {"demos_per_task": demos, "encoder": enc, "success": f"{100 * c['mean']:.1f}% ({100 * c['sd']:.1f})",
+            row = {"demos_per_task": demos, "encoder": enc, "success": seeded_text(c),
                    "per seed": " / ".join(f"{100 * x:.0f}" for x in c["per_seed"]), "gain_vs_scratch": ""}
             if enc != "scratch":
                 gains[f"{enc}@{demos}"] = paired(runs[demos, enc], runs[demos, "scratch"])

@@ -134,6 +134,7 @@ def test_seeded_comparisons_render_with_the_interval_over_seeds(tmp_path, monkey
     # McNemar: 6 discordant pairs, all for mae, two-sided exact p = 2 x 0.5^6
     assert common.paired_text(gains["mae@5"]) == "+30.0 seed-t [+30.0, +30.0] McNemar p=0.031"
     assert common.paired_text(paired(mae[:1], scratch[:1])).startswith("+30.0 bootstrap [")  # one seed
+    assert common.seeded_text(seed_summary(mae)) == "85.0% (7.1)"  # mean of 80 and 90, sd 7.07
     results = tmp_path / "results"
     results.mkdir()
     ssl = {"settings": {"demos": [5], "methods": ["mae", "moco"], "seeds": 2}, "gains": gains,
