@@ -3,9 +3,9 @@
 Every strategy starts from the same seed set (``initial`` demonstrations per task) and the same
 policy; each round it chooses ``per_round`` new scenes from a candidate pool with
 ``vlaforge active``, the expert demonstrates them (``vlaforge collect --scenes``), and the policy is
-retrained from scratch on everything so far with the same settings. All policies are trained
-with dropout 0.1, so MC dropout is available to every strategy and the random baseline is the
-same architecture. Each training seed (``--seeds=N``: 0 .. N-1, default 3) runs its own chain: its
+retrained from scratch on everything so far with the same settings: the quickstart's recipe
+(grounding co-training, peak lr 3e-3, the pretrained subword text encoder) with dropout 0.1, so
+MC dropout is available to every strategy and the random baseline is the same architecture. Each training seed (``--seeds=N``: 0 .. N-1, default 3) runs its own chain: its
 policies choose its scenes, and its random baseline draws its own (selection seed 100 x training
 seed + round). The seed set and the candidate pool are shared. Each strategy is compared with
 random at every round, paired by training seed and evaluation scene: the t interval over the
@@ -20,6 +20,7 @@ Re-running resumes. Writes benchmarks/results/active_learning.{json,md} and acti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -37,12 +38,13 @@ from vlaforge.data.collect import collect  # noqa: E402
 from vlaforge.data.config import CollectConfig  # noqa: E402
 from vlaforge.envs.config import EnvConfig  # noqa: E402
 from vlaforge.eval.active import select  # noqa: E402
-from vlaforge.eval.config import ActiveConfig  # noqa: E402
+from vlaforge.eval.config import ActiveConfig, QuickstartConfig  # noqa: E402
 from vlaforge.eval.stats import paired, seed_summary  # noqa: E402
-from vlaforge.models.config import PolicyConfig  # noqa: E402
 from vlaforge.seeds import EVAL_SEEDS  # noqa: E402
 
-DROPOUT = PolicyConfig(dropout=0.1)  # every strategy's policy, so MC dropout is available to all
+# Every strategy's training: the quickstart's recipe, with dropout so that MC dropout is available to all.
+_QUICKSTART = QuickstartConfig().train
+RECIPE = dataclasses.replace(_QUICKSTART, policy=dataclasses.replace(_QUICKSTART.policy, dropout=0.1))
 
 
 @dataclass
@@ -93,7 +95,7 @@ def main(argv: list[str]) -> None:
     selected: dict[str, dict] = {}
     for seed in seeds:
         start_run = root / f"train{seed}" / "seed" / "run"
-        start = train_and_eval(seed_data, start_run, s.steps, s.episodes, policy=DROPOUT, seed=seed)
+        start = train_and_eval(seed_data, start_run, s.steps, s.episodes, base=RECIPE, seed=seed)
         for name in s.strategies:
             results[name][0].append(start)
             data, policy = seed_data, start_run / "policy"
@@ -105,7 +107,7 @@ def main(argv: list[str]) -> None:
                     if not done:
                         _grow(s, env, name, r, seed, data, policy, step, grown)
                 selected[f"{name}@round{r}@seed{seed}"] = json.loads((grown / "done").read_text())
-                results[name][r].append(train_and_eval(grown, step / "run", s.steps, s.episodes, policy=DROPOUT,
+                results[name][r].append(train_and_eval(grown, step / "run", s.steps, s.episodes, base=RECIPE,
                                                        seed=seed))
                 data, policy = grown, step / "run" / "policy"
     curves = {name: [{"demos": d} | seed_summary(runs) for d, runs in zip(budgets, rounds)]

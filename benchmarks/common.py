@@ -21,8 +21,12 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from vlaforge.train.config import TrainConfig
 
 RESULTS = Path(__file__).parent / "results"
 ROOT_DIR = Path(__file__).resolve().parent.parent
@@ -218,19 +222,23 @@ def collect_once(collect_cfg, data: Path, name: str = "collect") -> Path:
     return data
 
 
-def train_and_eval(data: Path, run: Path, steps: int, episodes: int, **train: object) -> dict:
+def train_and_eval(data: Path, run: Path, steps: int, episodes: int, base: TrainConfig | None = None,
+                   **train: object) -> dict:
     """Train on ``data`` into ``run`` (32-sample batches, no tracking; other TrainConfig fields
-    from ``train``) and evaluate on the train split; finished stages are reused (and recorded as
-    such), so a re-run in the same cache root resumes."""
+    from ``train``, on top of ``base``, the trainer's defaults when None) and evaluate on the
+    train split; finished stages are reused (and recorded as such), so a re-run in the same cache
+    root resumes."""
+    import dataclasses
+
     from vlaforge.eval.config import EvalConfig
     from vlaforge.eval.rollout import evaluate
     from vlaforge.train.config import TrainConfig
     from vlaforge.train.trainer import train as train_policy
 
     label = _label(run)
-    train_once(run, lambda resume: train_policy(TrainConfig(dataset=str(data), output_dir=str(run), steps=steps,
-                                                            batch_size=32, tracking="none", ckpt_every=500,
-                                                            resume=resume, **train)), f"train {label}")
+    train_once(run, lambda resume: train_policy(dataclasses.replace(
+        base or TrainConfig(), dataset=str(data), output_dir=str(run), steps=steps, batch_size=32, tracking="none",
+        ckpt_every=500, resume=resume, **train)), f"train {label}")
     out = run / "eval" / "train"
     done = (out / "results.json").is_file()
     with stage(f"eval {label}", reused=done):

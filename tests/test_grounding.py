@@ -23,7 +23,7 @@ from vlaforge.runtime.policy import load_policy
 from vlaforge.seeds import EVAL_SEEDS, GROUNDING_SCENES, RL_SCENES, TASK_STRIDE
 from vlaforge.train import parallel
 from vlaforge.train.config import TrainConfig
-from vlaforge.train.techniques import Grounding
+from vlaforge.train.techniques import Grounding, scene_env
 from vlaforge.train.trainer import build_run, train
 
 
@@ -181,6 +181,27 @@ def test_grounding_frames_replace_a_share_of_each_batch_and_carry_no_actions(dem
     # No behaviour-cloning signal from them: the head's loss on grounding rows alone is zero.
     cond = torch.randn(2, cfg.policy.chunk_size, 32)
     assert run.model.head.loss(cond, mixed["action"][6:], mixed["action_valid"][6:]).item() == 0.0
+
+
+def test_grounding_scenes_are_rendered_in_the_datasets_domain(tmp_path):
+    """A policy trained on visually randomized data gets randomized grounding scenes: each the
+    scene its seed draws, in the look that seed draws, not the nominal simulation's."""
+    from vlaforge.cli import main
+
+    assert main(["collect", "--env.tasks=[reach]", "--episodes_per_task=1", "--workers=1", "--domain.preset=dr-visual",
+                 f"--output={tmp_path / 'data'}"]) == 0
+    cfg = tiny(tmp_path / "data", tmp_path / "run", grounding_scenes=3)
+    d, device = parallel.init(cfg.parallel, torch.device("cpu"))
+    (technique,) = [t for t in build_run(cfg, d, device).techniques if isinstance(t, Grounding)]
+    meta = {"suite": "tabletop", "env": {}}
+    nominal = render_scenes(functools.partial(scene_env, meta, None), ["reach"], 3)
+    domain = LeRobotDataset(tmp_path / "data").info["vlaforge"]["domain"]
+    randomized = render_scenes(functools.partial(scene_env, meta, domain), ["reach"], 3)
+    np.testing.assert_array_equal(technique.image[:, 0].numpy(), randomized.images)
+    assert all((a != b).any() for a, b in zip(randomized.images, nominal.images))  # every scene re-coloured
+    # The same scenes underneath (target and goal in the world), seen from the drawn camera poses.
+    np.testing.assert_allclose(randomized.task_points[:, :6], nominal.task_points[:, :6])
+    assert not np.allclose(randomized.task_points[:, 6:], nominal.task_points[:, 6:])
 
 
 def test_training_with_grounding_scenes_records_them_and_refuses_bad_settings(demos, tmp_path):

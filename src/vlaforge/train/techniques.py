@@ -28,10 +28,13 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
+from vlaforge.config import from_dict
 from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.data.grounding import render_scenes
 from vlaforge.data.sampler import ChunkSampler
 from vlaforge.envs import policy_env
+from vlaforge.envs.config import DomainConfig
+from vlaforge.envs.randomization import randomize
 from vlaforge.seeds import ALIGN_STREAM, GROUNDING_STREAM, step_seed
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.distill import with_teacher_targets
@@ -92,7 +95,8 @@ class Grounding(Technique):
     """Grounding co-training (data/grounding.py): ``grounding_fraction`` of every micro-batch is
     drawn from ``grounding_scenes`` rendered scenes per task, which carry the target/goal labels of
     the auxiliary losses but no actions (their behaviour-cloning slots are invalid, so they add
-    no behaviour-cloning loss)."""
+    no behaviour-cloning loss). The scenes are rendered in the domain the dataset was collected
+    in, so a policy trained on randomized data sees randomized scenes in every row of its batch."""
 
     flag = "grounding_scenes"
 
@@ -118,7 +122,7 @@ class Grounding(Technique):
         # Under torchrun every rank renders, and the ranks already hold the cores.
         workers = 1 if run.d.world > 1 else max(1, min(os.cpu_count() or 1, len(tasks) * per_task // SCENES_PER_WORKER))
         t0 = time.perf_counter()
-        frames = render_scenes(functools.partial(policy_env, meta, split="train"), tasks, per_task, workers=workers)
+        frames = render_scenes(functools.partial(scene_env, meta, info.get("domain")), tasks, per_task, workers=workers)
         self.seconds = time.perf_counter() - t0
         if frames.task_points.shape[1] != sampler.env_state_dim:
             raise ValueError(f"grounding scenes give {frames.task_points.shape[1]} task-point columns, the dataset "
@@ -154,6 +158,14 @@ class Grounding(Technique):
         cfg = self.run.cfg
         return {"grounding": {"scenes_per_task": cfg.grounding_scenes, "fraction": cfg.grounding_fraction,
                               "render_seconds": round(self.seconds, 1)}}
+
+
+def scene_env(meta: dict, domain: dict | None, task: str):
+    """``task``'s env as a dataset was collected: its suite and env settings (``meta``) and its
+    resolved domain (None = the nominal simulation); module-level so that render workers can
+    unpickle it."""
+    env = policy_env(meta, task, "train")
+    return randomize(env, from_dict(DomainConfig, domain)) if domain else env
 
 
 class Alignment(Technique):
