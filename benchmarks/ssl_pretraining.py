@@ -58,6 +58,8 @@ def main(argv: list[str]) -> None:
     s = apply_overrides(Settings(), [a[2:] for a in argv])
     if s.seeds < 1:
         raise SystemExit(f"--seeds must be >= 1 (training seeds 0 .. N-1), got {s.seeds}")
+    if not s.demos:
+        raise SystemExit("--demos needs at least one count of demonstrations per task, e.g. --demos=[5,10,25]")
     seeds = list(range(s.seeds))
     root = cache_root(s.output_dir)
     pools = []
@@ -80,21 +82,21 @@ def main(argv: list[str]) -> None:
                                         resume=(run / "checkpoints").exists()))
         encoders[method] = str(run)
     grid = {
-        "base": {"collect": {"env": {"tasks": s.tasks}}, "splits": ["train"],
+        "base": {"collect": {"env": {"tasks": s.tasks}, "episodes_per_task": s.demos[0]}, "splits": ["train"],
                  "train": {"steps": s.steps, "batch_size": 32, "tracking": "none", "ckpt_every": 500},
                  "eval": {"episodes": s.episodes, "videos_per_task": 1}},
-        "axes": {"demos": {"collect.episodes_per_task": s.demos},
-                 "encoder": {"train.init_encoder": ["", *encoders.values()]}},
     }
-    if len(seeds) > 1:  # an ablate axis takes two values or more; one seed is the base's train.seed 0
-        grid["axes"]["seed"] = {"train.seed": seeds}
+    # An ablate axis takes two values or more; a single one stays in the base.
+    axes = {"demos": ("collect.episodes_per_task", s.demos), "encoder": ("train.init_encoder", ["", *encoders.values()]),
+            "seed": ("train.seed", seeds)}
+    grid["axes"] = {axis: {key: values} for axis, (key, values) in axes.items() if len(values) > 1}
     (root / "grid.in.yaml").write_text(yaml.safe_dump(grid))
     with stage("ablate (collect, train and evaluate every cell; finished cells are reused)"):
         summary = ablate(AblateConfig(grid=str(root / "grid.in.yaml"), output_dir=str(root)))
     name = {"": "scratch"} | {path: method for method, path in encoders.items()}
     by_seed: dict[tuple[int, str], dict[int, dict]] = {}
     for c in summary["cells"]:
-        key = (c["values"]["demos"], name[c["values"]["encoder"]])
+        key = (c["values"].get("demos", s.demos[0]), name[c["values"]["encoder"]])
         by_seed.setdefault(key, {})[c["values"].get("seed", 0)] = json.loads(Path(c["results"]).read_text())
     runs = {key: [results[seed] for seed in seeds] for key, results in by_seed.items()}  # paired by position
     rows, cells, gains = [], {}, {}
