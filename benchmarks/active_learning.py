@@ -5,11 +5,12 @@ policy; each round it chooses ``per_round`` new scenes from a candidate pool wit
 ``vlaforge active``, the expert demonstrates them (``vlaforge collect --scenes``), and the policy is
 retrained from scratch on everything so far with the same settings: the quickstart's recipe
 (grounding co-training, peak lr 3e-3, the pretrained subword text encoder) with dropout 0.1, so
-MC dropout is available to every strategy and the random baseline is the same architecture. Each training seed (``--seeds=N``: 0 .. N-1, default 3) runs its own chain: its
-policies choose its scenes, and its random baseline draws its own (selection seed 100 x training
-seed + round). The seed set and the candidate pool are shared. Each strategy is compared with
-random at every round, paired by training seed and evaluation scene: the t interval over the
-per-seed differences, the pooled paired bootstrap and McNemar's exact test.
+MC dropout is available to every strategy and the random baseline is the same architecture. Each
+training seed (``--seeds=N``: 0 .. N-1, default 3) runs its own chain: its policies choose its
+scenes, and its random baseline draws its own (selection seed 100 x training seed + round). The
+seed set and the candidate pool are shared. Each strategy is compared with random at every round,
+paired by training seed and evaluation scene: the t interval over the per-seed differences, the
+pooled paired bootstrap and McNemar's exact test.
 
     python benchmarks/active_learning.py --strategies=[random,uncertainty,both,diversity,both-cap4]  # results: ~3.5 h
     python benchmarks/active_learning.py --strategies=[random,both-cap4] --seeds=2
