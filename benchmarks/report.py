@@ -530,21 +530,17 @@ def seeded(c: dict) -> str:
 def ssl() -> str:
     f = load("ssl")["figures"]
     demos, seeds = f["settings"]["demos"], f["settings"]["seeds"]
-    rows = []
-    for enc in ["scratch", *f["settings"]["methods"]]:
-        row = [enc]
-        for k in demos:
-            g = f["gains"].get(f"{enc}@{k}")
-            row.append(seeded(f["cells"][f"{enc}@{k}"])
-                       + (f", {diff(g['difference'], seed_interval(g), verdict=False)}" if g else ""))
-        rows.append(row)
-    spans = sum(seed_interval(g)[0] <= 0 <= seed_interval(g)[1] for g in f["gains"].values())
+    methods = f["settings"]["methods"]
+    rows = [[enc, *(seeded(f["cells"][f"{enc}@{k}"]) for k in demos)] for enc in ["scratch", *methods]]
+    gains = [[enc, k, diff(g["difference"], seed_interval(g)), ci(g["paired_bootstrap_ci95"]), f"{g['mcnemar_p']:.2g}"]
+             for k in demos for enc in methods for g in [f["gains"][f"{enc}@{k}"]]]
     return block("ssl", [
         f"Self-supervised encoders, then behaviour cloning, {seeds} training seeds per cell: mean success (sd over "
-        "seeds), gain over scratch in points with its interval over seeds, paired by seed and scene, by demos per "
-        "task:",
+        "seeds in points), by demos per task:",
         "", *table(["encoder", *(f"{k} demos" for k in demos)], rows), "",
-        f"{spans} of {len(f['gains'])} gain intervals span zero: no effect detected at this size for those."])
+        "Gain over scratch, paired by seed and scene: the interval over seeds (it counts the seed draw), the pooled "
+        "paired bootstrap over the scenes and McNemar's exact p (they count the scenes of these seeds only):", "",
+        *table(["encoder", "demos", "gain (points)", "pooled bootstrap", "McNemar p"], gains)])
 
 
 def active_learning() -> str:
