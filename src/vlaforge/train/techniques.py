@@ -43,6 +43,8 @@ from vlaforge.train.prune import apply_masks, parse_prune, pruning_masks, zero_f
 from vlaforge.train.qat import QAT_METHODS, prepare_qat
 
 if TYPE_CHECKING:
+    import gymnasium as gym
+
     from vlaforge.train.trainer import Run
 
 
@@ -160,7 +162,7 @@ class Grounding(Technique):
                               "render_seconds": round(self.seconds, 1)}}
 
 
-def scene_env(meta: dict, domain: dict | None, task: str):
+def scene_env(meta: dict, domain: dict | None, task: str) -> gym.Env:
     """``task``'s env as a dataset was collected: its suite and env settings (``meta``) and its
     resolved domain (None = the nominal simulation); module-level so that render workers can
     unpickle it."""
