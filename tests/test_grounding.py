@@ -13,6 +13,7 @@ from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.data.grounding import render_scenes
 from vlaforge.data.sampler import pixel_columns
 from vlaforge.envs import policy_env
+from vlaforge.envs.randomization.wrapper import domain_env
 from vlaforge.envs.tabletop import TabletopEnv
 from vlaforge.envs.tabletop.scene import COLORS
 from vlaforge.eval.localization import localization_error
@@ -23,7 +24,7 @@ from vlaforge.runtime.policy import load_policy
 from vlaforge.seeds import EVAL_SEEDS, GROUNDING_SCENES, RL_SCENES, TASK_STRIDE
 from vlaforge.train import parallel
 from vlaforge.train.config import TrainConfig
-from vlaforge.train.techniques import Grounding, scene_env
+from vlaforge.train.techniques import Grounding
 from vlaforge.train.trainer import build_run, train
 
 
@@ -193,10 +194,11 @@ def test_grounding_scenes_are_rendered_in_the_datasets_domain(tmp_path):
     cfg = tiny(tmp_path / "data", tmp_path / "run", grounding_scenes=3)
     d, device = parallel.init(cfg.parallel, torch.device("cpu"))
     (technique,) = [t for t in build_run(cfg, d, device).techniques if isinstance(t, Grounding)]
-    meta = {"suite": "tabletop", "env": {}}
-    nominal = render_scenes(functools.partial(scene_env, meta, None), ["reach"], 3)
-    domain = LeRobotDataset(tmp_path / "data").info["vlaforge"]["domain"]
-    randomized = render_scenes(functools.partial(scene_env, meta, domain), ["reach"], 3)
+    def scenes(domain: dict | None):
+        return render_scenes(functools.partial(domain_env, "tabletop", split="train", env_cfg={}, domain=domain),
+                             ["reach"], 3)
+
+    nominal, randomized = scenes(None), scenes(LeRobotDataset(tmp_path / "data").info["vlaforge"]["domain"])
     np.testing.assert_array_equal(technique.image[:, 0].numpy(), randomized.images)
     assert all((a != b).any() for a, b in zip(randomized.images, nominal.images))  # every scene re-coloured
     # The same scenes underneath (target and goal in the world), seen from the drawn camera poses.

@@ -28,13 +28,10 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
-from vlaforge.config import from_dict
 from vlaforge.data.dataset import LeRobotDataset
 from vlaforge.data.grounding import render_scenes
 from vlaforge.data.sampler import ChunkSampler
-from vlaforge.envs import policy_env
-from vlaforge.envs.config import DomainConfig
-from vlaforge.envs.randomization import randomize
+from vlaforge.envs.randomization.wrapper import domain_env
 from vlaforge.seeds import ALIGN_STREAM, GROUNDING_STREAM, step_seed
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.distill import with_teacher_targets
@@ -43,8 +40,6 @@ from vlaforge.train.prune import apply_masks, parse_prune, pruning_masks, zero_f
 from vlaforge.train.qat import QAT_METHODS, prepare_qat
 
 if TYPE_CHECKING:
-    import gymnasium as gym
-
     from vlaforge.train.trainer import Run
 
 
@@ -119,12 +114,13 @@ class Grounding(Technique):
         if sampler.env_state_dim is None or not info.get("suite"):
             raise ValueError(f"--grounding_scenes needs a simulated dataset with privileged task points "
                              f"(observation.environment_state); {run.cfg.dataset} has none")
-        meta = {"suite": info["suite"], "env": info.get("env") or {}}
         tasks, per_task = list(info["tasks"]), run.cfg.grounding_scenes
         # Under torchrun every rank renders, and the ranks already hold the cores.
         workers = 1 if run.d.world > 1 else max(1, min(os.cpu_count() or 1, len(tasks) * per_task // SCENES_PER_WORKER))
         t0 = time.perf_counter()
-        frames = render_scenes(functools.partial(scene_env, meta, info.get("domain")), tasks, per_task, workers=workers)
+        make_env = functools.partial(domain_env, info["suite"], split="train", env_cfg=info.get("env") or {},
+                                     domain=info.get("domain"))
+        frames = render_scenes(make_env, tasks, per_task, workers=workers)
         self.seconds = time.perf_counter() - t0
         if frames.task_points.shape[1] != sampler.env_state_dim:
             raise ValueError(f"grounding scenes give {frames.task_points.shape[1]} task-point columns, the dataset "
@@ -160,14 +156,6 @@ class Grounding(Technique):
         cfg = self.run.cfg
         return {"grounding": {"scenes_per_task": cfg.grounding_scenes, "fraction": cfg.grounding_fraction,
                               "render_seconds": round(self.seconds, 1)}}
-
-
-def scene_env(meta: dict, domain: dict | None, task: str) -> gym.Env:
-    """``task``'s env as a dataset was collected: its suite and env settings (``meta``) and its
-    resolved domain (None = the nominal simulation); module-level so that render workers can
-    unpickle it."""
-    env = policy_env(meta, task, "train")
-    return randomize(env, from_dict(DomainConfig, domain)) if domain else env
 
 
 class Alignment(Technique):

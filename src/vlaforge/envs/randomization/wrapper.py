@@ -105,13 +105,18 @@ def randomize(env: gym.Env, domain: DomainConfig) -> gym.Env:
     return env
 
 
-def worker_domain_env(suite: str, task: str, split: str, env_cfg: dict, domain: dict | None) -> gym.Env:
-    """A worker process's env for a collection or evaluation job, randomized when ``domain`` (a
-    resolved DomainConfig as a dict) is given; kept while jobs share the same key."""
+def domain_env(suite: str, task: str, split: str, env_cfg: dict, domain: dict | None) -> gym.Env:
+    """``task``'s env in ``suite`` with the settings ``env_cfg``, randomized when ``domain`` (a
+    resolved DomainConfig as a dict, as collections record it) is given; module-level, so that a
+    ``functools.partial`` of it reaches worker processes."""
     from vlaforge.envs import get_suite
 
-    def make() -> gym.Env:
-        env = get_suite(suite).make_env(task, split, from_dict(EnvConfig, env_cfg))
-        return randomize(env, from_dict(DomainConfig, domain)) if domain else env
+    env = get_suite(suite).make_env(task, split, from_dict(EnvConfig, env_cfg))
+    return randomize(env, from_dict(DomainConfig, domain)) if domain else env
 
-    return worker_env((suite, task, split, json.dumps(env_cfg, sort_keys=True), json.dumps(domain, sort_keys=True)), make)
+
+def worker_domain_env(suite: str, task: str, split: str, env_cfg: dict, domain: dict | None) -> gym.Env:
+    """A worker process's env for a collection or evaluation job (``domain_env``), kept while jobs
+    share the same key."""
+    return worker_env((suite, task, split, json.dumps(env_cfg, sort_keys=True), json.dumps(domain, sort_keys=True)),
+                      lambda: domain_env(suite, task, split, env_cfg, domain))
